@@ -1,0 +1,3 @@
+"""deepcheck: the torch companion of :mod:`linflow` -- flows (linear, RealNVP, GLOW), PGD attacks,
+universal perturbations, maximum-likelihood / adversarial / hybrid training, checked against the exact
+linear-flow optima."""
