@@ -1,0 +1,8 @@
+"""``python -m deepcheck {train,attack,evaluate,reproduce} ...`` (see ``deepcheck.cli``)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

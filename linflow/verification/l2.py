@@ -1,0 +1,1 @@
+"""Verification checks (see linflow.verification); filled by the module that owns this result."""
