@@ -1,0 +1,240 @@
+r"""The batched trust-region kernel of the exact L2 attacks, in eigen-coordinates (DESIGN R1, R2).
+
+Inputs are the eigenvalues ``s`` of ``Sigma`` (ascending, ``s[0] = s_min``), the eigen-coordinates
+``W = U^T (X - mu)`` of a batch of points (one row per point) and a budget ``eps > 0``. With ``p_i = 1/s_i``
+(the precision's eigenvalues) every function below returns, per row ``w``, the optimal ``c = U^T delta``.
+
+**Lowering the likelihood (R1)** -- :func:`lower_likelihood`:
+
+.. math::  \max_{\|c\|_2 \le \varepsilon} \; (w + c)^T \operatorname{diag}(p) (w + c).
+
+``c`` is optimal iff there is ``eta >= p_max = 1/s_min`` with ``(eta I - diag(p)) c = diag(p) w`` and
+``||c|| = eps`` (the model is negative definite in the minimisation form, so the constraint is active and the
+second-order condition is ``eta >= p_max``). We solve in the **gap variable** ``g = eta - p_max >= 0``, with
+``gap_i = p_max - p_i = (s_i - s_min) / (s_i s_min) >= 0`` computed without cancellation, so that
+
+.. math::  c_i(g) = \frac{a_i}{g + \mathrm{gap}_i}, \qquad a_i = p_i w_i, \qquad \|c(g)\| = \varepsilon .
+
+Writing it in ``g`` rather than ``eta`` keeps full relative accuracy in ``g`` when the root is close to the pole
+``eta = p_max`` (near the hard case), where ``eta`` itself would have lost all digits of ``eta - p_max``.
+
+The **s_min block** ``B = {i : s_i <= s_min (1 + block_rtol)}`` (repeated smallest eigenvalues) is one
+eigenspace: its gaps are set to exactly 0. If ``a_B = 0`` and ``||c(0)|| <= eps`` this is the **hard case**:
+``g = 0`` (``eta = p_max``), ``c_i = a_i / gap_i`` off the block, and the missing norm
+``sqrt(eps^2 - ||c_off||^2)`` is put on the *first* eigenvector of the block with a **non-negative
+coefficient** (``c_0 >= 0``; sign convention: the optimum is then ``+-``, we return the ``+`` one). At
+``w = 0`` this gives ``c = eps e_0``, i.e. ``delta = +eps u_min``. When ``a_B != 0``, however tiny, the
+optimum is unique and its block part is aligned with ``w``'s block part (``c_B = a_B / g``).
+
+**Raising the likelihood (R2)** -- :func:`raise_likelihood`: ``min_{||c|| <= eps} (w+c)^T diag(p) (w+c)`` is
+convex. If ``||w|| <= eps``, ``c = -w``; otherwise ``c_i = -w_i / (1 + eta s_i) = -a_i / (eta + p_i)`` with
+``eta > 0`` the root of ``||c(eta)|| = eps`` (KKT: ``(diag(p) + eta I) c = -diag(p) w``, ``eta >= 0``).
+
+**The root finder** (:func:`secular_root`) solves ``||c(g)|| = eps`` for ``c_i(g) = a_i / (g + gap_i)`` with all
+``gap_i >= 0``. The function ``psi(g) = eps / ||c(g)|| - 1`` is increasing and *concave* on ``g > -min gap``
+(More & Sorensen 1983, Lemma 3.x: ``1 / ||(H + lambda I)^{-1} b||`` is concave), so Newton's method started
+left of the root stays left of it and converges monotonically, quadratically near the root; it is nearly
+linear, unlike ``||c||^2 - eps^2``. The Newton step has the scale-free form
+``g+ = g + (||c||/eps - 1) ||c||^2 / sum_i c_i^2 / (g + gap_i)``. Safeguards: a bracket ``[lo, hi]`` with
+``lo = max(||a_B|| / eps, ||a|| / eps - max gap)`` (where ``||c|| >= eps``) and ``hi = ||a|| / eps`` (where
+``||c|| <= eps``); when a Newton step fails to halve ``||c||/eps - 1`` (the steep start of a near-hard
+case), the next trial is the geometric midpoint ``sqrt(lo hi)``. Norms are computed with a per-row scale
+(no overflow). At the end ``c`` is rescaled to have norm exactly ``eps`` (to rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .validation import as_float_array, check_eps
+
+_EPS = float(np.finfo(np.float64).eps)
+DEFAULT_BLOCK_RTOL = 1e-12
+DEFAULT_MAXITER = 200
+
+
+@dataclass(frozen=True)
+class TRSolution:
+    """The solution of a batch of trust-region subproblems in eigen-coordinates.
+
+    Attributes
+    ----------
+    C : ``(n, d)``, the optimal ``c = U^T delta`` per row.
+    eta : ``(n,)``, the Lagrange multiplier (R1: ``eta >= 1/s_min``; R2: ``eta >= 0``).
+    gap : ``(n,)``, R1: ``g = eta - 1/s_min >= 0`` (accurate even when tiny); R2: equal to ``eta``.
+    hard : ``(n,)`` bool, R1: the hard case (``g = 0``, norm filled along the s_min eigenspace);
+        R2: the interior case ``||w|| <= eps`` (``c = -w``, ``eta = 0``).
+    iterations : the largest number of root-finder iterations any row needed.
+    """
+
+    C: np.ndarray
+    eta: np.ndarray
+    gap: np.ndarray
+    hard: np.ndarray
+    iterations: int
+
+
+def _check_inputs(s: object, W: object, eps: object) -> tuple[np.ndarray, np.ndarray, float]:
+    s = as_float_array("s", s, ndim=(1,))
+    if np.any(s <= 0):
+        raise ValueError("s must be positive (eigenvalues of a covariance)")
+    if np.any(np.diff(s) < 0):
+        raise ValueError("s must be sorted ascending (s[0] = s_min)")
+    W = as_float_array("W", W, ndim=(2,))
+    if W.shape[1] != s.shape[0]:
+        raise ValueError(f"W must have shape (n, {s.shape[0]}) to match s, got {W.shape}")
+    return s, W, check_eps(eps)
+
+
+def _row_norm(X: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row, scaled by the row's largest entry (no overflow or underflow)."""
+    m = np.max(np.abs(X), axis=1)
+    safe = np.where(m > 0, m, 1.0)
+    return m * np.sqrt(np.sum((X / safe[:, None]) ** 2, axis=1))
+
+
+def block_size(s: np.ndarray, block_rtol: float = DEFAULT_BLOCK_RTOL) -> int:
+    """Number ``k`` of eigenvalues in the s_min block: ``s_i <= s_min (1 + block_rtol)`` (``s`` ascending)."""
+    return int(np.searchsorted(s, s[0] * (1.0 + block_rtol), side="right"))
+
+
+def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``r = ||c(g)|| / eps`` and the Newton step numerator ``||c||^2 / sum c_i^2/(g+gap_i)`` per row.
+
+    ``c_i = a_i / (g + gap_i)``; entries with ``a_i = 0`` contribute 0 even where ``g + gap_i = 0``.
+    """
+    den = g[:, None] + gaps[None, :]
+    C = np.divide(A, den, out=np.zeros_like(A), where=A != 0)
+    m = np.max(np.abs(C), axis=1)
+    safe = np.where(m > 0, m, 1.0)
+    Ch = C / safe[:, None]
+    N2 = np.sum(Ch * Ch, axis=1)
+    S = np.sum(np.divide(Ch * Ch, den, out=np.zeros_like(Ch), where=Ch != 0), axis=1)
+    r = m * np.sqrt(N2) / eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(S > 0, N2 / S, np.inf)
+    return r, q
+
+
+def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
+                 maxiter: int = DEFAULT_MAXITER) -> tuple[np.ndarray, int]:
+    """Per row, the root ``g`` in ``[lo, hi]`` of ``||c(g)|| = eps`` with ``c_i(g) = a_i / (g + gap_i)``.
+
+    Requires ``gap_i >= 0``, ``||c(lo)|| >= eps >= ||c(hi)||`` (``lo`` may be 0 only where the row's ``a``
+    vanishes on ``gap_i = 0``). Safeguarded Newton on the concave ``psi(g) = eps/||c(g)|| - 1`` from the left
+    (see the module docstring). Returns the roots (the left end of the final bracket, where
+    ``||c|| >= eps`` to rounding) and the number of iterations used.
+    """
+    lo = np.array(lo, dtype=np.float64)
+    hi = np.array(hi, dtype=np.float64)
+    r_lo, q_lo = _ratio_and_slope(A, gaps, lo, eps)
+    active = r_lo - 1.0 > 4 * _EPS
+    bisect = np.zeros(lo.shape, dtype=bool)
+    prev = r_lo - 1.0
+    it = 0
+    while np.any(active) and it < maxiter:
+        it += 1
+        idx = np.flatnonzero(active)
+        l, h = lo[idx], hi[idx]
+        newton = l + (r_lo[idx] - 1.0) * q_lo[idx]
+        geo = np.where(l > 0, np.sqrt(l * h), 0.5 * h)
+        trial = np.where(bisect[idx] & (newton < geo), geo, newton)
+        bad = ~(trial > l) | ~(trial < h)
+        trial = np.where(bad, 0.5 * (l + h), trial)
+        r, q = _ratio_and_slope(A[idx], gaps, trial, eps)
+        # ||c(trial)|| = eps to rounding: trial is the root (treated as a lower end, ending the iteration)
+        left = (r >= 1.0) | (np.abs(r - 1.0) <= 4 * _EPS)
+        # left of the root (||c|| >= eps): new lower end; right of it: new upper end.
+        lo[idx] = np.where(left, trial, l)
+        hi[idx] = np.where(left, h, trial)
+        r_lo[idx] = np.where(left, r, r_lo[idx])
+        q_lo[idx] = np.where(left, q, q_lo[idx])
+        excess = r_lo[idx] - 1.0
+        # a step that did not halve the excess (or landed right of the root) triggers a bisection next time
+        bisect[idx] = ~left | (excess > 0.5 * prev[idx])
+        prev[idx] = excess
+        done = (excess <= 4 * _EPS) | (hi[idx] - lo[idx] <= 4 * _EPS * hi[idx])
+        active[idx[done]] = False
+    return lo, it
+
+
+def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: float = DEFAULT_BLOCK_RTOL,
+                     maxiter: int = DEFAULT_MAXITER) -> TRSolution:
+    """Solve ``max_{||c|| <= eps} (w+c)^T diag(1/s) (w+c)`` for every row ``w`` of ``W`` (DESIGN R1).
+
+    ``s`` ascending and positive, ``W`` of shape ``(n, d)``. See the module docstring for the optimality
+    conditions, the gap variable, the s_min block and the hard-case sign convention. ``eps = 0`` gives
+    ``C = 0``, ``eta = 1/s_min`` and ``hard = False``.
+    """
+    s, W, eps = _check_inputs(s, W, eps)
+    n, d = W.shape
+    s_min = s[0]
+    p = 1.0 / s
+    if eps == 0.0:
+        z = np.zeros(n)
+        return TRSolution(np.zeros_like(W), z + p[0], z, np.zeros(n, dtype=bool), 0)
+    k = block_size(s, float(block_rtol))
+    gaps = (s - s_min) / (s * s_min)
+    gaps[:k] = 0.0
+    A = W * p  # a_i = w_i / s_i
+    a_norm = _row_norm(A)
+    aB_norm = _row_norm(A[:, :k])
+    hi = a_norm / eps
+    lo = np.maximum(aB_norm / eps, hi - gaps[-1])
+    lo = np.maximum(np.minimum(lo, hi), 0.0)
+    # hard case: no mass on the block and ||c(0)|| <= eps (off-block c_i = a_i / gap_i)
+    maybe_hard = aB_norm == 0.0
+    hard = np.zeros(n, dtype=bool)
+    if np.any(maybe_hard):
+        idx = np.flatnonzero(maybe_hard)
+        r0, _ = _ratio_and_slope(A[idx], gaps, np.zeros(idx.size), eps)
+        hard[idx[r0 <= 1.0]] = True
+    g = np.zeros(n)
+    iters = 0
+    easy = ~hard
+    if np.any(easy):
+        g[easy], iters = secular_root(A[easy], gaps, eps, lo[easy], hi[easy], maxiter)
+    den = g[:, None] + gaps[None, :]
+    C = np.divide(A, den, out=np.zeros_like(A), where=A != 0)
+    norms = _row_norm(C)
+    ok = easy & (norms > 0)
+    C[ok] *= (eps / norms[ok])[:, None]
+    if np.any(hard):
+        off = norms[hard]
+        fill = np.sqrt(np.maximum((eps - off) * (eps + off), 0.0))
+        C[hard, 0] = fill
+    return TRSolution(C, p[0] + g, g, hard, iters)
+
+
+def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
+                     maxiter: int = DEFAULT_MAXITER) -> TRSolution:
+    """Solve ``min_{||c|| <= eps} (w+c)^T diag(1/s) (w+c)`` for every row ``w`` of ``W`` (DESIGN R2).
+
+    Interior case ``||w|| <= eps``: ``c = -w``, ``eta = 0`` (``hard`` is True for these rows). Otherwise
+    ``c_i = -w_i / (1 + eta s_i)`` with ``eta > 0`` the root of ``||c(eta)|| = eps``, found by the same
+    safeguarded Newton iteration with ``gap_i = 1/s_i`` and ``a_i = w_i / s_i``.
+    """
+    s, W, eps = _check_inputs(s, W, eps)
+    n, d = W.shape
+    if eps == 0.0:
+        z = np.zeros(n)
+        return TRSolution(np.zeros_like(W), z, z, np.all(W == 0, axis=1), 0)
+    w_norm = _row_norm(W)
+    inside = w_norm <= eps
+    C = -W.copy()
+    eta = np.zeros(n)
+    iters = 0
+    out = ~inside
+    if np.any(out):
+        p = 1.0 / s
+        Wo = W[out]
+        A = Wo * p
+        hi = _row_norm(A) / eps
+        lo = np.maximum(np.minimum(hi - p[0], hi), 0.0)
+        eta[out], iters = secular_root(A, p, eps, lo, hi, maxiter)
+        Co = -Wo / (1.0 + eta[out][:, None] * s[None, :])
+        norms = _row_norm(Co)
+        C[out] = Co * (eps / norms)[:, None]
+    return TRSolution(C, eta, eta.copy(), inside, iters)
