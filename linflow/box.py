@@ -495,7 +495,7 @@ def certified_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm:
         from . import perturb  # the L2 solver lives there (DESIGN R1/R2)
 
         D = np.atleast_2d(perturb.optimal_perturbation(flow, X, eps, norm=2, likelihood=lk, **options))
-        lower = nll_change_batch(flow.precision, V, D)
+        lower = np.atleast_1d(perturb.optimal_nll_change(flow, X, eps, norm=2, likelihood=lk, **options))
         upper = lower.copy()
         methods = ["l2-secular"] * len(V)
     else:
