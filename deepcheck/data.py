@@ -423,8 +423,8 @@ def load(
     target = _check_size(size)
     if resize not in ("pad", "interpolate"):
         raise ValueError(f"resize must be 'pad' or 'interpolate', got {resize!r}")
-    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
-        raise ValueError(f"channels must be a positive int or None, got {channels!r}")
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     if n_bins is not None and (isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 2 <= n_bins <= 256):
@@ -457,7 +457,8 @@ def load(
             raise ValueError(f"dataset {name!r} needs root=DIR (the folder with its files)")
         where = Path(root)
         if not where.exists():
-            raise FileNotFoundError(f"{name}: {where} does not exist")
+            raise FileNotFoundError(f"{name}: {where} does not exist; pass root=DIR, the folder (or .npz file) "
+                                    "that holds the data")
         if name == "idx":
             if not where.is_dir():
                 raise ValueError(f"idx: root must be a directory, got {where}")
