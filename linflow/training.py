@@ -237,23 +237,71 @@ def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str
     return flow, info
 
 
+def _mixture_minorant(Z: np.ndarray, Zm: np.ndarray, reg: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Best weights ``omega`` in ``[0, 1]^K`` for the mixture minorant of :func:`_sample_damped`.
+
+    ``Z`` (n, d) are the (centred) worst-case points, ``Zm`` (K, d) the mirrored candidates of the first ``K``
+    rows. Row ``i < K`` gets weight ``omega_i / n`` and its mirror ``(1 - omega_i) / n``; the others ``1/n``.
+    Maximises ``log det C(omega)`` with ``C`` the weighted covariance ``+ reg I`` (concave: a weighted second
+    moment, linear in ``omega``, minus ``M M^T``, matrix-concave). Returns ``(omega, M, C)``.
+    """
+    from scipy.optimize import minimize
+
+    K, d = Zm.shape
+    E0 = Z.T @ Z / n
+    M0 = Z.mean(axis=0)
+    D = Zm - Z[:K]  # mirror minus point
+
+    def parts(om: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = (1.0 - om) / n
+        M = M0 + a @ D
+        E = E0 + (Zm.T * a) @ Zm - (Z[:K].T * a) @ Z[:K]
+        C = E - np.outer(M, M) + reg * np.eye(d)
+        return M, 0.5 * (C + C.T)
+
+    def negf(om: np.ndarray) -> tuple[float, np.ndarray]:
+        M, C = parts(om)
+        try:
+            cf = scipy.linalg.cho_factor(C)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros_like(om)
+        logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+        Ci_m, Ci_z = scipy.linalg.cho_solve(cf, Zm.T), scipy.linalg.cho_solve(cf, Z[:K].T)
+        qm, qz = np.sum(Zm.T * Ci_m, axis=0), np.sum(Z[:K].T * Ci_z, axis=0)
+        grad = -(qm - qz) / n + 2.0 / n * (D @ scipy.linalg.cho_solve(cf, M))
+        return -logdet, -grad
+
+    res = minimize(negf, np.ones(K), jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * K,
+                   options={"maxiter": 200, "ftol": 1e-15, "gtol": 1e-12})
+    om = res.x if res.fun <= negf(np.ones(K))[0] else np.ones(K)
+    M, C = parts(om)
+    return om, M, C
+
+
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 200,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
-                   armijo: float = 1e-4) -> tuple[LinearFlow, FitInfo]:
+                   armijo: float = 1e-4, max_mixed: int = 64) -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for DESIGN R6 (L2), with a certified optimality gap.
 
     At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
-    ``y_i = x_i + delta_i``. The convex function ``G_k(theta) = mean_i NLL_theta(y_i) + reg/2 tr P`` satisfies
-    ``G_k <= F`` everywhere (each ``delta_i`` is feasible) and ``G_k(theta_k) = F(theta_k)``; by Danskin's theorem
-    it has the same directional derivatives as ``F`` at ``theta_k`` (when each ``delta_i`` is unique). Its
-    minimiser is the maximum-likelihood fit of the ``y_i``: ``mu = mean(y)``, ``Sigma = cov(y) + reg I``. So
+    ``y_i = x_i + delta_i``. Any mixture ``G_k(theta) = mean_i sum_j w_ij NLL_theta(x_i + delta_ij) + reg/2 tr P``
+    of *feasible* perturbations (``w_i`` a probability vector) satisfies ``G_k <= F`` everywhere, and its minimum
+    is the weighted maximum-likelihood fit (``mu`` = the weighted mean, ``Sigma`` = the weighted covariance
+    ``+ reg I``), of value ``1/2 (d + log det Sigma + d log 2 pi)``. So
 
-    * ``gap_k = F(theta_k) - min G_k >= F(theta_k) - min F``: a certified bound on the suboptimality, and
-    * ``theta_ML - theta_k`` is a descent direction with slope ``<= -gap_k``. The full step (the naive fixed
-      point) can diverge at large eps, so the step ``alpha`` (in natural parameters, where ``F`` is convex and
-      the segment stays positive definite) is halved until ``F`` decreases by ``armijo * alpha * gap_k``.
+    * ``gap_k = F(theta_k) - min G_k >= F(theta_k) - min F``: a certified bound on the suboptimality;
+    * ``theta_ML - theta_k`` (in natural parameters, where ``F`` is convex and the segment stays positive
+      definite) is the step direction. The full step -- the naive fixed point -- can diverge at large eps, so
+      the step ``alpha`` is halved until ``F`` decreases by ``armijo * alpha * (G_k(theta_k) - min G_k)``.
 
-    Cost per iteration: one eigendecomposition and one batched exact attack, ``O(d^3 + n d^2)``.
+    With ``delta_ij = delta_i`` alone, ``G_k`` touches ``F`` at ``theta_k`` with the same gradient (Danskin),
+    which suffices away from kinks. But the optimum often puts points in the hard case of R1 (two optimal
+    perturbations, mirror images across the ``u_min`` axis), where ``F`` has a kink and one perturbation per
+    point leaves a gap that does not close. So for the (at most ``max_mixed``) points whose mirrored
+    perturbation is within ``n * gap`` of optimal, ``G_k`` mixes the optimal and the mirrored point with a
+    weight chosen to maximise ``min G_k`` (a concave problem in the weights, :func:`_mixture_minorant`).
+
+    Cost per iteration: eigendecompositions and one batched exact attack, ``O(d^3 + n d^2)``.
     Stops when ``gap_k <= tol * max(1, |F|)``.
     """
     from tqdm.auto import tqdm
@@ -272,36 +320,53 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     converged = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
     for _ in bar:
-        Y = X + optimal_perturbation(flow, X, eps, norm=2, likelihood="decrease")
-        mY = Y.mean(axis=0)
-        CY = (Y - mY).T @ (Y - mY) / n + reg * np.eye(d)
-        CY = 0.5 * (CY + CY.T)
-        logdet = np.linalg.slogdet(CY)[1]
-        Gmin = 0.5 * (d + logdet + d * _LOG_2PI)
+        U, s = flow.eigvecs, flow.eigvals
+        Wc = (X - flow.mean) @ U
+        Cc = optimal_perturbation(flow, X, eps, norm=2, likelihood="decrease") @ U
+        Cm = Cc.copy()
+        Cm[:, 0] *= -1.0  # the mirror image across the u_min axis: feasible, optimal in the hard case
+        gain = np.sum(Cc * (Wc + 0.5 * Cc) / s, axis=1)
+        loss = gain - np.sum(Cm * (Wc + 0.5 * Cm) / s, axis=1)
+        Z = X - m + Cc @ U.T  # centred worst-case points
+        CY = Z.T @ Z / n - np.outer(Z.mean(axis=0), Z.mean(axis=0)) + reg * np.eye(d)
+        MY = Z.mean(axis=0)
+        Gmin = 0.5 * (d + np.linalg.slogdet(CY)[1] + d * _LOG_2PI)
         gap = max(F - Gmin, 0.0)
+        slack = 0.0
+        amb = np.nonzero((np.abs(Cc[:, 0]) > 0) & (loss < n * gap))[0]
+        if amb.size:
+            amb = amb[np.argsort(loss[amb])[:max_mixed]]
+            order = np.concatenate([amb, np.setdiff1d(np.arange(n), amb)])
+            om, M2, C2 = _mixture_minorant(Z[order], (X - m + Cm @ U.T)[amb], reg, n)
+            G2 = 0.5 * (d + np.linalg.slogdet(C2)[1] + d * _LOG_2PI)
+            if G2 > Gmin:
+                Gmin, MY, CY = G2, M2, C2
+                gap = max(F - Gmin, 0.0)
+                slack = float(np.sum((1.0 - om) * loss[amb]) / n)
         if gap <= tol * max(1.0, abs(F)):
             history.append((F, gap, 0.0))
             converged = True
             break
         P, h = _natural(flow)
-        P_ml = np.linalg.inv(CY)
+        P_ml = np.linalg.inv(0.5 * (CY + CY.T))
         P_ml = 0.5 * (P_ml + P_ml.T)
-        h_ml = P_ml @ mY
+        h_ml = P_ml @ (MY + m)
+        decrease = max(gap - slack, 0.0)
         alpha = 1.0
         while True:
             cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
             Fc = sample_objective(cand, X, eps, reg=reg)
-            if Fc <= F - armijo * alpha * gap or alpha < 1e-12:
+            if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
                 break
             alpha *= 0.5
-        if Fc > F:  # no decrease at the smallest step: numerically converged
+        if Fc >= F:  # no decrease even at the smallest step: stop (not certified)
             history.append((F, gap, 0.0))
             break
         flow, F = cand, Fc
         history.append((F, gap, alpha))
         bar.set_postfix(objective=f"{F:.10g}", gap=f"{gap:.2e}", step=alpha)
     bar.close()
-    info = FitInfo("damped", "converged" if converged else "max_iter", F, gap=gap, iterations=len(history),
+    info = FitInfo("damped", "converged" if converged else "stopped", F, gap=gap, iterations=len(history),
                    converged=converged, seconds=time.perf_counter() - t0, history=tuple(history))
     return flow, info
 
@@ -360,7 +425,7 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     elif attack == "universal":
         flow, info = _universal_cvxpy(m, S, eps, norm, backend or "CLARABEL", dict(options))
     elif norm == 2 and backend is None:
-        allowed = {"max_iter", "tol", "progress", "init", "armijo"}
+        allowed = {"max_iter", "tol", "progress", "init", "armijo", "max_mixed"}
         if set(options) - allowed:
             raise TypeError(f"unexpected options for the damped solver: {sorted(set(options) - allowed)}")
         flow, info = _sample_damped(X, m, S, eps, reg, **options)  # type: ignore[arg-type]
