@@ -47,12 +47,15 @@ class FitInfo:
 
     ``objective`` is the training objective at the returned model. ``gap`` is a certified upper bound on
     ``objective - optimum`` where the solver provides one (the damped solver: the value of the minorant's
-    own minimum, DESIGN R6), else NaN. ``history`` holds ``(objective, gap, step)`` per iteration.
+    own minimum, DESIGN R6), else NaN. ``solver_value`` is the optimal value the convex solver itself reported
+    (cvxpy), to be compared with ``objective``, the exact objective re-evaluated at the returned model.
+    ``history`` holds ``(objective, gap, step)`` per iteration.
     """
 
     solver: str
     status: str
     objective: float
+    solver_value: float = float("nan")
     gap: float = float("nan")
     iterations: int = 0
     converged: bool = True
@@ -161,7 +164,7 @@ def _universal_cvxpy(m: np.ndarray, S: np.ndarray, eps: float, norm: float, back
     Pv = 0.5 * (P.value + P.value.T)
     flow = LinearFlow.from_gaussian(m, np.linalg.inv(Pv))
     info = FitInfo(f"cvxpy/{backend}", str(prob.status), universal_objective(flow, S, eps, norm=norm),
-                   seconds=time.perf_counter() - t0)
+                   solver_value=0.5 * float(prob.value) + 0.5 * d * _LOG_2PI, seconds=time.perf_counter() - t0)
     return flow, info
 
 
@@ -233,29 +236,33 @@ def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str
         raise RuntimeError(f"cvxpy ({backend}) failed on sample-specific training: status {prob.status}")
     flow = _from_natural(P.value, h.value)
     info = FitInfo(f"cvxpy/{backend}", str(prob.status), sample_objective(flow, X, eps, norm=norm, reg=reg),
-                   seconds=time.perf_counter() - t0)
+                   solver_value=float(prob.value) + 0.5 * d * _LOG_2PI, seconds=time.perf_counter() - t0)
     return flow, info
 
 
-def _mixture_minorant(Z: np.ndarray, Zm: np.ndarray, reg: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mixture_minorant(Z: np.ndarray, Zm: np.ndarray, reg: float, n: int, spread: np.ndarray,
+                      UE: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Best weights ``omega`` in ``[0, 1]^K`` for the mixture minorant of :func:`_sample_damped`.
 
-    ``Z`` (n, d) are the (centred) worst-case points, ``Zm`` (K, d) the mirrored candidates of the first ``K``
-    rows. Row ``i < K`` gets weight ``omega_i / n`` and its mirror ``(1 - omega_i) / n``; the others ``1/n``.
-    Maximises ``log det C(omega)`` with ``C`` the weighted covariance ``+ reg I`` (concave: a weighted second
-    moment, linear in ``omega``, minus ``M M^T``, matrix-concave). Returns ``(omega, M, C)``.
+    ``Z`` (n, d) are the (centred) worst-case points. The first ``K`` rows have an alternative: a distribution
+    of mean ``Zm[i]`` and second moment ``Zm[i] Zm[i]^T + spread[i] UE UE^T`` (a point mass when ``spread = 0``,
+    else uniform on a sphere in the span of ``UE``). Row ``i < K`` gets weight ``omega_i / n``, its alternative
+    ``(1 - omega_i) / n``; the other rows ``1/n``. Maximises ``log det C(omega)``, ``C`` the weighted covariance
+    ``+ reg I`` (concave: a second moment linear in ``omega`` minus ``M M^T``, which is matrix-concave).
+    Returns ``(omega, M, C)``.
     """
     from scipy.optimize import minimize
 
     K, d = Zm.shape
     E0 = Z.T @ Z / n
     M0 = Z.mean(axis=0)
-    D = Zm - Z[:K]  # mirror minus point
+    D = Zm - Z[:K]  # alternative mean minus point
+    PiE = UE @ UE.T
 
     def parts(om: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = (1.0 - om) / n
         M = M0 + a @ D
-        E = E0 + (Zm.T * a) @ Zm - (Z[:K].T * a) @ Z[:K]
+        E = E0 + (Zm.T * a) @ Zm - (Z[:K].T * a) @ Z[:K] + float(a @ spread) * PiE
         C = E - np.outer(M, M) + reg * np.eye(d)
         return M, 0.5 * (C + C.T)
 
@@ -268,7 +275,8 @@ def _mixture_minorant(Z: np.ndarray, Zm: np.ndarray, reg: float, n: int) -> tupl
         logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
         Ci_m, Ci_z = scipy.linalg.cho_solve(cf, Zm.T), scipy.linalg.cho_solve(cf, Z[:K].T)
         qm, qz = np.sum(Zm.T * Ci_m, axis=0), np.sum(Z[:K].T * Ci_z, axis=0)
-        grad = -(qm - qz) / n + 2.0 / n * (D @ scipy.linalg.cho_solve(cf, M))
+        trE = float(np.sum(UE * scipy.linalg.cho_solve(cf, UE)))
+        grad = -(qm + spread * trE - qz) / n + 2.0 / n * (D @ scipy.linalg.cho_solve(cf, M))
         return -logdet, -grad
 
     res = minimize(negf, np.ones(K), jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * K,
@@ -296,10 +304,12 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
 
     With ``delta_ij = delta_i`` alone, ``G_k`` touches ``F`` at ``theta_k`` with the same gradient (Danskin),
     which suffices away from kinks. But the optimum often puts points in the hard case of R1 (two optimal
-    perturbations, mirror images across the ``u_min`` axis), where ``F`` has a kink and one perturbation per
-    point leaves a gap that does not close. So for the (at most ``max_mixed``) points whose mirrored
-    perturbation is within ``n * gap`` of optimal, ``G_k`` mixes the optimal and the mirrored point with a
-    weight chosen to maximise ``min G_k`` (a concave problem in the weights, :func:`_mixture_minorant`).
+    perturbations, mirror images across the ``u_min`` axis; a whole sphere of them when ``s_min`` is repeated,
+    as it is in every direction the data do not span when ``n <= d``), where ``F`` has a kink and one
+    perturbation per point leaves a gap that does not close. So for the (at most ``max_mixed``) points whose
+    alternative -- the mirrored perturbation, or the uniform distribution over that sphere -- is within
+    ``n * gap`` of optimal, ``G_k`` mixes the optimal point and the alternative with a weight chosen to
+    maximise ``min G_k`` (a concave problem in the weights, :func:`_mixture_minorant`).
 
     Cost per iteration: eigendecompositions and one batched exact attack, ``O(d^3 + n d^2)``.
     Stops when ``gap_k <= tol * max(1, |F|)``.
@@ -323,21 +333,27 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         U, s = flow.eigvecs, flow.eigvals
         Wc = (X - flow.mean) @ U
         Cc = optimal_perturbation(flow, X, eps, norm=2, likelihood="decrease") @ U
-        Cm = Cc.copy()
-        Cm[:, 0] *= -1.0  # the mirror image across the u_min axis: feasible, optimal in the hard case
         gain = np.sum(Cc * (Wc + 0.5 * Cc) / s, axis=1)
-        loss = gain - np.sum(Cm * (Wc + 0.5 * Cm) / s, axis=1)
+        r = int(np.count_nonzero(s <= s[0] * (1.0 + 1e-9)))  # multiplicity of s_min (to rounding)
+        Cm = Cc.copy()
+        if r == 1:  # the mirror image across the u_min axis: feasible, optimal in the hard case
+            Cm[:, 0] *= -1.0
+            spread = np.zeros(n)
+        else:  # spread the s_min-eigenspace part uniformly over its sphere (its mean is 0)
+            spread = np.sum(Cc[:, :r] ** 2, axis=1) / r
+            Cm[:, :r] = 0.0
+        loss = gain - np.sum(Cm * (Wc + 0.5 * Cm) / s, axis=1) - 0.5 * spread * np.sum(1.0 / s[:r])
         Z = X - m + Cc @ U.T  # centred worst-case points
         CY = Z.T @ Z / n - np.outer(Z.mean(axis=0), Z.mean(axis=0)) + reg * np.eye(d)
         MY = Z.mean(axis=0)
         Gmin = 0.5 * (d + np.linalg.slogdet(CY)[1] + d * _LOG_2PI)
         gap = max(F - Gmin, 0.0)
         slack = 0.0
-        amb = np.nonzero((np.abs(Cc[:, 0]) > 0) & (loss < n * gap))[0]
+        amb = np.nonzero((np.sum(Cc[:, :r] ** 2, axis=1) > 0) & (loss < n * gap))[0]
         if amb.size:
             amb = amb[np.argsort(loss[amb])[:max_mixed]]
             order = np.concatenate([amb, np.setdiff1d(np.arange(n), amb)])
-            om, M2, C2 = _mixture_minorant(Z[order], (X - m + Cm @ U.T)[amb], reg, n)
+            om, M2, C2 = _mixture_minorant(Z[order], (X - m + Cm @ U.T)[amb], reg, n, spread[amb], U[:, :r])
             G2 = 0.5 * (d + np.linalg.slogdet(C2)[1] + d * _LOG_2PI)
             if G2 > Gmin:
                 Gmin, MY, CY = G2, M2, C2
