@@ -67,7 +67,7 @@ class Budget:
     tradeoff_checks: int = 3
     # deep flows
     deep_dataset: str = "digits"
-    deep_ood: str = "uniform-noise"
+    deep_ood: str = "uniform-noise"  # the OOD set of the OOD attack (the paper's teaser: noise)
     deep_config: str = "tiny"
     deep_models: tuple[str, ...] = ("glow", "realnvp")
     deep_modes: tuple[str, ...] = ("mle", "hybrid")
@@ -107,7 +107,7 @@ BUDGETS: dict[str, Budget] = {
     "quick": Budget(name="quick"),
     "full": Budget(
         name="full", verify_quick=False, attack_dim=24, attack_points=16, attack_pgd_steps=300,
-        attack_pgd_restarts=5, tradeoff_dim=4, tradeoff_n=60, deep_dataset="mnist5k", deep_ood="fashion-mnist",
+        attack_pgd_restarts=5, tradeoff_dim=4, tradeoff_n=60, deep_dataset="fashion-mnist",
         deep_config="small", deep_epochs=60, eval_pgd_steps=50, eval_restarts=3, eval_n=1000,
         ood_pgd_steps=100, ood_n=1000, grid_images=6,
     ),
@@ -592,9 +592,262 @@ STEPS: list[Step] = [
 ]
 
 
+# ================================================================================================ deep flows
+PAPER_TEASER = {"clean": 1.6, "attacked": 150.0, "noise": 11.0, "noise_attacked": 4.2, "robust_clean": 1.7,
+                "robust_attacked": 2.7}
+"""The teaser figure of Pope et al. (2020), bits/dim (most likely) on one CIFAR-10 image (see paper.md)."""
+
+
+@dataclass
+class DeepData:
+    """The images of the deep steps: ``train``/``val``/``test`` of the in-distribution set and ``ood``."""
+
+    train: Any
+    val: Any
+    test: Any
+    ood: Any
+
+
+def deep_data(budget: Budget, seed: int) -> DeepData:
+    """Load ``budget.deep_dataset`` (train limited to ``deep_n_train``, 512 validation images, enough test
+    images) and the out-of-distribution set ``budget.deep_ood`` of the same shape and number of levels."""
+    load = require("deepcheck.data", "load")
+    train = load(budget.deep_dataset, "train", seed=seed, limit=budget.deep_n_train)
+    val = load(budget.deep_dataset, "val", seed=seed, limit=512)
+    test = load(budget.deep_dataset, "test", seed=seed, limit=max(budget.eval_n, budget.ood_n))
+    if budget.deep_ood == "uniform-noise":
+        ood = load("uniform-noise", "test", seed=seed, shape=tuple(train.shape), n=budget.ood_n, n_bins=train.n_bins)
+    else:
+        ood = load(budget.deep_ood, "test", seed=seed, limit=budget.ood_n, size=tuple(train.shape[1:]))
+    return DeepData(train, val, test, ood)
+
+
+TRAIN_SETTINGS = "deep_dataset,deep_config,deep_epochs,deep_batch_size,deep_lr,deep_n_train,hybrid,train"
+"""The :class:`Budget` fields that change a trained model."""
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(rep.to_jsonable(obj), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def checkpoint_path(ctx: Context, model: str, mode: str) -> Path:
+    """``<out>/checkpoints/<model>_<mode>_<hash of the deep settings, seed, device>.pt``: a change of settings
+    trains a new model; an interrupted run resumes from the last finished epoch (``deepcheck.train``)."""
+    tag = _digest([ctx.budget.section(TRAIN_SETTINGS), ctx.seed, ctx.device])
+    return ctx.checkpoints / f"{model}_{mode}_{tag}.pt"
+
+
+def make_train_step(model: str, mode: str) -> Callable[[Context], StepOutput]:
+    """The step that trains ``model`` ("glow", "realnvp") by ``mode`` ("mle", "hybrid") with
+    ``deepcheck.train.train`` and checkpoints it."""
+
+    def step_train(ctx: Context) -> StepOutput:
+        build = require("deepcheck.flows", "build")
+        train = require("deepcheck.train", "train")
+        b = ctx.budget
+        data = deep_data(b, ctx.seed)
+        ckpt = checkpoint_path(ctx, model, mode)
+        if ctx.force and ckpt.exists():
+            ckpt.unlink()
+        net = build(model, b.deep_config, tuple(data.train.shape), n_bins=data.train.n_bins, seed=ctx.seed)
+        n_params = sum(p.numel() for p in net.parameters())
+        res = train(net, data.train, val_data=data.val, mode=mode, epochs=b.deep_epochs, batch_size=b.deep_batch_size,
+                    lr=b.deep_lr, hybrid_lambda=b.hybrid_lambda, attack_eps=b.train_eps, attack_norm=b.train_norm,
+                    attack_steps=b.train_pgd_steps, checkpoint=ckpt, seed=ctx.seed, progress=False,
+                    device=ctx.device)
+        hist = [dataclasses.asdict(h) for h in res.history]
+        last = hist[-1] if hist else {}
+        out = StepOutput(results={"model": model, "mode": mode, "config": b.deep_config, "dataset": b.deep_dataset,
+                                  "n_train": len(data.train), "n_params": n_params, "epochs": len(hist),
+                                  "train_seconds": res.wall_time, "skipped_steps": res.skipped_steps,
+                                  "val_bpd": last.get("val_bpd"), "val_adv_bpd": last.get("val_adv_bpd"),
+                                  "train_loss": last.get("train_loss"), "history": hist,
+                                  "checkpoint": str(ckpt.relative_to(ctx.out))},
+                         files=[str(ckpt.relative_to(ctx.out))])
+        out.tables.append(ctx.table(
+            f"{model} ({b.deep_config}, {n_params} parameters) trained by {mode} on {b.deep_dataset} "
+            f"({len(data.train)} images)",
+            ["epoch", "train objective (bits/dim)", "val bits/dim", "val bits/dim under attack", "seconds"],
+            [[h["epoch"], h["train_loss"], "n/a" if h["val_bpd"] is None else h["val_bpd"],
+              "n/a" if h["val_adv_bpd"] is None else h["val_adv_bpd"], h["seconds"]] for h in hist]))
+        return out
+
+    step_train.__doc__ = f"Train {model} by {mode}."
+    return step_train
+
+
+def trained_models(ctx: Context) -> dict[str, Any]:
+    """``{"glow / mle": model, ...}`` for every training step that finished, loaded from its checkpoint."""
+    load_checkpoint = require("deepcheck.checkpoint", "load_checkpoint")
+    models = {}
+    for m in ctx.budget.deep_models:
+        for mode in ctx.budget.deep_modes:
+            rec = ctx.records.get(f"train_{m}_{mode}", {})
+            if rec.get("status") in ("ok", "cached"):
+                net = load_checkpoint(ctx.out / rec["results"]["checkpoint"]).model
+                models[f"{m} / {mode}"] = net.to(ctx.device).eval()
+    if not models:
+        reasons = {r["name"]: r.get("reason", "") for n, r in ctx.records.items() if n.startswith("train_")}
+        raise NotAvailable(f"no trained deep flow ({reasons or 'no training step'})")
+    return models
+
+
+def _bpd(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model.bpd(x[i:i + batch_size]).double().cpu().numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
+def _attack(model: Any, x: Any, eps: float, *, norm: str, likelihood: str, steps: int, restarts: int,
+            seed: int, batch_size: int = 256) -> Any:
+    import torch
+
+    pgd = require("deepcheck.attacks", "pgd")
+    if eps == 0.0:
+        return x
+    return torch.cat([pgd(model, x[i:i + batch_size], eps, norm=norm, likelihood=likelihood, steps=steps,
+                          restarts=restarts, clamp=(0.0, 1.0), seed=seed) for i in range(0, len(x), batch_size)])
+
+
+def step_deep_attack(ctx: Context) -> StepOutput:
+    """Bits/dim of test images against the budget of the likelihood-lowering PGD attack, per trained model;
+    the image grid (clean, attacked at ``teaser_eps``, amplified difference) for the first model."""
+    from . import figures as figs
+
+    b = ctx.budget
+    models = trained_models(ctx)
+    data = deep_data(b, ctx.seed)
+    dtype = next(iter(models.values())).parameters().__next__().dtype
+    x = data.test.pixels(dtype)[: b.eval_n].to(ctx.device)
+    eps_grid = sorted(set(b.eval_eps) | {0.0, b.teaser_eps})
+    curves, medians, teaser = {}, {}, {}
+    grid = None
+    for label, net in models.items():
+        means, meds = [], []
+        for e in eps_grid:
+            xa = _attack(net, x, e, norm=b.eval_norm, likelihood="decrease", steps=b.eval_pgd_steps,
+                         restarts=b.eval_restarts, seed=ctx.seed)
+            v = _bpd(net, xa)
+            means.append(float(v.mean()))
+            meds.append(float(np.median(v)))
+            if e == b.teaser_eps and grid is None:
+                k = b.grid_images
+                grid = {"model": label, "clean": x[:k].cpu().numpy(), "attacked": xa[:k].cpu().numpy(),
+                        "bpd_clean": _bpd(net, x[:k]), "bpd_attacked": v[:k]}
+        curves[label], medians[label] = means, meds
+        teaser[label] = {"clean": means[eps_grid.index(0.0)], "attacked": means[eps_grid.index(b.teaser_eps)]}
+    res = {"eps": eps_grid, "norm": b.eval_norm, "n_images": int(len(x)), "mean_bpd": curves, "median_bpd": medians,
+           "at_teaser_eps": teaser, "teaser_eps": b.teaser_eps, "grid": grid}
+    out = StepOutput(results=res)
+    labels = list(curves)
+    out.tables.append(ctx.table(
+        f"mean bits/dim of {len(x)} {b.deep_dataset} test images after PGD ({b.eval_norm}, lowering the likelihood, "
+        f"{b.eval_pgd_steps} steps, {b.eval_restarts} random restarts)",
+        ["eps"] + labels, [[e] + [curves[m][i] for m in labels] for i, e in enumerate(eps_grid)]))
+    out.figures["bpd_vs_eps"] = figs.bpd_vs_eps_figure(eps_grid, curves, b.eval_norm)
+    if grid is not None:
+        out.figures["image_grid"] = figs.image_grid_figure(grid["clean"], grid["attacked"])
+        out.notes.append(f"Image grid: {grid['model']}, eps = {b.teaser_eps:g} ({b.eval_norm}); bits/dim clean "
+                         + ", ".join(rep.fmt(float(v)) for v in grid["bpd_clean"]) + " -> attacked "
+                         + ", ".join(rep.fmt(float(v)) for v in grid["bpd_attacked"]) + ".")
+    return out
+
+
+def _auroc(in_bpd: np.ndarray, ood_bpd: np.ndarray) -> float:
+    """AUROC of the score ``-bpd`` for telling in-distribution (positive) from OOD: P(score_in > score_ood)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.ones(len(in_bpd)), np.zeros(len(ood_bpd))]
+    return float(roc_auc_score(y, -np.r_[in_bpd, ood_bpd]))
+
+
+def step_ood(ctx: Context) -> StepOutput:
+    """The out-of-distribution attack: PGD raising the likelihood of OOD images (``ood_eps``); bits/dim
+    histograms and the AUROC of the likelihood score before and after, per trained model."""
+    from . import figures as figs
+
+    b = ctx.budget
+    models = trained_models(ctx)
+    data = deep_data(b, ctx.seed)
+    dtype = next(iter(models.values())).parameters().__next__().dtype
+    x_in = data.test.pixels(dtype)[: b.ood_n].to(ctx.device)
+    x_ood = data.ood.pixels(dtype)[: b.ood_n].to(ctx.device)
+    res: dict[str, Any] = {"ood": b.deep_ood, "eps": b.ood_eps, "norm": b.eval_norm, "n_in": int(len(x_in)),
+                           "n_ood": int(len(x_ood)), "models": {}}
+    rows = []
+    for label, net in models.items():
+        b_in = _bpd(net, x_in)
+        b_ood = _bpd(net, x_ood)
+        xa = _attack(net, x_ood, b.ood_eps, norm=b.eval_norm, likelihood="increase", steps=b.ood_pgd_steps,
+                     restarts=0, seed=ctx.seed)
+        b_att = _bpd(net, xa)
+        r = {"in_bpd": b_in, "ood_bpd": b_ood, "ood_attacked_bpd": b_att, "auroc_before": _auroc(b_in, b_ood),
+             "auroc_after": _auroc(b_in, b_att), "in_mean": float(b_in.mean()), "ood_mean": float(b_ood.mean()),
+             "ood_attacked_mean": float(b_att.mean())}
+        res["models"][label] = r
+        rows.append([label, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]])
+    out = StepOutput(results=res)
+    out.tables.append(ctx.table(
+        f"OOD attack on {b.deep_ood} ({b.eval_norm}, eps = {b.ood_eps:g}, {b.ood_pgd_steps} steps): mean bits/dim "
+        "and AUROC of the likelihood score (in-distribution vs OOD)",
+        ["model", f"{b.deep_dataset} test", b.deep_ood, f"{b.deep_ood} attacked", "AUROC before", "AUROC after"],
+        rows))
+    first = next(iter(res["models"]))
+    r = res["models"][first]
+    out.figures["ood_histograms"] = figs.ood_histogram_figure(
+        r["in_bpd"], r["ood_bpd"], r["ood_attacked_bpd"], r["auroc_before"], r["auroc_after"],
+        in_label=f"{b.deep_dataset} test ({first})", ood_label=b.deep_ood)
+    return out
+
+
+def step_teaser(ctx: Context) -> StepOutput:
+    """The teaser panel: the measured numbers of the first model (maximum likelihood and hybrid) next to the
+    paper's (Pope et al. 2020, Fig. 1, CIFAR-10)."""
+    from . import figures as figs
+
+    b = ctx.budget
+    att, ood = ctx.records.get("deep_attack", {}), ctx.records.get("ood", {})
+    if att.get("status") not in ("ok", "cached") or ood.get("status") not in ("ok", "cached"):
+        raise NotAvailable("needs the deep_attack and ood steps, which did not run")
+    model = b.deep_models[0]
+    at = att["results"]["at_teaser_eps"]
+    mle, hyb = at.get(f"{model} / mle"), at.get(f"{model} / hybrid")
+    o = ood["results"]["models"].get(f"{model} / mle")
+    if mle is None or o is None:
+        raise NotAvailable(f"no maximum-likelihood {model} was evaluated")
+    rows = [("clean image, clean model", mle["clean"], PAPER_TEASER["clean"]),
+            (f"attacked image (eps {b.teaser_eps:g}), clean model", mle["attacked"], PAPER_TEASER["attacked"]),
+            ("uniform noise, clean model" if b.deep_ood == "uniform-noise" else f"{b.deep_ood}, clean model",
+             o["ood_mean"], PAPER_TEASER["noise"]),
+            (f"OOD after the OOD attack (eps {b.ood_eps:g})", o["ood_attacked_mean"], PAPER_TEASER["noise_attacked"]),
+            ("clean image, hybrid-trained model", None if hyb is None else hyb["clean"], PAPER_TEASER["robust_clean"]),
+            (f"attacked image (eps {b.teaser_eps:g}), hybrid-trained model", None if hyb is None else hyb["attacked"],
+             PAPER_TEASER["robust_attacked"])]
+    out = StepOutput(results={"model": model, "rows": [{"case": c, "measured": m, "paper": p} for c, m, p in rows],
+                              "teaser_eps": b.teaser_eps, "ood_eps": b.ood_eps, "norm": b.eval_norm})
+    out.tables.append(ctx.table(
+        f"teaser: mean bits/dim, {model} on {b.deep_dataset} ({b.eval_norm} attacks) vs the paper (CIFAR-10)",
+        ["case", "measured", "paper"], [[c, "n/a" if m is None else m, p] for c, m, p in rows]))
+    out.notes.append("The paper's numbers are for one CIFAR-10 image with the paper's (unknown) models and budgets; "
+                     "ours are means over test images of a small dataset, so only the shape is comparable.")
+    out.figures["teaser"] = figs.teaser_figure(rows, model_label=f"{model}, {b.deep_dataset}")
+    return out
+
+
 def deep_steps(budget: Budget) -> list[Step]:
-    """The deep-flow steps (filled in :mod:`deepcheck.reproduce_deep` style below)."""
-    return []
+    """Training steps (one per model and mode), then the attack, OOD and teaser steps."""
+    trains = [Step(f"train_{m}_{mode}", f"Training {m} ({mode})", make_train_step(m, mode), TRAIN_SETTINGS)
+              for m in budget.deep_models for mode in budget.deep_modes]
+    names = tuple(s.name for s in trains)
+    return trains + [
+        Step("deep_attack", "In-distribution attack on deep flows: bits/dim vs eps", step_deep_attack,
+             "deep,eval,teaser,grid", names),
+        Step("ood", "Out-of-distribution attack and AUROC", step_ood, "deep,eval_norm,ood", names),
+        Step("teaser", "Teaser: measured vs the paper", step_teaser, "deep,teaser,ood,eval_norm",
+             ("deep_attack", "ood")),
+    ]
 
 
 # ================================================================================================ runner
