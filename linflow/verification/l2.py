@@ -36,7 +36,7 @@ def dnll(P: np.ndarray, v: np.ndarray, delta: np.ndarray) -> np.ndarray:
 
 
 def sdp_lower_change(P: np.ndarray, v: np.ndarray, eps: float) -> float:
-    """R1 optimum ``max_{||delta|| <= eps} dNLL`` by the S-lemma SDP (cvxpy, Clarabel, tight tolerances)."""
+    """R1 optimum ``max_{||delta|| <= eps} dNLL`` by the S-lemma SDP (cvxpy, Clarabel, 1e-10 tolerances)."""
     import cvxpy as cp
 
     d = P.shape[0]
@@ -49,7 +49,7 @@ def sdp_lower_change(P: np.ndarray, v: np.ndarray, eps: float) -> float:
     M = cp.bmat([[lam * np.eye(d) - Q, -b.reshape(d, 1)],
                  [-b.reshape(1, d), cp.reshape(tau - lam, (1, 1), order="C")]])
     prob = cp.Problem(cp.Minimize(tau), [0.5 * (M + M.T) >> 0])
-    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
     if prob.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"S-lemma SDP failed: {prob.status}")
     return float(tau.value) * k
@@ -65,7 +65,7 @@ def cvx_raise_change(P: np.ndarray, v: np.ndarray, eps: float) -> float:
     u = cp.Variable(d)
     obj = (eps * (P @ v) @ u + 0.5 * eps**2 * cp.sum_squares(L.T @ u)) / k
     prob = cp.Problem(cp.Minimize(obj), [cp.norm(u, 2) <= 1])
-    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
     if prob.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"convex R2 solve failed: {prob.status}")
     return float(prob.value) * k
