@@ -188,22 +188,12 @@ def sample_objective(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float
     return robust_nll(flow, X, eps, attack="sample", norm=norm) + 0.5 * reg * float(np.trace(flow.precision))
 
 
-def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str,
-                options: dict) -> tuple[LinearFlow, FitInfo]:
-    r"""The exact convex program of DESIGN R6 in natural parameters ``(P, h = P mu)``, with the mean free.
+def sample_program(X: np.ndarray, eps: float, reg: float = 0.0, norm: float = 2) -> tuple:
+    r"""The cvxpy pieces of DESIGN R6 in natural parameters: ``(P, h, robust, clean, constraints)``.
 
-    ``min mean_i t_i + 1/2 h^T P^{-1} h - 1/2 log det P + reg/2 tr P`` where ``t_i`` bounds
-    ``max_{||delta|| <= eps} q_i(delta)``, ``q_i(delta) = 1/2 (x_i+delta)^T P (x_i+delta) - h^T (x_i+delta)``.
-
-    *L2*: ``q_i(delta) <= t_i`` on the ball iff (S-lemma, exact since ``delta = 0`` is strictly feasible) there is
-    ``lam_i >= 0`` with ``lam_i (eps^2 - ||delta||^2) - q_i(delta) + t_i >= 0`` for all ``delta``, i.e. with
-    ``b_i = P x_i - h`` (and the multiplier doubled)
-
-    .. math:: \begin{pmatrix} \lambda_i I - P & -b_i \\ -b_i^T & 2 t_i - x_i^T P x_i + 2 h^T x_i
-              - \lambda_i \epsilon^2 \end{pmatrix} \succeq 0 ,
-
-    linear in ``(P, h, t, lam)``. *L1*: the maximum of the convex ``q_i`` over the cross-polytope is at a vertex
-    ``+-eps e_j``, so ``t_i >= q_i(0) + eps |b_ij| + eps^2/2 P_jj`` for every ``j`` (exact, linear).
+    ``robust`` is an epigraph upper bound of ``mean_i max_{||delta|| <= eps} NLL(x_i + delta) + reg/2 tr P``,
+    exact at the optimum of any program that minimises it or bounds it from above (see :func:`_sample_sdp` for
+    the LMI); ``clean`` is ``mean_i NLL(x_i) + reg/2 tr P``. Both are convex; ``constraints`` must be imposed.
     """
     import cvxpy as cp
 
@@ -228,15 +218,40 @@ def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str
                     + 0.5 * eps**2 * np.ones((n, 1)) @ cp.reshape(cp.diag(P), (1, d), order="F"))
     else:
         cons.append(t == base)
-    obj = cp.sum(t) / n + 0.5 * cp.matrix_frac(h, P) - 0.5 * cp.log_det(P) + 0.5 * reg * cp.trace(P)
-    prob = cp.Problem(cp.Minimize(obj), cons)
+    common = 0.5 * cp.matrix_frac(h, P) - 0.5 * cp.log_det(P) + 0.5 * reg * cp.trace(P) + 0.5 * d * _LOG_2PI
+    robust = cp.sum(t) / n + common
+    clean = cp.sum(base) / n + common
+    return P, h, robust, clean, cons
+
+
+def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str,
+                options: dict) -> tuple[LinearFlow, FitInfo]:
+    r"""The exact convex program of DESIGN R6 in natural parameters ``(P, h = P mu)``, with the mean free.
+
+    ``min mean_i t_i + 1/2 h^T P^{-1} h - 1/2 log det P + reg/2 tr P`` where ``t_i`` bounds
+    ``max_{||delta|| <= eps} q_i(delta)``, ``q_i(delta) = 1/2 (x_i+delta)^T P (x_i+delta) - h^T (x_i+delta)``.
+
+    *L2*: ``q_i(delta) <= t_i`` on the ball iff (S-lemma, exact since ``delta = 0`` is strictly feasible) there is
+    ``lam_i >= 0`` with ``lam_i (eps^2 - ||delta||^2) - q_i(delta) + t_i >= 0`` for all ``delta``, i.e. with
+    ``b_i = P x_i - h`` (and the multiplier doubled)
+
+    .. math:: \begin{pmatrix} \lambda_i I - P & -b_i \\ -b_i^T & 2 t_i - x_i^T P x_i + 2 h^T x_i
+              - \lambda_i \epsilon^2 \end{pmatrix} \succeq 0 ,
+
+    linear in ``(P, h, t, lam)``. *L1*: the maximum of the convex ``q_i`` over the cross-polytope is at a vertex
+    ``+-eps e_j``, so ``t_i >= q_i(0) + eps |b_ij| + eps^2/2 P_jj`` for every ``j`` (exact, linear).
+    """
+    import cvxpy as cp
+
+    P, h, robust, _, cons = sample_program(X, eps, reg, norm)
+    prob = cp.Problem(cp.Minimize(robust), cons)
     t0 = time.perf_counter()
     prob.solve(solver=backend, **options)
     if P.value is None:
         raise RuntimeError(f"cvxpy ({backend}) failed on sample-specific training: status {prob.status}")
     flow = _from_natural(P.value, h.value)
     info = FitInfo(f"cvxpy/{backend}", str(prob.status), sample_objective(flow, X, eps, norm=norm, reg=reg),
-                   solver_value=float(prob.value) + 0.5 * d * _LOG_2PI, seconds=time.perf_counter() - t0)
+                   solver_value=float(prob.value), seconds=time.perf_counter() - t0)
     return flow, info
 
 
