@@ -130,15 +130,20 @@ def tradeoff_figure(universal: Mapping[str, Sequence[float]], sample: Mapping[st
                     checks: Mapping[str, Sequence[float]] | None, eps_attack: float) -> Figure:
     """Robustness-accuracy trade-off (R7): accuracy loss KL(data || robust flow) against the worst NLL rise
     under attacks of budget ``eps_attack``, as ``eps_train`` grows. ``universal``/``sample`` hold arrays
-    ``kl`` and ``rise``; ``checks`` the points of the constrained cvxpy problem (``kl``, ``rise``)."""
+    ``kl`` and ``rise``; ``checks`` the points of the constrained cvxpy problems (``kl``, ``rise`` and, for the
+    sample-specific attack, ``sample_kl``, ``sample_rise`` or None)."""
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     ax.plot(universal["kl"], universal["rise"], "-o", color="tab:purple", ms=3,
             label="universal attack: closed form (R5)")
     if sample is not None:
         ax.plot(sample["kl"], sample["rise"], "-s", color="tab:red", ms=3, label="sample-specific attack (R6)")
     if checks is not None and len(checks.get("kl", [])):
-        ax.plot(checks["kl"], checks["rise"], "kx", ms=8, mew=1.5, label="cvxpy: min KL s.t. rise <= r")
-    ax.set_xlabel("accuracy loss: KL(data || flow) (nats)")
+        ax.plot(checks["kl"], checks["rise"], "kx", ms=8, mew=1.5, label="cvxpy: min KL s.t. rise <= r (universal)")
+    if checks is not None and checks.get("sample_kl") is not None:
+        ax.plot(checks["sample_kl"], checks["sample_rise"], "k+", ms=9, mew=1.5,
+                label="cvxpy: min KL s.t. worst NLL <= c (sample)")
+    ax.set_yscale("log")
+    ax.set_xlabel("accuracy loss: mean NLL - MLE's mean NLL (nats)")
     ax.set_ylabel(rf"worst NLL rise at $\epsilon_a$={eps_attack:g} (nats)")
     ax.set_title("Robustness-accuracy trade-off of adversarial training")
     ax.legend(fontsize=7)

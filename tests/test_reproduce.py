@@ -1,0 +1,295 @@
+"""``python -m deepcheck reproduce``: the smoke run writes every artifact, the report agrees with results.json,
+a rerun skips finished steps, the cache is invalidated when it should be, and the computations behind the
+figures agree with independent methods (brute force, sklearn's AUROC by hand)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from deepcheck import cli, reproduce  # noqa: E402
+from deepcheck import report as rep  # noqa: E402
+
+EXPECTED_FIGURES = {
+    "geometry": ["geometry"],
+    "attack_vs_eps": ["nll_vs_eps"],
+    "waterfilling": ["waterfilling"],
+    "tradeoff": ["tradeoff"],
+    "deep_attack": ["bpd_vs_eps", "image_grid"],
+    "ood": ["ood_histograms"],
+    "teaser": ["teaser"],
+}
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny convolutions are much faster on one thread on a shared 2-core machine; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory, single_thread) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("reproduce") / "smoke"
+    results = reproduce.run("smoke", out, seed=0, progress=False)
+    return out, results
+
+
+def _steps(results: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in results["steps"]}
+
+
+# ---------------------------------------------------------------------------------------------- artifacts
+def test_smoke_run_writes_results_and_report(smoke) -> None:
+    out, results = smoke
+    assert (out / "results.json").is_file() and (out / "report.md").is_file()
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == results
+    steps = _steps(results)
+    assert list(steps)[:5] == ["verify", "geometry", "attack_vs_eps", "waterfilling", "tradeoff"]
+    assert {"train_glow_mle", "train_glow_hybrid", "train_realnvp_mle", "train_realnvp_hybrid", "deep_attack", "ood",
+            "teaser"} <= set(steps)
+    for s in results["steps"]:
+        assert s["status"] in ("ok", "not run"), (s["name"], s["status"], s.get("reason"), s.get("notes"))
+        if s["status"] == "not run":
+            assert s["reason"], s["name"]
+    assert results["run"]["exit_status"] == 0
+    report = (out / "report.md").read_text()
+    for s in results["steps"]:
+        assert s["title"] in report
+        if s["status"] == "not run":
+            assert f"not run: {s['reason']}" in report
+    assert "CIFAR-10" in report and "## Not reproduced" in report
+    for pkg in ("numpy", "torch", "cvxpy", "matplotlib"):
+        assert re.search(rf"\| {pkg} \| \d", report), pkg
+
+
+def test_every_figure_is_a_valid_png_and_pdf(smoke) -> None:
+    out, results = smoke
+    steps = _steps(results)
+    for name, stems in EXPECTED_FIGURES.items():
+        if steps[name]["status"] != "ok":
+            continue
+        for stem in stems:
+            png, pdf = out / "figures" / f"{stem}.png", out / "figures" / f"{stem}.pdf"
+            assert f"figures/{stem}.png" in steps[name]["figures"]
+            img = mpimg.imread(png)
+            assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50 and img.shape[2] in (3, 4)
+            assert float(img[..., :3].std()) > 0.01, f"{stem}.png is blank"
+            data = pdf.read_bytes()
+            assert data.startswith(b"%PDF") and b"%%EOF" in data[-64:] and len(data) > 1000
+
+
+def test_the_steps_that_exist_in_this_checkout_ran(smoke) -> None:
+    """Every building block of the linear and deep pipeline that is present must have been used."""
+    steps = _steps(smoke[1])
+    for name in ("geometry", "attack_vs_eps", "waterfilling", "train_glow_mle", "deep_attack", "ood", "teaser"):
+        assert steps[name]["status"] == "ok", (name, steps[name].get("reason"))
+    if hasattr(__import__("linflow"), "tradeoff"):
+        assert steps["tradeoff"]["status"] == "ok", steps["tradeoff"].get("reason")
+
+
+# ---------------------------------------------------------------------------------------------- report == json
+def _table_after(report: str, heading_fragment: str) -> list[list[str]]:
+    """The rows (cells as strings) of the first markdown table after the line containing ``heading_fragment``."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if heading_fragment in line)
+    rows, seen = [], False
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            seen = True
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not all(set(c) <= {"-"} for c in cells):
+                rows.append(cells)
+        elif seen:
+            break
+    return rows[1:]  # without the header
+
+
+def _close(text: str, value: float) -> bool:
+    return abs(float(text) - value) <= 5e-4 * max(abs(value), 1e-12) + 1e-12
+
+
+def test_report_numbers_equal_results_json(smoke) -> None:
+    out, results = smoke
+    report = (out / "report.md").read_text()
+    steps = _steps(results)
+    geo = steps["geometry"]["results"]
+    rows = _table_after(report, "NLL change (nats) of the optimal perturbations")
+    assert len(rows) == len(geo["points"])
+    for k, row in enumerate(rows):
+        assert int(row[0]) == k
+        assert _close(row[2], geo["rise"][k]) and _close(row[3], geo["brute_force_rise"][k])
+        assert _close(row[4], geo["drop"][k]) and _close(row[5], geo["brute_force_drop"][k])
+    att = steps["attack_vs_eps"]["results"]
+    rows = _table_after(report, "mean NLL rise (nats) over")
+    for i, row in enumerate(rows):
+        assert _close(row[0], att["eps"][i]) and _close(row[1], att["exact_l2"][i])
+    wf = steps["waterfilling"]["results"]
+    (row,) = _table_after(report, "universal adversarial training (R5)")
+    assert _close(row[0], wf["tau"]) and int(row[1]) == wf["n_lifted"] and _close(row[2], wf["kl"])
+    if steps["verify"]["status"] == "ok":
+        checks = steps["verify"]["results"]["checks"]
+        rows = _table_after(report, "verification of DESIGN R1-R7")
+        assert len(rows) == len(checks)
+        for row, c in zip(rows, checks):
+            assert row[1] == c["name"] and _close(row[3], c["worst"]) and int(row[5]) == c["cases"]
+    teaser = steps["teaser"]["results"]["rows"]
+    rows = _table_after(report, "teaser: mean bits/dim")
+    for row, t in zip(rows, teaser):
+        if t["measured"] is not None:
+            assert _close(row[1], t["measured"])
+        assert _close(row[2], t["paper"])
+    ood = steps["ood"]["results"]["models"]
+    rows = _table_after(report, "OOD attack on")
+    for row in rows:
+        m = ood[row[0]]
+        assert _close(row[1], m["in_mean"]) and _close(row[4], m["auroc_before"]) and _close(row[5], m["auroc_after"])
+
+
+# ---------------------------------------------------------------------------------------------- caching
+def test_rerun_skips_finished_steps_through_the_cli(smoke, capsys: pytest.CaptureFixture) -> None:
+    out, first = smoke
+    before = {p: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*.pt")}
+    assert before, "no checkpoints were written"
+    status = cli.main(["reproduce", "--budget", "smoke", "--out", str(out), "--seed", "0", "--no-progress"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed
+    second = json.loads((out / "results.json").read_text())
+    s1, s2 = _steps(first), _steps(second)
+    for name, rec in s1.items():
+        if rec["status"] == "ok":
+            assert s2[name]["status"] == "cached", name
+            assert s2[name]["results"] == rec["results"], name
+        else:
+            assert s2[name]["status"] == rec["status"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*.pt")} == before
+    assert "cached" in (out / "report.md").read_text()
+
+
+def _toy_step(calls: list[int], figure: bool = True) -> reproduce.Step:
+    def fn(ctx: reproduce.Context) -> reproduce.StepOutput:
+        import matplotlib.pyplot as plt
+
+        calls.append(ctx.seed)
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, ctx.seed])
+        return reproduce.StepOutput(results={"value": float(ctx.seed)}, figures={"toy": fig} if figure else {})
+
+    return reproduce.Step("toy", "Toy", fn, "geometry")
+
+
+def _ctx(out: Path, **kw) -> reproduce.Context:
+    return reproduce.Context(budget=reproduce.BUDGETS["smoke"], seed=kw.pop("seed", 0), device="cpu", out=out, **kw)
+
+
+def test_cache_is_invalidated_by_settings_seed_force_and_missing_files(tmp_path: Path) -> None:
+    calls: list[int] = []
+    step = _toy_step(calls)
+    assert reproduce.run_step(step, _ctx(tmp_path))["status"] == "ok"
+    assert reproduce.run_step(step, _ctx(tmp_path))["status"] == "cached"
+    assert reproduce.run_step(step, _ctx(tmp_path, seed=1))["status"] == "ok"  # other seed
+    assert reproduce.run_step(step, _ctx(tmp_path, seed=1, force=True))["status"] == "ok"
+    (tmp_path / "figures" / "toy.png").unlink()
+    assert reproduce.run_step(step, _ctx(tmp_path, seed=1))["status"] == "ok"  # a figure went missing
+    other = reproduce.Context(budget=reproduce.Budget(name="smoke", geometry_eps=0.25), seed=1, device="cpu",
+                              out=tmp_path)
+    assert reproduce.run_step(step, other)["status"] == "ok"  # a setting of the step changed
+    assert calls == [0, 1, 1, 1, 1]
+
+
+def test_missing_parts_and_crashes_are_reported_not_faked(tmp_path: Path) -> None:
+    def missing(ctx):
+        reproduce.require("deepcheck.no_such_module")
+
+    def crash(ctx):
+        raise RuntimeError("boom")
+
+    rec = reproduce.run_step(reproduce.Step("m", "M", missing, "geometry"), _ctx(tmp_path))
+    assert rec["status"] == "not run" and "deepcheck.no_such_module" in rec["reason"] and rec["results"] == {}
+    rec = reproduce.run_step(reproduce.Step("c", "C", crash, "geometry"), _ctx(tmp_path))
+    assert rec["status"] == "failed" and "boom" in rec["reason"]
+    assert not (tmp_path / "steps" / "m.json").exists() and not (tmp_path / "steps" / "c.json").exists()
+    with pytest.raises(reproduce.NotAvailable, match="has no nothing_here"):
+        reproduce.require("linflow", "nothing_here")
+
+
+def test_a_failing_step_makes_the_run_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(ctx):
+        return reproduce.StepOutput(results={"x": 1.0}, passed=False)
+
+    monkeypatch.setattr(reproduce, "STEPS", [reproduce.Step("bad", "Bad", failing, "geometry")])
+    monkeypatch.setattr(reproduce, "deep_steps", lambda budget: [])
+    res = reproduce.run("smoke", tmp_path, progress=False)
+    assert res["run"]["exit_status"] == 1 and res["run"]["failed_steps"] == ["bad"]
+    assert "| bad | failed |" in (tmp_path / "report.md").read_text()
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="budget"):
+        reproduce.run("huge", tmp_path)
+    with pytest.raises(TypeError, match="seed"):
+        reproduce.run("smoke", tmp_path, seed=True)
+    with pytest.raises(ValueError, match="device"):
+        reproduce.run("smoke", tmp_path, device="tpu")
+    with pytest.raises(TypeError, match="budget"):
+        reproduce.run(3, tmp_path)
+
+
+def test_atomic_json_and_number_format(tmp_path: Path) -> None:
+    p = rep.write_json(tmp_path / "a" / "b.json", {"x": np.float64(0.5), "y": np.arange(3), "z": float("nan"),
+                                                   "t": torch.tensor([1.5])})
+    assert json.loads(p.read_text()) == {"x": 0.5, "y": [0, 1, 2], "z": "nan", "t": [1.5]}
+    assert [f.name for f in p.parent.iterdir()] == ["b.json"]  # no temporary file left behind
+    assert rep.fmt(1234.5678) == "1235" and rep.fmt(3) == "3" and rep.fmt(1.2e-9) == "1.2e-09"
+
+
+# ---------------------------------------------------------------------------------------------- computations
+def test_geometry_optima_agree_with_an_independent_brute_force() -> None:
+    """Exact lowering/raising (R1/R2) vs a dense polar grid of the disk, computed here from scratch."""
+    r = reproduce.compute_geometry(eps=0.5, brute_force=400)
+    mean, P = np.asarray(r["mean"]), np.linalg.inv(np.asarray(r["cov"]))
+    ang = np.linspace(0, 2 * np.pi, 20000, endpoint=False)
+    rad = 0.5 * np.sqrt(np.linspace(0, 1, 400))
+    disk = (rad[:, None, None] * np.stack([np.cos(ang[::20]), np.sin(ang[::20])], 1)[None]).reshape(-1, 2)
+    circle = 0.5 * np.stack([np.cos(ang), np.sin(ang)], 1)
+
+    def change(D: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return D @ P @ v + 0.5 * np.einsum("ni,ij,nj->n", D, P, D)
+
+    for k, x in enumerate(np.asarray(r["points"])):
+        v = x - mean
+        assert np.isclose(np.linalg.norm(r["delta_decrease"][k]), 0.5, rtol=1e-9)
+        assert r["rise"][k] >= change(circle, v).max() - 1e-9
+        assert r["rise"][k] <= change(circle, v).max() * (1 + 1e-5) + 1e-9
+        assert r["drop"][k] <= change(disk, v).min() + 1e-9
+        assert r["drop"][k] >= change(disk, v).min() - 2e-3 * max(1.0, abs(r["drop"][k]))
+    assert np.isclose(r["rise"][0], 0.25 / (2 * r["s_min"]), rtol=1e-10)  # the mean: eps^2 / (2 s_min), R4
+
+
+def test_waterfilling_matches_designs_worked_example() -> None:
+    w = reproduce.compute_waterfilling(0.5, seed=0)["worked"]
+    assert w["tau"] == pytest.approx(1.125, rel=1e-10)
+    assert np.allclose(w["eigvals"], [1.125, 1.125, 4.0], rtol=1e-10)
+    assert w["kl"] == pytest.approx(0.36649, abs=5e-6)
+    assert w["rise_robust"] == pytest.approx(0.4444, abs=5e-5)
+
+
+def test_auroc_against_pair_counting() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 50), rng.normal(0.7, 1, 40)
+    pairs = np.mean([(1.0 if x < y else 0.5 if x == y else 0.0) for x in a for y in b])  # lower bpd = in-dist
+    assert reproduce._auroc(a, b) == pytest.approx(pairs, abs=1e-12)
