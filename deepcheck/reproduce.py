@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import sys
@@ -33,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from . import figures
 from . import report as rep
+from .figures import deep, linear
+from .figures.availability import NotAvailable, require
 
 # ================================================================================================ settings
 
@@ -125,39 +127,6 @@ NOT_REPRODUCED = [
 # ================================================================================================ step machinery
 
 
-class NotAvailable(Exception):
-    """A building block of a step is missing: the step is reported as ``not run: <reason>``."""
-
-
-def require(module: str, *names: str) -> Any:
-    """Import ``module`` and return it (or the tuple of its attributes ``names``); :class:`NotAvailable` if absent."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise NotAvailable(f"{module} not available ({type(exc).__name__}: {exc})") from exc
-    if not names:
-        return mod
-    missing = [n for n in names if not hasattr(mod, n)]
-    if missing:
-        raise NotAvailable(f"{module} has no {', '.join(missing)} yet")
-    got = tuple(getattr(mod, n) for n in names)
-    return got[0] if len(got) == 1 else got
-
-
-def linflow_api(name: str) -> Any:
-    """A public function of :mod:`linflow` (looked up in the package, then in the module that defines it)."""
-    import types
-
-    for module in ("linflow", "linflow.perturb", "linflow.box", "linflow.training", "linflow.tradeoff"):
-        try:
-            fn = require(module, name)
-        except NotAvailable:
-            continue
-        if callable(fn) and not isinstance(fn, types.ModuleType):  # linflow.tradeoff is also a submodule
-            return fn
-    raise NotAvailable(f"linflow.{name} not available yet")
-
-
 @dataclass
 class StepOutput:
     """What a step returns: JSON-able ``results``, report ``tables`` (title, header, rows), figures
@@ -214,8 +183,6 @@ def _key(step: Step, ctx: Context) -> str:
 
 def run_step(step: Step, ctx: Context) -> dict[str, Any]:
     """Run ``step`` (or reuse its cached record), save its figures and record; return the record."""
-    from . import figures as figs
-
     path = ctx.out / "steps" / f"{step.name}.json"
     key = _key(step, ctx)
     if path.exists() and not ctx.force:
@@ -246,7 +213,7 @@ def run_step(step: Step, ctx: Context) -> dict[str, Any]:
         return record
     paths = []
     for stem, fig in out.figures.items():
-        for p in figs.save_figure(fig, ctx.out / "figures", stem):
+        for p in figures.save_figure(fig, ctx.out / "figures", stem):
             paths.append(str(p.relative_to(ctx.out)))
     record.update(status="ok" if out.passed else "failed", reason="" if out.passed else "check failed",
                   seconds=time.perf_counter() - t0, results=rep.to_jsonable(out.results),
@@ -281,49 +248,8 @@ def step_verify(ctx: Context) -> StepOutput:
     return out
 
 
-# ------------------------------------------------------------------------------------------------ geometry
-def geometry_flow() -> Any:
-    """The 2-D flow of the geometry figure: ``N(0, R diag(2, 0.12) R^T)``, ``R`` a rotation by 30 degrees."""
-    from linflow import LinearFlow
-
-    t = np.deg2rad(30.0)
-    R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    return LinearFlow.from_gaussian(np.zeros(2), R @ np.diag([2.0, 0.12]) @ R.T)
-
-
-GEOMETRY_POINTS = np.array([[0.0, 0.0], [1.6, 0.5], [-1.2, 0.9], [0.4, -1.3], [-2.2, -1.0]])
-
-
-def compute_geometry(eps: float = 0.5, brute_force: int = 20000) -> dict[str, Any]:
-    """Optimal L2 lowering (R1) and raising (R2) perturbations of the points :data:`GEOMETRY_POINTS` of
-    :func:`geometry_flow`, checked against brute force: the NLL rise maximised over ``brute_force`` points of
-    the circle ``||delta|| = eps`` (the constraint is active for R1) and minimised over a polar grid of the
-    disk (R2)."""
-    optimal_perturbation = linflow_api("optimal_perturbation")
-    flow = geometry_flow()
-    X = GEOMETRY_POINTS
-    dd = np.asarray(optimal_perturbation(flow, X, eps, norm=2, likelihood="decrease"))
-    di = np.asarray(optimal_perturbation(flow, X, eps, norm=2, likelihood="increase"))
-    nll0 = flow.nll(X)
-    rise = flow.nll(X + dd) - nll0
-    drop = flow.nll(X + di) - nll0
-    ang = np.linspace(0.0, 2 * np.pi, brute_force, endpoint=False)
-    circle = eps * np.stack([np.cos(ang), np.sin(ang)], axis=1)
-    radii = eps * np.sqrt(np.linspace(0.0, 1.0, max(brute_force // 200, 10)))
-    disk = (radii[:, None, None] * np.stack([np.cos(ang[::200]), np.sin(ang[::200])], axis=1)[None]).reshape(-1, 2)
-    bf_rise = np.array([np.max(flow.nll(x + circle)) - n0 for x, n0 in zip(X, nll0)])
-    bf_drop = np.array([np.min(flow.nll(x + disk)) - n0 for x, n0 in zip(X, nll0)])
-    return {"eps": eps, "mean": flow.mean, "cov": flow.cov, "u_min": flow.eigvecs[:, 0],
-            "s_min": float(flow.eigvals[0]), "points": X, "delta_decrease": dd, "delta_increase": di,
-            "norm_decrease": np.linalg.norm(dd, axis=1), "norm_increase": np.linalg.norm(di, axis=1),
-            "rise": rise, "drop": drop, "brute_force_rise": bf_rise, "brute_force_drop": bf_drop,
-            "universal_rise": eps**2 / (2 * flow.eigvals[0]), "brute_force_points": brute_force}
-
-
 def step_geometry(ctx: Context) -> StepOutput:
-    from . import figures as figs
-
-    r = compute_geometry(ctx.budget.geometry_eps, ctx.budget.geometry_brute_force)
+    r = linear.compute_geometry(ctx.budget.geometry_eps, ctx.budget.geometry_brute_force)
     rows = [[k, float(np.linalg.norm(p)), float(r["rise"][k]), float(r["brute_force_rise"][k]),
              float(r["drop"][k]), float(r["brute_force_drop"][k])] for k, p in enumerate(r["points"])]
     out = StepOutput(results=r)
@@ -335,89 +261,15 @@ def step_geometry(ctx: Context) -> StepOutput:
                      f"{rep.fmt(float(r['universal_rise']))} nats (R4); point 0 is the mean (the hard case of R1).")
     gap = np.max(np.abs(r["brute_force_rise"] - r["rise"]) / np.maximum(1.0, np.abs(r["rise"])))
     out.results["worst_gap_brute_force"] = float(gap)
-    out.figures["geometry"] = figs.geometry_figure(r["mean"], r["cov"], r["eps"], r["points"],
+    out.figures["geometry"] = figures.geometry_figure(r["mean"], r["cov"], r["eps"], r["points"],
                                                    r["delta_decrease"], r["delta_increase"], r["u_min"])
     return out
 
 
 # ------------------------------------------------------------------------------------------------ NLL vs eps
-def attack_flow(dim: int, cond: float, seed: int) -> Any:
-    """A ``dim``-dimensional flow with eigenvalues log-spaced in ``[1/cond, 1]`` and a random rotation."""
-    from linflow import LinearFlow
-
-    rng = np.random.default_rng(seed)
-    Q, R = np.linalg.qr(rng.standard_normal((dim, dim)))
-    Q = Q * np.sign(np.diag(R))
-    s = np.logspace(-np.log10(cond), 0.0, dim)
-    return LinearFlow.from_gaussian(rng.standard_normal(dim) * 0.1, (Q * s) @ Q.T)
-
-
-def compute_attack_vs_eps(dim: int, cond: float, n_points: int, eps_grid: tuple[float, ...], pgd_steps: int,
-                          pgd_restarts: int, seed: int, device: str = "cpu") -> dict[str, Any]:
-    """Mean NLL rise over ``n_points`` samples of :func:`attack_flow`: the exact L2 optimum (R1), PGD on the
-    torch LinearFlow (L2 and L-inf) and the certified L-inf interval ``[lower, upper]`` (R3). Missing pieces
-    give ``None`` entries (and a ``missing`` list), never made-up numbers."""
-    flow = attack_flow(dim, cond, seed)
-    X = flow.sample(n_points, rng=seed + 1)
-    nll0 = flow.nll(X)
-    missing: list[str] = []
-    out: dict[str, Any] = {"eps": list(eps_grid), "dim": dim, "n_points": n_points, "s_min": float(flow.eigvals[0])}
-    optimal_perturbation = linflow_api("optimal_perturbation")
-    exact = []
-    for e in eps_grid:
-        d = np.asarray(optimal_perturbation(flow, X, e, norm=2, likelihood="decrease"))
-        exact.append(flow.nll(X + d) - nll0)
-    exact = np.array(exact)
-    out["exact_l2"] = exact.mean(axis=1)
-    out["exact_l2_points"] = exact
-    try:
-        perturbation_bounds = linflow_api("perturbation_bounds")
-        lo, up = [], []
-        for e in eps_grid:
-            lower, upper = perturbation_bounds(flow, X, e, norm=np.inf, likelihood="decrease")
-            lo.append(np.asarray(lower, float))
-            up.append(np.asarray(upper, float))
-        out["linf_lower"] = np.mean(lo, axis=1)
-        out["linf_upper"] = np.mean(up, axis=1)
-    except NotAvailable as exc:
-        missing.append(f"certified L-inf interval: {exc}")
-        out["linf_lower"] = out["linf_upper"] = None
-    try:
-        import torch
-
-        pgd = require("deepcheck.attacks", "pgd")
-        from .flows import LinearFlow as TorchLinearFlow
-
-        model = TorchLinearFlow.from_linflow(flow).to(device)
-        xt = torch.tensor(X, dtype=torch.float64, device=device)
-        for norm, key in (("l2", "pgd_l2"), ("linf", "pgd_linf")):
-            vals = []
-            for e in eps_grid:
-                if e == 0.0:
-                    vals.append(np.zeros(n_points))
-                    continue
-                xa = pgd(model, xt, e, norm=norm, likelihood="decrease", steps=pgd_steps, restarts=pgd_restarts,
-                         clamp=None, seed=seed)
-                vals.append(flow.nll(xa.detach().cpu().numpy()) - nll0)
-            vals = np.array(vals)
-            out[key] = vals.mean(axis=1)
-            out[key + "_points"] = vals
-        pos = exact > 1e-12
-        gap = 1.0 - out["pgd_l2_points"][pos] / exact[pos]  # relative shortfall of PGD (L2)
-        out["pgd_l2_gap_worst"] = float(gap.max()) if gap.size else 0.0
-        out["pgd_l2_gap_median"] = float(np.median(gap)) if gap.size else 0.0
-    except NotAvailable as exc:
-        missing.append(f"PGD on the torch LinearFlow: {exc}")
-        out["pgd_l2"] = out["pgd_linf"] = None
-    out["missing"] = missing
-    return out
-
-
 def step_attack_vs_eps(ctx: Context) -> StepOutput:
-    from . import figures as figs
-
     b = ctx.budget
-    r = compute_attack_vs_eps(b.attack_dim, b.attack_cond, b.attack_points, b.attack_eps, b.attack_pgd_steps,
+    r = linear.compute_attack_vs_eps(b.attack_dim, b.attack_cond, b.attack_points, b.attack_eps, b.attack_pgd_steps,
                               b.attack_pgd_restarts, ctx.seed, ctx.device)
     out = StepOutput(results=r)
 
@@ -437,62 +289,14 @@ def step_attack_vs_eps(ctx: Context) -> StepOutput:
                          "the optimum by rounding).")
     for m in r["missing"]:
         out.notes.append(f"not run: {m}")
-    out.figures["nll_vs_eps"] = figs.nll_vs_eps_figure(r["eps"], r["exact_l2"], r.get("pgd_l2"), r.get("linf_lower"),
+    out.figures["nll_vs_eps"] = figures.nll_vs_eps_figure(r["eps"], r["exact_l2"], r.get("pgd_l2"), r.get("linf_lower"),
                                                        r.get("linf_upper"), r.get("pgd_linf"))
     return out
 
 
 # ------------------------------------------------------------------------------------------------ water-filling
-def digits_pixels(seed: int) -> np.ndarray:
-    """sklearn's 8x8 digits as vectors in [0, 1]^64, uniformly dequantised: ``(k + u) / 17`` (seeded)."""
-    from sklearn.datasets import load_digits
-
-    k = load_digits().data.astype(np.float64)
-    u = np.random.default_rng(seed).random(k.shape)
-    return (k + u) / 17.0
-
-
-def worked_example_data() -> np.ndarray:
-    """Six points with mean 0 and (biased) covariance exactly diag(4, 1, 0.25): ``+-sqrt(3 s_i) e_i``."""
-    s = np.array([4.0, 1.0, 0.25])
-    E = np.diag(np.sqrt(3 * s))
-    return np.concatenate([E, -E])
-
-
-def _kl_to_robust(s: np.ndarray, tau: float) -> float:
-    """``KL(N(m, S) || N(m, Sigma*))`` for ``Sigma* = V diag(max(s_i, tau)) V^T`` (DESIGN R7)."""
-    low = s < tau
-    return 0.5 * float(np.sum(s[low] / tau - 1 - np.log(s[low] / tau)))
-
-
-def compute_waterfilling(eps: float, seed: int) -> dict[str, Any]:
-    """R5 on the digits pixels: the MLE flow vs ``adversarial_fit(X, eps, attack="universal")``, the flow
-    trained against the universal L2 attack of budget ``eps``; plus DESIGN's worked example (S = diag(4, 1,
-    0.25), eps = 1: tau = 1.125, KL = 0.36649 nats, worst rise 0.4444 nats vs 2.0 for the MLE flow).
-    The water level is read off the trained flow (its smallest eigenvalue, when it lifted any)."""
-    from linflow import LinearFlow
-
-    adversarial_fit = linflow_api("adversarial_fit")
-    X = digits_pixels(seed)
-    mle = LinearFlow.fit(X)
-    s = np.asarray(mle.eigvals)
-    robust = adversarial_fit(X, eps, attack="universal")
-    r_eig = np.asarray(robust.eigvals)
-    tau = float(r_eig[0])
-    worked = adversarial_fit(worked_example_data(), 1.0, attack="universal")
-    w_eig = np.asarray(worked.eigvals)
-    w_tau = float(w_eig[0])
-    return {"eps": eps, "data_eigvals": s, "robust_eigvals": r_eig, "tau": tau,
-            "n_lifted": int(np.sum(s < tau)), "kl": _kl_to_robust(s, tau), "rise_mle": eps**2 / (2 * s[0]),
-            "rise_robust": eps**2 / (2 * tau),
-            "worked": {"tau": w_tau, "eigvals": w_eig, "kl": _kl_to_robust(np.array([0.25, 1.0, 4.0]), w_tau),
-                       "rise_robust": 1.0 / (2 * w_tau), "rise_mle": 1.0 / (2 * 0.25)}}
-
-
 def step_waterfilling(ctx: Context) -> StepOutput:
-    from . import figures as figs
-
-    r = compute_waterfilling(ctx.budget.waterfill_eps, ctx.seed)
+    r = linear.compute_waterfilling(ctx.budget.waterfill_eps, ctx.seed)
     w = r["worked"]
     out = StepOutput(results=r)
     out.tables.append(ctx.table(
@@ -506,57 +310,15 @@ def step_waterfilling(ctx: Context) -> StepOutput:
         [["tau", w["tau"], 1.125], ["robust eigenvalues", " ".join(rep.fmt(v) for v in w["eigvals"]), "1.125 1.125 4"],
          ["KL (nats)", w["kl"], 0.36649], ["worst rise at eps_a = 1, robust (nats)", w["rise_robust"], 0.4444],
          ["worst rise at eps_a = 1, MLE (nats)", w["rise_mle"], 2.0]]))
-    out.figures["waterfilling"] = figs.waterfilling_figure(r["data_eigvals"], r["robust_eigvals"], r["tau"], r["eps"])
+    out.figures["waterfilling"] = figures.waterfilling_figure(r["data_eigvals"], r["robust_eigvals"], r["tau"],
+                                                              r["eps"])
     return out
 
 
 # ------------------------------------------------------------------------------------------------ trade-off
-def tradeoff_data(dim: int, n: int, seed: int) -> np.ndarray:
-    """Skewed synthetic data (n, dim): anisotropic Gaussian plus a cubed coordinate (so R5 and R6 differ)."""
-    rng = np.random.default_rng(seed)
-    Z = rng.standard_normal((n, dim)) * np.logspace(0, -1, dim)
-    Z[:, 0] = Z[:, 0] + 0.5 * Z[:, 0] ** 3
-    return Z
-
-
-def compute_tradeoff(dim: int, n: int, eps_train: tuple[float, ...], eps_attack: float, sample: bool,
-                     n_checks: int, seed: int) -> dict[str, Any]:
-    """R7 with ``linflow.tradeoff``: (accuracy loss, worst NLL rise under attacks of budget ``eps_attack``) of
-    the flows adversarially trained at each ``eps_train``, for the universal attack (closed form, R5) and, when
-    ``sample``, the sample-specific one (R6). Pareto check: ``linflow.tradeoff.pareto_points`` solves the
-    constrained programs with cvxpy at ``n_checks`` budgets (universal: min clean NLL s.t. rise <= r; sample:
-    s.t. worst-case NLL <= c) -- their accuracy losses must land on the training curves."""
-    tradeoff = linflow_api("tradeoff")
-    X = tradeoff_data(dim, n, seed)
-    eps = np.asarray(eps_train, float)
-    u = tradeoff(X, eps, eps_attack, attack="universal")
-    res: dict[str, Any] = {"eps_train": eps, "eps_attack": eps_attack, "dim": dim, "n": n,
-                           "universal": {"kl": u.accuracy_loss, "rise": u.rise, "kl_formula": u.kl_formula,
-                                         "rise_formula": u.rise_formula, "tau": u.water_level},
-                           "sample": None, "checks": None, "missing": []}
-    if sample:
-        sc = tradeoff(X, eps, eps_attack, attack="sample")
-        res["sample"] = {"kl": sc.accuracy_loss, "rise": sc.rise, "robust_nll": sc.robust_nll}
-    if n_checks:
-        pareto_points = linflow_api("pareto_points")
-        idx = np.unique(np.linspace(1, len(eps) - 1, n_checks).round().astype(int))
-        pu = pareto_points(X, u.rise[idx], eps_attack=eps_attack, attack="universal", constraint="rise")
-        checks = {"eps_train": eps[idx], "kl": pu.accuracy_loss, "rise": pu.rise, "curve_kl": u.accuracy_loss[idx],
-                  "status": list(pu.status), "sample_kl": None, "sample_rise": None}
-        if sample:
-            ps = pareto_points(X, res["sample"]["robust_nll"][idx], eps_attack=eps_attack, attack="sample",
-                               constraint="robust")
-            checks.update(sample_kl=ps.accuracy_loss, sample_rise=ps.rise, sample_curve_kl=res["sample"]["kl"][idx],
-                          sample_status=list(ps.status))
-        res["checks"] = checks
-    return res
-
-
 def step_tradeoff(ctx: Context) -> StepOutput:
-    from . import figures as figs
-
     b = ctx.budget
-    r = compute_tradeoff(b.tradeoff_dim, b.tradeoff_n, b.tradeoff_eps_train, b.tradeoff_eps_attack,
+    r = linear.compute_tradeoff(b.tradeoff_dim, b.tradeoff_n, b.tradeoff_eps_train, b.tradeoff_eps_attack,
                          b.tradeoff_sample, b.tradeoff_checks, ctx.seed)
     out = StepOutput(results=r)
     rows = []
@@ -593,7 +355,7 @@ def step_tradeoff(ctx: Context) -> StepOutput:
                              + " nats than the flow trained at eps_train (evaluated at eps_a): there the training "
                              "curve is not the frontier unless eps_train = eps_a.")
     plot_checks = None if c is None else {k: c[k] for k in ("kl", "rise", "sample_kl", "sample_rise")}
-    out.figures["tradeoff"] = figs.tradeoff_figure(r["universal"], r["sample"], plot_checks, r["eps_attack"])
+    out.figures["tradeoff"] = figures.tradeoff_figure(r["universal"], r["sample"], plot_checks, r["eps_attack"])
     return out
 
 
@@ -609,35 +371,6 @@ STEPS: list[Step] = [
 
 
 # ================================================================================================ deep flows
-PAPER_TEASER = {"clean": 1.6, "attacked": 150.0, "noise": 11.0, "noise_attacked": 4.2, "robust_clean": 1.7,
-                "robust_attacked": 2.7}
-"""The teaser figure of Pope et al. (2020), bits/dim (most likely) on one CIFAR-10 image (see paper.md)."""
-
-
-@dataclass
-class DeepData:
-    """The images of the deep steps: ``train``/``val``/``test`` of the in-distribution set and ``ood``."""
-
-    train: Any
-    val: Any
-    test: Any
-    ood: Any
-
-
-def deep_data(budget: Budget, seed: int) -> DeepData:
-    """Load ``budget.deep_dataset`` (train limited to ``deep_n_train``, 512 validation images, enough test
-    images) and the out-of-distribution set ``budget.deep_ood`` of the same shape and number of levels."""
-    load = require("deepcheck.data", "load")
-    train = load(budget.deep_dataset, "train", seed=seed, limit=budget.deep_n_train)
-    val = load(budget.deep_dataset, "val", seed=seed, limit=512)
-    test = load(budget.deep_dataset, "test", seed=seed, limit=max(budget.eval_n, budget.ood_n))
-    if budget.deep_ood == "uniform-noise":
-        ood = load("uniform-noise", "test", seed=seed, shape=tuple(train.shape), n=budget.ood_n, n_bins=train.n_bins)
-    else:
-        ood = load(budget.deep_ood, "test", seed=seed, limit=budget.ood_n, size=tuple(train.shape[1:]))
-    return DeepData(train, val, test, ood)
-
-
 TRAIN_SETTINGS = "deep_dataset,deep_config,deep_epochs,deep_batch_size,deep_lr,deep_n_train,hybrid,train"
 """The :class:`Budget` fields that change a trained model."""
 
@@ -647,42 +380,28 @@ def _digest(obj: Any) -> str:
 
 
 def checkpoint_path(ctx: Context, model: str, mode: str) -> Path:
-    """``<out>/checkpoints/<model>_<mode>_<hash of the deep settings, seed, device>.pt``: a change of settings
+    """``<out>/checkpoints/<model>_<mode>_<hash of the training settings, seed, device>.pt``: a change of settings
     trains a new model; an interrupted run resumes from the last finished epoch (``deepcheck.train``)."""
     tag = _digest([ctx.budget.section(TRAIN_SETTINGS), ctx.seed, ctx.device])
     return ctx.checkpoints / f"{model}_{mode}_{tag}.pt"
 
 
 def make_train_step(model: str, mode: str) -> Callable[[Context], StepOutput]:
-    """The step that trains ``model`` ("glow", "realnvp") by ``mode`` ("mle", "hybrid") with
-    ``deepcheck.train.train`` and checkpoints it."""
+    """The step that trains ``model`` ("glow", "realnvp") by ``mode`` ("mle", "hybrid") and checkpoints it."""
 
     def step_train(ctx: Context) -> StepOutput:
-        build = require("deepcheck.flows", "build")
-        train = require("deepcheck.train", "train")
         b = ctx.budget
-        data = deep_data(b, ctx.seed)
         ckpt = checkpoint_path(ctx, model, mode)
         if ctx.force and ckpt.exists():
             ckpt.unlink()
-        net = build(model, b.deep_config, tuple(data.train.shape), n_bins=data.train.n_bins, seed=ctx.seed)
-        n_params = sum(p.numel() for p in net.parameters())
-        res = train(net, data.train, val_data=data.val, mode=mode, epochs=b.deep_epochs, batch_size=b.deep_batch_size,
-                    lr=b.deep_lr, hybrid_lambda=b.hybrid_lambda, attack_eps=b.train_eps, attack_norm=b.train_norm,
-                    attack_steps=b.train_pgd_steps, checkpoint=ckpt, seed=ctx.seed, progress=False,
-                    device=ctx.device)
-        hist = [dataclasses.asdict(h) for h in res.history]
-        last = hist[-1] if hist else {}
-        out = StepOutput(results={"model": model, "mode": mode, "config": b.deep_config, "dataset": b.deep_dataset,
-                                  "n_train": len(data.train), "n_params": n_params, "epochs": len(hist),
-                                  "train_seconds": res.wall_time, "skipped_steps": res.skipped_steps,
-                                  "val_bpd": last.get("val_bpd"), "val_adv_bpd": last.get("val_adv_bpd"),
-                                  "train_loss": last.get("train_loss"), "history": hist,
-                                  "checkpoint": str(ckpt.relative_to(ctx.out))},
-                         files=[str(ckpt.relative_to(ctx.out))])
+        _, summary = deep.train_flow(model, mode, b, deep.deep_data(b, ctx.seed), seed=ctx.seed, device=ctx.device,
+                                     checkpoint=ckpt)
+        rel = str(ckpt.relative_to(ctx.out))
+        out = StepOutput(results={**summary, "checkpoint": rel}, files=[rel])
+        hist = summary["history"]
         out.tables.append(ctx.table(
-            f"{model} ({b.deep_config}, {n_params} parameters) trained by {mode} on {b.deep_dataset} "
-            f"({len(data.train)} images)",
+            f"{model} ({b.deep_config}, {summary['n_params']} parameters) trained by {mode} on {b.deep_dataset} "
+            f"({summary['n_train']} images)",
             ["epoch", "train objective (bits/dim)", "val bits/dim", "val bits/dim under attack", "seconds"],
             [[h["epoch"], h["train_loss"], "n/a" if h["val_bpd"] is None else h["val_bpd"],
               "n/a" if h["val_adv_bpd"] is None else h["val_adv_bpd"], h["seconds"]] for h in hist]))
@@ -708,103 +427,45 @@ def trained_models(ctx: Context) -> dict[str, Any]:
     return models
 
 
-def _bpd(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return np.concatenate([model.bpd(x[i:i + batch_size]).double().cpu().numpy()
-                               for i in range(0, len(x), batch_size)])
-
-
-def _attack(model: Any, x: Any, eps: float, *, norm: str, likelihood: str, steps: int, restarts: int,
-            seed: int, batch_size: int = 256) -> Any:
-    import torch
-
-    pgd = require("deepcheck.attacks", "pgd")
-    if eps == 0.0:
-        return x
-    return torch.cat([pgd(model, x[i:i + batch_size], eps, norm=norm, likelihood=likelihood, steps=steps,
-                          restarts=restarts, clamp=(0.0, 1.0), seed=seed) for i in range(0, len(x), batch_size)])
+def _pixels(data: Any, models: dict[str, Any], n: int, device: str) -> Any:
+    dtype = next(next(iter(models.values())).parameters()).dtype
+    return data.pixels(dtype)[:n].to(device)
 
 
 def step_deep_attack(ctx: Context) -> StepOutput:
     """Bits/dim of test images against the budget of the likelihood-lowering PGD attack, per trained model;
     the image grid (clean, attacked at ``teaser_eps``, amplified difference) for the first model."""
-    from . import figures as figs
-
     b = ctx.budget
     models = trained_models(ctx)
-    data = deep_data(b, ctx.seed)
-    dtype = next(iter(models.values())).parameters().__next__().dtype
-    x = data.test.pixels(dtype)[: b.eval_n].to(ctx.device)
-    eps_grid = sorted(set(b.eval_eps) | {0.0, b.teaser_eps})
-    curves, medians, teaser = {}, {}, {}
-    grid = None
-    for label, net in models.items():
-        means, meds = [], []
-        for e in eps_grid:
-            xa = _attack(net, x, e, norm=b.eval_norm, likelihood="decrease", steps=b.eval_pgd_steps,
-                         restarts=b.eval_restarts, seed=ctx.seed)
-            v = _bpd(net, xa)
-            means.append(float(v.mean()))
-            meds.append(float(np.median(v)))
-            if e == b.teaser_eps and grid is None:
-                k = b.grid_images
-                grid = {"model": label, "clean": x[:k].cpu().numpy(), "attacked": xa[:k].cpu().numpy(),
-                        "bpd_clean": _bpd(net, x[:k]), "bpd_attacked": v[:k]}
-        curves[label], medians[label] = means, meds
-        teaser[label] = {"clean": means[eps_grid.index(0.0)], "attacked": means[eps_grid.index(b.teaser_eps)]}
-    res = {"eps": eps_grid, "norm": b.eval_norm, "n_images": int(len(x)), "mean_bpd": curves, "median_bpd": medians,
-           "at_teaser_eps": teaser, "teaser_eps": b.teaser_eps, "grid": grid}
+    x = _pixels(deep.deep_data(b, ctx.seed).test, models, b.eval_n, ctx.device)
+    res = deep.compute_bpd_vs_eps(models, x, b, seed=ctx.seed)
     out = StepOutput(results=res)
-    labels = list(curves)
+    labels, eps_grid, curves = list(res["mean_bpd"]), res["eps"], res["mean_bpd"]
     out.tables.append(ctx.table(
         f"mean bits/dim of {len(x)} {b.deep_dataset} test images after PGD ({b.eval_norm}, lowering the likelihood, "
         f"{b.eval_pgd_steps} steps, {b.eval_restarts} random restarts)",
         ["eps"] + labels, [[e] + [curves[m][i] for m in labels] for i, e in enumerate(eps_grid)]))
-    out.figures["bpd_vs_eps"] = figs.bpd_vs_eps_figure(eps_grid, curves, b.eval_norm)
+    out.figures["bpd_vs_eps"] = figures.bpd_vs_eps_figure(eps_grid, curves, b.eval_norm)
+    grid = res["grid"]
     if grid is not None:
-        out.figures["image_grid"] = figs.image_grid_figure(grid["clean"], grid["attacked"])
+        out.figures["image_grid"] = figures.image_grid_figure(grid["clean"], grid["attacked"])
         out.notes.append(f"Image grid: {grid['model']}, eps = {b.teaser_eps:g} ({b.eval_norm}); bits/dim clean "
                          + ", ".join(rep.fmt(float(v)) for v in grid["bpd_clean"]) + " -> attacked "
                          + ", ".join(rep.fmt(float(v)) for v in grid["bpd_attacked"]) + ".")
     return out
 
 
-def _auroc(in_bpd: np.ndarray, ood_bpd: np.ndarray) -> float:
-    """AUROC of the score ``-bpd`` for telling in-distribution (positive) from OOD: P(score_in > score_ood)."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.r_[np.ones(len(in_bpd)), np.zeros(len(ood_bpd))]
-    return float(roc_auc_score(y, -np.r_[in_bpd, ood_bpd]))
-
-
 def step_ood(ctx: Context) -> StepOutput:
     """The out-of-distribution attack: PGD raising the likelihood of OOD images (``ood_eps``); bits/dim
     histograms and the AUROC of the likelihood score before and after, per trained model."""
-    from . import figures as figs
-
     b = ctx.budget
     models = trained_models(ctx)
-    data = deep_data(b, ctx.seed)
-    dtype = next(iter(models.values())).parameters().__next__().dtype
-    x_in = data.test.pixels(dtype)[: b.ood_n].to(ctx.device)
-    x_ood = data.ood.pixels(dtype)[: b.ood_n].to(ctx.device)
-    res: dict[str, Any] = {"ood": b.deep_ood, "eps": b.ood_eps, "norm": b.eval_norm, "n_in": int(len(x_in)),
-                           "n_ood": int(len(x_ood)), "models": {}}
-    rows = []
-    for label, net in models.items():
-        b_in = _bpd(net, x_in)
-        b_ood = _bpd(net, x_ood)
-        xa = _attack(net, x_ood, b.ood_eps, norm=b.eval_norm, likelihood="increase", steps=b.ood_pgd_steps,
-                     restarts=0, seed=ctx.seed)
-        b_att = _bpd(net, xa)
-        r = {"in_bpd": b_in, "ood_bpd": b_ood, "ood_attacked_bpd": b_att, "auroc_before": _auroc(b_in, b_ood),
-             "auroc_after": _auroc(b_in, b_att), "in_mean": float(b_in.mean()), "ood_mean": float(b_ood.mean()),
-             "ood_attacked_mean": float(b_att.mean())}
-        res["models"][label] = r
-        rows.append([label, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]])
+    data = deep.deep_data(b, ctx.seed)
+    res = deep.compute_ood(models, _pixels(data.test, models, b.ood_n, ctx.device),
+                           _pixels(data.ood, models, b.ood_n, ctx.device), b, seed=ctx.seed)
     out = StepOutput(results=res)
+    rows = [[label, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]]
+            for label, r in res["models"].items()]
     out.tables.append(ctx.table(
         f"OOD attack on {b.deep_ood} ({b.eval_norm}, eps = {b.ood_eps:g}, {b.ood_pgd_steps} steps): mean bits/dim "
         "and AUROC of the likelihood score (in-distribution vs OOD)",
@@ -812,7 +473,7 @@ def step_ood(ctx: Context) -> StepOutput:
         rows))
     first = next(iter(res["models"]))
     r = res["models"][first]
-    out.figures["ood_histograms"] = figs.ood_histogram_figure(
+    out.figures["ood_histograms"] = figures.ood_histogram_figure(
         r["in_bpd"], r["ood_bpd"], r["ood_attacked_bpd"], r["auroc_before"], r["auroc_after"],
         in_label=f"{b.deep_dataset} test ({first})", ood_label=b.deep_ood)
     return out
@@ -821,26 +482,14 @@ def step_ood(ctx: Context) -> StepOutput:
 def step_teaser(ctx: Context) -> StepOutput:
     """The teaser panel: the measured numbers of the first model (maximum likelihood and hybrid) next to the
     paper's (Pope et al. 2020, Fig. 1, CIFAR-10)."""
-    from . import figures as figs
-
     b = ctx.budget
     att, ood = ctx.records.get("deep_attack", {}), ctx.records.get("ood", {})
     if att.get("status") not in ("ok", "cached") or ood.get("status") not in ("ok", "cached"):
         raise NotAvailable("needs the deep_attack and ood steps, which did not run")
     model = b.deep_models[0]
-    at = att["results"]["at_teaser_eps"]
-    mle, hyb = at.get(f"{model} / mle"), at.get(f"{model} / hybrid")
-    o = ood["results"]["models"].get(f"{model} / mle")
-    if mle is None or o is None:
-        raise NotAvailable(f"no maximum-likelihood {model} was evaluated")
-    rows = [("clean image, clean model", mle["clean"], PAPER_TEASER["clean"]),
-            (f"attacked image (eps {b.teaser_eps:g}), clean model", mle["attacked"], PAPER_TEASER["attacked"]),
-            ("uniform noise, clean model" if b.deep_ood == "uniform-noise" else f"{b.deep_ood}, clean model",
-             o["ood_mean"], PAPER_TEASER["noise"]),
-            (f"OOD after the OOD attack (eps {b.ood_eps:g})", o["ood_attacked_mean"], PAPER_TEASER["noise_attacked"]),
-            ("clean image, hybrid-trained model", None if hyb is None else hyb["clean"], PAPER_TEASER["robust_clean"]),
-            (f"attacked image (eps {b.teaser_eps:g}), hybrid-trained model", None if hyb is None else hyb["attacked"],
-             PAPER_TEASER["robust_attacked"])]
+    if f"{model} / mle" not in att["results"]["at_teaser_eps"]:
+        raise NotAvailable(f"no maximum-likelihood {model} was trained")
+    rows = deep.teaser_rows(b, model, att["results"]["at_teaser_eps"], ood["results"]["models"])
     out = StepOutput(results={"model": model, "rows": [{"case": c, "measured": m, "paper": p} for c, m, p in rows],
                               "teaser_eps": b.teaser_eps, "ood_eps": b.ood_eps, "norm": b.eval_norm})
     out.tables.append(ctx.table(
@@ -848,7 +497,7 @@ def step_teaser(ctx: Context) -> StepOutput:
         ["case", "measured", "paper"], [[c, "n/a" if m is None else m, p] for c, m, p in rows]))
     out.notes.append("The paper's numbers are for one CIFAR-10 image with the paper's (unknown) models and budgets; "
                      "ours are means over test images of a small dataset, so only the shape is comparable.")
-    out.figures["teaser"] = figs.teaser_figure(rows, model_label=f"{model}, {b.deep_dataset}")
+    out.figures["teaser"] = figures.teaser_figure(rows, model_label=f"{model}, {b.deep_dataset}")
     return out
 
 

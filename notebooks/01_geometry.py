@@ -29,7 +29,8 @@ import os
 import numpy as np
 
 from deepcheck import figures
-from deepcheck.reproduce import BUDGETS, compute_geometry
+from deepcheck.figures.linear import compute_geometry
+from deepcheck.reproduce import BUDGETS
 
 budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
 r = compute_geometry(budget.geometry_eps, budget.geometry_brute_force)

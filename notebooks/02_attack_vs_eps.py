@@ -26,7 +26,8 @@ import os
 import numpy as np
 
 from deepcheck import figures
-from deepcheck.reproduce import BUDGETS, compute_attack_vs_eps
+from deepcheck.figures.linear import compute_attack_vs_eps
+from deepcheck.reproduce import BUDGETS
 
 budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
 r = compute_attack_vs_eps(budget.attack_dim, budget.attack_cond, budget.attack_points, budget.attack_eps,

@@ -25,7 +25,9 @@
 import os
 
 from deepcheck import figures
-from deepcheck.reproduce import BUDGETS, NotAvailable, compute_tradeoff, compute_waterfilling
+from deepcheck.figures import NotAvailable
+from deepcheck.figures.linear import compute_tradeoff, compute_waterfilling
+from deepcheck.reproduce import BUDGETS
 
 budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
 w = compute_waterfilling(budget.waterfill_eps, seed=0)

@@ -1,8 +1,8 @@
 """Every notebook in ``notebooks/`` (jupytext percent scripts) executes headless with smoke settings.
 
 Each script is converted with jupytext to an in-memory notebook and run by nbclient on the ``python3`` kernel
-(jupyter_client starts it with this interpreter, ``sys.executable``), with ``FLOWROBUST_SMOKE=1`` in the
-environment that the kernel inherits and the working directory a temporary folder.
+(jupyter_client starts it with this interpreter, ``sys.executable``), with ``FLOWROBUST_SMOKE=1`` (and one
+OpenMP thread) in the environment that the kernel inherits and the working directory a temporary folder.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def test_there_are_notebooks() -> None:
 def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWROBUST_SMOKE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny convolutions: one thread is faster on a shared machine
     nb = jupytext.read(path)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=300,
                                      resources={"metadata": {"path": str(tmp_path)}})

@@ -17,8 +17,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from deepcheck import cli, reproduce  # noqa: E402
+from deepcheck import cli, figures, reproduce  # noqa: E402
 from deepcheck import report as rep  # noqa: E402
+from deepcheck.figures import deep, linear  # noqa: E402
 
 EXPECTED_FIGURES = {
     "geometry": ["geometry"],
@@ -225,6 +226,9 @@ def test_missing_parts_and_crashes_are_reported_not_faked(tmp_path: Path) -> Non
     assert not (tmp_path / "steps" / "m.json").exists() and not (tmp_path / "steps" / "c.json").exists()
     with pytest.raises(reproduce.NotAvailable, match="has no nothing_here"):
         reproduce.require("linflow", "nothing_here")
+    with pytest.raises(reproduce.NotAvailable, match="tradeoff_typo"):
+        figures.linflow_api("tradeoff_typo")
+    assert callable(figures.linflow_api("tradeoff"))  # the function, not the submodule linflow.tradeoff
 
 
 def test_a_failing_step_makes_the_run_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,7 +264,7 @@ def test_atomic_json_and_number_format(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- computations
 def test_geometry_optima_agree_with_an_independent_brute_force() -> None:
     """Exact lowering/raising (R1/R2) vs a dense polar grid of the disk, computed here from scratch."""
-    r = reproduce.compute_geometry(eps=0.5, brute_force=400)
+    r = linear.compute_geometry(eps=0.5, brute_force=400)
     mean, P = np.asarray(r["mean"]), np.linalg.inv(np.asarray(r["cov"]))
     ang = np.linspace(0, 2 * np.pi, 20000, endpoint=False)
     rad = 0.5 * np.sqrt(np.linspace(0, 1, 400))
@@ -281,7 +285,7 @@ def test_geometry_optima_agree_with_an_independent_brute_force() -> None:
 
 
 def test_waterfilling_matches_designs_worked_example() -> None:
-    w = reproduce.compute_waterfilling(0.5, seed=0)["worked"]
+    w = linear.compute_waterfilling(0.5, seed=0)["worked"]
     assert w["tau"] == pytest.approx(1.125, rel=1e-10)
     assert np.allclose(w["eigvals"], [1.125, 1.125, 4.0], rtol=1e-10)
     assert w["kl"] == pytest.approx(0.36649, abs=5e-6)
@@ -292,4 +296,4 @@ def test_auroc_against_pair_counting() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, 50), rng.normal(0.7, 1, 40)
     pairs = np.mean([(1.0 if x < y else 0.5 if x == y else 0.0) for x in a for y in b])  # lower bpd = in-dist
-    assert reproduce._auroc(a, b) == pytest.approx(pairs, abs=1e-12)
+    assert deep.auroc(a, b) == pytest.approx(pairs, abs=1e-12)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .report import atomic_write_bytes
+from ..report import atomic_write_bytes
 
 COLORS = {"decrease": "tab:red", "increase": "tab:blue", "universal": "tab:purple", "pgd": "tab:orange",
           "exact": "black", "box": "tab:green"}

@@ -1,0 +1,172 @@
+"""The computations behind the deep-flow figures, shared by ``reproduce`` and ``notebooks/04_deep_flows.py``.
+
+* :func:`train_flow` -- a GLOW or RealNVP from :func:`deepcheck.flows.build`, trained by
+  :func:`deepcheck.train.train` (maximum likelihood, or hybrid: ``(1 - lam) NLL(x) + lam NLL(x_adv)``), with a
+  checkpoint so that a rerun does not retrain;
+* :func:`compute_bpd_vs_eps` -- bits/dim of in-distribution test images after the PGD attack that lowers the
+  likelihood (:func:`deepcheck.attacks.pgd`), against the budget;
+* :func:`compute_ood` -- the out-of-distribution attack (PGD raising the likelihood of OOD images) and the
+  AUROC of the likelihood score before and after;
+* :func:`teaser_rows` -- the measured numbers next to the paper's teaser (:data:`PAPER_TEASER`).
+
+Pixels are mid-bin ``y = (k + 0.5) / n_bins`` for attacks and evaluation (DESIGN, deep conventions); every
+attack is clamped to ``[0, 1]``. ``budget`` is a :class:`deepcheck.reproduce.Budget` (any object with its
+fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .availability import require
+
+PAPER_TEASER = {"clean": 1.6, "attacked": 150.0, "noise": 11.0, "noise_attacked": 4.2, "robust_clean": 1.7,
+                "robust_attacked": 2.7}
+"""The teaser figure of Pope et al. (2020): bits/dim (most likely) of one CIFAR-10 image (see paper.md)."""
+
+
+@dataclass
+class DeepData:
+    """The images of the deep experiments: ``train``/``val``/``test`` of the in-distribution set and ``ood``
+    (``deepcheck.data.ImageData``)."""
+
+    train: Any
+    val: Any
+    test: Any
+    ood: Any
+
+
+def deep_data(budget: Any, seed: int) -> DeepData:
+    """``budget.deep_dataset`` (train limited to ``deep_n_train``, 512 validation images, enough test images)
+    and the out-of-distribution set ``budget.deep_ood`` with the same shape and number of levels."""
+    load = require("deepcheck.data", "load")
+    train = load(budget.deep_dataset, "train", seed=seed, limit=budget.deep_n_train)
+    val = load(budget.deep_dataset, "val", seed=seed, limit=512)
+    test = load(budget.deep_dataset, "test", seed=seed, limit=max(budget.eval_n, budget.ood_n))
+    if budget.deep_ood == "uniform-noise":
+        ood = load("uniform-noise", "test", seed=seed, shape=tuple(train.shape), n=budget.ood_n, n_bins=train.n_bins)
+    else:
+        ood = load(budget.deep_ood, "test", seed=seed, limit=budget.ood_n, size=tuple(train.shape[1:]))
+    return DeepData(train, val, test, ood)
+
+
+def train_flow(model: str, mode: str, budget: Any, data: DeepData, *, seed: int, device: str = "cpu",
+               checkpoint: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """Build ``model`` ("glow" or "realnvp") at ``budget.deep_config`` and train it by ``mode`` ("mle",
+    "adversarial" or "hybrid" with ``hybrid_lambda``; the adversary is PGD of budget ``train_eps`` in
+    ``train_norm`` with ``train_pgd_steps`` steps). Returns the model (eval mode) and a summary with the
+    per-epoch history. An existing ``checkpoint`` of the same settings is resumed (finished: no training)."""
+    build = require("deepcheck.flows", "build")
+    train = require("deepcheck.train", "train")
+    b = budget
+    net = build(model, b.deep_config, tuple(data.train.shape), n_bins=data.train.n_bins, seed=seed)
+    res = train(net, data.train, val_data=data.val, mode=mode, epochs=b.deep_epochs, batch_size=b.deep_batch_size,
+                lr=b.deep_lr, hybrid_lambda=b.hybrid_lambda, attack_eps=b.train_eps, attack_norm=b.train_norm,
+                attack_steps=b.train_pgd_steps, checkpoint=checkpoint, seed=seed, progress=False, device=device)
+    hist = [asdict(h) for h in res.history]
+    last = hist[-1] if hist else {}
+    summary = {"model": model, "mode": mode, "config": b.deep_config, "dataset": b.deep_dataset,
+               "n_train": len(data.train), "n_params": sum(p.numel() for p in net.parameters()),
+               "epochs": len(hist), "train_seconds": res.wall_time, "skipped_steps": res.skipped_steps,
+               "val_bpd": last.get("val_bpd"), "val_adv_bpd": last.get("val_adv_bpd"),
+               "train_loss": last.get("train_loss"), "history": hist}
+    return res.model.eval(), summary
+
+
+def bpd(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
+    """Bits/dim per image (float64 numpy), without gradients, in batches."""
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model.bpd(x[i:i + batch_size]).double().cpu().numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
+def attack(model: Any, x: Any, eps: float, *, norm: str, likelihood: str, steps: int, restarts: int, seed: int,
+           batch_size: int = 256) -> Any:
+    """:func:`deepcheck.attacks.pgd` in batches, clamped to ``[0, 1]``; ``eps = 0`` returns ``x`` itself."""
+    import torch
+
+    pgd = require("deepcheck.attacks", "pgd")
+    if eps == 0.0:
+        return x
+    return torch.cat([pgd(model, x[i:i + batch_size], eps, norm=norm, likelihood=likelihood, steps=steps,
+                          restarts=restarts, clamp=(0.0, 1.0), seed=seed) for i in range(0, len(x), batch_size)])
+
+
+def compute_bpd_vs_eps(models: dict[str, Any], x: Any, budget: Any, *, seed: int) -> dict[str, Any]:
+    """Mean and median bits/dim of the images ``x`` after the likelihood-lowering PGD attack (``eval_norm``,
+    ``eval_pgd_steps`` steps, a run from zero and ``eval_restarts`` random restarts) for each budget of
+    ``eval_eps`` and ``teaser_eps``, per model; and the first ``grid_images`` images of the first model, clean and
+    attacked at ``teaser_eps`` (for the image grid)."""
+    b = budget
+    eps_grid = sorted(set(b.eval_eps) | {0.0, b.teaser_eps})
+    curves, medians, teaser = {}, {}, {}
+    grid = None
+    for label, net in models.items():
+        means, meds = [], []
+        for e in eps_grid:
+            xa = attack(net, x, e, norm=b.eval_norm, likelihood="decrease", steps=b.eval_pgd_steps,
+                        restarts=b.eval_restarts, seed=seed)
+            v = bpd(net, xa)
+            means.append(float(v.mean()))
+            meds.append(float(np.median(v)))
+            if e == b.teaser_eps and grid is None:
+                k = b.grid_images
+                grid = {"model": label, "clean": x[:k].cpu().numpy(), "attacked": xa[:k].cpu().numpy(),
+                        "bpd_clean": bpd(net, x[:k]), "bpd_attacked": v[:k]}
+        curves[label], medians[label] = means, meds
+        teaser[label] = {"clean": means[eps_grid.index(0.0)], "attacked": means[eps_grid.index(b.teaser_eps)]}
+    return {"eps": eps_grid, "norm": b.eval_norm, "n_images": int(len(x)), "mean_bpd": curves,
+            "median_bpd": medians, "at_teaser_eps": teaser, "teaser_eps": b.teaser_eps, "grid": grid}
+
+
+def auroc(in_bpd: np.ndarray, ood_bpd: np.ndarray) -> float:
+    """AUROC of the score ``-bpd`` for telling in-distribution (positive) from OOD images: the probability that
+    a random in-distribution image has lower bits/dim than a random OOD one (ties count 1/2)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.ones(len(in_bpd)), np.zeros(len(ood_bpd))]
+    return float(roc_auc_score(y, -np.r_[in_bpd, ood_bpd]))
+
+
+def compute_ood(models: dict[str, Any], x_in: Any, x_ood: Any, budget: Any, *, seed: int) -> dict[str, Any]:
+    """Per model: bits/dim of in-distribution images ``x_in``, of OOD images ``x_ood`` and of ``x_ood`` after the
+    PGD attack that *raises* their likelihood (``ood_eps`` in ``eval_norm``, ``ood_pgd_steps`` steps), and the
+    AUROC of the likelihood score (in vs OOD) before and after the attack."""
+    b = budget
+    res: dict[str, Any] = {"ood": b.deep_ood, "eps": b.ood_eps, "norm": b.eval_norm, "n_in": int(len(x_in)),
+                           "n_ood": int(len(x_ood)), "models": {}}
+    for label, net in models.items():
+        b_in, b_ood = bpd(net, x_in), bpd(net, x_ood)
+        xa = attack(net, x_ood, b.ood_eps, norm=b.eval_norm, likelihood="increase", steps=b.ood_pgd_steps,
+                    restarts=0, seed=seed)
+        b_att = bpd(net, xa)
+        res["models"][label] = {"in_bpd": b_in, "ood_bpd": b_ood, "ood_attacked_bpd": b_att,
+                                "auroc_before": auroc(b_in, b_ood), "auroc_after": auroc(b_in, b_att),
+                                "in_mean": float(b_in.mean()), "ood_mean": float(b_ood.mean()),
+                                "ood_attacked_mean": float(b_att.mean())}
+    return res
+
+
+def teaser_rows(budget: Any, model: str, at_teaser_eps: dict[str, Any], ood_models: dict[str, Any]
+                ) -> list[tuple[str, float | None, float]]:
+    """``(case, measured, paper)`` rows of the teaser for ``model``: its maximum-likelihood version on clean and
+    attacked images, on OOD images before and after the OOD attack, and its hybrid-trained version (``None``
+    where that model was not trained)."""
+    b = budget
+    mle, hyb = at_teaser_eps[f"{model} / mle"], at_teaser_eps.get(f"{model} / hybrid")
+    o = ood_models[f"{model} / mle"]
+    ood_name = "uniform noise" if b.deep_ood == "uniform-noise" else b.deep_ood
+    return [("clean image, clean model", mle["clean"], PAPER_TEASER["clean"]),
+            (f"attacked image (eps {b.teaser_eps:g}), clean model", mle["attacked"], PAPER_TEASER["attacked"]),
+            (f"{ood_name}, clean model", o["ood_mean"], PAPER_TEASER["noise"]),
+            (f"{ood_name} after the OOD attack (eps {b.ood_eps:g})", o["ood_attacked_mean"],
+             PAPER_TEASER["noise_attacked"]),
+            ("clean image, hybrid-trained model", None if hyb is None else hyb["clean"], PAPER_TEASER["robust_clean"]),
+            (f"attacked image (eps {b.teaser_eps:g}), hybrid-trained model", None if hyb is None else hyb["attacked"],
+             PAPER_TEASER["robust_attacked"])]
