@@ -88,11 +88,22 @@ def _check_inputs(s: object, W: object, eps: object) -> tuple[np.ndarray, np.nda
     return s, W, check_eps(eps)
 
 
-def _row_norm(X: np.ndarray) -> np.ndarray:
-    """Euclidean norm of each row, scaled by the row's largest entry (no overflow or underflow)."""
+def _row_norm_scaled(X: np.ndarray) -> np.ndarray:
     m = np.max(np.abs(X), axis=1)
     safe = np.where(m > 0, m, 1.0)
     return m * np.sqrt(np.sum((X / safe[:, None]) ** 2, axis=1))
+
+
+def _row_norm(X: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row; rows whose sum of squares overflows or underflows are recomputed scaled by
+    their largest entry."""
+    with np.errstate(over="ignore"):
+        N2 = np.einsum("ij,ij->i", X, X)
+    out = np.sqrt(N2)
+    bad = ~np.isfinite(N2) | (N2 < 1e-250)
+    if np.any(bad):
+        out[bad] = _row_norm_scaled(X[bad])
+    return out
 
 
 def block_size(s: np.ndarray, block_rtol: float = DEFAULT_BLOCK_RTOL) -> int:
@@ -100,11 +111,9 @@ def block_size(s: np.ndarray, block_rtol: float = DEFAULT_BLOCK_RTOL) -> int:
     return int(np.searchsorted(s, s[0] * (1.0 + block_rtol), side="right"))
 
 
-def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """``r = ||c(g)|| / eps`` and the Newton step numerator ``||c||^2 / sum c_i^2/(g+gap_i)`` per row.
-
-    ``c_i = a_i / (g + gap_i)``; entries with ``a_i = 0`` contribute 0 even where ``g + gap_i = 0``.
-    """
+def _ratio_and_slope_scaled(A: np.ndarray, gaps: np.ndarray, g: np.ndarray,
+                            eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_ratio_and_slope` with each row scaled by its largest ``|c_i|`` (no overflow or underflow)."""
     den = g[:, None] + gaps[None, :]
     C = np.divide(A, den, out=np.zeros_like(A), where=A != 0)
     m = np.max(np.abs(C), axis=1)
@@ -113,9 +122,71 @@ def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float)
     N2 = np.sum(Ch * Ch, axis=1)
     S = np.sum(np.divide(Ch * Ch, den, out=np.zeros_like(Ch), where=Ch != 0), axis=1)
     r = m * np.sqrt(N2) / eps
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(S > 0, N2 / S, np.inf)
+    q = np.divide(N2, S, out=np.full(N2.shape, np.inf), where=S > 0)
     return r, q
+
+
+_CHUNK = 1 << 15  # elements per block of rows: the work buffers stay in cache
+
+
+def _sums(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, rows: np.ndarray | None, n: int,
+          d: int) -> tuple[np.ndarray, np.ndarray]:
+    """``sum_i c_i^2`` and ``sum_i c_i^2 / (g + gap_i)`` per row, in cache-sized blocks of rows."""
+    N2 = np.empty(n)
+    S = np.empty(n)
+    step = max(1, _CHUNK // max(d, 1))
+    R = np.empty((min(step, n), d))
+    C = np.empty_like(R)
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        r_, c_ = R[: j - i], C[: j - i]
+        np.add(g[i:j, None], gaps[None, :], out=r_)
+        if np.any(g[i:j] == 0.0):
+            r_[r_ == 0.0] = np.inf  # a_i = 0 there: c_i = 0
+        np.divide(1.0, r_, out=r_)
+        np.multiply(A[i:j] if rows is None else A[rows[i:j]], r_, out=c_)
+        N2[i:j] = np.einsum("ij,ij->i", c_, c_)
+        np.multiply(c_, r_, out=r_)
+        S[i:j] = np.einsum("ij,ij->i", c_, r_)
+    return N2, S
+
+
+def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``r = ||c(g)|| / eps`` and the Newton step numerator ``q = ||c||^2 / sum_i c_i^2/(g+gap_i)`` per row
+    (of ``A``, or of ``A[rows]`` with ``g`` matching ``rows``).
+
+    ``c_i = a_i / (g + gap_i)``; a zero denominator only occurs where ``a_i = 0`` (a row at ``g = 0`` has no
+    mass on the zero gaps), and that entry counts as 0. Fast path: plain sums of squares, computed in blocks
+    of rows that fit in cache; rows whose sums overflow or underflow are recomputed with a per-row scale.
+    """
+    n = A.shape[0] if rows is None else rows.size
+    d = A.shape[1]
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        N2, S = _sums(A, gaps, g, rows, n, d)
+    with np.errstate(over="ignore", invalid="ignore"):  # such rows are redone below
+        r = np.sqrt(N2) / eps
+        q = np.divide(N2, S, out=np.full(n, np.inf), where=S > 0)
+    bad = ~np.isfinite(N2) | ~np.isfinite(S) | (N2 < 1e-250)
+    if np.any(bad):
+        Ab = A[bad] if rows is None else A[rows[bad]]
+        r[bad], q[bad] = _ratio_and_slope_scaled(Ab, gaps, g[bad], eps)
+    return r, q
+
+
+def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``C = a_i / (g + gap_i)`` (0 where ``a_i = 0``), in cache-sized blocks of rows."""
+    n, d = A.shape
+    C = np.empty_like(A)
+    step = max(1, _CHUNK // max(d, 1))
+    for i in range(0, n, step):
+        j = min(i + step, n)
+        c_ = C[i:j]
+        np.add(g[i:j, None], gaps[None, :], out=c_)
+        if np.any(g[i:j] == 0.0):
+            c_[c_ == 0.0] = np.inf
+        np.divide(A[i:j], c_, out=c_)
+    return C
 
 
 def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
@@ -143,7 +214,7 @@ def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi
         trial = np.where(bisect[idx] & (newton < geo), geo, newton)
         bad = ~(trial > l) | ~(trial < h)
         trial = np.where(bad, 0.5 * (l + h), trial)
-        r, q = _ratio_and_slope(A[idx], gaps, trial, eps)
+        r, q = _ratio_and_slope(A, gaps, trial, eps, rows=idx)
         # ||c(trial)|| = eps to rounding: trial is the root (treated as a lower end, ending the iteration)
         left = (r >= 1.0) | (np.abs(r - 1.0) <= 4 * _EPS)
         # left of the root (||c|| >= eps): new lower end; right of it: new upper end.
@@ -194,13 +265,14 @@ def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: fl
     g = np.zeros(n)
     iters = 0
     easy = ~hard
-    if np.any(easy):
+    if np.all(easy):
+        g, iters = secular_root(A, gaps, eps, lo, hi, maxiter)
+    elif np.any(easy):
         g[easy], iters = secular_root(A[easy], gaps, eps, lo[easy], hi[easy], maxiter)
-    den = g[:, None] + gaps[None, :]
-    C = np.divide(A, den, out=np.zeros_like(A), where=A != 0)
+    C = _solution(A, gaps, g)
     norms = _row_norm(C)
     ok = easy & (norms > 0)
-    C[ok] *= (eps / norms[ok])[:, None]
+    C *= np.where(ok, eps / np.where(ok, norms, 1.0), 1.0)[:, None]  # ||c|| = eps exactly (to rounding)
     if np.any(hard):
         off = norms[hard]
         fill = np.sqrt(np.maximum((eps - off) * (eps + off), 0.0))
