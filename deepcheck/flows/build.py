@@ -7,7 +7,7 @@
 config      Glow                                       RealNVP
 ==========  =========================================  ==================================================
 ``tiny``    L=2, K=2, hidden 16 (8x8 images, tests)    2 scales, hidden 16, 1 residual block
-``small``   L=2, K=4, hidden 64 (28x28, 2 CPU cores)   2 scales, hidden 32, 2 residual blocks
+``small``   L=2, K=4, hidden 64 (28x28, 2 CPU cores)   2 scales, hidden 32, 1 residual block
 ``paper``   L=3, K=32, hidden 512 (CIFAR-10, a GPU)    2 scales (one downscale), hidden 64, 8 blocks (CIFAR)
 ==========  =========================================  ==================================================
 
@@ -41,7 +41,7 @@ CONFIGS: dict[str, dict[str, dict]] = {
     },
     "realnvp": {
         "tiny": {"scales": 2, "hidden": 16, "blocks": 1},
-        "small": {"scales": 2, "hidden": 32, "blocks": 2},
+        "small": {"scales": 2, "hidden": 32, "blocks": 1},
         "paper": {"scales": 2, "hidden": 64, "blocks": 8},
     },
     "linear": {"tiny": {}, "small": {}, "paper": {}},
