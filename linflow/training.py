@@ -255,30 +255,30 @@ def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str
     return flow, info
 
 
-def _mixture_minorant(Z: np.ndarray, Zm: np.ndarray, reg: float, n: int, spread: np.ndarray,
-                      UE: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mixture_minorant(E0: np.ndarray, M0: np.ndarray, Za: np.ndarray, Zm: np.ndarray, reg: float, n: int,
+                      spread: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Best weights ``omega`` in ``[0, 1]^K`` for the mixture minorant of :func:`_sample_damped`.
 
-    ``Z`` (n, d) are the (centred) worst-case points. The first ``K`` rows have an alternative: a distribution
-    of mean ``Zm[i]`` and second moment ``Zm[i] Zm[i]^T + spread[i] UE UE^T`` (a point mass when ``spread = 0``,
-    else uniform on a sphere in the span of ``UE``). Row ``i < K`` gets weight ``omega_i / n``, its alternative
-    ``(1 - omega_i) / n``; the other rows ``1/n``. Maximises ``log det C(omega)``, ``C`` the weighted covariance
-    ``+ reg I`` (concave: a second moment linear in ``omega`` minus ``M M^T``, which is matrix-concave).
-    Returns ``(omega, M, C)``.
+    ``E0`` and ``M0`` are the second moment and mean of the ``n`` worst-case points (any fixed orthonormal
+    coordinates and origin), ``Za`` (K, d) ``K`` of those points, each with an alternative: a distribution of
+    mean ``Zm[i]`` and second moment ``Zm[i] Zm[i]^T + spread[i] E_r`` with ``E_r`` the projection on the first
+    ``r`` coordinates (a point mass when ``spread = 0``, else uniform on a sphere there). Point ``i`` keeps weight
+    ``omega_i / n``, its alternative gets ``(1 - omega_i) / n``, every other point ``1/n``. Maximises
+    ``log det C(omega)``, ``C`` the weighted covariance ``+ reg I`` (concave: a second moment linear in
+    ``omega`` minus ``M M^T``, which is matrix-concave). Returns ``(omega, M, C)``.
     """
     from scipy.optimize import minimize
 
     K, d = Zm.shape
-    E0 = Z.T @ Z / n
-    M0 = Z.mean(axis=0)
-    D = Zm - Z[:K]  # alternative mean minus point
-    PiE = UE @ UE.T
+    D = Zm - Za  # alternative mean minus point
+    Er = np.zeros(d)
+    Er[:r] = 1.0
 
     def parts(om: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = (1.0 - om) / n
         M = M0 + a @ D
-        E = E0 + (Zm.T * a) @ Zm - (Z[:K].T * a) @ Z[:K] + float(a @ spread) * PiE
-        C = E - np.outer(M, M) + reg * np.eye(d)
+        C = E0 + (Zm.T * a) @ Zm - (Za.T * a) @ Za - np.outer(M, M)
+        C[np.diag_indices(d)] += reg + float(a @ spread) * Er
         return M, 0.5 * (C + C.T)
 
     def negf(om: np.ndarray) -> tuple[float, np.ndarray]:
@@ -288,9 +288,9 @@ def _mixture_minorant(Z: np.ndarray, Zm: np.ndarray, reg: float, n: int, spread:
         except np.linalg.LinAlgError:
             return np.inf, np.zeros_like(om)
         logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
-        Ci_m, Ci_z = scipy.linalg.cho_solve(cf, Zm.T), scipy.linalg.cho_solve(cf, Z[:K].T)
-        qm, qz = np.sum(Zm.T * Ci_m, axis=0), np.sum(Z[:K].T * Ci_z, axis=0)
-        trE = float(np.sum(UE * scipy.linalg.cho_solve(cf, UE)))
+        Ci_m, Ci_z = scipy.linalg.cho_solve(cf, Zm.T), scipy.linalg.cho_solve(cf, Za.T)
+        qm, qz = np.sum(Zm.T * Ci_m, axis=0), np.sum(Za.T * Ci_z, axis=0)
+        trE = float(np.trace(scipy.linalg.cho_solve(cf, np.eye(d)[:, :r])[:r]))
         grad = -(qm + spread * trE - qz) / n + 2.0 / n * (D @ scipy.linalg.cho_solve(cf, M))
         return -logdet, -grad
 
@@ -299,6 +299,19 @@ def _mixture_minorant(Z: np.ndarray, Zm: np.ndarray, reg: float, n: int, spread:
     om = res.x if res.fun <= negf(np.ones(K))[0] else np.ones(K)
     M, C = parts(om)
     return om, M, C
+
+
+def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(F, W, C)``: the R6 objective with one projection ``W = (X - mu) U`` and one batched exact attack
+    ``C = U^T delta*`` (:func:`linflow.secular.lower_likelihood`); ``F = mean NLL(x + delta*) + reg/2 tr P``."""
+    from .secular import lower_likelihood
+
+    s = flow.eigvals
+    W = (X - flow.mean) @ flow.eigvecs
+    C = lower_likelihood(s, W, eps).C
+    q = np.mean(np.sum((W + C) ** 2 / s, axis=1))
+    F = 0.5 * (q + flow.logdet_cov + flow.dim * _LOG_2PI + reg * float(np.sum(1.0 / s)))
+    return float(F), W, C
 
 
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 200,
@@ -331,23 +344,21 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     """
     from tqdm.auto import tqdm
 
-    from .perturb import optimal_perturbation
-
     n, d = X.shape
     t0 = time.perf_counter()
     if init is None:
         sig, V, _ = water_filling(S, eps)
         init = LinearFlow.from_gaussian(m, (V * sig) @ V.T)
     flow = init
-    F = sample_objective(flow, X, eps, reg=reg)
+    F, Wc, Cc = _damped_eval(flow, X, eps, reg)
     history: list[tuple[float, float, float]] = []
     gap = float("inf")
     converged = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
     for _ in bar:
+        # everything in the flow's eigen-coordinates, relative to its mean: y - mu = U (w + c)
         U, s = flow.eigvecs, flow.eigvals
-        Wc = (X - flow.mean) @ U
-        Cc = optimal_perturbation(flow, X, eps, norm=2, likelihood="decrease") @ U
+        Yc = Wc + Cc
         gain = np.sum(Cc * (Wc + 0.5 * Cc) / s, axis=1)
         r = int(np.count_nonzero(s <= s[0] * (1.0 + 1e-9)))  # multiplicity of s_min (to rounding)
         Cm = Cc.copy()
@@ -358,17 +369,16 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             spread = np.sum(Cc[:, :r] ** 2, axis=1) / r
             Cm[:, :r] = 0.0
         loss = gain - np.sum(Cm * (Wc + 0.5 * Cm) / s, axis=1) - 0.5 * spread * np.sum(1.0 / s[:r])
-        Z = X - m + Cc @ U.T  # centred worst-case points
-        CY = Z.T @ Z / n - np.outer(Z.mean(axis=0), Z.mean(axis=0)) + reg * np.eye(d)
-        MY = Z.mean(axis=0)
+        E0 = Yc.T @ Yc / n
+        MY = Yc.mean(axis=0)
+        CY = E0 - np.outer(MY, MY) + reg * np.eye(d)
         Gmin = 0.5 * (d + np.linalg.slogdet(CY)[1] + d * _LOG_2PI)
         gap = max(F - Gmin, 0.0)
         slack = 0.0
         amb = np.nonzero((np.sum(Cc[:, :r] ** 2, axis=1) > 0) & (loss < n * gap))[0]
         if amb.size:
             amb = amb[np.argsort(loss[amb])[:max_mixed]]
-            order = np.concatenate([amb, np.setdiff1d(np.arange(n), amb)])
-            om, M2, C2 = _mixture_minorant(Z[order], (X - m + Cm @ U.T)[amb], reg, n, spread[amb], U[:, :r])
+            om, M2, C2 = _mixture_minorant(E0, MY, Yc[amb], (Wc + Cm)[amb], reg, n, spread[amb], r)
             G2 = 0.5 * (d + np.linalg.slogdet(C2)[1] + d * _LOG_2PI)
             if G2 > Gmin:
                 Gmin, MY, CY = G2, M2, C2
@@ -378,22 +388,24 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             history.append((F, gap, 0.0))
             converged = True
             break
+        CY = (U @ (0.5 * (CY + CY.T))) @ U.T  # back to the original coordinates
+        MY = U @ MY + flow.mean
         P, h = _natural(flow)
         P_ml = np.linalg.inv(0.5 * (CY + CY.T))
         P_ml = 0.5 * (P_ml + P_ml.T)
-        h_ml = P_ml @ (MY + m)
+        h_ml = P_ml @ MY
         decrease = max(gap - slack, 0.0)
         alpha = 1.0
         while True:
             cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
-            Fc = sample_objective(cand, X, eps, reg=reg)
+            Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
             if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
                 break
             alpha *= 0.5
         if Fc >= F:  # no decrease even at the smallest step: stop (not certified)
             history.append((F, gap, 0.0))
             break
-        flow, F = cand, Fc
+        flow, F, Wc, Cc = cand, Fc, Wn, Cn
         history.append((F, gap, alpha))
         bar.set_postfix(objective=f"{F:.10g}", gap=f"{gap:.2e}", step=alpha)
     bar.close()
