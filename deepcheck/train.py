@@ -397,6 +397,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="pad/crop the images to SIZE x SIZE")
     parser.add_argument("--channels", type=int, default=None, choices=(1, 3))
     parser.add_argument("--limit", type=int, default=None, help="use only the first LIMIT training images")
+    parser.add_argument("--val-limit", type=int, default=None, help="validate on the first VAL_LIMIT images")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--mode", choices=MODES, default="mle")
     parser.add_argument("--epochs", type=int, default=10)
@@ -423,7 +424,7 @@ def main(name: str, args: argparse.Namespace) -> int:
     kw = {"seed": args.seed, "root": args.root, "val_fraction": args.val_fraction, "size": args.size,
           "channels": args.channels}
     train_data = data_mod.load(args.data, "train", limit=args.limit, **kw)
-    val_data = data_mod.load(args.data, "val", **kw)
+    val_data = data_mod.load(args.data, "val", limit=args.val_limit, **kw)
     model = build(args.model, args.config, train_data.shape, n_bins=train_data.n_bins, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

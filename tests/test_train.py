@@ -158,7 +158,6 @@ def test_adversary_runs_in_eval_mode_without_parameter_grads_and_the_step_in_tra
 
 
 def test_default_pgd_adversary_raises_the_nll_it_trains_on():
-    pytest.importorskip("deepcheck.attacks")
     from deepcheck.attacks import pgd
 
     x = gaussian_data(n=64, seed=3)
@@ -171,6 +170,22 @@ def test_default_pgd_adversary_raises_the_nll_it_trains_on():
     x_adv = pgd(model, x, 0.3, norm="l2", likelihood="decrease", steps=5, restarts=0, clamp=None, seed=123)
     assert res.history[-1].val_adv_bpd == pytest.approx(float(model.bpd(x_adv).mean().detach()), rel=1e-12)
     assert evaluate_bpd(model, x) == pytest.approx(res.history[-1].val_bpd, rel=1e-12)
+
+
+def test_hybrid_with_the_default_adversary_on_images_clamps_to_the_pixel_box():
+    from deepcheck.attacks import pgd
+
+    d = data_mod.load("digits", "train", limit=64)
+    va = data_mod.load("digits", "val", limit=32)
+    model = PixelFlow()
+    res = train(model, d, val_data=va, mode="hybrid", attack_eps=0.05, attack_steps=3, epochs=1, batch_size=32,
+                warmup_steps=0, progress=False)
+    h = res.history[-1]
+    assert h.val_adv_bpd > h.val_bpd and res.skipped_steps == 0
+    model.eval()
+    x = va.pixels(torch.float64)
+    x_adv = pgd(model, x, 0.05, norm="linf", likelihood="decrease", steps=3, restarts=0, clamp=(0.0, 1.0))
+    assert h.val_adv_bpd == pytest.approx(float(model.bpd(x_adv).mean().detach()), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------------- guard, warm-up
@@ -321,3 +336,9 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     assert ck.state["epoch"] == 2 and type(ck.model).__name__ == "Glow"
     assert "wrote" in capsys.readouterr().out
     assert isinstance(EpochStats(**hist["history"][0]), EpochStats)
+    hybrid = ["train", "--model", "realnvp", "--data", "digits", "--limit", "32", "--val-limit", "16", "--epochs", "1",
+              "--mode", "hybrid", "--attack-steps", "2", "--attack-eps", "0.05", "--out", str(tmp_path / "h"),
+              "--no-progress"]
+    assert main(hybrid) == 0
+    hist = json.loads((tmp_path / "h" / "history.json").read_text())["history"]
+    assert hist[0]["val_adv_bpd"] > hist[0]["val_bpd"]
