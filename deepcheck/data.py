@@ -176,8 +176,15 @@ def _find_idx(root: Path, prefixes: tuple[str, ...], kind: str) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=8)
 def _read_idx_dir(root: str, how_to_get: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The ``train`` and ``test`` (``t10k``) parts of an IDX folder, cached while its files are unchanged."""
+    listing = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(root).iterdir()
+                           if p.is_file()))
+    return _read_idx_dir_cached(root, how_to_get, listing)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_idx_dir_cached(root: str, how_to_get: str, listing: tuple) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for part, prefixes in (("train", ("train",)), ("test", ("t10k", "test"))):
         images = _find_idx(Path(root), prefixes, "images")

@@ -100,6 +100,9 @@ def test_idx_loader_reads_written_files(idx_dir):
     rows = np.array(_indices_of(tr, load("idx", "all", root=root))[:3])
     np.testing.assert_array_equal(tr.levels[:3, 0].numpy(), train[rows])
     np.testing.assert_array_equal(tr.labels[:3].numpy(), rows % 10)
+    # the loader's cache notices rewritten files
+    _write_idx(root / "t10k-images-idx3-ubyte", 255 - test, gz=False)
+    np.testing.assert_array_equal(load("idx", "test", root=root).levels[:, 0].numpy(), 255 - test)
 
 
 def test_read_idx_rejects_bad_files(tmp_path):
