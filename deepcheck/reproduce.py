@@ -69,27 +69,30 @@ class Budget:
     tradeoff_checks: int = 3
     # deep flows
     deep_dataset: str = "digits"
-    deep_ood: str = "uniform-noise"  # the OOD set of the OOD attack (the paper's teaser: noise)
+    deep_ood: tuple[str, ...] = ("uniform-noise",)  # OOD sets of the OOD attack; the first is the teaser's
     deep_config: str = "tiny"
     deep_models: tuple[str, ...] = ("glow", "realnvp")
     deep_modes: tuple[str, ...] = ("mle", "hybrid")
-    deep_epochs: int = 20
+    deep_epochs: int = 30  # maximum likelihood, from scratch
     deep_batch_size: int = 64
     deep_lr: float = 1e-3
     deep_n_train: int | None = None
+    finetune_epochs: int = 4  # hybrid models: fine-tuned from the maximum-likelihood model
+    finetune_warmup: int = 20
     hybrid_lambda: float = 0.5
-    train_eps: float = 0.02
+    train_eps: float = 0.05
     train_norm: str = "linf"
-    train_pgd_steps: int = 5
+    train_pgd_steps: int = 3
     eval_norm: str = "linf"
-    eval_eps: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.04, 0.08)
+    eval_eps: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)
     eval_pgd_steps: int = 20
-    eval_restarts: int = 1
-    eval_n: int = 256
-    teaser_eps: float = 0.02
+    eval_restarts: int = 0
+    eval_n: int = 128
+    teaser_model: str = "realnvp"
+    teaser_eps: float = 0.05
     ood_eps: float = 0.1
     ood_pgd_steps: int = 40
-    ood_n: int = 256
+    ood_n: int = 128
     grid_images: int = 4
 
     def section(self, prefix: str) -> dict[str, Any]:
@@ -103,15 +106,16 @@ BUDGETS: dict[str, Budget] = {
         name="smoke", geometry_brute_force=4000, attack_dim=4, attack_points=3, attack_eps=(0.0, 0.2, 0.5),
         attack_pgd_steps=40, attack_pgd_restarts=1, tradeoff_dim=2, tradeoff_n=8,
         tradeoff_eps_train=(0.0, 0.3, 1.0), tradeoff_checks=1, deep_models=("glow", "realnvp"),
-        deep_epochs=1, deep_n_train=128, train_pgd_steps=2, eval_eps=(0.0, 0.02), eval_pgd_steps=3,
-        eval_n=16, ood_pgd_steps=3, ood_n=16, grid_images=2,
+        deep_epochs=1, deep_n_train=128, finetune_epochs=1, train_pgd_steps=2, eval_eps=(0.0, 0.05),
+        eval_pgd_steps=3, eval_n=16, ood_pgd_steps=3, ood_n=16, grid_images=2,
     ),
     "quick": Budget(name="quick"),
     "full": Budget(
         name="full", verify_quick=False, attack_dim=24, attack_points=16, attack_pgd_steps=300,
         attack_pgd_restarts=5, tradeoff_dim=4, tradeoff_n=60, deep_dataset="fashion-mnist",
-        deep_config="small", deep_epochs=60, eval_pgd_steps=50, eval_restarts=3, eval_n=1000,
-        ood_pgd_steps=100, ood_n=1000, grid_images=6,
+        deep_ood=("uniform-noise", "mnist5k"), deep_config="small", deep_epochs=20, deep_n_train=20000,
+        finetune_epochs=5, train_pgd_steps=5, eval_eps=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1), eval_pgd_steps=50,
+        eval_restarts=2, eval_n=1000, ood_pgd_steps=100, ood_n=1000, grid_images=6,
     ),
 }
 
@@ -371,7 +375,7 @@ STEPS: list[Step] = [
 
 
 # ================================================================================================ deep flows
-TRAIN_SETTINGS = "deep_dataset,deep_config,deep_epochs,deep_batch_size,deep_lr,deep_n_train,hybrid,train"
+TRAIN_SETTINGS = "deep_dataset,deep_config,deep_epochs,deep_batch_size,deep_lr,deep_n_train,finetune,hybrid,train"
 """The :class:`Budget` fields that change a trained model."""
 
 
@@ -394,8 +398,15 @@ def make_train_step(model: str, mode: str) -> Callable[[Context], StepOutput]:
         ckpt = checkpoint_path(ctx, model, mode)
         if ctx.force and ckpt.exists():
             ckpt.unlink()
+        init = None
+        if mode != "mle" and "mle" in b.deep_modes:  # fine-tune the maximum-likelihood model
+            rec = ctx.records.get(f"train_{model}_mle", {})
+            if rec.get("status") not in ("ok", "cached"):
+                raise NotAvailable(f"the maximum-likelihood {model} it starts from was not trained")
+            load_checkpoint = require("deepcheck.checkpoint", "load_checkpoint")
+            init = load_checkpoint(ctx.out / rec["results"]["checkpoint"]).model
         _, summary = deep.train_flow(model, mode, b, deep.deep_data(b, ctx.seed), seed=ctx.seed, device=ctx.device,
-                                     checkpoint=ckpt)
+                                     checkpoint=ckpt, init=init)
         rel = str(ckpt.relative_to(ctx.out))
         out = StepOutput(results={**summary, "checkpoint": rel}, files=[rel])
         hist = summary["history"]
@@ -457,39 +468,40 @@ def step_deep_attack(ctx: Context) -> StepOutput:
 
 def step_ood(ctx: Context) -> StepOutput:
     """The out-of-distribution attack: PGD raising the likelihood of OOD images (``ood_eps``); bits/dim
-    histograms and the AUROC of the likelihood score before and after, per trained model."""
+    histograms and the AUROC of the likelihood score before and after, per trained model and OOD set."""
     b = ctx.budget
     models = trained_models(ctx)
     data = deep.deep_data(b, ctx.seed)
-    res = deep.compute_ood(models, _pixels(data.test, models, b.ood_n, ctx.device),
-                           _pixels(data.ood, models, b.ood_n, ctx.device), b, seed=ctx.seed)
-    out = StepOutput(results=res)
-    rows = [[label, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]]
-            for label, r in res["models"].items()]
+    x_in = _pixels(data.test, models, b.ood_n, ctx.device)
+    sets = {name: deep.compute_ood(models, x_in, _pixels(o, models, b.ood_n, ctx.device), b, seed=ctx.seed,
+                                   ood_name=name) for name, o in data.ood.items()}
+    out = StepOutput(results={"sets": sets, "eps": b.ood_eps, "norm": b.eval_norm})
+    rows = [[label, name, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]]
+            for name, res in sets.items() for label, r in res["models"].items()]
     out.tables.append(ctx.table(
-        f"OOD attack on {b.deep_ood} ({b.eval_norm}, eps = {b.ood_eps:g}, {b.ood_pgd_steps} steps): mean bits/dim "
-        "and AUROC of the likelihood score (in-distribution vs OOD)",
-        ["model", f"{b.deep_dataset} test", b.deep_ood, f"{b.deep_ood} attacked", "AUROC before", "AUROC after"],
-        rows))
-    first = next(iter(res["models"]))
-    r = res["models"][first]
+        f"OOD attack ({b.eval_norm}, eps = {b.ood_eps:g}, {b.ood_pgd_steps} steps, {len(x_in)} images per set): mean "
+        "bits/dim and AUROC of the likelihood score (in-distribution vs OOD)",
+        ["model", "OOD set", f"{b.deep_dataset} test", "OOD", "OOD attacked", "AUROC before", "AUROC after"], rows))
+    name = b.deep_ood[0]
+    first = next(iter(sets[name]["models"]))
+    r = sets[name]["models"][first]
     out.figures["ood_histograms"] = figures.ood_histogram_figure(
         r["in_bpd"], r["ood_bpd"], r["ood_attacked_bpd"], r["auroc_before"], r["auroc_after"],
-        in_label=f"{b.deep_dataset} test ({first})", ood_label=b.deep_ood)
+        in_label=f"{b.deep_dataset} test ({first})", ood_label=name)
     return out
 
 
 def step_teaser(ctx: Context) -> StepOutput:
-    """The teaser panel: the measured numbers of the first model (maximum likelihood and hybrid) next to the
+    """The teaser panel: the measured numbers of ``teaser_model`` (maximum likelihood and hybrid) next to the
     paper's (Pope et al. 2020, Fig. 1, CIFAR-10)."""
     b = ctx.budget
     att, ood = ctx.records.get("deep_attack", {}), ctx.records.get("ood", {})
     if att.get("status") not in ("ok", "cached") or ood.get("status") not in ("ok", "cached"):
         raise NotAvailable("needs the deep_attack and ood steps, which did not run")
-    model = b.deep_models[0]
+    model = b.teaser_model if b.teaser_model in b.deep_models else b.deep_models[0]
     if f"{model} / mle" not in att["results"]["at_teaser_eps"]:
         raise NotAvailable(f"no maximum-likelihood {model} was trained")
-    rows = deep.teaser_rows(b, model, att["results"]["at_teaser_eps"], ood["results"]["models"])
+    rows = deep.teaser_rows(b, model, att["results"]["at_teaser_eps"], ood["results"]["sets"][b.deep_ood[0]])
     out = StepOutput(results={"model": model, "rows": [{"case": c, "measured": m, "paper": p} for c, m, p in rows],
                               "teaser_eps": b.teaser_eps, "ood_eps": b.ood_eps, "norm": b.eval_norm})
     out.tables.append(ctx.table(
@@ -503,7 +515,8 @@ def step_teaser(ctx: Context) -> StepOutput:
 
 def deep_steps(budget: Budget) -> list[Step]:
     """Training steps (one per model and mode), then the attack, OOD and teaser steps."""
-    trains = [Step(f"train_{m}_{mode}", f"Training {m} ({mode})", make_train_step(m, mode), TRAIN_SETTINGS)
+    trains = [Step(f"train_{m}_{mode}", f"Training {m} ({mode})", make_train_step(m, mode), TRAIN_SETTINGS,
+                   () if mode == "mle" or "mle" not in budget.deep_modes else (f"train_{m}_mle",))
               for m in budget.deep_models for mode in budget.deep_modes]
     names = tuple(s.name for s in trains)
     return trains + [

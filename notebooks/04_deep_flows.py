@@ -20,7 +20,8 @@
 # * the **out-of-distribution attack** raises the likelihood of OOD images (uniform noise), which blurs the
 #   likelihood-based separation of in- and out-of-distribution data (AUROC).
 #
-# **Hybrid training** minimises `(1 - lam) NLL(x) + lam NLL(x_adv)` with `x_adv` from PGD. The settings are
+# **Hybrid training** minimises `(1 - lam) NLL(x) + lam NLL(x_adv)` with `x_adv` from PGD; here it fine-tunes
+# the maximum-likelihood model for a few epochs. The settings are
 # the `quick` budget of `python -m deepcheck reproduce` (the `smoke` budget under `FLOWROBUST_SMOKE=1`);
 # the models are checkpointed under `out/notebooks/` so a rerun does not retrain.
 
@@ -37,13 +38,14 @@ smoke = bool(os.environ.get("FLOWROBUST_SMOKE"))
 budget = dataclasses.replace(BUDGETS["smoke"], deep_models=("glow",)) if smoke else BUDGETS["quick"]
 out = Path("out") / "notebooks" / budget.name
 data = deep.deep_data(budget, seed=0)
-print(data.train, data.test, data.ood, sep="\n")
+print(data.train, data.test, *data.ood.values(), sep="\n")
 
 # %%
 models = {}
 for model in budget.deep_models:
-    for mode in budget.deep_modes:
-        net, summary = deep.train_flow(model, mode, budget, data, seed=0,
+    for mode in budget.deep_modes:  # "mle" first: the hybrid model is fine-tuned from it
+        init = models.get(f"{model} / mle") if mode != "mle" else None
+        net, summary = deep.train_flow(model, mode, budget, data, seed=0, init=init,
                                        checkpoint=out / f"{model}_{mode}_seed0.pt")
         models[f"{model} / {mode}"] = net
         print(f"{model} / {mode}: {summary['n_params']} parameters, {summary['epochs']} epochs, "
@@ -67,7 +69,9 @@ fig = figures.image_grid_figure(g["clean"], g["attacked"])
 # ## The out-of-distribution attack
 
 # %%
-ood = deep.compute_ood(models, data.test.pixels()[: budget.ood_n], data.ood.pixels()[: budget.ood_n], budget, seed=0)
+ood_name = budget.deep_ood[0]
+ood = deep.compute_ood(models, data.test.pixels()[: budget.ood_n], data.ood[ood_name].pixels()[: budget.ood_n],
+                       budget, seed=0, ood_name=ood_name)
 for label, r in ood["models"].items():
     print(f"{label}: in {r['in_mean']:.3f}, OOD {r['ood_mean']:.3f} -> attacked {r['ood_attacked_mean']:.3f} "
           f"bits/dim; AUROC {r['auroc_before']:.3f} -> {r['auroc_after']:.3f}")
@@ -79,8 +83,8 @@ fig = figures.ood_histogram_figure(first["in_bpd"], first["ood_bpd"], first["ood
 # ## The teaser: measured vs the paper's numbers (CIFAR-10; only the shape is comparable)
 
 # %%
-model = budget.deep_models[0]
-rows = deep.teaser_rows(budget, model, curves["at_teaser_eps"], ood["models"])
+model = budget.teaser_model if budget.teaser_model in budget.deep_models else budget.deep_models[0]
+rows = deep.teaser_rows(budget, model, curves["at_teaser_eps"], ood)
 for case, measured, paper in rows:
     print(f"{case:55s} {'n/a' if measured is None else f'{measured:8.3f}'}   paper {paper}")
 fig = figures.teaser_figure(rows, model_label=f"{model}, {budget.deep_dataset}")

@@ -153,11 +153,13 @@ def test_report_numbers_equal_results_json(smoke) -> None:
         if t["measured"] is not None:
             assert _close(row[1], t["measured"])
         assert _close(row[2], t["paper"])
-    ood = steps["ood"]["results"]["models"]
-    rows = _table_after(report, "OOD attack on")
+    sets = steps["ood"]["results"]["sets"]
+    rows = _table_after(report, "OOD attack (")
+    assert len(rows) == sum(len(s["models"]) for s in sets.values())
     for row in rows:
-        m = ood[row[0]]
-        assert _close(row[1], m["in_mean"]) and _close(row[4], m["auroc_before"]) and _close(row[5], m["auroc_after"])
+        m = sets[row[1]]["models"][row[0]]
+        assert _close(row[2], m["in_mean"]) and _close(row[3], m["ood_mean"]) and _close(row[5], m["auroc_before"])
+        assert _close(row[6], m["auroc_after"])
 
 
 # ---------------------------------------------------------------------------------------------- caching

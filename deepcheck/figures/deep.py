@@ -31,47 +31,67 @@ PAPER_TEASER = {"clean": 1.6, "attacked": 150.0, "noise": 11.0, "noise_attacked"
 
 @dataclass
 class DeepData:
-    """The images of the deep experiments: ``train``/``val``/``test`` of the in-distribution set and ``ood``
-    (``deepcheck.data.ImageData``)."""
+    """The images of the deep experiments: ``train``/``val``/``test`` of the in-distribution set and ``ood``,
+    the out-of-distribution sets by name (``deepcheck.data.ImageData``)."""
 
     train: Any
     val: Any
     test: Any
-    ood: Any
+    ood: dict[str, Any]
 
 
 def deep_data(budget: Any, seed: int) -> DeepData:
     """``budget.deep_dataset`` (train limited to ``deep_n_train``, 512 validation images, enough test images)
-    and the out-of-distribution set ``budget.deep_ood`` with the same shape and number of levels."""
+    and the out-of-distribution sets ``budget.deep_ood`` (``ood_n`` images each) in the same shape, padded or
+    cropped (``size``) where needed. An OOD set with another number of levels is requantised to the model's:
+    ``k' = floor(k n_bins / n_bins_ood)`` (uniform noise is drawn with the model's levels directly)."""
     load = require("deepcheck.data", "load")
     train = load(budget.deep_dataset, "train", seed=seed, limit=budget.deep_n_train)
     val = load(budget.deep_dataset, "val", seed=seed, limit=512)
     test = load(budget.deep_dataset, "test", seed=seed, limit=max(budget.eval_n, budget.ood_n))
-    if budget.deep_ood == "uniform-noise":
-        ood = load("uniform-noise", "test", seed=seed, shape=tuple(train.shape), n=budget.ood_n, n_bins=train.n_bins)
-    else:
-        ood = load(budget.deep_ood, "test", seed=seed, limit=budget.ood_n, size=tuple(train.shape[1:]))
+    ood = {}
+    for name in budget.deep_ood:
+        if name == "uniform-noise":
+            ood[name] = load(name, "test", seed=seed, shape=tuple(train.shape), n=budget.ood_n, n_bins=train.n_bins)
+        else:
+            o = load(name, "test", seed=seed, limit=budget.ood_n, size=tuple(train.shape[1:]))
+            if o.n_bins != train.n_bins:
+                levels = (o.levels.long() * train.n_bins // o.n_bins).to(o.levels.dtype)
+                o = type(o)(levels, o.labels, train.n_bins, o.name)
+            ood[name] = o
     return DeepData(train, val, test, ood)
 
 
 def train_flow(model: str, mode: str, budget: Any, data: DeepData, *, seed: int, device: str = "cpu",
-               checkpoint: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
+               checkpoint: str | Path | None = None, init: Any = None) -> tuple[Any, dict[str, Any]]:
     """Build ``model`` ("glow" or "realnvp") at ``budget.deep_config`` and train it by ``mode`` ("mle",
     "adversarial" or "hybrid" with ``hybrid_lambda``; the adversary is PGD of budget ``train_eps`` in
     ``train_norm`` with ``train_pgd_steps`` steps). Returns the model (eval mode) and a summary with the
-    per-epoch history. An existing ``checkpoint`` of the same settings is resumed (finished: no training)."""
+    per-epoch history. An existing ``checkpoint`` of the same settings is resumed (finished: no training).
+
+    From scratch: ``deep_epochs`` epochs with a 200-step learning-rate warm-up. With ``init`` (a trained model
+    of the same architecture, e.g. the maximum-likelihood one) the new model starts from its weights and is
+    fine-tuned for ``finetune_epochs`` epochs with a ``finetune_warmup``-step warm-up: robust fine-tuning, so
+    that the clean and the hybrid model differ only by the hybrid objective."""
     build = require("deepcheck.flows", "build")
     train = require("deepcheck.train", "train")
     b = budget
     net = build(model, b.deep_config, tuple(data.train.shape), n_bins=data.train.n_bins, seed=seed)
-    res = train(net, data.train, val_data=data.val, mode=mode, epochs=b.deep_epochs, batch_size=b.deep_batch_size,
-                lr=b.deep_lr, hybrid_lambda=b.hybrid_lambda, attack_eps=b.train_eps, attack_norm=b.train_norm,
-                attack_steps=b.train_pgd_steps, checkpoint=checkpoint, seed=seed, progress=False, device=device)
+    epochs, warmup = b.deep_epochs, 200
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+        epochs, warmup = b.finetune_epochs, b.finetune_warmup
+    net.to(device)
+    res = train(net, data.train, val_data=data.val, mode=mode, epochs=epochs, batch_size=b.deep_batch_size,
+                lr=b.deep_lr, warmup_steps=warmup, hybrid_lambda=b.hybrid_lambda, attack_eps=b.train_eps,
+                attack_norm=b.train_norm, attack_steps=b.train_pgd_steps, checkpoint=checkpoint, seed=seed,
+                progress=False, device=device)
     hist = [asdict(h) for h in res.history]
     last = hist[-1] if hist else {}
     summary = {"model": model, "mode": mode, "config": b.deep_config, "dataset": b.deep_dataset,
                "n_train": len(data.train), "n_params": sum(p.numel() for p in net.parameters()),
-               "epochs": len(hist), "train_seconds": res.wall_time, "skipped_steps": res.skipped_steps,
+               "epochs": len(hist), "fine_tuned": init is not None, "train_seconds": res.wall_time,
+               "skipped_steps": res.skipped_steps,
                "val_bpd": last.get("val_bpd"), "val_adv_bpd": last.get("val_adv_bpd"),
                "train_loss": last.get("train_loss"), "history": hist}
     return res.model.eval(), summary
@@ -134,12 +154,13 @@ def auroc(in_bpd: np.ndarray, ood_bpd: np.ndarray) -> float:
     return float(roc_auc_score(y, -np.r_[in_bpd, ood_bpd]))
 
 
-def compute_ood(models: dict[str, Any], x_in: Any, x_ood: Any, budget: Any, *, seed: int) -> dict[str, Any]:
-    """Per model: bits/dim of in-distribution images ``x_in``, of OOD images ``x_ood`` and of ``x_ood`` after the
-    PGD attack that *raises* their likelihood (``ood_eps`` in ``eval_norm``, ``ood_pgd_steps`` steps), and the
-    AUROC of the likelihood score (in vs OOD) before and after the attack."""
+def compute_ood(models: dict[str, Any], x_in: Any, x_ood: Any, budget: Any, *, seed: int,
+                ood_name: str = "uniform-noise") -> dict[str, Any]:
+    """Per model: bits/dim of in-distribution images ``x_in``, of OOD images ``x_ood`` (the set ``ood_name``) and
+    of ``x_ood`` after the PGD attack that *raises* their likelihood (``ood_eps`` in ``eval_norm``,
+    ``ood_pgd_steps`` steps), and the AUROC of the likelihood score (in vs OOD) before and after the attack."""
     b = budget
-    res: dict[str, Any] = {"ood": b.deep_ood, "eps": b.ood_eps, "norm": b.eval_norm, "n_in": int(len(x_in)),
+    res: dict[str, Any] = {"ood": ood_name, "eps": b.ood_eps, "norm": b.eval_norm, "n_in": int(len(x_in)),
                            "n_ood": int(len(x_ood)), "models": {}}
     for label, net in models.items():
         b_in, b_ood = bpd(net, x_in), bpd(net, x_ood)
@@ -153,15 +174,15 @@ def compute_ood(models: dict[str, Any], x_in: Any, x_ood: Any, budget: Any, *, s
     return res
 
 
-def teaser_rows(budget: Any, model: str, at_teaser_eps: dict[str, Any], ood_models: dict[str, Any]
+def teaser_rows(budget: Any, model: str, at_teaser_eps: dict[str, Any], ood: dict[str, Any]
                 ) -> list[tuple[str, float | None, float]]:
     """``(case, measured, paper)`` rows of the teaser for ``model``: its maximum-likelihood version on clean and
-    attacked images, on OOD images before and after the OOD attack, and its hybrid-trained version (``None``
-    where that model was not trained)."""
+    attacked images, on OOD images before and after the OOD attack (``ood``: a :func:`compute_ood` result),
+    and its hybrid-trained version (``None`` where that model was not trained)."""
     b = budget
     mle, hyb = at_teaser_eps[f"{model} / mle"], at_teaser_eps.get(f"{model} / hybrid")
-    o = ood_models[f"{model} / mle"]
-    ood_name = "uniform noise" if b.deep_ood == "uniform-noise" else b.deep_ood
+    o = ood["models"][f"{model} / mle"]
+    ood_name = "uniform noise" if ood["ood"] == "uniform-noise" else ood["ood"]
     return [("clean image, clean model", mle["clean"], PAPER_TEASER["clean"]),
             (f"attacked image (eps {b.teaser_eps:g}), clean model", mle["attacked"], PAPER_TEASER["attacked"]),
             (f"{ood_name}, clean model", o["ood_mean"], PAPER_TEASER["noise"]),
