@@ -93,13 +93,10 @@ def test_every_figure_is_a_valid_png_and_pdf(smoke) -> None:
             assert data.startswith(b"%PDF") and b"%%EOF" in data[-64:] and len(data) > 1000
 
 
-def test_the_steps_that_exist_in_this_checkout_ran(smoke) -> None:
-    """Every building block of the linear and deep pipeline that is present must have been used."""
-    steps = _steps(smoke[1])
-    for name in ("geometry", "attack_vs_eps", "waterfilling", "train_glow_mle", "deep_attack", "ood", "teaser"):
-        assert steps[name]["status"] == "ok", (name, steps[name].get("reason"))
-    if hasattr(__import__("linflow"), "tradeoff"):
-        assert steps["tradeoff"]["status"] == "ok", steps["tradeoff"].get("reason")
+def test_every_step_ran(smoke) -> None:
+    """Every building block of the pipeline is in this checkout, so no step may be reported as not run."""
+    for s in smoke[1]["steps"]:
+        assert s["status"] == "ok", (s["name"], s.get("reason"))
 
 
 # ---------------------------------------------------------------------------------------------- report == json
