@@ -420,12 +420,15 @@ def make_train_step(model: str, mode: str) -> Callable[[Context], StepOutput]:
         rel = str(ckpt.relative_to(ctx.out))
         out = StepOutput(results={**summary, "checkpoint": rel}, files=[rel])
         hist = summary["history"]
+        shown = [hist[i] for i in sorted({int(k) for k in np.linspace(0, len(hist) - 1, min(len(hist), 6)).round()})
+                 ] if hist else []
+        how = f"fine-tuned from the mle model by {mode}" if summary["fine_tuned"] else f"trained by {mode}"
         out.tables.append(ctx.table(
-            f"{model} ({b.deep_config}, {summary['n_params']} parameters) trained by {mode} on {b.deep_dataset} "
-            f"({summary['n_train']} images)",
+            f"{model} ({b.deep_config}, {summary['n_params']} parameters) {how} on {b.deep_dataset} "
+            f"({summary['n_train']} images, {len(hist)} epochs in {summary['train_seconds']:.0f} s; some epochs shown)",
             ["epoch", "train objective (bits/dim)", "val bits/dim", "val bits/dim under attack", "seconds"],
             [[h["epoch"], h["train_loss"], "n/a" if h["val_bpd"] is None else h["val_bpd"],
-              "n/a" if h["val_adv_bpd"] is None else h["val_adv_bpd"], h["seconds"]] for h in hist]))
+              "n/a" if h["val_adv_bpd"] is None else h["val_adv_bpd"], h["seconds"]] for h in shown]))
         return out
 
     step_train.__doc__ = f"Train {model} by {mode}."
