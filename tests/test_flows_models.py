@@ -29,9 +29,9 @@ def _images(shape, n, seed):
     return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def _random_flow(model, shape, seed=0, scale=0.1):
+def _random_flow(model, shape, seed=0, scale=0.1, **overrides):
     """A tiny float64 flow with every parameter perturbed and its ActNorms initialised on data."""
-    net = build(model, "tiny", shape, seed=seed).double()
+    net = build(model, "tiny", shape, seed=seed, **overrides).double()
     perturb_parameters(net, scale=scale, seed=seed)  # larger makes the 3-channel Jacobians ill-conditioned
     with torch.no_grad():
         net(_images(shape, 16, seed + 100))  # data-dependent ActNorm init
@@ -44,12 +44,20 @@ def _flat_latents(net, x):
     return torch.cat([t.reshape(t.shape[0], -1) for t in ([z] if isinstance(z, torch.Tensor) else z)], dim=1)
 
 
-MODELS_SHAPES = [(m, s) for m in ("glow", "realnvp") for s in ((1, 4, 4), (1, 8, 8), (3, 8, 8))]
+MODELS_SHAPES = [(m, s, {}) for m in ("glow", "realnvp") for s in ((1, 4, 4), (1, 8, 8), (3, 8, 8))]
+MODELS_SHAPES += [  # other depths and non-square images
+    ("glow", (2, 4, 8), {"levels": 1, "learn_top": False}),
+    ("glow", (1, 16, 8), {"levels": 3, "steps": 1}),
+    ("realnvp", (1, 8, 4), {"scales": 3}),
+    ("realnvp", (3, 4, 6), {"scales": 1, "blocks": 0}),
+]
 
 
-@pytest.mark.parametrize("model,shape", MODELS_SHAPES, ids=[f"{m}-{'x'.join(map(str, s))}" for m, s in MODELS_SHAPES])
-def test_logdet_is_slogdet_of_the_jacobian_and_log_prob_follows(model, shape):
-    net = _random_flow(model, shape, seed=len(shape) + shape[0])
+@pytest.mark.parametrize("model,shape,overrides", MODELS_SHAPES,
+                         ids=[f"{m}-{'x'.join(map(str, s))}{'-' if o else ''}{'-'.join(map(str, o.values()))}"
+                              for m, s, o in MODELS_SHAPES])
+def test_logdet_is_slogdet_of_the_jacobian_and_log_prob_follows(model, shape, overrides):
+    net = _random_flow(model, shape, seed=len(shape) + shape[0], **overrides)
     x = _images(shape, 1, 1)
     D = math.prod(shape)
     J = jacobian(lambda v: _flat_latents(net, v.reshape(1, *shape))[0], x.reshape(-1), vectorize=True)
@@ -202,6 +210,8 @@ def test_shape_and_name_errors_are_clear():
         net.log_prob(torch.zeros(2, 3, 8, 8))
     with pytest.raises(ValueError, match="z must be latents"):
         net.inverse([torch.zeros(1, 2, 4, 4)])
+    with pytest.raises(TypeError, match="x has dtype torch.float64 but the model's parameters are torch.float32"):
+        net.log_prob(torch.zeros(2, 1, 8, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match="levels must be a positive int"):
         Glow((1, 8, 8), levels=0)
     with pytest.raises(TypeError, match="unexpected"):

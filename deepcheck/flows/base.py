@@ -87,7 +87,7 @@ class Flow(nn.Module):
         return math.prod(self.input_shape)
 
     def check_input(self, x: object, name: str = "x") -> torch.Tensor:
-        """``x`` must be a floating tensor of shape ``(B, *input_shape)`` with ``B >= 1``."""
+        """``x`` must be a floating tensor of shape ``(B, *input_shape)`` with ``B >= 1``, of the parameters' dtype."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
@@ -98,6 +98,10 @@ class Flow(nn.Module):
                 f"{name} must have shape (B, {', '.join(map(str, want))}) for this {type(self).__name__}, "
                 f"got {tuple(x.shape)}"
             )
+        p = next(self.parameters(), None)
+        if p is not None and x.dtype != p.dtype:
+            raise TypeError(f"{name} has dtype {x.dtype} but the model's parameters are {p.dtype}: convert one of "
+                            f"them (e.g. model.to({x.dtype}) or x.to({p.dtype}))")
         return x
 
     def latent_list(self, z: Latent) -> list[torch.Tensor]:
