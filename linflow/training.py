@@ -328,7 +328,8 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     * ``gap_k = F(theta_k) - min G_k >= F(theta_k) - min F``: a certified bound on the suboptimality;
     * ``theta_ML - theta_k`` (in natural parameters, where ``F`` is convex and the segment stays positive
       definite) is the step direction. The full step -- the naive fixed point -- can diverge at large eps, so
-      the step ``alpha`` is halved until ``F`` decreases by ``armijo * alpha * (G_k(theta_k) - min G_k)``.
+      the step ``alpha`` (tried first at twice the last accepted step, at most 1) is halved until ``F``
+      decreases by ``armijo * alpha * (G_k(theta_k) - min G_k)``.
 
     With ``delta_ij = delta_i`` alone, ``G_k`` touches ``F`` at ``theta_k`` with the same gradient (Danskin),
     which suffices away from kinks. But the optimum often puts points in the hard case of R1 (two optimal
@@ -337,7 +338,9 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     perturbation per point leaves a gap that does not close. So for the (at most ``max_mixed``) points whose
     alternative -- the mirrored perturbation, or the uniform distribution over that sphere -- is within
     ``n * gap`` of optimal, ``G_k`` mixes the optimal point and the alternative with a weight chosen to
-    maximise ``min G_k`` (a concave problem in the weights, :func:`_mixture_minorant`).
+    maximise ``min G_k`` (a concave problem in the weights, :func:`_mixture_minorant`); points exactly tied on a
+    repeated ``s_min`` (every point, in directions where the data are constant) take the uniform spread, which
+    is what the optimum's rotational symmetry there requires.
 
     Cost per iteration: eigendecompositions and one batched exact attack, ``O(d^3 + n d^2)``.
     Stops when ``gap_k <= tol * max(1, |F|)``.
@@ -354,6 +357,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     history: list[tuple[float, float, float]] = []
     gap = float("inf")
     converged = False
+    alpha_prev = 1.0
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
     for _ in bar:
         # everything in the flow's eigen-coordinates, relative to its mean: y - mu = U (w + c)
@@ -369,13 +373,21 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             spread = np.sum(Cc[:, :r] ** 2, axis=1) / r
             Cm[:, :r] = 0.0
         loss = gain - np.sum(Cm * (Wc + 0.5 * Cm) / s, axis=1) - 0.5 * spread * np.sum(1.0 / s[:r])
+        if r > 1:  # exact ties (hard case on a repeated s_min, e.g. constant pixels): spread them, by symmetry
+            tied = loss <= 1e-12 * np.maximum(np.abs(gain), 1e-300)
+            Yc[tied] = Wc[tied] + Cm[tied]
+            spread_fixed = float(np.sum(spread[tied])) / n
+        else:
+            tied = np.zeros(n, dtype=bool)
+            spread_fixed = 0.0
         E0 = Yc.T @ Yc / n
+        E0[np.arange(r), np.arange(r)] += spread_fixed
         MY = Yc.mean(axis=0)
         CY = E0 - np.outer(MY, MY) + reg * np.eye(d)
         Gmin = 0.5 * (d + np.linalg.slogdet(CY)[1] + d * _LOG_2PI)
         gap = max(F - Gmin, 0.0)
         slack = 0.0
-        amb = np.nonzero((np.sum(Cc[:, :r] ** 2, axis=1) > 0) & (loss < n * gap))[0]
+        amb = np.nonzero((np.sum(Cc[:, :r] ** 2, axis=1) > 0) & (loss < n * gap) & ~tied)[0]
         if amb.size:
             amb = amb[np.argsort(loss[amb])[:max_mixed]]
             om, M2, C2 = _mixture_minorant(E0, MY, Yc[amb], (Wc + Cm)[amb], reg, n, spread[amb], r)
@@ -395,7 +407,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         P_ml = 0.5 * (P_ml + P_ml.T)
         h_ml = P_ml @ MY
         decrease = max(gap - slack, 0.0)
-        alpha = 1.0
+        alpha = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
         while True:
             cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
             Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
@@ -405,7 +417,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         if Fc >= F:  # no decrease even at the smallest step: stop (not certified)
             history.append((F, gap, 0.0))
             break
-        flow, F, Wc, Cc = cand, Fc, Wn, Cn
+        flow, F, Wc, Cc, alpha_prev = cand, Fc, Wn, Cn, alpha
         history.append((F, gap, alpha))
         bar.set_postfix(objective=f"{F:.10g}", gap=f"{gap:.2e}", step=alpha)
     bar.close()
