@@ -45,6 +45,8 @@ class ActNorm(nn.Module):
 
     On the first ``forward`` while ``initialized`` is False, ``bias = -mean`` and ``logs = -log(std + eps)``
     of that batch (per channel, over batch and pixels) are set under ``no_grad`` and the flag is raised.
+    This happens in train and eval mode alike; ``inverse`` never initialises, so sampling from a flow that
+    has never seen data uses identity ActNorms.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
