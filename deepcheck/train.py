@@ -53,6 +53,7 @@ _TAG_EPOCH, _TAG_STEP, _TAG_VAL = 1, 2, 3
 # settings that change the computation: a resumed run must use the same ones
 _RESUME_KEYS = ("mode", "batch_size", "lr", "optimizer", "warmup_steps", "clip_grad", "hybrid_lambda", "attack_eps",
                 "attack_norm", "attack_steps", "seed", "n_train")
+_ADVERSARIAL_KEYS = ("hybrid_lambda", "attack_eps", "attack_norm", "attack_steps")
 
 
 @dataclass
@@ -198,7 +199,7 @@ def evaluate_bpd(model: nn.Module, data: ImageData | torch.Tensor, *, batch_size
 
 
 def _check_args(mode, epochs, batch_size, lr, optimizer, warmup_steps, clip_grad, hybrid_lambda, attack_eps,
-                attack_steps, seed, val_attack_limit) -> None:
+                attack_norm, attack_steps, seed, val_attack_limit) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if optimizer not in OPTIMIZERS:
@@ -215,6 +216,8 @@ def _check_args(mode, epochs, batch_size, lr, optimizer, warmup_steps, clip_grad
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if attack_norm not in ("l2", "linf"):
+        raise ValueError(f"attack_norm must be 'l2' or 'linf', got {attack_norm!r}")
     if hybrid_lambda > 1:
         raise ValueError(f"hybrid_lambda must be in [0, 1], got {hybrid_lambda}")
     if clip_grad is not None and (isinstance(clip_grad, bool) or not isinstance(clip_grad, int | float)
@@ -260,7 +263,7 @@ def train(
     if not isinstance(model, nn.Module) or not hasattr(model, "bpd"):
         raise TypeError(f"model must be an nn.Module with a bpd(x) method, got {type(model).__name__}")
     _check_args(mode, epochs, batch_size, lr, optimizer, warmup_steps, clip_grad, hybrid_lambda, attack_eps,
-                attack_steps, seed, val_attack_limit)
+                attack_norm, attack_steps, seed, val_attack_limit)
     if adversary is not None and not callable(adversary):
         raise TypeError("adversary must be callable(model, x) -> x_adv")
     data = _as_inputs(data, "data", model)
@@ -291,7 +294,8 @@ def train(
     if checkpoint is not None and resume and Path(checkpoint).exists():
         ck = load_checkpoint(checkpoint, model, opt)
         saved = ck.state.get("settings", {})
-        for key in _RESUME_KEYS:
+        relevant = _RESUME_KEYS if adversarial else tuple(k for k in _RESUME_KEYS if k not in _ADVERSARIAL_KEYS)
+        for key in relevant:
             if saved.get(key) != settings[key]:
                 raise ValueError(f"checkpoint {checkpoint} was written with {key}={saved.get(key)!r}, this run has "
                                  f"{key}={settings[key]!r}; use the same settings or resume=False")

@@ -259,6 +259,12 @@ def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path, mode):
     assert again.resumed_from == 4 and len(again.history) == 4
     with pytest.raises(ValueError, match="seed=7"):
         train(PixelFlow(), d, epochs=5, checkpoint=tmp_path / "part.pt", **{**kw, "seed": 8})
+    if mode == "mle":  # attack settings do not matter to a maximum-likelihood run
+        assert len(train(PixelFlow(), d, epochs=4, checkpoint=tmp_path / "part.pt", attack_eps=0.5,
+                         **kw).history) == 4
+    else:
+        with pytest.raises(ValueError, match="attack_eps"):
+            train(PixelFlow(), d, epochs=4, checkpoint=tmp_path / "part.pt", attack_eps=0.5, **kw)
     fresh = train(PixelFlow(), d, epochs=1, checkpoint=tmp_path / "part.pt", resume=False, **kw)
     assert fresh.resumed_from is None and len(fresh.history) == 1
 
@@ -299,6 +305,7 @@ def test_tiny_glow_on_digits_lowers_validation_bits_per_dim():
         ({"clip_grad": -1.0}, ValueError, "clip_grad"),
         ({"attack_eps": float("nan")}, ValueError, "attack_eps"),
         ({"seed": -1}, ValueError, "seed"),
+        ({"attack_norm": "l1"}, ValueError, "attack_norm"),
         ({"adversary": 3}, TypeError, "adversary"),
     ],
 )
