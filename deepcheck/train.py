@@ -394,7 +394,8 @@ def _format_epoch(s: EpochStats) -> str:
 # ------------------------------------------------------------------------------------------- CLI
 def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     """``python -m deepcheck train --model glow --config small --data fashion-mnist --epochs 5 --out runs/x``."""
-    parser.add_argument("--model", choices=("linear", "realnvp", "glow"), default="glow")
+    # the linear flow takes vectors, not images: train it from Python, train(LinearFlow(d), X)
+    parser.add_argument("--model", choices=("realnvp", "glow"), default="glow")
     parser.add_argument("--config", choices=("tiny", "small", "paper"), default="tiny")
     parser.add_argument("--data", default="digits", help="a dataset name of deepcheck.data.load")
     parser.add_argument("--root", default=None, help="folder with the data files (idx, cifar10, npz, fashion-mnist)")
