@@ -114,7 +114,14 @@ class ImageData:
                 raise IndexError(f"index {i} out of range for {n} images")
             index = slice(i % n, i % n + 1)
         elif not isinstance(index, slice):
-            index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+            arr = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+            if arr.dtype == bool:  # a boolean mask selects where it is True
+                if arr.shape != (len(self),):
+                    raise ValueError(f"a boolean index must have shape ({len(self)},), got {arr.shape}")
+                arr = np.flatnonzero(arr)
+            elif arr.size and arr.dtype.kind not in "iu":
+                raise TypeError(f"index must hold integers or booleans, got dtype {arr.dtype}")
+            index = torch.as_tensor(arr, dtype=torch.long)
             if index.ndim != 1:
                 raise ValueError(f"index must be 1-D, got shape {tuple(index.shape)}")
         return ImageData(self.levels[index].contiguous(), self.labels[index].contiguous(), self.n_bins, self.name)

@@ -251,6 +251,10 @@ def test_indexing_and_subset():
     sub = d.subset([5, 1, 5])
     assert torch.equal(sub.labels, d.labels[[5, 1, 5]])
     assert len(d[10:20]) == 10
+    mask = d.labels == 3
+    assert torch.equal(d[mask].labels, d.labels[mask]) and len(d[mask.numpy()]) == int(mask.sum())
+    with pytest.raises(TypeError, match="integers or booleans"):
+        d[[0.5, 1.5]]
     with pytest.raises(IndexError):
         d[len(d)]
 
