@@ -421,15 +421,16 @@ def _as_batches(data: object, batch_size: int, dtype: torch.dtype) -> list[Tenso
 def universal(model: nn.Module, data: object, eps: float, *, norm: str = "l2", likelihood: str = "decrease",
               steps: int = DEFAULT_STEPS, step_size: float | None = None, random_start: bool = False,
               restarts: int = DEFAULT_RESTARTS, clamp: tuple[float, float] | None = (0.0, 1.0),
-              loss_fn: LossFn | None = None, batch_size: int = 256, adaptive: bool = True, patience: int = DEFAULT_PATIENCE,
-        seed: int = 0) -> Tensor:
+              loss_fn: LossFn | None = None, batch_size: int = 256, adaptive: bool = True,
+              patience: int = DEFAULT_PATIENCE, init: Tensor | None = None, seed: int = 0) -> Tensor:
     """One perturbation ``delta`` for all of ``data`` that maximises (``"decrease"``) or minimises
     (``"increase"``) the MEAN NLL change ``mean_x [NLL(clamp(x + delta)) - NLL(x)]`` over ``||delta|| <= eps``.
 
     On the linear flow the objective is ``1/2 (m - mu + delta)^T P (m - mu + delta) + const`` (DESIGN R4),
     so the same core as :func:`pgd` (monotone adaptive steps, a run from zero plus ``restarts`` random runs)
     applied to the full-data mean reaches the exact universal optimum. Every step is one pass over ``data``
-    (in batches of ``batch_size``). Returns ``delta`` of shape ``(1, *x.shape[1:])`` (``(1, C, H, W)`` for
+    (in batches of ``batch_size``). ``init`` (a perturbation of the returned shape) replaces the zero start of
+    the first run: a warm start, e.g. the previous step's perturbation during adversarial training. Returns ``delta`` of shape ``(1, *x.shape[1:])`` (``(1, C, H, W)`` for
     images) or ``(d,)`` for vector data ``(n, d)``, detached, in the data's dtype and device.
     """
     batches = _as_batches(data, _check_int("batch_size", batch_size, 1), _model_dtype(_check_model(model)))
@@ -439,6 +440,11 @@ def universal(model: nn.Module, data: object, eps: float, *, norm: str = "l2", l
     if any(b.shape[1:] != x0.shape[1:] for b in batches):
         raise ValueError("data batches must all have the same sample shape")
     n = sum(b.shape[0] for b in batches)
+    if init is not None:
+        if not isinstance(init, Tensor):
+            raise TypeError(f"init must be a tensor or None, got {type(init).__name__}")
+        if init.numel() != math.prod(x0.shape[1:]):
+            raise ValueError(f"init must have {math.prod(x0.shape[1:])} elements (one sample), got {tuple(init.shape)}")
     spec = NORM_SPECS[norm]
     loss = loss_fn or default_loss
     sign = 1.0 if likelihood == "decrease" else -1.0
@@ -467,7 +473,9 @@ def universal(model: nn.Module, data: object, eps: float, *, norm: str = "l2", l
 
         best_delta, best_val = None, None
         for run in range(1 + restarts):
-            if run == 0 and not random_start:
+            if run == 0 and init is not None:
+                start = init.detach().reshape(shape).to(dtype=x0.dtype, device=x0.device)
+            elif run == 0 and not random_start:
                 start = torch.zeros(shape, dtype=x0.dtype, device=x0.device)
             else:
                 start = spec.random(shape, eps, gen, x0.dtype).to(x0.device)
