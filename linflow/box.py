@@ -30,7 +30,9 @@ bound (weak duality after shifting ``z`` into feasibility), so the bound is rigo
 accuracy. Adding ``c = v^T P v / 2`` to the corner makes ``Q`` PSD (it is then the homogenised
 ``(v + delta)^T P (v + delta) / 2``); for that PSD form the relaxation is within ``pi / 2`` of the optimum
 (Nesterov 1998), i.e. ``SDP + c <= (pi / 2) (opt + c)``. The ratio on ``Delta`` itself can be larger when
-``c`` dominates.
+``c`` dominates. The relaxation is solved by cvxpy (Clarabel, default for ``d <= 24``; or SCS) or, beyond,
+by the low-rank "mixing method" (coordinate ascent on ``X = F F^T``, whose fixed point yields the dual guess
+``z``); either way only the certified ``z``-bound is reported.
 
 Public API: :func:`solve_box` (used by :mod:`linflow.perturb` for ``norm`` 1 and inf),
 :func:`certified_perturbation` (a :class:`CertifiedPerturbation` with delta, bounds, exactness, method) and
@@ -54,7 +56,7 @@ MAX_ENUMERATION_DIM = 26
 """Hard limit for exact vertex enumeration (``2^26`` vertices, a few seconds per point)."""
 
 DEFAULT_MAX_EXACT_DIM = 20
-_SDP_CLARABEL_MAX_DIM = 24  # Clarabel is accurate but slow on big PSD blocks; SCS beyond this
+_SDP_CLARABEL_MAX_DIM = 24  # Clarabel is accurate but slow on big PSD blocks; the mixing method beyond this
 _OPTIONS = ("exact", "seed", "max_exact_dim", "restarts", "sdp_solver")
 _BLOCK_ELEMENTS = 1 << 22  # at most ~4M float64 values (32 MB) per enumeration block
 
@@ -90,8 +92,8 @@ def _parse_options(options: dict[str, Any]) -> _Options:
     if solver is not None:
         if not isinstance(solver, str):
             raise TypeError(f"sdp_solver must be a str or None, got {type(solver).__name__}")
-        if solver.upper() not in ("CLARABEL", "SCS"):
-            raise ValueError(f"sdp_solver must be 'CLARABEL' or 'SCS', got {solver!r}")
+        if solver.upper() not in ("CLARABEL", "SCS", "MIXING"):
+            raise ValueError(f"sdp_solver must be 'CLARABEL', 'SCS' or 'MIXING', got {solver!r}")
         solver = solver.upper()
     return _Options(None if exact is None else bool(exact), ints["seed"], ints["max_exact_dim"],
                     ints["restarts"], solver)
@@ -182,42 +184,100 @@ def _enumerate_vertices(P: np.ndarray, V: np.ndarray, eps: float) -> np.ndarray:
 @dataclass(frozen=True)
 class _SDPResult:
     upper: float  # certified upper bound on max_u eps g^T u + eps^2 u^T P u / 2
-    X: np.ndarray  # the relaxed (d+1, d+1) moment matrix (solver's, possibly inaccurate)
+    F: np.ndarray  # a factor of the relaxed moment matrix, X ~= F F^T (solver's, possibly inaccurate)
 
 
-def _sdp_bound(P: np.ndarray, g: np.ndarray, eps: float, solver: str | None) -> _SDPResult:
-    """Solve the dual SDP ``min 1^T z`` s.t. ``Diag(z) - Q >= 0`` and turn ``z`` into a rigorous bound."""
+def _homogenised(P: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
+    """``Q = [[eps^2 P / 2, eps g / 2], [eps g^T / 2, 0]]``: ``y^T Q y = Delta(eps u)`` for ``y = (u, 1)``."""
     d = P.shape[0]
     Q = np.zeros((d + 1, d + 1))
     Q[:d, :d] = 0.5 * eps**2 * P
     Q[:d, d] = Q[d, :d] = 0.5 * eps * g
+    return Q
+
+
+def _certify(Qn: np.ndarray, z: np.ndarray) -> float:
+    """A rigorous upper bound on ``max tr(Qn X)``, ``diag X = 1``, ``X >= 0``, from any dual guess ``z``:
+    ``1^T z + (d + 1) t`` with ``t >= -lambda_min(Diag(z) - Qn)`` (then ``Diag(z + t) - Qn >= 0``, weak duality).
+    eigvalsh is backward stable; the shift is padded by a generous multiple of its error bound."""
+    m = Qn.shape[0]
+    M = np.diag(z) - Qn
+    lam_min = float(scipy.linalg.eigvalsh(0.5 * (M + M.T))[0])
+    pad = 64.0 * m * np.finfo(np.float64).eps * float(np.linalg.norm(M, 2))
+    return float(np.sum(z)) + m * (max(0.0, -lam_min) + pad)
+
+
+def _sdp_cvxpy(Qn: np.ndarray, solver: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The dual SDP ``min 1^T z`` s.t. ``Diag(z) - Qn >= 0`` in cvxpy; returns ``(z, X)`` (``X`` its multiplier)."""
+    z = cp.Variable(Qn.shape[0])
+    con = cp.diag(z) - Qn >> 0
+    prob = cp.Problem(cp.Minimize(cp.sum(z)), [con])
+    kwargs = {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 20000} if solver == "SCS" else {}
+    try:
+        prob.solve(solver=solver, **kwargs)
+    except cp.error.SolverError:
+        return None, None
+    return z.value, con.dual_value
+
+
+def _sdp_mixing(Qn: np.ndarray, rng: np.random.Generator, max_sweeps: int = 3000,
+                rtol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+    r"""The relaxation by the low-rank "mixing method" (Wang, Chang & Kolter 2017; Burer-Monteiro).
+
+    ``X = F F^T`` with unit rows ``f_i`` of rank ``r > sqrt(2 (d + 1))``; block coordinate ascent
+    ``f_i <- h_i / ||h_i||``, ``h_i = sum_{j != i} Qn_ij f_j`` maximises ``tr(Qn X)`` in ``f_i`` exactly. At a
+    fixed point the dual guess is ``z_i = ||h_i|| + Qn_ii`` (complementary slackness ``(Diag(z) - Qn) X = 0``),
+    which :func:`_certify` turns into a rigorous bound. Returns ``(z, F)``.
+    """
+    m = Qn.shape[0]
+    r = int(np.ceil(np.sqrt(2.0 * m))) + 1
+    F = rng.standard_normal((m, r))
+    F /= np.linalg.norm(F, axis=1, keepdims=True)
+    Qo = Qn - np.diag(np.diag(Qn))
+    prev = -np.inf
+    for _ in range(max_sweeps):
+        for i in range(m):
+            h = Qo[i] @ F
+            nrm = float(np.linalg.norm(h))
+            if nrm > 0.0:
+                F[i] = h / nrm
+        val = float(np.einsum("ij,ij->", Qo @ F, F))
+        if val - prev <= rtol * abs(val):
+            break
+        prev = val
+    z = np.linalg.norm(Qo @ F, axis=1) + np.diag(Qn)
+    return z, F
+
+
+def _sdp_bound(P: np.ndarray, g: np.ndarray, eps: float, solver: str | None,
+               rng: np.random.Generator) -> _SDPResult:
+    """Certified SDP bound ``max tr(Q X)`` s.t. ``diag X = 1``, ``X >= 0`` and a factor of ``X`` for rounding.
+
+    ``solver``: ``"CLARABEL"`` or ``"SCS"`` (cvxpy, dual SDP) or ``"MIXING"`` (low-rank coordinate ascent);
+    default Clarabel for ``d <= 24`` and the mixing method beyond (Clarabel is slow on big PSD blocks, SCS
+    slow on ill-conditioned ones). Whatever the solver returns, the bound is made rigorous by
+    :func:`_certify`; an unsolved problem falls back to the valid ``z = lambda_max(Q) 1``.
+    """
+    d = P.shape[0]
+    Q = _homogenised(P, g, eps)
     scale = float(np.max(np.abs(Q)))
     if scale == 0.0:
         return _SDPResult(0.0, np.eye(d + 1))
     Qn = Q / scale
-    z = cp.Variable(d + 1)
-    con = cp.diag(z) - Qn >> 0
-    prob = cp.Problem(cp.Minimize(cp.sum(z)), [con])
-    name = solver or ("CLARABEL" if d <= _SDP_CLARABEL_MAX_DIM else "SCS")
-    kwargs = {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 20000} if name == "SCS" else {}
-    try:
-        prob.solve(solver=name, **kwargs)
-        zval = z.value
-        X = con.dual_value
-    except cp.error.SolverError:
-        zval, X = None, None
-    if zval is None or not np.all(np.isfinite(zval)):
-        # a feasible dual point without any solver: z = lambda_max(Q) 1 (weak but valid)
-        zval = np.full(d + 1, float(scipy.linalg.eigvalsh(Qn)[-1]))
-    if X is None or not np.all(np.isfinite(X)):
-        X = np.eye(d + 1)
-    M = np.diag(zval) - Qn
-    lam_min = float(scipy.linalg.eigvalsh(0.5 * (M + M.T))[0])
-    # eigvalsh is backward stable: its error is a small multiple of eps_mach ||M||; pad by a generous multiple
-    pad = 64.0 * (d + 1) * np.finfo(np.float64).eps * float(np.linalg.norm(M, 2))
-    shift = max(0.0, -lam_min) + pad
-    upper = scale * (float(np.sum(zval)) + (d + 1) * shift)
-    return _SDPResult(upper, 0.5 * (np.asarray(X) + np.asarray(X).T))
+    name = solver or ("CLARABEL" if d <= _SDP_CLARABEL_MAX_DIM else "MIXING")
+    if name == "MIXING":
+        z, F = _sdp_mixing(Qn, rng)
+    else:
+        z, X = _sdp_cvxpy(Qn, name)
+        F = None
+        if X is not None and np.all(np.isfinite(X)):
+            w, E = scipy.linalg.eigh(0.5 * (X + X.T))
+            F = E * np.sqrt(np.clip(w, 0.0, None))
+    if z is None or not np.all(np.isfinite(z)):
+        z = np.full(d + 1, float(scipy.linalg.eigvalsh(Qn)[-1]))
+    if F is None:
+        F = np.eye(d + 1)
+    return _SDPResult(scale * _certify(Qn, z), F)
 
 
 def _one_flip(P: np.ndarray, g: np.ndarray, eps: float, u: np.ndarray) -> np.ndarray:
@@ -238,18 +298,17 @@ def _one_flip(P: np.ndarray, g: np.ndarray, eps: float, u: np.ndarray) -> np.nda
     return u
 
 
-def _round_sdp(P: np.ndarray, g: np.ndarray, eps: float, X: np.ndarray, restarts: int,
+def _round_sdp(P: np.ndarray, g: np.ndarray, eps: float, F: np.ndarray, restarts: int,
                rng: np.random.Generator) -> np.ndarray:
-    """Best vertex from random-hyperplane rounding of ``X``, the sign-gradient vertex and the leading
-    eigenvector of ``X``, each refined by greedy one-flips. Returns ``u in {-1, 1}^d``."""
+    """Best vertex from random-hyperplane rounding of ``X = F F^T`` (``sign(F r)``, homogenising coordinate
+    flipped to +1), the sign-gradient vertex and the leading direction of ``X``, the best few refined by
+    greedy one-flips. Returns ``u in {-1, 1}^d``."""
     d = P.shape[0]
-    w, E = scipy.linalg.eigh(X)
-    F = E * np.sqrt(np.clip(w, 0.0, None))  # X ~= F F^T
-    R = rng.standard_normal((d + 1, restarts))
-    Y = F @ R
+    Y = F @ rng.standard_normal((F.shape[1], restarts))
     Y = np.where(Y >= 0.0, 1.0, -1.0)
-    cand = (Y[:d] * Y[d]).T  # (restarts, d): homogenising coordinate set to +1
-    extra = [np.where(g >= 0.0, 1.0, -1.0), np.where(E[:d, -1] * np.sign(E[d, -1] or 1.0) >= 0.0, 1.0, -1.0)]
+    cand = (Y[:d] * Y[d]).T  # (restarts, d)
+    lead = scipy.linalg.svd(F, full_matrices=False)[0][:, 0]
+    extra = [np.where(g >= 0.0, 1.0, -1.0), np.where(lead[:d] * (1.0 if lead[d] >= 0 else -1.0) >= 0.0, 1.0, -1.0)]
     cand = np.vstack([cand, *extra])
     vals = eps * cand @ g + 0.5 * eps**2 * np.einsum("ij,jk,ik->i", cand, P, cand)
     order = np.argsort(vals)[::-1][: min(8, len(vals))]
@@ -422,8 +481,9 @@ def _solve(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood:
     upper = np.zeros(n)
     G = V @ P
     for i in range(n):
-        sdp = _sdp_bound(P, G[i], eps, opts.sdp_solver)
-        u = _round_sdp(P, G[i], eps, sdp.X, opts.restarts, np.random.default_rng([opts.seed, i]))
+        rng = np.random.default_rng([opts.seed, i])
+        sdp = _sdp_bound(P, G[i], eps, opts.sdp_solver, rng)
+        u = _round_sdp(P, G[i], eps, sdp.F, opts.restarts, rng)
         D[i] = eps * u
         upper[i] = sdp.upper
     lower = nll_change_batch(P, V, D)
@@ -444,7 +504,8 @@ def solve_box(flow: LinearFlow, V: np.ndarray, eps: float, *, norm: float, likel
         (minimise it).
     options : ``exact`` (``None``: enumerate the box vertices if ``d <= max_exact_dim``; ``True``: always
         enumerate, ``ValueError`` for ``d > 26``; ``False``: SDP + rounding), ``seed`` (rounding), ``max_exact_dim``
-        (default 20), ``restarts`` (random hyperplanes, default 64), ``sdp_solver`` (``"CLARABEL"``/``"SCS"``).
+        (default 20), ``restarts`` (random hyperplanes, default 64), ``sdp_solver`` (``"CLARABEL"``, ``"SCS"`` or
+        ``"MIXING"``; default Clarabel for ``d <= 24``, the low-rank mixing method beyond).
 
     Returns
     -------

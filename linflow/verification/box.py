@@ -98,7 +98,7 @@ def bvls_min(flow, v: np.ndarray, eps: float) -> float:
     from scipy.optimize import lsq_linear
 
     W = flow.eigvecs.T / np.sqrt(flow.eigvals)[:, None]
-    res = lsq_linear(W, -W @ v, bounds=(-eps, eps), method="bvls", tol=1e-14)
+    res = lsq_linear(W, -W @ v, bounds=(-eps, eps), method="bvls", tol=1e-14, max_iter=10000)
     return float(dnll(flow.precision, v, np.clip(res.x, -eps, eps))[0])
 
 
