@@ -184,7 +184,7 @@ def random_l2(shape: tuple[int, ...], eps: float, gen: torch.Generator, dtype: t
 
 def random_linf(shape: tuple[int, ...], eps: float, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
     """Uniform in the box ``[-eps, eps]^D``."""
-    return eps * torch.where(torch.rand(shape, generator=gen, dtype=dtype) < 0.5, -1.0, 1.0).to(dtype)
+    return eps * (2.0 * torch.rand(shape, generator=gen, dtype=dtype) - 1.0)
 
 
 def perturb_l2(delta: Tensor, eps: float, gen: torch.Generator) -> Tensor:
