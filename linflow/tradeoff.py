@@ -167,7 +167,7 @@ def pareto_points(X: np.ndarray, bounds: np.ndarray, *, eps_attack: float, attac
     for k, bound in enumerate(bounds):
         if attack == "universal":
             P = cp.Variable((d, d), PSD=True)
-            clean_expr = 0.5 * (cp.trace(P @ S) - cp.log_det(P)) + 0.5 * d * _LOG_2PI
+            clean_expr = 0.5 * (cp.sum(cp.multiply(P, S)) - cp.log_det(P)) + 0.5 * d * _LOG_2PI
             c_expr = cp.lambda_max(P) if norm == 2 else cp.max(cp.diag(P))
             if constraint == "rise":
                 cons = [P << (2.0 * bound / eps_attack**2) * np.eye(d)] if norm == 2 else \

@@ -153,7 +153,7 @@ def _universal_cvxpy(m: np.ndarray, S: np.ndarray, eps: float, norm: float, back
 
     d = S.shape[0]
     P = cp.Variable((d, d), PSD=True)
-    obj = cp.trace(P @ S) - cp.log_det(P)
+    obj = cp.sum(cp.multiply(P, S)) - cp.log_det(P)  # tr(PS), S symmetric (cheaper to compile than P @ S)
     if eps > 0:  # a separate problem for eps = 0 (REFERENCES: an eps = 0 parameter confused solvers)
         obj = obj + eps**2 * (cp.lambda_max(P) if norm == 2 else cp.max(cp.diag(P)))
     prob = cp.Problem(cp.Minimize(obj))
