@@ -258,8 +258,8 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
     and halves on failure. After ``patience * (1 + k)`` failures in a row, ``k`` the number of earlier jumps
     (a local maximum, to the resolution ``alpha0 / 2**(patience * (1 + k))``; the growing patience leaves
     room for the halving to reach any scale), the sample jumps to a random perturbation of its best point and
-    ascends again with ``alpha0`` (iterated local search; the best point is kept). Returns the best ``delta``, its objective and the
-    history of best objectives ``(steps + 1, B)``."""
+    ascends again with ``alpha0`` (iterated local search; the best point is kept). Returns the best ``delta``,
+    its objective and the history of best objectives ``(steps + 1, B)``."""
     val, grad = fn(delta)
     best, best_val = delta, val
     hist = [val]
@@ -430,8 +430,9 @@ def universal(model: nn.Module, data: object, eps: float, *, norm: str = "l2", l
     so the same core as :func:`pgd` (monotone adaptive steps, a run from zero plus ``restarts`` random runs)
     applied to the full-data mean reaches the exact universal optimum. Every step is one pass over ``data``
     (in batches of ``batch_size``). ``init`` (a perturbation of the returned shape) replaces the zero start of
-    the first run: a warm start, e.g. the previous step's perturbation during adversarial training. Returns ``delta`` of shape ``(1, *x.shape[1:])`` (``(1, C, H, W)`` for
-    images) or ``(d,)`` for vector data ``(n, d)``, detached, in the data's dtype and device.
+    the first run: a warm start, e.g. the previous step's perturbation during adversarial training. Returns
+    ``delta`` of shape ``(1, *x.shape[1:])`` (``(1, C, H, W)`` for images) or ``(d,)`` for vector data
+    ``(n, d)``, detached, in the data's dtype and device.
     """
     batches = _as_batches(data, _check_int("batch_size", batch_size, 1), _model_dtype(_check_model(model)))
     x0 = batches[0]
