@@ -348,6 +348,12 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     from tqdm.auto import tqdm
 
     n, d = X.shape
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if not (isinstance(tol, float | int) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
+        raise TypeError(f"init must be a LinearFlow of dimension {d}, got {init!r}")
     t0 = time.perf_counter()
     if init is None:
         sig, V, _ = water_filling(S, eps)
@@ -455,7 +461,7 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     eps = check_eps(eps)
     reg = check_eps(reg, "reg")
     backend = _check_solver(solver)
-    if isinstance(return_info, bool) is False:
+    if not isinstance(return_info, bool):
         raise TypeError(f"return_info must be a bool, got {type(return_info).__name__}")
     X, m, S = _check_data(X, reg)
     if norm == np.inf:
@@ -474,7 +480,8 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
         if options:
             raise TypeError(f"unexpected options for the closed form: {sorted(options)}")
         sig, V, tau = water_filling(S, eps)
-        flow = LinearFlow.from_gaussian(m, 0.5 * ((V * sig) @ V.T + ((V * sig) @ V.T).T))
+        cov = (V * sig) @ V.T
+        flow = LinearFlow.from_gaussian(m, 0.5 * (cov + cov.T))
         info = FitInfo("water-filling", "optimal", universal_objective(flow, S, eps), gap=0.0,
                        seconds=time.perf_counter() - t0)
     elif attack == "universal":

@@ -314,6 +314,10 @@ def test_bad_input():
         adversarial_fit(X, 1.0, max_iter=3)  # the closed form takes no options
     with pytest.raises(TypeError, match="options"):
         adversarial_fit(X, 1.0, attack="sample", nonsense=1)
+    with pytest.raises(ValueError, match="max_iter"):
+        adversarial_fit(X, 1.0, attack="sample", max_iter=0)
+    with pytest.raises(TypeError, match="init"):
+        adversarial_fit(X, 1.0, attack="sample", init=np.eye(3))
     with pytest.raises(ValueError, match="singular"):
         adversarial_fit(np.column_stack([X, np.ones(20)]), 1.0)  # a constant coordinate
     with pytest.raises(TypeError, match="flow"):
