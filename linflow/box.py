@@ -512,6 +512,8 @@ def solve_box(flow: LinearFlow, V: np.ndarray, eps: float, *, norm: float, likel
     The ``(n, d)`` batch of deltas with ``||delta|| <= eps``. Exact except for L-infinity lowering beyond the
     enumeration limit; use :func:`certified_perturbation` for the certified interval.
     """
+    if not isinstance(flow, LinearFlow):
+        raise TypeError(f"flow must be a LinearFlow, got {type(flow).__name__}")
     p = _check_box_norm(norm)
     lk = check_likelihood(likelihood)
     eps = check_eps(eps)

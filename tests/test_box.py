@@ -411,6 +411,10 @@ def test_bad_input():
         perturbation_bounds(flow, np.full(4, np.nan), 0.1, norm=INF)
     with pytest.raises(TypeError, match="flow must be a LinearFlow"):
         perturbation_bounds(np.eye(4), x, 0.1, norm=1)
+    with pytest.raises(TypeError, match="flow must be a LinearFlow"):
+        solve_box(np.eye(4), V, 0.1, norm=1, likelihood="decrease")
+    with pytest.raises(ValueError, match="V must have last dimension"):
+        solve_box(flow, V[:, :2], 0.1, norm=1, likelihood="decrease")
     with pytest.raises(TypeError, match="unknown option"):
         solve_box(flow, V, 0.1, norm=INF, likelihood="decrease", restart=3)
     with pytest.raises(TypeError, match="exact"):

@@ -221,3 +221,17 @@ def certificates_valid(rng: np.random.Generator, quick: bool) -> tuple[float, in
                     worst = max(worst, (lo - ref) / sc, (ref - up) / sc, 0.0)
                     cases += 1
     return worst, cases, "enumeration, SDP rounding, L1 formula, convex QPs"
+
+
+@check("R3", "L-inf SDP bound: low-rank mixing method vs Clarabel (both certified)", 1e-6)
+def sdp_mixing_vs_clarabel(rng: np.random.Generator, quick: bool) -> tuple[float, int, str]:
+    from ..box import perturbation_bounds
+
+    n = 6 if quick else 40
+    worst = 0.0
+    for i in range(n):
+        flow, x, eps = _random_case(rng, int(rng.integers(2, 21 if quick else 41)), rng.uniform(0, 4), (-2, 1))
+        ups = [perturbation_bounds(flow, x, eps, norm=np.inf, exact=False, seed=i, sdp_solver=s)[1]
+               for s in ("MIXING", "CLARABEL")]
+        worst = max(worst, abs(ups[0] - ups[1]) / abs(ups[1]))
+    return worst, n, f"d <= {20 if quick else 40}, cond <= 1e4; relative difference of the two certified bounds"
