@@ -46,7 +46,7 @@ for model in budget.deep_models:
     for mode in budget.deep_modes:  # "mle" first: the hybrid model is fine-tuned from it
         init = models.get(f"{model} / mle") if mode != "mle" else None
         net, summary = deep.train_flow(model, mode, budget, data, seed=0, init=init,
-                                       checkpoint=out / f"{model}_{mode}_seed0.pt")
+                                       checkpoint=out / deep.checkpoint_name(model, mode, budget, seed=0))
         models[f"{model} / {mode}"] = net
         print(f"{model} / {mode}: {summary['n_params']} parameters, {summary['epochs']} epochs, "
               f"val bits/dim {summary['val_bpd']:.3f}")

@@ -16,7 +16,9 @@ fields).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,37 +31,54 @@ PAPER_TEASER = {"clean": 1.6, "attacked": 150.0, "noise": 11.0, "noise_attacked"
 """The teaser figure of Pope et al. (2020): bits/dim (most likely) of one CIFAR-10 image (see paper.md)."""
 
 
+TRAIN_SETTINGS = "deep_dataset,deep_config,deep_epochs,deep_batch_size,deep_lr,deep_n_train,finetune,hybrid,train"
+"""The budget fields (prefixes) that change a trained model."""
+
+
+def checkpoint_name(model: str, mode: str, budget: Any, seed: int, device: str = "cpu") -> str:
+    """``<model>_<mode>_<hash of the training settings, seed and device>.pt``: one file per distinct model."""
+    blob = json.dumps([budget.section(TRAIN_SETTINGS), seed, device], sort_keys=True, default=list)
+    return f"{model}_{mode}_{hashlib.sha256(blob.encode()).hexdigest()[:10]}.pt"
+
+
 @dataclass
 class DeepData:
-    """The images of the deep experiments: ``train``/``val``/``test`` of the in-distribution set and ``ood``,
-    the out-of-distribution sets by name (``deepcheck.data.ImageData``)."""
+    """The images of the deep experiments (``deepcheck.data.ImageData``): ``train``/``val``/``test`` of the
+    in-distribution set, ``ood`` the out-of-distribution sets by name, and ``missing`` the OOD sets that could
+    not be loaded here (name -> reason; e.g. Fashion-MNIST where its Debian package is not installed)."""
 
     train: Any
     val: Any
     test: Any
     ood: dict[str, Any]
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 def deep_data(budget: Any, seed: int) -> DeepData:
     """``budget.deep_dataset`` (train limited to ``deep_n_train``, 512 validation images, enough test images)
-    and the out-of-distribution sets ``budget.deep_ood`` (``ood_n`` images each) in the same shape, padded or
-    cropped (``size``) where needed. An OOD set with another number of levels is requantised to the model's:
-    ``k' = floor(k n_bins / n_bins_ood)`` (uniform noise is drawn with the model's levels directly)."""
+    and the out-of-distribution sets ``budget.deep_ood`` (``ood_n`` test images each) in the same shape,
+    resampled bilinearly where the size differs. An OOD set with another number of levels is requantised to
+    the model's: ``k' = floor(k n_bins / n_bins_ood)`` (uniform noise is drawn with the model's levels)."""
     load = require("deepcheck.data", "load")
     train = load(budget.deep_dataset, "train", seed=seed, limit=budget.deep_n_train)
     val = load(budget.deep_dataset, "val", seed=seed, limit=512)
     test = load(budget.deep_dataset, "test", seed=seed, limit=max(budget.eval_n, budget.ood_n))
-    ood = {}
+    ood, missing = {}, {}
     for name in budget.deep_ood:
         if name == "uniform-noise":
             ood[name] = load(name, "test", seed=seed, shape=tuple(train.shape), n=budget.ood_n, n_bins=train.n_bins)
-        else:
-            o = load(name, "test", seed=seed, limit=budget.ood_n, size=tuple(train.shape[1:]))
-            if o.n_bins != train.n_bins:
-                levels = (o.levels.long() * train.n_bins // o.n_bins).to(o.levels.dtype)
-                o = type(o)(levels, o.labels, train.n_bins, o.name)
-            ood[name] = o
-    return DeepData(train, val, test, ood)
+            continue
+        try:
+            o = load(name, "test", seed=seed, limit=budget.ood_n, size=tuple(train.shape[1:]), resize="interpolate",
+                     channels=train.shape[0])
+        except FileNotFoundError as exc:
+            missing[name] = str(exc)
+            continue
+        if o.n_bins != train.n_bins:
+            levels = (o.levels.long() * train.n_bins // o.n_bins).to(o.levels.dtype)
+            o = type(o)(levels, o.labels, train.n_bins, o.name)
+        ood[name] = o
+    return DeepData(train, val, test, ood, missing)
 
 
 def train_flow(model: str, mode: str, budget: Any, data: DeepData, *, seed: int, device: str = "cpu",
