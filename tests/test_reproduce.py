@@ -283,6 +283,17 @@ def test_geometry_optima_agree_with_an_independent_brute_force() -> None:
     assert np.isclose(r["rise"][0], 0.25 / (2 * r["s_min"]), rtol=1e-10)  # the mean: eps^2 / (2 s_min), R4
 
 
+def test_attacks_never_beat_the_exact_optimum_or_its_certificate(smoke) -> None:
+    """PGD is feasible: its NLL rise is at most the exact L2 optimum and the certified L-inf upper bound."""
+    r = _steps(smoke[1])["attack_vs_eps"]["results"]
+    exact, pgd = np.asarray(r["exact_l2_points"]), np.asarray(r["pgd_l2_points"])
+    assert np.all(pgd <= exact * (1 + 1e-8) + 1e-10)
+    lo, up = np.asarray(r["linf_lower_points"]), np.asarray(r["linf_upper_points"])
+    assert np.all(lo <= up * (1 + 1e-9) + 1e-12)
+    assert np.all(np.asarray(r["pgd_linf_points"]) <= up * (1 + 1e-8) + 1e-10)
+    assert np.all(exact[1:] > 0) and np.all(np.diff(exact, axis=0) >= -1e-12)  # grows with eps
+
+
 def test_waterfilling_matches_designs_worked_example() -> None:
     w = linear.compute_waterfilling(0.5, seed=0)["worked"]
     assert w["tau"] == pytest.approx(1.125, rel=1e-10)
