@@ -150,6 +150,14 @@ def render_report(run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], ou
         ["step", "status", "time (s)", "note"],
         [[s["name"], s["status"], float(s.get("seconds", 0.0)), s.get("reason", "")] for s in steps]))
     out.append("")
+    if run.get("settings"):
+        out.append("<details><summary>all settings of this run</summary>")
+        out.append("")
+        out.append(markdown_table(["setting", "value"], [[k, v if isinstance(v, str) else json.dumps(v)]
+                                                         for k, v in run["settings"].items()]))
+        out.append("")
+        out.append("</details>")
+        out.append("")
     for s in steps:
         out.append(f"## {s.get('title', s['name'])}")
         out.append("")
