@@ -140,12 +140,13 @@ def attack(model: Any, x: Any, eps: float, *, norm: str, likelihood: str, steps:
 def compute_bpd_vs_eps(models: dict[str, Any], x: Any, budget: Any, *, seed: int) -> dict[str, Any]:
     """Mean and median bits/dim of the images ``x`` after the likelihood-lowering PGD attack (``eval_norm``,
     ``eval_pgd_steps`` steps, a run from zero and ``eval_restarts`` random restarts) for each budget of
-    ``eval_eps`` and ``teaser_eps``, per model; and the first ``grid_images`` images of the first model, clean and
-    attacked at ``teaser_eps`` (for the image grid)."""
+    ``eval_eps`` and ``teaser_eps``, per model; and the first ``grid_images`` images, clean and attacked at
+    ``teaser_eps``, for the maximum-likelihood ``teaser_model`` (else the first model): the image grid."""
     b = budget
     eps_grid = sorted(set(b.eval_eps) | {0.0, b.teaser_eps})
     curves, medians, teaser = {}, {}, {}
     grid = None
+    grid_label = f"{b.teaser_model} / mle" if f"{b.teaser_model} / mle" in models else next(iter(models))
     for label, net in models.items():
         means, meds = [], []
         for e in eps_grid:
@@ -154,7 +155,7 @@ def compute_bpd_vs_eps(models: dict[str, Any], x: Any, budget: Any, *, seed: int
             v = bpd(net, xa)
             means.append(float(v.mean()))
             meds.append(float(np.median(v)))
-            if e == b.teaser_eps and grid is None:
+            if e == b.teaser_eps and label == grid_label:
                 k = b.grid_images
                 grid = {"model": label, "clean": x[:k].cpu().numpy(), "attacked": xa[:k].cpu().numpy(),
                         "bpd_clean": bpd(net, x[:k]), "bpd_attacked": v[:k]}

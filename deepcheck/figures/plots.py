@@ -16,6 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from ..report import atomic_write_bytes
 
@@ -159,6 +160,8 @@ def bpd_vs_eps_figure(eps: Sequence[float], curves: Mapping[str, Sequence[float]
         ls = "--" if "hybrid" in label else "-"
         ax.plot(eps, ys, ls, marker="o", ms=3, label=label)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(rf"budget $\epsilon$ ({norm}, pixels in [0, 1])")
     ax.set_ylabel("bits/dim after attack")
     ax.set_title("In-distribution attack: bits/dim vs budget")
