@@ -148,9 +148,13 @@ def _enumerate_vertices(P: np.ndarray, V: np.ndarray, eps: float) -> np.ndarray:
     Split ``u = (h, l)`` into a high block (``d - b`` signs) and a low block (``b`` signs). Then
     ``f(h, l) = a(h) + c(l) + eps^2 h^T P_hl l`` where ``a`` and ``c`` hold the block-diagonal quadratic and
     linear terms. The cross term for a chunk of ``h`` rows against all ``l`` is one matrix product, shared by
-    all points of the batch; memory stays below ``_BLOCK_ELEMENTS`` values.
+    all points of the batch; points are processed in groups, so memory stays below a small multiple of
+    ``_BLOCK_ELEMENTS`` values whatever the batch size.
     """
     n, d = V.shape
+    group = max(1, _BLOCK_ELEMENTS // (1 << max(min(d, 11), d - min(d, 11))))
+    if n > group:
+        return np.concatenate([_enumerate_vertices(P, V[i:i + group], eps) for i in range(0, n, group)])
     b = min(d, 11)
     Gm = V @ P
     L = _all_signs(b)

@@ -22,6 +22,7 @@ from linflow.box import certified_perturbation, perturbation_bounds, solve_box
 from .strategies import flow_point_eps, random_flow
 
 INF = np.inf
+FEW = max(10, settings.default.max_examples // 2)  # for the slower properties: 20 under the ci/dev profiles
 
 
 # ------------------------------------------------------------------------------------------ independent references
@@ -154,7 +155,7 @@ def test_linf_enumeration_blocked_and_chunked(d, monkeypatch):
     signs = np.array(list(itertools.product((-1.0, 1.0), repeat=d)))
     ref = [np.max(eps * signs @ P @ v + 0.5 * eps**2 * np.einsum("ij,jk,ik->i", signs, P, signs)) for v in V]
     D = solve_box(flow, V, eps, norm=INF, likelihood="decrease")
-    monkeypatch.setattr(box, "_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(box, "_BLOCK_ELEMENTS", 64)  # many chunks of vertices, one point per group
     D_small = solve_box(flow, V, eps, norm=INF, likelihood="decrease")
     for i, v in enumerate(V):
         assert dnll(P, v, D[i]) == pytest.approx(ref[i], rel=1e-11)
@@ -169,7 +170,7 @@ def test_linf_at_the_mean_is_a_quadratic_form_maximum():
 
 
 # ------------------------------------------------------------------------------------------ L∞, lowering, certified
-@settings(max_examples=20)
+@settings(max_examples=FEW)
 @given(flow_point_eps(min_dim=2, max_dim=12, max_log10_cond=6.0, min_log10_eps=-3.0, max_log10_eps=2.0),
        st.integers(0, 2**16), st.sampled_from(["CLARABEL", "MIXING", "SCS"]))
 def test_linf_heuristic_is_bracketed_by_exact_optimum(case, seed, solver):
@@ -262,7 +263,7 @@ def test_raising_matches_face_enumeration(norm, case):
     assert_kkt_min(P, v, cert.delta, eps, float(norm))
 
 
-@settings(max_examples=20)
+@settings(max_examples=FEW)
 @given(flow_point_eps(min_dim=2, max_dim=12, max_log10_cond=6.0, min_log10_eps=-2.0, max_log10_eps=1.0))
 def test_linf_raising_vs_scipy_bvls(case):
     """Second solver: bounded-variable least squares on ||W (v + d)||^2 = 2 dNLL + v^T P v, W^T W = P."""
@@ -279,7 +280,7 @@ def test_linf_raising_vs_scipy_bvls(case):
     assert_kkt_min(P, v, delta, eps, INF)
 
 
-@settings(max_examples=20)
+@settings(max_examples=FEW)
 @given(flow_point_eps(min_dim=2, max_dim=12, max_log10_cond=4.0, min_log10_eps=-2.0, max_log10_eps=1.0))
 def test_l1_raising_vs_scipy_slsqp(case):
     flow, x, eps = case
@@ -314,7 +315,7 @@ def test_raising_inside_the_ball_returns_minus_v():
 
 
 # ----------------------------------------------------------------------------------------- norms, public API, universal
-@settings(max_examples=20)
+@settings(max_examples=FEW)
 @given(flow_point_eps(max_dim=8, max_log10_cond=5.0, min_log10_eps=-2.0, max_log10_eps=1.0))
 def test_nested_balls_order_the_optima(case):
     """L1 ball within the L2 ball within the box: lowering optima increase, raising optima decrease."""
