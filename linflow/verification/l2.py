@@ -35,8 +35,9 @@ def dnll(P: np.ndarray, v: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return delta @ (P @ v) + 0.5 * np.einsum("ij,jk,ik->i", delta, P, delta)
 
 
-def sdp_lower_change(P: np.ndarray, v: np.ndarray, eps: float) -> float:
-    """R1 optimum ``max_{||delta|| <= eps} dNLL`` by the S-lemma SDP (cvxpy, Clarabel, 1e-10 tolerances)."""
+def sdp_lower_change(P: np.ndarray, v: np.ndarray, eps: float, tol: float | None = 1e-10) -> float:
+    """R1 optimum ``max_{||delta|| <= eps} dNLL`` by the S-lemma SDP (cvxpy, Clarabel with gap and feasibility
+    tolerances ``tol``; ``None``: Clarabel's defaults, 1e-8)."""
     import cvxpy as cp
 
     d = P.shape[0]
@@ -49,7 +50,8 @@ def sdp_lower_change(P: np.ndarray, v: np.ndarray, eps: float) -> float:
     M = cp.bmat([[lam * np.eye(d) - Q, -b.reshape(d, 1)],
                  [-b.reshape(1, d), cp.reshape(tau - lam, (1, 1), order="C")]])
     prob = cp.Problem(cp.Minimize(tau), [0.5 * (M + M.T) >> 0])
-    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    opts = {} if tol is None else {"tol_gap_abs": tol, "tol_gap_rel": tol, "tol_feas": tol}
+    prob.solve(solver=cp.CLARABEL, **opts)
     if prob.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"S-lemma SDP failed: {prob.status}")
     return float(tau.value) * k
