@@ -312,6 +312,8 @@ def test_bad_input():
         optimal_perturbation(flow, x, 1.0, likelihood="up")
     with pytest.raises(TypeError, match="option"):
         optimal_perturbation(flow, x, 1.0, restarts=3)
+    # ``seed`` is accepted for every norm; the exact L2 answer does not depend on it
+    np.testing.assert_array_equal(optimal_perturbation(flow, x, 1.0, seed=1), optimal_perturbation(flow, x, 1.0))
     with pytest.raises(TypeError, match="flow"):
         optimal_perturbation(np.eye(3), x, 1.0)
     with pytest.raises(ValueError, match="delta"):
