@@ -192,6 +192,8 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--root", default=None, help="folder with the data files")
     parser.add_argument("--limit", type=int, default=256, help="evaluate the first LIMIT images")
+    parser.add_argument("--resize", choices=("pad", "interpolate"), default="pad",
+                        help="how data of another size is fitted to the model's input (pad/crop or bilinear)")
     parser.add_argument("--eps", type=float, nargs="+", default=[0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255])
     parser.add_argument("--norm", choices=("l2", "linf"), default="linf")
     parser.add_argument("--steps", type=int, default=20)
@@ -224,7 +226,8 @@ def _load_like(name: str, model: nn.Module, args: argparse.Namespace, n: int | N
     if name == "uniform-noise":
         return data_mod.load(name, args.split, seed=args.seed, shape=(c, h, w), n=n or 256,
                              n_bins=model.n_bins or 256)
-    return data_mod.load(name, args.split, seed=args.seed, root=args.root, size=(h, w), channels=c, limit=n)
+    return data_mod.load(name, args.split, seed=args.seed, root=args.root, size=(h, w), resize=args.resize,
+                         channels=c, limit=n)
 
 
 def main(name: str, args: argparse.Namespace) -> int:
