@@ -504,6 +504,10 @@ def robust_nll(flow: LinearFlow, X: np.ndarray, eps: float, *, attack: str = "sa
       attack :func:`linflow.perturb.optimal_nll_change` (DESIGN R1, R3).
     * ``"universal"``: ``mean_i NLL(x_i) + max_{||delta|| <= eps} [delta^T P (m - mu) + 1/2 delta^T P delta]``
       (DESIGN R4: the mean NLL change is the change at the data mean ``m``), again by ``optimal_nll_change``.
+
+    Exact for ``norm`` 2 and 1. For ``norm = inf`` (NP-hard, DESIGN R3) it is exact only while
+    :mod:`linflow.box` enumerates the box's vertices (``d <= 20`` by default); beyond that it is the value of the
+    best vertex found, a lower bound (use :func:`linflow.certified_perturbation` for the certified interval).
     """
     from .perturb import optimal_nll_change
 
