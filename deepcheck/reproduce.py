@@ -514,7 +514,7 @@ def step_ood(ctx: Context) -> StepOutput:
     for name, reason in data.missing.items():
         out.notes.append(f"not run: OOD set {name}: {reason}")
     for k, (name, res) in enumerate(sets.items()):
-        first = next(iter(res["models"]))
+        first = f"{b.teaser_model} / mle" if f"{b.teaser_model} / mle" in res["models"] else next(iter(res["models"]))
         r = res["models"][first]
         out.figures["ood_histograms" if k == 0 else f"ood_histograms_{name}"] = figures.ood_histogram_figure(
             r["in_bpd"], r["ood_bpd"], r["ood_attacked_bpd"], r["auroc_before"], r["auroc_after"],

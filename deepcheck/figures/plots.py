@@ -203,7 +203,7 @@ def ood_histogram_figure(in_bpd: Sequence[float], ood_bpd: Sequence[float], ood_
             label=f"{ood_label}, attacked (AUROC {auroc_after:.3f})")
     ax.set_xlabel("bits/dim")
     ax.set_ylabel("count")
-    ax.set_title("Out-of-distribution attack: raising the likelihood of noise")
+    ax.set_title(f"Out-of-distribution attack: raising the likelihood of {ood_label}")
     ax.legend(fontsize=7)
     return fig
 
