@@ -22,6 +22,11 @@ The flow is ``N(mu, Sigma)`` with precision ``P = Sigma^{-1}`` and natural offse
   (:func:`_sample_sdp`); the scalable default is a damped minorise-and-step method (:func:`_sample_damped`)
   with a certified optimality gap.
 
+R5 and R6 differ: the sample attack spends its budget per point (a first-order term ``eps ||P v||`` for points
+away from the mean), the universal one only on ``eps^2 lambda_max(P) / 2``; the R6 optimum's mean is not the
+sample mean for skewed data, and the R5 model can be worse than the ML fit on the R6 objective (measured on
+MNIST). They coincide when all points sit at the mean (each sample attack is then the universal one, R4).
+
 All functions take data ``X`` of shape ``(n, d)``; ``eps = 0`` returns the maximum-likelihood fit.
 """
 

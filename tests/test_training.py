@@ -225,6 +225,19 @@ def test_sample_optimal_mean_is_not_the_sample_mean_for_skewed_data(sample_fits)
     assert np.linalg.norm(flow.mean - X.mean(axis=0)) > 1e-3
 
 
+def test_sample_and_universal_coincide_when_the_data_sit_at_one_point():
+    """R6 vs R5: with every point at the mean, each sample attack is the universal attack (R4), so the two
+    trainings solve the same problem; both give the water-filling of reg * I."""
+    X = np.tile([1.0, 2.0, -1.0], (4, 1))
+    uni, a = adversarial_fit(X, 1.0, reg=0.5, return_info=True)
+    smp, b = adversarial_fit(X, 1.0, attack="sample", reg=0.5, return_info=True)
+    _, c = adversarial_fit(X, 1.0, attack="sample", reg=0.5, solver="cvxpy", return_info=True)
+    assert b.converged and a.objective == pytest.approx(b.objective, rel=1e-12)
+    assert c.objective == pytest.approx(b.objective, rel=1e-7)
+    np.testing.assert_allclose(smp.cov, (0.5 + 1 / 3) * np.eye(3), atol=1e-12)  # tau = reg + eps^2 / d
+    np.testing.assert_allclose(uni.cov, smp.cov, atol=1e-12)
+
+
 @pytest.mark.parametrize("d,n,eps,seed", [(2, 12, 0.7, 0), (4, 20, 1.5, 1)])
 def test_sample_l1_program_by_vertex_enumeration(d, n, eps, seed):
     X = skewed_data(n, d, np.random.default_rng(200 + seed))
