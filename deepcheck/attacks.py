@@ -122,8 +122,8 @@ def _check_x(x: object) -> Tensor:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim < 1 or x.numel() == 0:
-        raise ValueError(f"x must be a non-empty batch, got shape {tuple(x.shape)}")
+    if x.ndim < 2 or x.numel() == 0:
+        raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
     return x
 
 

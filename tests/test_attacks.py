@@ -264,6 +264,8 @@ def test_bad_model_and_data():
         pgd(model, np.zeros((1, 5)), 0.1)
     with pytest.raises(TypeError, match="data"):
         universal(model, 3, 0.1)
+    with pytest.raises(ValueError, match="batch"):
+        pgd(model, torch.zeros(5, dtype=torch.float64), 0.1)
 
 
 def test_eps_zero_returns_the_input():
