@@ -196,8 +196,9 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
                         help="how data of another size is fitted to the model's input (pad/crop or bilinear)")
     parser.add_argument("--eps", type=float, nargs="+", default=[0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255])
     parser.add_argument("--norm", choices=("l2", "linf"), default="linf")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--restarts", type=int, default=0 if name == "evaluate" else DEFAULT_RESTARTS)
+    parser.add_argument("--steps", type=int, default=20, help="PGD steps per run")
+    parser.add_argument("--restarts", type=int, default=0,
+                        help=f"extra random restarts (pgd's own default is {DEFAULT_RESTARTS}; 0 here: cost)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
