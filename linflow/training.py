@@ -116,6 +116,8 @@ def water_level(s: np.ndarray, eps: float) -> float:
     eps = check_eps(eps)
     if s[0] < 0:
         raise ValueError(f"s must be non-negative (eigenvalues of a covariance), got min {s[0]:.3g}")
+    if eps == 0.0:
+        return float(s[0])
     k = np.arange(1, s.size + 1)
     tau = (eps**2 + np.cumsum(s)) / k
     kstar = int(np.nonzero(s <= tau)[0][-1])
@@ -321,7 +323,7 @@ def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tup
 
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 200,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
-                   armijo: float = 1e-4, max_mixed: int = 64) -> tuple[LinearFlow, FitInfo]:
+                   armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment") -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for DESIGN R6 (L2), with a certified optimality gap.
 
     At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
@@ -331,10 +333,14 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``+ reg I``), of value ``1/2 (d + log det Sigma + d log 2 pi)``. So
 
     * ``gap_k = F(theta_k) - min G_k >= F(theta_k) - min F``: a certified bound on the suboptimality;
-    * ``theta_ML - theta_k`` (in natural parameters, where ``F`` is convex and the segment stays positive
-      definite) is the step direction. The full step -- the naive fixed point -- can diverge at large eps, so
-      the step ``alpha`` (tried first at twice the last accepted step, at most 1) is halved until ``F``
-      decreases by ``armijo * alpha * (G_k(theta_k) - min G_k)``.
+    * stepping from ``theta_k`` towards ``theta_ML`` decreases ``G_k`` and hence (same directional derivative)
+      ``F``. The full step -- the naive fixed point -- can diverge at large eps, so the step ``alpha`` (tried
+      first at twice the last accepted step, at most 1) is halved until ``F`` decreases by
+      ``armijo * alpha * (G_k(theta_k) - min G_k)``. Two paths: ``step="moment"`` (default) moment-matches the
+      mixture ``(1 - alpha) N(theta_k) + alpha (adversarial points)``, i.e. damps the mean and covariance; it
+      minimises ``(1 - alpha) KL(N(theta_k) || N(theta)) + alpha G_k(theta)``, so ``G_k`` decreases along it.
+      ``step="natural"`` interpolates ``(P, h)`` linearly, where ``F`` is convex. Both agree on small problems;
+      on MNIST at large eps the moment path took steps 4-30 times longer.
 
     With ``delta_ij = delta_i`` alone, ``G_k`` touches ``F`` at ``theta_k`` with the same gradient (Danskin),
     which suffices away from kinks. But the optimum often puts points in the hard case of R1 (two optimal
@@ -357,6 +363,8 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
     if not (isinstance(tol, float | int) and tol >= 0):
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    if step not in ("natural", "moment"):
+        raise ValueError(f"step must be 'natural' or 'moment', got {step!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
         raise TypeError(f"init must be a LinearFlow of dimension {d}, got {init!r}")
     t0 = time.perf_counter()
@@ -420,7 +428,13 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         decrease = max(gap - slack, 0.0)
         alpha = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
         while True:
-            cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
+            if step == "natural":
+                cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
+            else:  # moments of the mixture (1 - alpha) N(theta_k) + alpha (adversarial points), moment-matched
+                mu_a = (1 - alpha) * flow.mean + alpha * MY
+                dk, dy = flow.mean - mu_a, MY - mu_a
+                cov_a = (1 - alpha) * (flow.cov + np.outer(dk, dk)) + alpha * (CY + np.outer(dy, dy))
+                cand = LinearFlow.from_gaussian(mu_a, 0.5 * (cov_a + cov_a.T))
             Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
             if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
                 break
@@ -457,7 +471,8 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     reg : added to the sample covariance (``S + reg I``), i.e. ``reg/2 tr P`` added to the objective.
     return_info : also return a :class:`FitInfo` (objective, solver status, iterations and certified gap).
     options : for the damped solver ``max_iter`` (200), ``tol`` (1e-10, relative certified gap), ``progress``
-        (False, a tqdm bar), ``init`` (a starting LinearFlow); for cvxpy, keyword arguments of ``solve``.
+        (False, a tqdm bar), ``init`` (a starting LinearFlow), ``step`` (``"moment"`` or ``"natural"``),
+        ``armijo`` (1e-4), ``max_mixed`` (64); for cvxpy, keyword arguments of ``solve``.
 
     The result is deterministic (no randomness is involved).
     """
@@ -492,7 +507,7 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     elif attack == "universal":
         flow, info = _universal_cvxpy(m, S, eps, norm, backend or "CLARABEL", dict(options))
     elif norm == 2 and backend is None:
-        allowed = {"max_iter", "tol", "progress", "init", "armijo", "max_mixed"}
+        allowed = {"max_iter", "tol", "progress", "init", "armijo", "max_mixed", "step"}
         if set(options) - allowed:
             raise TypeError(f"unexpected options for the damped solver: {sorted(set(options) - allowed)}")
         flow, info = _sample_damped(X, m, S, eps, reg, **options)  # type: ignore[arg-type]

@@ -107,8 +107,8 @@ def test_water_level_solves_its_equation(s, eps):
     if eps == 0:
         assert tau == s.min()
         return
-    ref = brentq(lambda t: np.sum(np.maximum(t - s, 0.0)) - eps**2, s.min(), s.max() + 2 * eps**2, xtol=1e-14,
-                 rtol=1e-15)
+    hi = s.max() * (1 + 1e-9) + 2 * eps**2  # f(hi) > 0 even when eps^2 is below the rounding of s
+    ref = brentq(lambda t: np.sum(np.maximum(t - s, 0.0)) - eps**2, s.min(), hi, xtol=1e-14, rtol=1e-15)
     assert tau == pytest.approx(ref, rel=1e-12)
 
 
@@ -209,6 +209,14 @@ def test_damped_solver_reaches_the_sdp(sample_fits, case):
     # it beats the ML fit and the universal solution on its own objective
     for other in (adversarial_fit(X, 0.0), adversarial_fit(X, eps)):
         assert info.objective <= robust_nll(other, X, eps) + 1e-10
+
+
+@pytest.mark.parametrize("case", [(2, 20, 5.0, 1), (4, 30, 1.0, 2)])
+def test_natural_parameter_steps_reach_the_same_optimum(sample_fits, case):
+    X, (_, info), (_, sdp) = sample_fits[case]
+    _, nat = adversarial_fit(X, case[2], attack="sample", step="natural", return_info=True)
+    assert nat.converged
+    assert abs(nat.objective - sdp.objective) <= 1e-6 * abs(sdp.objective)
 
 
 def test_damped_certificate_bounds_the_suboptimality_of_early_iterates(sample_fits):
@@ -329,6 +337,8 @@ def test_bad_input():
         adversarial_fit(X, 1.0, attack="sample", nonsense=1)
     with pytest.raises(ValueError, match="max_iter"):
         adversarial_fit(X, 1.0, attack="sample", max_iter=0)
+    with pytest.raises(ValueError, match="step"):
+        adversarial_fit(X, 1.0, attack="sample", step="newton")
     with pytest.raises(TypeError, match="init"):
         adversarial_fit(X, 1.0, attack="sample", init=np.eye(3))
     with pytest.raises(ValueError, match="singular"):
