@@ -41,10 +41,11 @@ and ``hi = ||a|| / eps`` (where ``||c|| <= eps``); the first guess is the best o
 ``||a||/eps - sum a_i^2 gap_i / ||a||^2`` (Jensen) and ``max_i |a_i|/eps - gap_i`` (if rounding pushes it past
 the root, its Newton point becomes the lower end); when a Newton step fails to halve ``||c||/eps - 1`` (the
 steep start of a near-hard case), the next trial is the geometric midpoint ``sqrt(lo hi)``; once the excess
-``||c||/eps - 1`` is below 1e-9 after a quadratic step, one last Newton step is taken without evaluation.
+``||c||/eps - 1`` is below 1e-5 after a successful step, one last Halley step (cubic: excess ~1e-15) is taken
+without evaluation, using ``psi'' = 3 (1 - t) / (r q^2)`` from one more sum in the same pass.
 Sums of squares are computed in cache-sized blocks of rows, with a per-row rescaling wherever they overflow or
 underflow. At the end ``c`` is rescaled to norm exactly ``eps`` (to rounding). 3-5 passes over the batch are
-typical, at most ~15 iterations on the hardest rows seen (near-hard, cond 1e10).
+typical, at most ~10 iterations on the hardest rows seen (near-hard, cond 1e10).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from .validation import as_float_array, check_eps
 _EPS = float(np.finfo(np.float64).eps)
 DEFAULT_BLOCK_RTOL = 1e-12
 DEFAULT_MAXITER = 200
-_FINAL_STEP = 1e-9
+_FINAL_STEP = 1e-5
 
 
 @dataclass(frozen=True)
@@ -118,28 +119,38 @@ def block_size(s: np.ndarray, block_rtol: float = DEFAULT_BLOCK_RTOL) -> int:
 
 
 def _ratio_and_slope_scaled(A: np.ndarray, gaps: np.ndarray, g: np.ndarray,
-                            eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_ratio_and_slope` with each row scaled by its largest ``|c_i|`` (no overflow or underflow)."""
+                            eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_ratio_and_slope` with each row's ``c`` scaled by its largest ``|c_i|`` and its ``1/(g + gap_i)``
+    by the largest of those (over entries with ``c_i != 0``): every sum is O(1), nothing overflows."""
     den = g[:, None] + gaps[None, :]
-    C = np.divide(A, den, out=np.zeros_like(A), where=A != 0)
+    nz = A != 0
+    C = np.divide(A, den, out=np.zeros_like(A), where=nz)
     m = np.max(np.abs(C), axis=1)
-    safe = np.where(m > 0, m, 1.0)
-    Ch = C / safe[:, None]
-    N2 = np.sum(Ch * Ch, axis=1)
-    S = np.sum(np.divide(Ch * Ch, den, out=np.zeros_like(Ch), where=Ch != 0), axis=1)
+    Ch = C / np.where(m > 0, m, 1.0)[:, None]
+    dmin = np.min(np.where(nz, den, np.inf), axis=1)
+    dmin = np.where(np.isfinite(dmin), dmin, 1.0)
+    Uh = np.divide(dmin[:, None], den, out=np.zeros_like(den), where=nz)  # in (0, 1]
+    W2 = Ch * Ch
+    N2 = np.sum(W2, axis=1)
+    S1h = np.sum(W2 * Uh, axis=1)
+    S2h = np.sum(W2 * Uh * Uh, axis=1)
     r = m * np.sqrt(N2) / eps
-    q = np.divide(N2, S, out=np.full(N2.shape, np.inf), where=S > 0)
-    return r, q
+    pos = S1h > 0
+    q = np.divide(N2 * dmin, S1h, out=np.full(N2.shape, np.inf), where=pos)
+    t = np.divide(S2h * N2, S1h * S1h, out=np.ones(N2.shape), where=pos)
+    return r, q, np.where(np.isfinite(t), t, 1.0)
 
 
 _CHUNK = 1 << 15  # elements per block of rows: the work buffers stay in cache
 
 
 def _sums(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, rows: np.ndarray | None, n: int,
-          d: int) -> tuple[np.ndarray, np.ndarray]:
-    """``sum_i c_i^2`` and ``sum_i c_i^2 / (g + gap_i)`` per row, in cache-sized blocks of rows."""
+          d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``sum_i c_i^2``, ``sum_i c_i^2 / (g + gap_i)`` and ``sum_i c_i^2 / (g + gap_i)^2`` per row, in
+    cache-sized blocks of rows."""
     N2 = np.empty(n)
     S = np.empty(n)
+    S2 = np.empty(n)
     step = max(1, _CHUNK // max(d, 1))
     R = np.empty((min(step, n), d))
     C = np.empty_like(R)
@@ -154,13 +165,16 @@ def _sums(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, rows: np.ndarray | Non
         N2[i:j] = np.einsum("ij,ij->i", c_, c_)
         np.multiply(c_, r_, out=r_)
         S[i:j] = np.einsum("ij,ij->i", c_, r_)
-    return N2, S
+        S2[i:j] = np.einsum("ij,ij->i", r_, r_)
+    return N2, S, S2
 
 
 def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float,
-                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``r = ||c(g)|| / eps`` and the Newton step numerator ``q = ||c||^2 / sum_i c_i^2/(g+gap_i)`` per row
-    (of ``A``, or of ``A[rows]`` with ``g`` matching ``rows``).
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row (of ``A``, or of ``A[rows]`` with ``g`` matching ``rows``): ``r = ||c(g)|| / eps``, the Newton
+    step numerator ``q = ||c||^2 / S1`` and the curvature ratio ``t = S2 ||c||^2 / S1^2 >= 1``, where
+    ``S_k = sum_i c_i^2 / (g + gap_i)^k``. With ``psi = eps/||c|| - 1``: ``psi' = 1/(r q)`` and
+    ``psi'' = 3 (1 - t) / (r q^2) <= 0``.
 
     ``c_i = a_i / (g + gap_i)``; a zero denominator only occurs where ``a_i = 0`` (a row at ``g = 0`` has no
     mass on the zero gaps), and that entry counts as 0. Fast path: plain sums of squares, computed in blocks
@@ -169,15 +183,16 @@ def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float,
     n = A.shape[0] if rows is None else rows.size
     d = A.shape[1]
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        N2, S = _sums(A, gaps, g, rows, n, d)
+        N2, S, S2 = _sums(A, gaps, g, rows, n, d)
     with np.errstate(over="ignore", invalid="ignore"):  # such rows are redone below
         r = np.sqrt(N2) / eps
         q = np.divide(N2, S, out=np.full(n, np.inf), where=S > 0)
-    bad = ~np.isfinite(N2) | ~np.isfinite(S) | (N2 < 1e-250)
+        t = np.divide(S2, S, out=np.ones(n), where=S > 0) * np.where(S > 0, q, 1.0)
+    bad = ~np.isfinite(N2) | ~np.isfinite(S2) | ~np.isfinite(t) | (N2 < 1e-250)
     if np.any(bad):
         Ab = A[bad] if rows is None else A[rows[bad]]
-        r[bad], q[bad] = _ratio_and_slope_scaled(Ab, gaps, g[bad], eps)
-    return r, q
+        r[bad], q[bad], t[bad] = _ratio_and_slope_scaled(Ab, gaps, g[bad], eps)
+    return r, q, t
 
 
 def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -234,14 +249,14 @@ def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi
     lo = np.array(lo, dtype=np.float64)
     hi = np.array(hi, dtype=np.float64)
     start = lo.copy() if start is None else np.minimum(np.maximum(start, lo), hi)
-    r_lo, q_lo = _ratio_and_slope(A, gaps, start, eps)
+    r_lo, q_lo, t_lo = _ratio_and_slope(A, gaps, start, eps)
     right = r_lo < 1.0 - 4 * _EPS
     if np.any(right):  # the guess overshot: it is an upper end, and its Newton point a lower one
         j = np.flatnonzero(right)
         hi[j] = start[j]
         newton = start[j] + (r_lo[j] - 1.0) * q_lo[j]
         lo[j] = np.fmax(lo[j], np.minimum(newton, start[j]))
-        r_lo[j], q_lo[j] = _ratio_and_slope(A, gaps, lo[j], eps, rows=j)
+        r_lo[j], q_lo[j], t_lo[j] = _ratio_and_slope(A, gaps, lo[j], eps, rows=j)
     lo[~right] = start[~right]
     active = r_lo - 1.0 > 4 * _EPS
     bisect = np.zeros(lo.shape, dtype=bool)
@@ -256,7 +271,7 @@ def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi
         trial = np.where(bisect[idx] & (newton < geo), geo, newton)
         bad = ~(trial > l) | ~(trial < h)
         trial = np.where(bad, 0.5 * (l + h), trial)
-        r, q = _ratio_and_slope(A, gaps, trial, eps, rows=idx)
+        r, q, t = _ratio_and_slope(A, gaps, trial, eps, rows=idx)
         # ||c(trial)|| = eps to rounding: trial is the root (treated as a lower end, ending the iteration)
         left = (r >= 1.0) | (np.abs(r - 1.0) <= 4 * _EPS)
         # left of the root (||c|| >= eps): new lower end; right of it: new upper end.
@@ -264,17 +279,20 @@ def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi
         hi[idx] = np.where(left, h, trial)
         r_lo[idx] = np.where(left, r, r_lo[idx])
         q_lo[idx] = np.where(left, q, q_lo[idx])
+        t_lo[idx] = np.where(left, t, t_lo[idx])
         excess = r_lo[idx] - 1.0
         # a step that did not halve the excess (or landed right of the root) triggers a bisection next time
         bisect[idx] = ~left | (excess > 0.5 * prev[idx])
         prev[idx] = excess
         done = (excess <= 4 * _EPS) | (hi[idx] - lo[idx] <= 4 * _EPS * hi[idx])
-        # Newton is in its quadratic regime (the last step more than halved the excess, now <= 1e-9): one more
-        # step leaves an excess ~1e-18, below rounding, so take it without evaluating (it stays left: concavity)
+        # Close to the root (the last step more than halved the excess, now <= 1e-5) one Halley step,
+        # g + (r - 1) q / (1 + 1.5 (r - 1)(1 - t)), leaves an excess O(1e-15): take it without evaluating.
         final = ~done & left & ~bisect[idx] & (excess <= _FINAL_STEP)
         if np.any(final):
             j = idx[final]
-            lo[j] = np.minimum(lo[j] + (r_lo[j] - 1.0) * q_lo[j], hi[j])
+            e = r_lo[j] - 1.0
+            halley = lo[j] + e * q_lo[j] / (1.0 + 1.5 * e * (1.0 - t_lo[j]))
+            lo[j] = np.minimum(halley, hi[j])
             done |= final
         active[idx[done]] = False
     return lo, it
@@ -309,7 +327,7 @@ def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: fl
     hard = np.zeros(n, dtype=bool)
     if np.any(maybe_hard):
         idx = np.flatnonzero(maybe_hard)
-        r0, _ = _ratio_and_slope(A[idx], gaps, np.zeros(idx.size), eps)
+        r0, _, _ = _ratio_and_slope(A[idx], gaps, np.zeros(idx.size), eps)
         hard[idx[r0 <= 1.0]] = True
     g = np.zeros(n)
     iters = 0
