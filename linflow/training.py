@@ -153,6 +153,21 @@ def universal_objective(flow: LinearFlow, S: np.ndarray, eps: float, *, norm: fl
     return 0.5 * (float(np.sum(P * S)) + flow.logdet_cov + eps**2 * c) + 0.5 * flow.dim * _LOG_2PI
 
 
+def _solve(prob: object, backend: str, options: dict) -> str:
+    """Solve a cvxpy problem with ``backend``; if Clarabel fails numerically (it does, rarely, on the L1 sample
+    program), retry once with SCS at tight tolerances. Returns the name of the solver that answered."""
+    import cvxpy as cp
+
+    try:
+        prob.solve(solver=backend, **options)  # type: ignore[attr-defined]
+        return backend
+    except cp.error.SolverError:
+        if backend != "CLARABEL" or options:
+            raise
+    prob.solve(solver="SCS", eps_abs=1e-10, eps_rel=1e-10, max_iters=200_000)  # type: ignore[attr-defined]
+    return "SCS (after CLARABEL failed)"
+
+
 def _universal_cvxpy(m: np.ndarray, S: np.ndarray, eps: float, norm: float, backend: str,
                      options: dict) -> tuple[LinearFlow, FitInfo]:
     """``min_P tr(P S) - log det P + eps^2 c(P)`` with cvxpy (``c`` = lambda_max or max diag; DESIGN R5)."""
@@ -165,7 +180,7 @@ def _universal_cvxpy(m: np.ndarray, S: np.ndarray, eps: float, norm: float, back
         obj = obj + eps**2 * (cp.lambda_max(P) if norm == 2 else cp.max(cp.diag(P)))
     prob = cp.Problem(cp.Minimize(obj))
     t0 = time.perf_counter()
-    prob.solve(solver=backend, **options)
+    backend = _solve(prob, backend, options)
     if P.value is None:
         raise RuntimeError(f"cvxpy ({backend}) failed on universal training: status {prob.status}")
     Pv = 0.5 * (P.value + P.value.T)
@@ -253,7 +268,7 @@ def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str
     P, h, robust, _, cons = sample_program(X, eps, reg, norm)
     prob = cp.Problem(cp.Minimize(robust), cons)
     t0 = time.perf_counter()
-    prob.solve(solver=backend, **options)
+    backend = _solve(prob, backend, options)
     if P.value is None:
         raise RuntimeError(f"cvxpy ({backend}) failed on sample-specific training: status {prob.status}")
     flow = _from_natural(P.value, h.value)

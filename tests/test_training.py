@@ -258,6 +258,18 @@ def test_sample_l1_program_by_vertex_enumeration(d, n, eps, seed):
         assert info.objective <= brute_robust_nll_l1(other, X, eps) + 1e-6 * abs(info.objective)
 
 
+def test_sample_l1_program_where_clarabel_failed():
+    """A case on which Clarabel raised SolverError here (verification, full mode): the SCS retry answers."""
+    from linflow.verification.training import _data
+
+    rng = np.random.default_rng([0, 1])  # the data sequence of that check: 3 budgets per size
+    datasets = [_data(n, d, rng) for d, n in ((2, 15), (4, 30), (8, 40)) for _ in range(3)]
+    X = datasets[7]  # d = 8, n = 40, with eps = 1
+    flow, info = adversarial_fit(X, 1.0, attack="sample", norm=1, solver="cvxpy", return_info=True)
+    assert info.objective == pytest.approx(brute_robust_nll_l1(flow, X, 1.0), rel=1e-12)
+    assert info.solver_value == pytest.approx(info.objective, rel=1e-6)
+
+
 # ------------------------------------------------------------------ eps = 0, regularisation
 @pytest.mark.parametrize("attack,norm,solver", [("universal", 2, None), ("universal", 2, "cvxpy"),
                                                 ("sample", 2, None), ("sample", 2, "cvxpy"),
