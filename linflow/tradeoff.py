@@ -35,7 +35,8 @@ class TradeoffCurve:
 
     ``clean_nll``: mean NLL (nats); ``accuracy_loss``: ``clean_nll - ml_clean_nll``; ``robust_nll``: mean
     worst-case NLL under ``eps_attack``; ``rise``: ``robust_nll - clean_nll``. Universal L2 also has the closed
-    forms ``water_level`` (tau), ``kl_formula`` and ``rise_formula`` (NaN otherwise).
+    forms ``water_level`` (tau), ``kl_formula`` and ``rise_formula`` (NaN otherwise), computed from the
+    eigenvalues of ``S + reg I``: with ``reg = 0`` they equal the measured ``accuracy_loss`` and ``rise``.
     """
 
     attack: str
