@@ -180,6 +180,19 @@ def test_rerun_skips_finished_steps_through_the_cli(smoke, capsys: pytest.Captur
     assert "cached" in (out / "report.md").read_text()
 
 
+def test_same_seed_same_numbers(smoke) -> None:
+    """Recomputing a linear and a deep step (``force``) from the same seed reproduces the recorded numbers."""
+    out, results = smoke
+    steps = _steps(results)
+    ctx = _ctx(out, force=True)
+    ctx.records.update(steps)
+    by_name = {s.name: s for s in reproduce.STEPS + reproduce.deep_steps(ctx.budget)}
+    for name in ("attack_vs_eps", "deep_attack"):
+        again = reproduce.run_step(by_name[name], ctx)
+        assert again["status"] == "ok", again.get("reason")
+        assert again["results"] == steps[name]["results"], name
+
+
 def _toy_step(calls: list[int], figure: bool = True) -> reproduce.Step:
     def fn(ctx: reproduce.Context) -> reproduce.StepOutput:
         import matplotlib.pyplot as plt
