@@ -141,7 +141,7 @@ def _ratio_and_slope_scaled(A: np.ndarray, gaps: np.ndarray, g: np.ndarray,
     return r, q, np.where(np.isfinite(t), t, 1.0)
 
 
-_CHUNK = 1 << 15  # elements per block of rows: the work buffers stay in cache
+_CHUNK = 1 << 16  # elements per block of rows (512 KiB per buffer): in cache, yet few Python-level calls
 
 
 def _sums(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, rows: np.ndarray | None, n: int,
