@@ -174,3 +174,26 @@ def test_bad_input():
         raise_likelihood(s, np.ones((1, 2)), -1.0)
     with pytest.raises(TypeError, match="s"):
         lower_likelihood(np.array(["a", "b"]), np.ones((1, 2)), 1.0)
+
+
+def test_secular_root_any_start_and_block_size():
+    """secular_root reaches the same root (to 8 ulp) from a first guess left of it, right of it (the Newton
+    point of a right guess is a lower bound, by concavity) or at the bracket ends; block_size lumps only
+    eigenvalues within 1e-12 (relative) of s_min."""
+    from linflow.secular import secular_root
+
+    rng = np.random.default_rng(15)
+    gaps = np.sort(rng.uniform(0.0, 5.0, 6))
+    gaps[0] = 0.0
+    A = rng.standard_normal((5, 6))
+    eps = 0.3
+    hi = np.linalg.norm(A, axis=1) / eps
+    lo = np.abs(A[:, 0]) / eps
+    ref, _ = secular_root(A, gaps, eps, lo, hi)
+    for start in (lo, hi, 0.5 * (lo + hi), 0.999 * ref, 1.001 * ref):
+        g, _ = secular_root(A, gaps, eps, lo, hi, start=start)
+        np.testing.assert_allclose(g, ref, rtol=8 * np.finfo(float).eps)
+    # and it is the root: ||a / (g + gaps)|| = eps
+    np.testing.assert_allclose(np.linalg.norm(A / (ref[:, None] + gaps), axis=1), eps, rtol=1e-14)
+    assert block_size(np.array([1.0, 1.0 + 1e-13, 1.0 + 1e-11, 2.0])) == 2
+    assert block_size(np.array([3.0])) == 1
