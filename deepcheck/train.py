@@ -31,8 +31,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .attacks import attack_mode, pgd
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageData
 
@@ -102,25 +102,7 @@ def _derive_seed(seed: int, *keys: int) -> int:
     return ((int(words[0]) << 32) | int(words[1])) & (2**63 - 1)
 
 
-@contextmanager
-def adversary_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Every submodule in eval mode, no parameter gradients; each module's mode and flag restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _default_adversary(eps: float, norm: str, steps: int, seed: int, clamp: tuple[float, float] | None) -> Adversary:
-    from .attacks import pgd
 
     def adversary(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return pgd(model, x, eps, norm=norm, likelihood="decrease", steps=steps, restarts=0, clamp=clamp, seed=seed)
@@ -129,7 +111,7 @@ def _default_adversary(eps: float, norm: str, steps: int, seed: int, clamp: tupl
 
 
 def _attack(adversary: Adversary, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with adversary_mode(model):
+    with attack_mode(model):
         x_adv = adversary(model, x.detach())
     if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
         raise ValueError(f"adversary must return a tensor of the input's shape {tuple(x.shape)}, "

@@ -20,31 +20,15 @@ from deepcheck.attacks import (
     universal,
 )
 from deepcheck.flows import LinearFlow as TorchLinearFlow
-from deepcheck.flows import build, perturb_parameters
 from linflow import LinearFlow
 from tests.strategies import random_flow
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from .models import randomised_tiny_glow
 
 
 @pytest.fixture(scope="module")
 def glow():
-    """A tiny GLOW on 1x8x8 images, ActNorm initialised on data, then every weight perturbed (a fresh flow is
-    close to the identity and would make these tests trivial)."""
-    torch.manual_seed(0)
-    net = build("glow", "tiny", (1, 8, 8), n_bins=256, seed=0)
-    with torch.no_grad():
-        net.train()
-        net.log_prob(torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
-        perturb_parameters(net, scale=0.05, seed=2)
-    net.eval()
-    return net
+    return randomised_tiny_glow(n_bins=256)
 
 
 @pytest.fixture(scope="module")

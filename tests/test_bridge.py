@@ -23,14 +23,6 @@ from tests.strategies import random_flow
 REL = 1e-3  # the bridge's promise: within 1e-3 relative of the exact optimum
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: intra-op threads only add overhead (and contention on a shared CI machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _torch(flow: LinearFlow) -> TorchLinearFlow:
     return TorchLinearFlow.from_linflow(flow, dtype=torch.float64)

@@ -17,15 +17,6 @@ from deepcheck.checkpoint import (
 from deepcheck.flows import LinearFlow, build
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is much faster than two oversubscribed ones for these tiny models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _trained_linear(seed=0):
     g = torch.Generator().manual_seed(seed)
     model = LinearFlow(3)

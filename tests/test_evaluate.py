@@ -12,26 +12,12 @@ import torch
 from deepcheck.attacks import pgd
 from deepcheck.evaluate import EvalResult, auroc, bpd_against_eps, bpd_of, evaluate_model, ood_attack
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from .models import randomised_tiny_glow
 
 
 @pytest.fixture(scope="module")
 def glow():
-    from deepcheck.flows import build, perturb_parameters
-
-    net = build("glow", "tiny", (1, 8, 8), n_bins=17, seed=0)
-    with torch.no_grad():
-        net.train()
-        net.log_prob(torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
-        perturb_parameters(net, scale=0.05, seed=2)
-    net.eval()
-    return net
+    return randomised_tiny_glow(n_bins=17)
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,6 @@ from deepcheck.flows.layers import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: threads only contend on the shared CI cores (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _SplitAsBijection(torch.nn.Module):
     """``x -> cat(h, eps)`` so that a Split can be tested as one bijection of the same shape."""
 

@@ -16,15 +16,6 @@ from deepcheck.flows import CONFIGS, Glow, LinearFlow, RealNVP, build, build_fro
 from deepcheck.flows.layers import ActNorm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: threads only contend on the shared CI cores (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _images(shape, n, seed):
     return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 

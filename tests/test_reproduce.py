@@ -33,16 +33,7 @@ EXPECTED_FIGURES = {
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    """Tiny convolutions are much faster on one thread on a shared 2-core machine; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory, single_thread) -> tuple[Path, dict]:
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("reproduce") / "smoke"
     results = reproduce.run("smoke", out, seed=0, progress=False)
     return out, results

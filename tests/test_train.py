@@ -16,15 +16,6 @@ from deepcheck.flows import LinearFlow
 from deepcheck.train import EpochStats, evaluate_bpd, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread is ~20x faster than two oversubscribed ones for these tiny models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class PixelFlow(nn.Module):
     """A test double that follows the deepcheck flow conventions: ``z = (y - 0.5 - m) * exp(-s)`` per pixel,
     an ActNorm-style ``initialized`` buffer (``m`` set from the first train-mode batch), and optional fault
