@@ -269,8 +269,10 @@ def r1_near_hard(rng: np.random.Generator, quick: bool) -> tuple[float, int, str
                 if t == 0.0:
                     w[0] = 0.0  # exactly orthogonal in the flow's own eigenbasis
                     v = U @ w
+                x = flow.mean + v
+                w = flow.coords(x)  # the reference solves the problem the function is given (x - mu rounds)
                 ref = mp_lower_change(s, w, eps)
-                got = optimal_nll_change(flow, flow.mean + v, eps)
+                got = optimal_nll_change(flow, x, eps)
                 scale = eps * np.linalg.norm(w / s) + eps**2 / s[0]
                 worst = max(worst, _rel(got, ref, scale))
                 cases += 1
