@@ -23,24 +23,11 @@ import numpy as np
 import scipy.linalg
 from scipy.optimize._trustregion_exact import IterativeSubproblem
 
-from bench.timing import median_time
+from bench.timing import median_cpu_time, median_time
 from linflow import LinearFlow, optimal_nll_change, optimal_perturbation, secular
 from linflow.verification.l2 import dnll, sdp_lower_change
 
 SEED = 0
-
-
-def median_cpu_time(fn, repeats: int = 5, warmup: int = 1) -> float:
-    """Median process CPU time of ``fn()`` (BLAS limited to one thread, so CPU time = work done; unlike wall
-    time it does not count waiting for a core on a shared machine)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return float(np.median(times))
 
 
 def make_flow(d: int, cond: float, rng: np.random.Generator) -> LinearFlow:
