@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from deepcheck import data as D
-from deepcheck.attacks import pgd
+from deepcheck.evaluate import attack_in_batches, auroc, bpd_of
 from deepcheck.flows import build
 from deepcheck.train import train
 
@@ -33,21 +33,14 @@ def timed_train(model, tr, va, ckpt: Path, seconds: float, **kw) -> tuple[int, f
     return epochs, time.perf_counter() - t0, hist
 
 
-@torch.no_grad()
-def bpd_of(model, x: torch.Tensor, bs: int = 500) -> np.ndarray:
-    model.eval()
-    return torch.cat([model.bpd(x[i:i + bs]) for i in range(0, len(x), bs)]).double().cpu().numpy()
+def attack_batched(model, x, eps, likelihood, steps):
+    return attack_in_batches(model, x, eps, likelihood=likelihood, norm="linf", steps=steps, restarts=1,
+                             batch_size=250)
 
 
-def auroc(in_scores: np.ndarray, ood_scores: np.ndarray) -> float:
-    """P(score_ood > score_in) + 1/2 P(tie): bits/dim as the OOD score (higher = more anomalous)."""
-    a, b = np.asarray(in_scores), np.asarray(ood_scores)
-    return float((b[:, None] > a[None, :]).mean() + 0.5 * (b[:, None] == a[None, :]).mean())
-
-
-def attack_batched(model, x, eps, likelihood, steps, bs=250):
-    return torch.cat([pgd(model, x[i:i + bs], eps, norm="linf", likelihood=likelihood, steps=steps, seed=i)
-                      for i in range(0, len(x), bs)])
+def ood_auroc(bpd_in: np.ndarray, bpd_ood: np.ndarray) -> float:
+    """AUROC of -bits/dim as the in-distribution score."""
+    return auroc(-bpd_in, -bpd_ood)
 
 
 def main() -> None:
@@ -107,9 +100,9 @@ def main() -> None:
         r["noise_bpd_after_ood_attack_eps8/255"] = float(bpd_of(m, xn).mean())
         if ood is not None:
             s_in, s_ood = bpd_of(m, x_in), bpd_of(m, ood)
-            r["auroc_fashion_vs_mnist_clean"] = auroc(s_in, s_ood)
+            r["auroc_fashion_vs_mnist_clean"] = ood_auroc(s_in, s_ood)
             xo = attack_batched(m, ood, 8 / 255, "increase", args.steps)
-            r["auroc_fashion_vs_mnist_ood_attacked_eps8/255"] = auroc(s_in, bpd_of(m, xo))
+            r["auroc_fashion_vs_mnist_ood_attacked_eps8/255"] = ood_auroc(s_in, bpd_of(m, xo))
         res[f"eval_{name}"] = r
         rows.append((name, r))
         print(name, json.dumps(r), flush=True)

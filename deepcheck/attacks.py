@@ -49,11 +49,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from linflow.validation import check_eps, check_likelihood, check_norm
+
 Tensor = torch.Tensor
 LossFn = Callable[[nn.Module, Tensor], Tensor]
 
 NORMS = ("l2", "linf")
-LIKELIHOODS = ("decrease", "increase")
 DEFAULT_STEPS = 100
 DEFAULT_RESTARTS = 1
 DEFAULT_PATIENCE = 4
@@ -62,31 +63,14 @@ FLIP_PROB = 0.25
 
 # ---------------------------------------------------------------------------------------------- checks
 def _check_norm(norm: object) -> str:
-    """``"l2"`` or ``"linf"`` (also accepts 2, ``float("inf")``, ``"inf"``, ``"2"``)."""
-    if isinstance(norm, str):
-        key = {"l2": "l2", "2": "l2", "linf": "linf", "inf": "linf", "l_inf": "linf"}.get(norm.strip().lower())
-    elif isinstance(norm, int | float) and not isinstance(norm, bool):
-        key = "l2" if float(norm) == 2.0 else ("linf" if float(norm) == math.inf else None)
-    else:
-        key = None
-    if key is None:
+    """``"l2"`` or ``"linf"`` (also accepts 2, ``float("inf")``, ``"inf"``, ``"2"``; L1 is not a PGD norm here)."""
+    try:
+        p = check_norm(norm)
+    except ValueError:
+        p = None
+    if p not in (2.0, math.inf):
         raise ValueError(f"norm must be 'l2' or 'linf' (or 2, inf), got {norm!r}")
-    return key
-
-
-def _check_likelihood(likelihood: object) -> str:
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be 'decrease' or 'increase', got {likelihood!r}")
-    return str(likelihood)
-
-
-def _check_eps(eps: object, name: str = "eps") -> float:
-    if isinstance(eps, bool) or not isinstance(eps, int | float):
-        raise TypeError(f"{name} must be a real number, got {type(eps).__name__}")
-    val = float(eps)
-    if not math.isfinite(val) or val < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {val}")
-    return val
+    return "l2" if p == 2.0 else "linf"
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -310,15 +294,15 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
 def _prepare(model, x, eps, norm, likelihood, steps, step_size, random_start, restarts, clamp, loss_fn, seed):
     model = _check_model(model)
     x = _check_x(x)
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     norm = _check_norm(norm)
-    likelihood = _check_likelihood(likelihood)
+    likelihood = check_likelihood(likelihood)
     steps = _check_int("steps", steps, 0)
     restarts = _check_int("restarts", restarts, 0)
     seed = _check_int("seed", seed, 0)
     clamp = _check_clamp(clamp)
     if step_size is not None:
-        step_size = _check_eps(step_size, "step_size")
+        step_size = check_eps(step_size, "step_size")
         if step_size == 0:
             raise ValueError("step_size must be > 0")
     if not isinstance(random_start, bool):

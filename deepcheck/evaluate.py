@@ -91,8 +91,10 @@ def bpd_of(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.nd
     return np.concatenate(out)
 
 
-def _attacked(model: nn.Module, x: torch.Tensor, eps: float, *, likelihood: str, norm: str, steps: int,
-              restarts: int, batch_size: int, seed: int) -> torch.Tensor:
+def attack_in_batches(model: nn.Module, x: torch.Tensor, eps: float, *, likelihood: str, norm: str, steps: int,
+                      restarts: int, batch_size: int = 256, seed: int = 0) -> torch.Tensor:
+    """:func:`deepcheck.attacks.pgd` over ``x`` in batches (batch ``i`` seeded ``seed + i``), clamped to
+    ``[0, 1]``; ``eps = 0`` returns ``x`` itself."""
     if eps == 0.0:
         return x
     return torch.cat([pgd(model, x[i:i + batch_size], eps, norm=norm, likelihood=likelihood, steps=steps,
@@ -108,7 +110,7 @@ def bpd_against_eps(model: nn.Module, data: object, eps: Sequence[float], *, nor
     x = _pixels(data, model)
     rows = []
     for e in eps:
-        xa = _attacked(model, x, float(e), likelihood=likelihood, norm=norm, steps=steps, restarts=restarts,
+        xa = attack_in_batches(model, x, float(e), likelihood=likelihood, norm=norm, steps=steps, restarts=restarts,
                        batch_size=batch_size, seed=seed)
         rows.append(bpd_of(model, xa, batch_size=max(batch_size, 256)))
     return np.array(rows)

@@ -116,32 +116,12 @@ def train_flow(model: str, mode: str, budget: Any, data: DeepData, *, seed: int,
     return res.model.eval(), summary
 
 
-def bpd(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
-    """Bits/dim per image (float64 numpy), without gradients, in batches."""
-    import torch
-
-    with torch.no_grad():
-        return np.concatenate([model.bpd(x[i:i + batch_size]).double().cpu().numpy()
-                               for i in range(0, len(x), batch_size)])
-
-
-def attack(model: Any, x: Any, eps: float, *, norm: str, likelihood: str, steps: int, restarts: int, seed: int,
-           batch_size: int = 256) -> Any:
-    """:func:`deepcheck.attacks.pgd` in batches, clamped to ``[0, 1]``; ``eps = 0`` returns ``x`` itself."""
-    import torch
-
-    pgd = require("deepcheck.attacks", "pgd")
-    if eps == 0.0:
-        return x
-    return torch.cat([pgd(model, x[i:i + batch_size], eps, norm=norm, likelihood=likelihood, steps=steps,
-                          restarts=restarts, clamp=(0.0, 1.0), seed=seed) for i in range(0, len(x), batch_size)])
-
-
 def compute_bpd_vs_eps(models: dict[str, Any], x: Any, budget: Any, *, seed: int) -> dict[str, Any]:
     """Mean and median bits/dim of the images ``x`` after the likelihood-lowering PGD attack (``eval_norm``,
     ``eval_pgd_steps`` steps, a run from zero and ``eval_restarts`` random restarts) for each budget of
     ``eval_eps`` and ``teaser_eps``, per model; and the first ``grid_images`` images, clean and attacked at
     ``teaser_eps``, for the maximum-likelihood ``teaser_model`` (else the first model): the image grid."""
+    attack, bpd = require("deepcheck.evaluate", "attack_in_batches", "bpd_of")
     b = budget
     eps_grid = sorted(set(b.eval_eps) | {0.0, b.teaser_eps})
     curves, medians, teaser = {}, {}, {}
@@ -165,20 +145,12 @@ def compute_bpd_vs_eps(models: dict[str, Any], x: Any, budget: Any, *, seed: int
             "median_bpd": medians, "at_teaser_eps": teaser, "teaser_eps": b.teaser_eps, "grid": grid}
 
 
-def auroc(in_bpd: np.ndarray, ood_bpd: np.ndarray) -> float:
-    """AUROC of the score ``-bpd`` for telling in-distribution (positive) from OOD images: the probability that
-    a random in-distribution image has lower bits/dim than a random OOD one (ties count 1/2)."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.r_[np.ones(len(in_bpd)), np.zeros(len(ood_bpd))]
-    return float(roc_auc_score(y, -np.r_[in_bpd, ood_bpd]))
-
-
 def compute_ood(models: dict[str, Any], x_in: Any, x_ood: Any, budget: Any, *, seed: int,
                 ood_name: str = "uniform-noise") -> dict[str, Any]:
     """Per model: bits/dim of in-distribution images ``x_in``, of OOD images ``x_ood`` (the set ``ood_name``) and
     of ``x_ood`` after the PGD attack that *raises* their likelihood (``ood_eps`` in ``eval_norm``,
     ``ood_pgd_steps`` steps), and the AUROC of the likelihood score (in vs OOD) before and after the attack."""
+    attack, bpd, auroc = require("deepcheck.evaluate", "attack_in_batches", "bpd_of", "auroc")
     b = budget
     res: dict[str, Any] = {"ood": ood_name, "eps": b.ood_eps, "norm": b.eval_norm, "n_in": int(len(x_in)),
                            "n_ood": int(len(x_ood)), "models": {}}
@@ -188,7 +160,7 @@ def compute_ood(models: dict[str, Any], x_in: Any, x_ood: Any, budget: Any, *, s
                     restarts=0, seed=seed)
         b_att = bpd(net, xa)
         res["models"][label] = {"in_bpd": b_in, "ood_bpd": b_ood, "ood_attacked_bpd": b_att,
-                                "auroc_before": auroc(b_in, b_ood), "auroc_after": auroc(b_in, b_att),
+                                "auroc_before": auroc(-b_in, -b_ood), "auroc_after": auroc(-b_in, -b_att),
                                 "in_mean": float(b_in.mean()), "ood_mean": float(b_ood.mean()),
                                 "ood_attacked_mean": float(b_att.mean())}
     return res
