@@ -51,6 +51,8 @@ from torch import nn
 
 from linflow.validation import check_eps, check_likelihood, check_norm
 
+from .flows.base import parameter_dtype
+
 Tensor = torch.Tensor
 LossFn = Callable[[nn.Module, Tensor], Tensor]
 
@@ -389,13 +391,6 @@ def pgd(model: nn.Module, x: Tensor, eps: float, *, norm: str = "linf", likeliho
 
 
 # ---------------------------------------------------------------------------------------------- universal
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.get_default_dtype()
-
-
 def _as_batches(data: object, batch_size: int, dtype: torch.dtype) -> list[Tensor]:
     """A tensor (split along dim 0), an ImageData (its mid-bin pixels in the model's dtype) or an iterable
     of tensors (or of ``(x, label)`` pairs)."""
@@ -431,7 +426,7 @@ def universal(model: nn.Module, data: object, eps: float, *, norm: str = "l2", l
     ``delta`` of shape ``(1, *x.shape[1:])`` (``(1, C, H, W)`` for images) or ``(d,)`` for vector data
     ``(n, d)``, detached, in the data's dtype and device.
     """
-    batches = _as_batches(data, _check_int("batch_size", batch_size, 1), _model_dtype(_check_model(model)))
+    batches = _as_batches(data, _check_int("batch_size", batch_size, 1), parameter_dtype(_check_model(model)))
     x0 = batches[0]
     (model, x0, eps, norm, likelihood, steps, step_size, random_start, restarts, clamp, loss_fn,
      seed) = _prepare(model, x0, eps, norm, likelihood, steps, step_size, random_start, restarts, clamp, loss_fn, seed)

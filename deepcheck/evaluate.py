@@ -33,6 +33,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from .attacks import DEFAULT_RESTARTS, pgd
+from .flows.base import parameter_device, parameter_dtype
 
 __all__ = ["auroc", "bpd_of", "bpd_against_eps", "ood_attack", "EvalResult", "evaluate_model", "configure_parser",
            "main"]
@@ -57,14 +58,6 @@ def auroc(scores_in: Sequence[float] | np.ndarray, scores_out: Sequence[float] |
 
 
 # ---------------------------------------------------------------------------------------------- bits/dim
-def _dtype(model: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def _pixels(data: object, model: nn.Module) -> torch.Tensor:
     """Mid-bin pixels of an ImageData, or a float tensor as is, in the model's dtype and device."""
     if isinstance(data, torch.Tensor):
@@ -72,10 +65,10 @@ def _pixels(data: object, model: nn.Module) -> torch.Tensor:
             raise TypeError(f"data must be a float tensor or an ImageData, got dtype {data.dtype}")
         x = data
     elif callable(getattr(data, "pixels", None)):
-        x = data.pixels(_dtype(model))
+        x = data.pixels(parameter_dtype(model))
     else:
         raise TypeError(f"data must be a float tensor or an ImageData, got {type(data).__name__}")
-    return x.to(dtype=_dtype(model), device=_device(model))
+    return x.to(dtype=parameter_dtype(model), device=parameter_device(model))
 
 
 def bpd_of(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:

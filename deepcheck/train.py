@@ -42,6 +42,7 @@ from torch import nn
 from .attacks import attack_mode, pgd
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageData
+from .flows.base import parameter_dtype
 
 __all__ = ["train", "TrainResult", "EpochStats", "MODES", "OPTIMIZERS", "evaluate_bpd", "configure_parser", "main"]
 
@@ -119,13 +120,6 @@ def _attack(adversary: Adversary, model: nn.Module, x: torch.Tensor) -> torch.Te
     return x_adv.detach().to(x.dtype)
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.get_default_dtype()
-
-
 def _as_inputs(data: object, name: str, model: nn.Module) -> ImageData | torch.Tensor:
     if isinstance(data, ImageData):
         model_bins = getattr(model, "n_bins", None)
@@ -163,7 +157,7 @@ def evaluate_bpd(model: nn.Module, data: ImageData | torch.Tensor, *, batch_size
     """Mean bits/dim of ``model`` on ``data`` (mid-bin pixels for an ImageData), in eval mode; with
     ``adversary``, on ``adversary(model, x)`` instead (the adversarial bits/dim)."""
     data = _as_inputs(data, "data", model)
-    dtype = _model_dtype(model)
+    dtype = parameter_dtype(model)
     n = len(data)
     total = 0.0
     was_training = model.training
@@ -253,7 +247,7 @@ def train(
         val_data = _as_inputs(val_data, "val_data", model)
     device = torch.device(device)
     model.to(device)
-    dtype = _model_dtype(model)
+    dtype = parameter_dtype(model)
     adversarial = mode != "mle"
     clamp = (0.0, 1.0) if isinstance(data, ImageData) else None
     n = len(data)

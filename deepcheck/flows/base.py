@@ -42,6 +42,17 @@ def bits_per_dim(log_prob: torch.Tensor, dim: int, n_bins: int | None) -> torch.
     return nats / (dim * math.log(2.0))
 
 
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of ``model``'s parameters (the default dtype for a model without any): inputs to an
+    attack or a training step are cast to it."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
+def parameter_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def check_n_bins(n_bins: object) -> int | None:
     """``None`` or an int ``>= 2`` (the number of quantisation levels of the data)."""
     if n_bins is None:
