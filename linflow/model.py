@@ -217,3 +217,10 @@ class LinearFlow:
             f"LinearFlow(dim={self.dim}, s_min={self._s[0]:.4g}, s_max={self._s[-1]:.4g}, "
             f"cond={self._s[-1] / self._s[0]:.3g})"
         )
+
+
+def check_flow(flow: object, name: str = "flow") -> LinearFlow:
+    """``flow`` itself if it is a :class:`LinearFlow`, else ``TypeError`` naming the argument."""
+    if not isinstance(flow, LinearFlow):
+        raise TypeError(f"{name} must be a LinearFlow (linflow.LinearFlow), got {type(flow).__name__}")
+    return flow
