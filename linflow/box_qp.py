@@ -16,6 +16,7 @@ import scipy.linalg
 
 from .model import LinearFlow
 
+
 def nll_change_batch(P: np.ndarray, V: np.ndarray, D: np.ndarray) -> np.ndarray:
     """``Delta_i = d_i^T P v_i + d_i^T P d_i / 2`` for the rows of ``V`` and ``D`` (no validation)."""
     PD = D @ P

@@ -84,35 +84,43 @@ def _change_in_eigenbasis(s: np.ndarray, W: np.ndarray, C: np.ndarray) -> np.nda
 
 def _checked(flow: object, x: object, eps: object, norm: object, likelihood: object, options: dict,
              name: str = "x") -> tuple[LinearFlow, np.ndarray, bool, float, float, str]:
-    """The one validation of a perturbation request: ``(flow, V = x - mu as (n, d), single, eps, norm, likelihood)``."""
+    """The one validation of a perturbation request: ``(flow, x as (n, d), single, eps, norm, likelihood)``.
+
+    Everything below the public functions of this module takes these checked values. :func:`linflow.box.solve_box`
+    is a public door of its own and re-checks its (already valid) arguments when norm 1 or inf is dispatched to it.
+    """
     flow = check_flow(flow)
-    V, single = check_points(name, x, flow.dim)
+    X, single = check_points(name, x, flow.dim)
     eps = check_eps(eps)
     norm = check_norm(norm)
     likelihood = check_likelihood(likelihood)
     if norm == 2.0:
         _check_l2_options(options)
-    return flow, V - flow.mean, single, eps, norm, likelihood
+    return flow, X, single, eps, norm, likelihood
 
 
-def _attack(flow: object, x: object, eps: object, norm: object, likelihood: object, options: dict,
-            name: str = "x") -> tuple[LinearFlow, np.ndarray, np.ndarray, bool, float, np.ndarray | None]:
-    """Validate, solve; return (flow, V, Delta, single, norm, C or None) with ``C = U^T Delta`` for L2.
-
-    The arguments are validated here, once; the L2 kernel then gets checked values. :func:`linflow.box.solve_box`
-    is a public door of its own and re-checks its (already valid) arguments.
-    """
-    flow, V, single, eps, norm, likelihood = _checked(flow, x, eps, norm, likelihood, options, name)
+def _solved(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood: str,
+            options: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(Delta, C or None)`` for checked values and the rows ``V = x - mu``; ``C = U^T Delta`` for L2."""
     if eps == 0.0:
         Z = np.zeros_like(V)
-        return flow, V, Z, single, norm, (Z if norm == 2.0 else None)
+        return Z, (Z if norm == 2.0 else None)
     if norm == 2.0:
         C = _solve_l2(flow, V @ flow.eigvecs, eps, likelihood)
-        return flow, V, C @ flow.eigvecs.T, single, norm, C
+        return C @ flow.eigvecs.T, C
     D = _solve_box(flow, V, eps, norm, likelihood, options)
     if D.shape != V.shape:
         raise RuntimeError(f"linflow.box.solve_box returned shape {D.shape}, expected {V.shape}")
-    return flow, V, D, single, norm, None
+    return D, None
+
+
+def _changes(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood: str,
+             options: dict) -> np.ndarray:
+    """The optimal ``dNLL`` per row of ``V = x - mu``, for checked values (in the eigenbasis, see ``nll_change``)."""
+    D, C = _solved(flow, V, eps, norm, likelihood, options)
+    if C is None:
+        C = D @ flow.eigvecs
+    return _change_in_eigenbasis(flow.eigvals, V @ flow.eigvecs, C)
 
 
 def optimal_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: float | str = 2,
@@ -134,7 +142,8 @@ def optimal_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: f
     likelihood : ``"decrease"`` or ``"increase"``.
     options : for norm 2 only ``seed`` (ignored: the solution is exact); anything else raises ``TypeError``.
     """
-    _, _, D, single, _, _ = _attack(flow, x, eps, norm, likelihood, options)
+    flow, X, single, eps, norm, likelihood = _checked(flow, x, eps, norm, likelihood, options)
+    D, _ = _solved(flow, X - flow.mean, eps, norm, likelihood, options)
     return D[0] if single else D
 
 
@@ -166,17 +175,9 @@ def optimal_nll_change(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: flo
     Positive for ``likelihood="decrease"`` (the NLL goes up), non-positive for ``"increase"``. For L2 it is
     evaluated from the solver's eigen-coordinates directly, with no rotation round trip. A float for one point.
     """
-    flow, V, D, single, _, C = _attack(flow, x, eps, norm, likelihood, options)
-    if C is None:
-        C = D @ flow.eigvecs
-    out = _change_in_eigenbasis(flow.eigvals, V @ flow.eigvecs, C)
+    flow, X, single, eps, norm, likelihood = _checked(flow, x, eps, norm, likelihood, options)
+    out = _changes(flow, X - flow.mean, eps, norm, likelihood, options)
     return float(out[0]) if single else out
-
-
-def _mean_offset(flow: object, X: object) -> tuple[LinearFlow, np.ndarray]:
-    flow = check_flow(flow)
-    Xb, _ = check_points("X", X, flow.dim)
-    return flow, Xb.mean(axis=0)
 
 
 def universal_perturbation(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float | str = 2,
@@ -187,8 +188,9 @@ def universal_perturbation(flow: LinearFlow, X: np.ndarray, eps: float, *, norm:
     problem at the point ``m`` (so the same solvers, norms and options as :func:`optimal_perturbation`).
     For a maximum-likelihood fit and L2, ``delta = +-eps u_min``.
     """
-    flow, m = _mean_offset(flow, X)
-    return optimal_perturbation(flow, m, eps, norm=norm, likelihood=likelihood, **options)
+    flow, Xb, _, eps, norm, likelihood = _checked(flow, X, eps, norm, likelihood, options, "X")
+    D, _ = _solved(flow, Xb.mean(axis=0)[None, :] - flow.mean, eps, norm, likelihood, options)
+    return D[0]
 
 
 def universal_nll_change(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float | str = 2,
@@ -198,8 +200,8 @@ def universal_nll_change(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: f
     Equal to ``optimal_nll_change(flow, mean(X), eps, ...)``; for an ML fit and L2 (lowering)
     ``eps^2 / (2 s_min)``.
     """
-    flow, m = _mean_offset(flow, X)
-    return optimal_nll_change(flow, m, eps, norm=norm, likelihood=likelihood, **options)
+    flow, Xb, _, eps, norm, likelihood = _checked(flow, X, eps, norm, likelihood, options, "X")
+    return float(_changes(flow, Xb.mean(axis=0)[None, :] - flow.mean, eps, norm, likelihood, options)[0])
 @dataclass(frozen=True)
 class CertifiedPerturbation:
     """A perturbation with a certified interval on the optimal NLL change (DESIGN R3).
@@ -226,7 +228,8 @@ def certified_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm:
     For ``norm=2`` the exact solution (R1/R2) is returned with ``lower == upper``; for 1 and inf see
     :func:`linflow.box.solve_box` (options as there) and :func:`linflow.box.certify_box`.
     """
-    flow, V, single, eps, p, lk = _checked(flow, x, eps, norm, likelihood, options)
+    flow, X, single, eps, p, lk = _checked(flow, x, eps, norm, likelihood, options)
+    V = X - flow.mean
     if p == 2.0:  # exact (R1/R2): lower == upper
         C = np.zeros_like(V) if eps == 0.0 else _solve_l2(flow, V @ flow.eigvecs, eps, lk)
         D = C @ flow.eigvecs.T
