@@ -23,8 +23,7 @@ import numpy as np
 from scipy.stats import ortho_group
 
 from bench.timing import median_time
-from linflow import LinearFlow
-from linflow import certified_perturbation
+from linflow import LinearFlow, certified_perturbation
 
 EPS_VALUES = (0.1, 1.0)
 SETTINGS = {8: (10, 4), 16: (10, 4), 50: (8, 3), 200: (4, 2)}  # d: (models, points per model)
