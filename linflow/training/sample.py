@@ -76,7 +76,8 @@ def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str
               - \lambda_i \epsilon^2 \end{pmatrix} \succeq 0 ,
 
     linear in ``(P, h, t, lam)`` (the identity is derived by :func:`linflow.symbolic.s_lemma_lmi`). *L1*: the
-    maximum of the convex ``q_i`` over the cross-polytope is at a vertex ``+-eps e_j``, so ``t_i >= q_i(0) + eps |b_ij| + eps^2/2 P_jj`` for every ``j`` (exact, linear).
+    maximum of the convex ``q_i`` over the cross-polytope is at a vertex ``+-eps e_j``, so
+    ``t_i >= q_i(0) + eps |b_ij| + eps^2/2 P_jj`` for every ``j`` (exact, linear).
     """
     import cvxpy as cp
 
