@@ -24,10 +24,10 @@ For a point with ``v = x - mu`` and precision ``P``, a perturbation ``delta`` ch
 
 Modules: this one holds the option parsing, the L1 vertex formula, the L-infinity enumeration and the dispatch
 (:func:`solve_box`, :func:`certify_box`); :mod:`linflow.box_sdp` the certified SDP bound and its rounding;
-:mod:`linflow.box_qp` the convex raising QPs and their Frank-Wolfe certificate. For the homogenised form
-``Q`` plus ``c = v^T P v / 2`` in the corner (PSD: ``(v + delta)^T P (v + delta) / 2``) the SDP relaxation is within
-``pi / 2`` of the optimum (Nesterov 1998), i.e. ``SDP + c <= (pi / 2) (opt + c)``; the ratio on ``Delta`` itself can
-be larger when ``c`` dominates.
+:mod:`linflow.box_qp` the convex raising QPs and their Frank-Wolfe certificate. With ``c = v^T P v / 2`` added in
+the corner of the homogenised form ``Q`` of :mod:`linflow.box_sdp` (it is then PSD, the form
+``(v + delta)^T P (v + delta) / 2``), the SDP relaxation is within ``pi / 2`` of the optimum (Nesterov 1998), i.e.
+``SDP + c <= (pi / 2) (opt + c)``; the ratio on ``Delta`` itself can be larger when ``c`` dominates.
 
 The public door for perturbations of every norm is :mod:`linflow.perturb` (it calls :func:`solve_box` and
 :func:`certify_box`); this module imports nothing from it. ``certified_perturbation``, ``perturbation_bounds``
