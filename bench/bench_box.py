@@ -3,7 +3,7 @@
 For d in {8, 16, 50, 200}: random flows (condition numbers log-uniform in [1, 1e4]), points drawn from the
 flow, eps in {0.1, 1} (eigenvalues of the covariance lie in [1e-4, 1]). Printed per (eps, d):
 
-* the certified gap ``upper / lower`` of :func:`linflow.box.certified_perturbation` with ``exact=False``
+* the certified gap ``upper / lower`` of :func:`linflow.certified_perturbation` with ``exact=False``
   (SDP bound over the achieved SDP-rounding vertex; median and worst over models and points);
 * for d <= 16 the exact optimum by vertex enumeration, and how often SDP rounding reached it;
 * time per point (median) of the SDP path and, for d <= 16, of enumeration;
@@ -23,8 +23,7 @@ import numpy as np
 from scipy.stats import ortho_group
 
 from bench.timing import median_time
-from linflow import LinearFlow
-from linflow.box import certified_perturbation
+from linflow import LinearFlow, certified_perturbation
 
 EPS_VALUES = (0.1, 1.0)
 SETTINGS = {8: (10, 4), 16: (10, 4), 50: (8, 3), 200: (4, 2)}  # d: (models, points per model)

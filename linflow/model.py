@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from .validation import as_float_array, check_eps, check_points, check_rng
+from .validation import as_float_array, check_data, check_eps, check_points, check_rng
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -110,20 +110,8 @@ class LinearFlow:
         Raises ``ValueError`` when that covariance is singular (e.g. fewer samples than dimensions, or a
         constant pixel): pass ``reg > 0`` then.
         """
-        X = as_float_array("X", X, ndim=(2,))
         reg = check_eps(reg, "reg")
-        n, d = X.shape
-        if n < 2 and reg == 0.0:
-            raise ValueError(f"X needs at least 2 rows to fit a covariance without reg, got {n}")
-        m = X.mean(axis=0)
-        C = X - m
-        cov = C.T @ C / n + reg * np.eye(d)
-        s = scipy.linalg.eigvalsh(cov)
-        if s[0] <= max(s[-1], np.finfo(np.float64).tiny) * d * np.finfo(np.float64).eps * 10:
-            raise ValueError(
-                f"the sample covariance of X is singular (n={n}, d={d}, smallest eigenvalue {s[0]:.3g}); "
-                "pass reg > 0 to add reg * I"
-            )
+        _, m, cov = check_data(X, reg)
         return cls.from_gaussian(m, cov)
 
     # ------------------------------------------------------------------ properties
@@ -217,3 +205,10 @@ class LinearFlow:
             f"LinearFlow(dim={self.dim}, s_min={self._s[0]:.4g}, s_max={self._s[-1]:.4g}, "
             f"cond={self._s[-1] / self._s[0]:.3g})"
         )
+
+
+def check_flow(flow: object, name: str = "flow") -> LinearFlow:
+    """``flow`` itself if it is a :class:`LinearFlow`, else ``TypeError`` naming the argument."""
+    if not isinstance(flow, LinearFlow):
+        raise TypeError(f"{name} must be a LinearFlow (linflow.LinearFlow), got {type(flow).__name__}")
+    return flow

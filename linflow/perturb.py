@@ -7,8 +7,13 @@ For a point ``x`` with ``v = x - mu`` a perturbation ``delta`` changes the negat
 (the log-determinant cancels). ``likelihood="decrease"`` maximises it over ``||delta|| <= eps`` (the NLL goes
 up, DESIGN R1 for L2), ``likelihood="increase"`` minimises it (the NLL goes down, DESIGN R2 for L2). For L2 the
 problems are trust-region subproblems solved exactly in the flow's eigenbasis by :mod:`linflow.secular` (one
-eigendecomposition per flow, the flow's own; the batch is vectorised). L1 and L-infinity (DESIGN R3) are
-delegated to :func:`linflow.box.solve_box`.
+eigendecomposition per flow, the flow's own; the batch is vectorised). L1 and L-infinity (R3) are
+delegated to the polytope solvers of :mod:`linflow.box`.
+
+This module is the one public door for perturbations of every norm: it validates the arguments once and
+dispatches by norm (L2 to :mod:`linflow.secular`, L1 / L-infinity to :mod:`linflow.box`, which imports nothing
+from here). :func:`certified_perturbation` and :func:`perturbation_bounds` add a certified interval on the
+optimum (R1-R3).
 
 The universal perturbation (DESIGN R4) maximises the *mean* change over the rows of ``X``. Because
 ``mean_x dNLL(delta) = delta^T P (m - mu) + 1/2 delta^T P delta`` with ``m`` the mean of the rows, it is the
@@ -19,11 +24,13 @@ R1: ``delta* = +-eps u_min`` and the mean NLL rises by ``eps^2 / (2 s_min)``.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from . import secular
-from .model import LinearFlow
+from .model import LinearFlow, check_flow
 from .validation import check_eps, check_likelihood, check_norm, check_points
 
 __all__ = [
@@ -32,17 +39,14 @@ __all__ = [
     "nll_change",
     "universal_perturbation",
     "universal_nll_change",
+    "certified_perturbation",
+    "perturbation_bounds",
+    "CertifiedPerturbation",
 ]
 
 # Options the exact L2 solver accepts. ``seed`` is accepted (and has no effect: the L2 solution is exact and
 # deterministic) so that callers can pass the same options whatever the norm.
 _L2_OPTIONS = frozenset({"seed"})
-
-
-def _check_flow(flow: object) -> LinearFlow:
-    if not isinstance(flow, LinearFlow):
-        raise TypeError(f"flow must be a linflow.LinearFlow, got {type(flow).__name__}")
-    return flow
 
 
 def _check_l2_options(options: dict) -> None:
@@ -54,16 +58,22 @@ def _check_l2_options(options: dict) -> None:
 def _solve_l2(flow: LinearFlow, W: np.ndarray, eps: float, likelihood: str) -> np.ndarray:
     """The optimal ``C = U^T delta`` for the rows ``W = U^T v`` (R1 or R2)."""
     if likelihood == "decrease":
-        return secular.lower_likelihood(flow.eigvals, W, eps).C
-    return secular.raise_likelihood(flow.eigvals, W, eps).C
+        return secular._lower_likelihood(flow.eigvals, W, eps).C
+    return secular._raise_likelihood(flow.eigvals, W, eps).C
 
 
-def _solve_box(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood: str,
-               options: dict) -> np.ndarray:
+def _box_module(norm: float) -> Any:
+    """:mod:`linflow.box`, imported where it is first needed (``NotImplementedError`` if it is missing)."""
     if importlib.util.find_spec(f"{__package__}.box") is None:
         raise NotImplementedError(f"norm={norm:g} needs linflow.box, which is not available")
     from . import box
 
+    return box
+
+
+def _solve_box(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood: str,
+               options: dict) -> np.ndarray:
+    box = _box_module(norm)
     return np.asarray(box.solve_box(flow, V, eps, norm=norm, likelihood=likelihood, **options), dtype=np.float64)
 
 
@@ -72,27 +82,45 @@ def _change_in_eigenbasis(s: np.ndarray, W: np.ndarray, C: np.ndarray) -> np.nda
     return np.sum(C * (W + 0.5 * C) / s, axis=1)
 
 
-def _attack(flow: object, x: object, eps: object, norm: object, likelihood: object, options: dict,
-            name: str = "x") -> tuple[LinearFlow, np.ndarray, np.ndarray, bool, float, np.ndarray | None]:
-    """Validate, solve; return (flow, V, Delta, single, norm, C or None) with ``C = U^T Delta`` for L2."""
-    flow = _check_flow(flow)
-    V, single = check_points(name, x, flow.dim)
+def _checked(flow: object, x: object, eps: object, norm: object, likelihood: object, options: dict,
+             name: str = "x") -> tuple[LinearFlow, np.ndarray, bool, float, float, str]:
+    """The one validation of a perturbation request: ``(flow, x as (n, d), single, eps, norm, likelihood)``.
+
+    Everything below the public functions of this module takes these checked values. :func:`linflow.box.solve_box`
+    is a public door of its own and re-checks its (already valid) arguments when norm 1 or inf is dispatched to it.
+    """
+    flow = check_flow(flow)
+    X, single = check_points(name, x, flow.dim)
     eps = check_eps(eps)
     norm = check_norm(norm)
     likelihood = check_likelihood(likelihood)
     if norm == 2.0:
         _check_l2_options(options)
-    V = V - flow.mean
+    return flow, X, single, eps, norm, likelihood
+
+
+def _solved(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood: str,
+            options: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(Delta, C or None)`` for checked values and the rows ``V = x - mu``; ``C = U^T Delta`` for L2."""
     if eps == 0.0:
         Z = np.zeros_like(V)
-        return flow, V, Z, single, norm, (Z if norm == 2.0 else None)
+        return Z, (Z if norm == 2.0 else None)
     if norm == 2.0:
         C = _solve_l2(flow, V @ flow.eigvecs, eps, likelihood)
-        return flow, V, C @ flow.eigvecs.T, single, norm, C
+        return C @ flow.eigvecs.T, C
     D = _solve_box(flow, V, eps, norm, likelihood, options)
     if D.shape != V.shape:
         raise RuntimeError(f"linflow.box.solve_box returned shape {D.shape}, expected {V.shape}")
-    return flow, V, D, single, norm, None
+    return D, None
+
+
+def _changes(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood: str,
+             options: dict) -> np.ndarray:
+    """The optimal ``dNLL`` per row of ``V = x - mu``, for checked values (in the eigenbasis, see ``nll_change``)."""
+    D, C = _solved(flow, V, eps, norm, likelihood, options)
+    if C is None:
+        C = D @ flow.eigvecs
+    return _change_in_eigenbasis(flow.eigvals, V @ flow.eigvecs, C)
 
 
 def optimal_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: float | str = 2,
@@ -114,7 +142,8 @@ def optimal_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: f
     likelihood : ``"decrease"`` or ``"increase"``.
     options : for norm 2 only ``seed`` (ignored: the solution is exact); anything else raises ``TypeError``.
     """
-    _, _, D, single, _, _ = _attack(flow, x, eps, norm, likelihood, options)
+    flow, X, single, eps, norm, likelihood = _checked(flow, x, eps, norm, likelihood, options)
+    D, _ = _solved(flow, X - flow.mean, eps, norm, likelihood, options)
     return D[0] if single else D
 
 
@@ -125,7 +154,7 @@ def nll_change(flow: LinearFlow, x: np.ndarray, delta: np.ndarray) -> float | np
     so a small change of a large NLL keeps its relative accuracy. ``delta`` has the shape of ``x``, or is one
     ``(d,)`` perturbation applied to every row of a batch ``x``. A float for one point, ``(n,)`` for a batch.
     """
-    flow = _check_flow(flow)
+    flow = check_flow(flow)
     V, single = check_points("x", x, flow.dim)
     D, d_single = check_points("delta", delta, flow.dim)
     if not d_single and D.shape[0] != V.shape[0]:
@@ -146,17 +175,9 @@ def optimal_nll_change(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: flo
     Positive for ``likelihood="decrease"`` (the NLL goes up), non-positive for ``"increase"``. For L2 it is
     evaluated from the solver's eigen-coordinates directly, with no rotation round trip. A float for one point.
     """
-    flow, V, D, single, _, C = _attack(flow, x, eps, norm, likelihood, options)
-    if C is None:
-        C = D @ flow.eigvecs
-    out = _change_in_eigenbasis(flow.eigvals, V @ flow.eigvecs, C)
+    flow, X, single, eps, norm, likelihood = _checked(flow, x, eps, norm, likelihood, options)
+    out = _changes(flow, X - flow.mean, eps, norm, likelihood, options)
     return float(out[0]) if single else out
-
-
-def _mean_offset(flow: object, X: object) -> tuple[LinearFlow, np.ndarray]:
-    flow = _check_flow(flow)
-    Xb, _ = check_points("X", X, flow.dim)
-    return flow, Xb.mean(axis=0)
 
 
 def universal_perturbation(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float | str = 2,
@@ -167,8 +188,9 @@ def universal_perturbation(flow: LinearFlow, X: np.ndarray, eps: float, *, norm:
     problem at the point ``m`` (so the same solvers, norms and options as :func:`optimal_perturbation`).
     For a maximum-likelihood fit and L2, ``delta = +-eps u_min``.
     """
-    flow, m = _mean_offset(flow, X)
-    return optimal_perturbation(flow, m, eps, norm=norm, likelihood=likelihood, **options)
+    flow, Xb, _, eps, norm, likelihood = _checked(flow, X, eps, norm, likelihood, options, "X")
+    D, _ = _solved(flow, Xb.mean(axis=0)[None, :] - flow.mean, eps, norm, likelihood, options)
+    return D[0]
 
 
 def universal_nll_change(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float | str = 2,
@@ -178,5 +200,61 @@ def universal_nll_change(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: f
     Equal to ``optimal_nll_change(flow, mean(X), eps, ...)``; for an ML fit and L2 (lowering)
     ``eps^2 / (2 s_min)``.
     """
-    flow, m = _mean_offset(flow, X)
-    return optimal_nll_change(flow, m, eps, norm=norm, likelihood=likelihood, **options)
+    flow, Xb, _, eps, norm, likelihood = _checked(flow, X, eps, norm, likelihood, options, "X")
+    return float(_changes(flow, Xb.mean(axis=0)[None, :] - flow.mean, eps, norm, likelihood, options)[0])
+@dataclass(frozen=True)
+class CertifiedPerturbation:
+    """A perturbation with a certified interval on the optimal NLL change (DESIGN R3).
+
+    ``lower <= optimum <= upper``; ``achieved`` is the NLL change of ``delta`` itself: it equals ``lower`` for
+    ``likelihood="decrease"`` (a maximum) and ``upper`` for ``"increase"`` (a minimum). ``exact`` is true
+    where an exact method was used (L2 and L1 formulae, vertex enumeration, convex QPs): there ``lower`` and
+    ``upper`` agree to rounding. ``method`` names the method per point. Arrays for a batch, scalars for one
+    point.
+    """
+
+    delta: np.ndarray
+    lower: np.ndarray | float
+    upper: np.ndarray | float
+    achieved: np.ndarray | float
+    exact: np.ndarray | bool
+    method: tuple[str, ...] | str
+
+
+def certified_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: object,
+                           likelihood: str = "decrease", **options: object) -> CertifiedPerturbation:
+    """The optimal perturbation of ``x`` (one point ``(d,)`` or a batch ``(n, d)``) with its certificate.
+
+    For ``norm=2`` the exact solution (R1/R2) is returned with ``lower == upper``; for 1 and inf see
+    :func:`linflow.box.solve_box` (options as there) and :func:`linflow.box.certify_box`.
+    """
+    flow, X, single, eps, p, lk = _checked(flow, x, eps, norm, likelihood, options)
+    V = X - flow.mean
+    if p == 2.0:  # exact (R1/R2): lower == upper
+        C = np.zeros_like(V) if eps == 0.0 else _solve_l2(flow, V @ flow.eigvecs, eps, lk)
+        D = C @ flow.eigvecs.T
+        lower = _change_in_eigenbasis(flow.eigvals, V @ flow.eigvecs, C)
+        upper = lower.copy()
+        methods = ["l2-secular"] * len(V)
+    else:
+        D, lower, upper, methods = _box_module(p).certify_box(flow, V, eps, norm=p, likelihood=lk, **options)
+    exact = np.array([m != "sdp-rounding" for m in methods])
+    achieved = upper if lk == "increase" else lower
+    if single:
+        return CertifiedPerturbation(D[0], float(lower[0]), float(upper[0]), float(achieved[0]), bool(exact[0]),
+                                     methods[0])
+    return CertifiedPerturbation(D, lower, upper, achieved.copy(), exact, tuple(methods))
+
+
+def perturbation_bounds(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: object,
+                        likelihood: str = "decrease", **options: Any) -> tuple[Any, Any]:
+    """A certified interval ``(lower, upper)`` on the optimal NLL change at ``x`` under ``||delta|| <= eps``.
+
+    ``lower <= max_delta Delta <= upper`` (``decrease``) or ``lower <= min_delta Delta <= upper``
+    (``increase``), with ``Delta = delta^T P v + delta^T P delta / 2``. The achieved end comes from evaluating
+    the returned perturbation; the other from the SDP dual bound (L-infinity lowering beyond enumeration), the
+    Frank-Wolfe bound (convex raising) or the exact value (L2, L1 lowering, enumeration). Floats for one
+    point, arrays for a batch. See :func:`certified_perturbation` for the perturbation itself (DESIGN R3).
+    """
+    cert = certified_perturbation(flow, x, eps, norm=norm, likelihood=likelihood, **options)
+    return cert.lower, cert.upper

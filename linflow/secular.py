@@ -307,6 +307,13 @@ def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: fl
     ``C = 0``, ``eta = 1/s_min`` and ``hard = False``.
     """
     s, W, eps = _check_inputs(s, W, eps)
+    return _lower_likelihood(s, W, eps, float(block_rtol), maxiter)
+
+
+def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: float = DEFAULT_BLOCK_RTOL,
+                      maxiter: int = DEFAULT_MAXITER) -> TRSolution:
+    """:func:`lower_likelihood` for checked values (``s`` float64 ascending positive, ``W`` float64 ``(n, d)``,
+    ``eps`` a float ``>= 0``): the kernel behind :mod:`linflow.perturb`, which validates its arguments once."""
     n, d = W.shape
     s_min = s[0]
     p = 1.0 / s
@@ -356,6 +363,11 @@ def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
     safeguarded Newton iteration with ``gap_i = 1/s_i`` and ``a_i = w_i / s_i``.
     """
     s, W, eps = _check_inputs(s, W, eps)
+    return _raise_likelihood(s, W, eps, maxiter)
+
+
+def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = DEFAULT_MAXITER) -> TRSolution:
+    """:func:`raise_likelihood` for checked values (as :func:`_lower_likelihood`)."""
     n, d = W.shape
     if eps == 0.0:
         z = np.zeros(n)

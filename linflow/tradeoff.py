@@ -23,8 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import LinearFlow
-from .training import _check_attack, _check_data, adversarial_fit, robust_nll, sample_program, water_level
-from .validation import as_float_array, check_eps, check_norm
+from .training import adversarial_fit, water_level
+from .training.objectives import _from_natural, _robust_nll
+from .training.sample import sample_program
+from .validation import as_float_array, check_attack, check_data, check_eps, check_norm
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -95,16 +97,18 @@ def tradeoff(X: np.ndarray, eps_train: np.ndarray, eps_attack: float, *, attack:
     reg=reg, **options)`` and measured on ``X``; its robustness is always measured against the same kind of
     attack it was trained for, of budget ``eps_attack`` (:func:`linflow.training.robust_nll`, exact). The
     sample-specific solver is warm-started from the previous model when ``eps_train`` increases. Deterministic.
+    The arguments are checked here; each fit goes through the public :func:`~linflow.training.adversarial_fit`
+    (which checks its own arguments, including ``options``).
     """
-    attack = _check_attack(attack)
+    attack = check_attack(attack)
     norm = check_norm(norm)
     eps_attack = check_eps(eps_attack, "eps_attack")
     reg = check_eps(reg, "reg")
     eps_train = _budgets("eps_train", eps_train)
-    X, _, S = _check_data(X, reg)
-    ml = LinearFlow.fit(X, reg=reg)
+    X, m, S = check_data(X, reg)
+    ml = LinearFlow.from_gaussian(m, S)  # = LinearFlow.fit(X, reg), without checking X again
     ml_clean = float(np.mean(ml.nll(X)))
-    ml_robust = robust_nll(ml, X, eps_attack, attack=attack, norm=norm)
+    ml_robust = _robust_nll(ml, X, eps_attack, attack, norm)
     s = np.linalg.eigvalsh(S)
     n_pts = eps_train.size
     clean, robust = np.empty(n_pts), np.empty(n_pts)
@@ -118,7 +122,7 @@ def tradeoff(X: np.ndarray, eps_train: np.ndarray, eps_attack: float, *, attack:
         flow = adversarial_fit(X, float(e), attack=attack, norm=norm, reg=reg, **opts)
         prev = flow
         clean[k] = np.mean(flow.nll(X))
-        robust[k] = robust_nll(flow, X, eps_attack, attack=attack, norm=norm)
+        robust[k] = _robust_nll(flow, X, eps_attack, attack, norm)
         if attack == "universal" and norm == 2:
             taus[k] = water_level(s, float(e))
             kls[k] = universal_kl(s, taus[k])
@@ -146,7 +150,7 @@ def pareto_points(X: np.ndarray, bounds: np.ndarray, *, eps_attack: float, attac
     """
     import cvxpy as cp
 
-    attack = _check_attack(attack)
+    attack = check_attack(attack)
     norm = check_norm(norm)
     if norm == np.inf:
         raise NotImplementedError("no exact convex program for L-infinity attacks (DESIGN R3)")
@@ -160,9 +164,9 @@ def pareto_points(X: np.ndarray, bounds: np.ndarray, *, eps_attack: float, attac
                          "NLL is a difference of convex functions): use constraint='robust'")
     reg = check_eps(reg, "reg")
     bounds = _budgets("bounds", bounds)
-    X, m, S = _check_data(X, reg)
+    X, m, S = check_data(X, reg)
     d = X.shape[1]
-    ml = LinearFlow.fit(X, reg=reg)
+    ml = LinearFlow.from_gaussian(m, S)  # = LinearFlow.fit(X, reg), without checking X again
     ml_clean = float(np.mean(ml.nll(X)))
     clean, robust, status = np.empty(bounds.size), np.empty(bounds.size), []
     for k, bound in enumerate(bounds):
@@ -181,8 +185,6 @@ def pareto_points(X: np.ndarray, bounds: np.ndarray, *, eps_attack: float, attac
                 raise RuntimeError(f"cvxpy failed at bound {bound}: status {prob.status}")
             flow = LinearFlow.from_gaussian(m, np.linalg.inv(0.5 * (P.value + P.value.T)))
         else:
-            from .training import _from_natural
-
             P, h, rob_expr, clean_expr, cons = sample_program(X, eps_attack, reg, norm)
             prob = cp.Problem(cp.Minimize(clean_expr), [*cons, rob_expr <= bound])
             prob.solve(solver=solver, **solve_options)
@@ -191,6 +193,6 @@ def pareto_points(X: np.ndarray, bounds: np.ndarray, *, eps_attack: float, attac
             flow = _from_natural(P.value, h.value)
         status.append(str(prob.status))
         clean[k] = np.mean(flow.nll(X))
-        robust[k] = robust_nll(flow, X, eps_attack, attack=attack, norm=norm)
+        robust[k] = _robust_nll(flow, X, eps_attack, attack, norm)
     return ParetoFront(attack, constraint, eps_attack, bounds, clean, clean - ml_clean, robust, robust - clean,
                        tuple(status))

@@ -9,9 +9,11 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.linalg
 
 SUPPORTED_NORMS = (1, 2, np.inf)
 LIKELIHOODS = ("decrease", "increase")
+ATTACKS = ("universal", "sample")
 
 
 def as_float_array(name: str, value: object, *, ndim: tuple[int, ...] = (1, 2)) -> np.ndarray:
@@ -83,3 +85,39 @@ def check_rng(rng: object) -> np.random.Generator:
     if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
+
+
+def check_attack(attack: object) -> str:
+    """``"universal"`` (one perturbation for all points, R4/R5) or ``"sample"`` (one per point, R1-R3/R6)."""
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be 'universal' or 'sample', got {attack!r}")
+    return str(attack)
+
+
+def check_data(X: object, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate data ``X`` (n, d); return it with its mean ``m`` and ``S = (X - m)^T (X - m) / n + reg I``.
+
+    ``reg`` must already be checked (a float ``>= 0``, see :func:`check_eps`). ``S`` is the biased sample covariance
+    plus ``reg I`` (symmetrised); ``ValueError`` naming ``reg`` when it is singular: ``n <= d`` without ``reg``
+    (rank ``<= n - 1``), or a smallest eigenvalue below ``10 d`` machine epsilons of the largest (e.g. a constant
+    pixel). The one implementation of "sample covariance + singularity check" (used by ``LinearFlow.fit`` and
+    adversarial training).
+    """
+    X = as_float_array("X", X, ndim=(2,))
+    n, d = X.shape
+    if reg == 0.0 and n <= d:
+        raise ValueError(
+            f"X has n={n} samples for d={d} dimensions: its sample covariance is singular (rank <= n - 1); "
+            "pass reg > 0 to fit on S + reg * I"
+        )
+    m = X.mean(axis=0)
+    C = X - m
+    S = C.T @ C / n
+    S = 0.5 * (S + S.T) + reg * np.eye(d)
+    s = scipy.linalg.eigvalsh(S)
+    if s[0] <= max(s[-1], np.finfo(np.float64).tiny) * d * np.finfo(np.float64).eps * 10:
+        raise ValueError(
+            f"the sample covariance of X is singular (n={n}, d={d}, smallest eigenvalue {s[0]:.3g}); "
+            "pass reg > 0 to add reg * I"
+        )
+    return X, m, S

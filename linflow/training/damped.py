@@ -1,0 +1,205 @@
+r"""The damped minorise-and-step solver for sample-specific training (R6, L2) with a certified gap.
+
+Kept in its own module: it is the scalable default of :func:`linflow.training.adversarial_fit` for
+``attack="sample"``, ``norm=2`` and may be replaced by a faster solver with the same interface
+``_sample_damped(X, m, S, eps, reg, **options) -> (LinearFlow, FitInfo)`` (checked values).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.linalg
+
+from ..model import LinearFlow
+from ..secular import _lower_likelihood
+from .objectives import _LOG_2PI, FitInfo, _from_natural, _natural
+from .universal import _water_filling
+
+
+def _mixture_minorant(E0: np.ndarray, M0: np.ndarray, Za: np.ndarray, Zm: np.ndarray, reg: float, n: int,
+                      spread: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Best weights ``omega`` in ``[0, 1]^K`` for the mixture minorant of :func:`_sample_damped`.
+
+    ``E0`` and ``M0`` are the second moment and mean of the ``n`` worst-case points (any fixed orthonormal
+    coordinates and origin), ``Za`` (K, d) ``K`` of those points, each with an alternative: a distribution of
+    mean ``Zm[i]`` and second moment ``Zm[i] Zm[i]^T + spread[i] E_r`` with ``E_r`` the projection on the first
+    ``r`` coordinates (a point mass when ``spread = 0``, else uniform on a sphere there). Point ``i`` keeps weight
+    ``omega_i / n``, its alternative gets ``(1 - omega_i) / n``, every other point ``1/n``. Maximises
+    ``log det C(omega)``, ``C`` the weighted covariance ``+ reg I`` (concave: a second moment linear in
+    ``omega`` minus ``M M^T``, which is matrix-concave). Returns ``(omega, M, C)``.
+    """
+    from scipy.optimize import minimize
+
+    K, d = Zm.shape
+    D = Zm - Za  # alternative mean minus point
+    Er = np.zeros(d)
+    Er[:r] = 1.0
+
+    def parts(om: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = (1.0 - om) / n
+        M = M0 + a @ D
+        C = E0 + (Zm.T * a) @ Zm - (Za.T * a) @ Za - np.outer(M, M)
+        C[np.diag_indices(d)] += reg + float(a @ spread) * Er
+        return M, 0.5 * (C + C.T)
+
+    def negf(om: np.ndarray) -> tuple[float, np.ndarray]:
+        M, C = parts(om)
+        try:
+            cf = scipy.linalg.cho_factor(C)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros_like(om)
+        logdet = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+        Ci_m, Ci_z = scipy.linalg.cho_solve(cf, Zm.T), scipy.linalg.cho_solve(cf, Za.T)
+        qm, qz = np.sum(Zm.T * Ci_m, axis=0), np.sum(Za.T * Ci_z, axis=0)
+        trE = float(np.trace(scipy.linalg.cho_solve(cf, np.eye(d)[:, :r])[:r]))
+        grad = -(qm + spread * trE - qz) / n + 2.0 / n * (D @ scipy.linalg.cho_solve(cf, M))
+        return -logdet, -grad
+
+    res = minimize(negf, np.ones(K), jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * K,
+                   options={"maxiter": 200, "ftol": 1e-15, "gtol": 1e-12})
+    om = res.x if res.fun <= negf(np.ones(K))[0] else np.ones(K)
+    M, C = parts(om)
+    return om, M, C
+
+
+def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(F, W, C)``: the R6 objective with one projection ``W = (X - mu) U`` and one batched exact attack
+    ``C = U^T delta*`` (:func:`linflow.secular.lower_likelihood`); ``F = mean NLL(x + delta*) + reg/2 tr P``."""
+    s = flow.eigvals
+    W = (X - flow.mean) @ flow.eigvecs
+    C = _lower_likelihood(s, W, eps).C
+    q = np.mean(np.sum((W + C) ** 2 / s, axis=1))
+    F = 0.5 * (q + flow.logdet_cov + flow.dim * _LOG_2PI + reg * float(np.sum(1.0 / s)))
+    return float(F), W, C
+
+
+def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
+                   tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
+                   armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment") -> tuple[LinearFlow, FitInfo]:
+    r"""Damped minorise-and-step solver for DESIGN R6 (L2), with a certified optimality gap.
+
+    At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
+    ``y_i = x_i + delta_i``. Any mixture ``G_k(theta) = mean_i sum_j w_ij NLL_theta(x_i + delta_ij) + reg/2 tr P``
+    of *feasible* perturbations (``w_i`` a probability vector) satisfies ``G_k <= F`` everywhere, and its minimum
+    is the weighted maximum-likelihood fit (``mu`` = the weighted mean, ``Sigma`` = the weighted covariance
+    ``+ reg I``), of value ``1/2 (d + log det Sigma + d log 2 pi)``. So
+
+    * ``gap_k = F(theta_k) - min G_k >= F(theta_k) - min F``: a certified bound on the suboptimality;
+    * stepping from ``theta_k`` towards ``theta_ML`` decreases ``G_k`` and hence (same directional derivative)
+      ``F``. The full step -- the naive fixed point -- can diverge at large eps, so the step ``alpha`` (tried
+      first at twice the last accepted step, at most 1) is halved until ``F`` decreases by
+      ``armijo * alpha * (G_k(theta_k) - min G_k)``. Two paths: ``step="moment"`` (default) moment-matches the
+      mixture ``(1 - alpha) N(theta_k) + alpha (adversarial points)``, i.e. damps the mean and covariance; it
+      minimises ``(1 - alpha) KL(N(theta_k) || N(theta)) + alpha G_k(theta)``, so ``G_k`` decreases along it.
+      ``step="natural"`` interpolates ``(P, h)`` linearly, where ``F`` is convex. Both agree on small problems;
+      on MNIST at large eps the moment path took steps 4-30 times longer.
+
+    With ``delta_ij = delta_i`` alone, ``G_k`` touches ``F`` at ``theta_k`` with the same gradient (Danskin),
+    which suffices away from kinks. But the optimum often puts points in the hard case of R1 (two optimal
+    perturbations, mirror images across the ``u_min`` axis; a whole sphere of them when ``s_min`` is repeated,
+    as it is in every direction the data do not span when ``n <= d``), where ``F`` has a kink and one
+    perturbation per point leaves a gap that does not close. So for the (at most ``max_mixed``) points whose
+    alternative -- the mirrored perturbation, or the uniform distribution over that sphere -- is within
+    ``n * gap`` of optimal, ``G_k`` mixes the optimal point and the alternative with a weight chosen to
+    maximise ``min G_k`` (a concave problem in the weights, :func:`_mixture_minorant`); points exactly tied on a
+    repeated ``s_min`` (every point, in directions where the data are constant) take the uniform spread, which
+    is what the optimum's rotational symmetry there requires.
+
+    Cost per iteration: eigendecompositions and one batched exact attack, ``O(d^3 + n d^2)``.
+    Stops when ``gap_k <= tol * max(1, |F|)``.
+    """
+    from tqdm.auto import tqdm
+
+    n, d = X.shape
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if not (isinstance(tol, float | int) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    if step not in ("natural", "moment"):
+        raise ValueError(f"step must be 'natural' or 'moment', got {step!r}")
+    if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
+        raise TypeError(f"init must be a LinearFlow of dimension {d}, got {init!r}")
+    t0 = time.perf_counter()
+    if init is None:
+        sig, V, _ = _water_filling(S, eps)
+        init = LinearFlow.from_gaussian(m, (V * sig) @ V.T)
+    flow = init
+    F, Wc, Cc = _damped_eval(flow, X, eps, reg)
+    history: list[tuple[float, float, float]] = []
+    gap = float("inf")
+    converged = False
+    alpha_prev = 1.0
+    bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
+    for _ in bar:
+        # everything in the flow's eigen-coordinates, relative to its mean: y - mu = U (w + c)
+        U, s = flow.eigvecs, flow.eigvals
+        Yc = Wc + Cc
+        gain = np.sum(Cc * (Wc + 0.5 * Cc) / s, axis=1)
+        r = int(np.count_nonzero(s <= s[0] * (1.0 + 1e-9)))  # multiplicity of s_min (to rounding)
+        Cm = Cc.copy()
+        if r == 1:  # the mirror image across the u_min axis: feasible, optimal in the hard case
+            Cm[:, 0] *= -1.0
+            spread = np.zeros(n)
+        else:  # spread the s_min-eigenspace part uniformly over its sphere (its mean is 0)
+            spread = np.sum(Cc[:, :r] ** 2, axis=1) / r
+            Cm[:, :r] = 0.0
+        loss = gain - np.sum(Cm * (Wc + 0.5 * Cm) / s, axis=1) - 0.5 * spread * np.sum(1.0 / s[:r])
+        if r > 1:  # exact ties (hard case on a repeated s_min, e.g. constant pixels): spread them, by symmetry
+            tied = loss <= 1e-12 * np.maximum(np.abs(gain), 1e-300)
+            Yc[tied] = Wc[tied] + Cm[tied]
+            spread_fixed = float(np.sum(spread[tied])) / n
+        else:
+            tied = np.zeros(n, dtype=bool)
+            spread_fixed = 0.0
+        E0 = Yc.T @ Yc / n
+        E0[np.arange(r), np.arange(r)] += spread_fixed
+        MY = Yc.mean(axis=0)
+        CY = E0 - np.outer(MY, MY) + reg * np.eye(d)
+        Gmin = 0.5 * (d + np.linalg.slogdet(CY)[1] + d * _LOG_2PI)
+        gap = max(F - Gmin, 0.0)
+        slack = 0.0
+        amb = np.nonzero((np.sum(Cc[:, :r] ** 2, axis=1) > 0) & (loss < n * gap) & ~tied)[0]
+        if amb.size:
+            amb = amb[np.argsort(loss[amb])[:max_mixed]]
+            om, M2, C2 = _mixture_minorant(E0, MY, Yc[amb], (Wc + Cm)[amb], reg, n, spread[amb], r)
+            G2 = 0.5 * (d + np.linalg.slogdet(C2)[1] + d * _LOG_2PI)
+            if G2 > Gmin:
+                Gmin, MY, CY = G2, M2, C2
+                gap = max(F - Gmin, 0.0)
+                slack = float(np.sum((1.0 - om) * loss[amb]) / n)
+        if gap <= tol * max(1.0, abs(F)):
+            history.append((F, gap, 0.0))
+            converged = True
+            break
+        CY = (U @ (0.5 * (CY + CY.T))) @ U.T  # back to the original coordinates
+        MY = U @ MY + flow.mean
+        P, h = _natural(flow)
+        P_ml = np.linalg.inv(0.5 * (CY + CY.T))
+        P_ml = 0.5 * (P_ml + P_ml.T)
+        h_ml = P_ml @ MY
+        decrease = max(gap - slack, 0.0)
+        alpha = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
+        while True:
+            if step == "natural":
+                cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
+            else:  # moments of the mixture (1 - alpha) N(theta_k) + alpha (adversarial points), moment-matched
+                mu_a = (1 - alpha) * flow.mean + alpha * MY
+                dk, dy = flow.mean - mu_a, MY - mu_a
+                cov_a = (1 - alpha) * (flow.cov + np.outer(dk, dk)) + alpha * (CY + np.outer(dy, dy))
+                cand = LinearFlow.from_gaussian(mu_a, 0.5 * (cov_a + cov_a.T))
+            Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
+            if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
+                break
+            alpha *= 0.5
+        if Fc >= F:  # no decrease even at the smallest step: stop (not certified)
+            history.append((F, gap, 0.0))
+            break
+        flow, F, Wc, Cc, alpha_prev = cand, Fc, Wn, Cn, alpha
+        history.append((F, gap, alpha))
+        bar.set_postfix(objective=f"{F:.10g}", gap=f"{gap:.2e}", step=alpha)
+    bar.close()
+    info = FitInfo("damped", "converged" if converged else "stopped", F, gap=gap, iterations=len(history),
+                   converged=converged, seconds=time.perf_counter() - t0, history=tuple(history))
+    return flow, info
