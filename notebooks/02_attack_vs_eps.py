@@ -26,12 +26,12 @@ import os
 import numpy as np
 
 from deepcheck import figures
-from deepcheck.figures.linear import compute_attack_vs_eps
 from deepcheck.reproduce import BUDGETS
+from deepcheck.reproduce.compute_linear import compute_attack_vs_eps
 
 budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
-r = compute_attack_vs_eps(budget.attack_dim, budget.attack_cond, budget.attack_points, budget.attack_eps,
-                          budget.attack_pgd_steps, budget.attack_pgd_restarts, seed=0)
+a = budget.attack
+r = compute_attack_vs_eps(a.dim, a.cond, a.points, a.eps, a.pgd_steps, a.pgd_restarts, seed=0)
 print("missing pieces:", r["missing"] or "none")
 
 # %%
