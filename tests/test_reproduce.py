@@ -328,3 +328,16 @@ def test_waterfilling_matches_designs_worked_example() -> None:
     assert np.allclose(w["eigvals"], [1.125, 1.125, 4.0], rtol=1e-10)
     assert w["kl"] == pytest.approx(0.36649, abs=5e-6)
     assert w["rise_robust"] == pytest.approx(0.4444, abs=5e-5)
+
+
+def test_figures_only_draw() -> None:
+    """``deepcheck.figures`` holds drawing only: importing it loads neither torch nor linflow nor the pipeline."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deepcheck.figures as f; "
+            "print(sorted(m for m in ('torch', 'linflow', 'deepcheck.reproduce') if m in sys.modules)); "
+            "print(sorted(n for n in dir(f) if not n.startswith('_')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    assert "plots" in out[1] and not any(m in out[1] for m in ("'linear'", "'deep'", "'availability'"))
