@@ -29,11 +29,11 @@ import os
 import numpy as np
 
 from deepcheck import figures
-from deepcheck.figures.linear import compute_geometry
 from deepcheck.reproduce import BUDGETS
+from deepcheck.reproduce.compute_linear import compute_geometry
 
 budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
-r = compute_geometry(budget.geometry_eps, budget.geometry_brute_force)
+r = compute_geometry(budget.geometry.eps, budget.geometry.brute_force)
 print(f"eps = {r['eps']}, s_min = {r['s_min']:.4g}")
 
 # %% [markdown]

@@ -26,30 +26,24 @@ import os
 import numpy as np
 
 from deepcheck import figures
-from deepcheck.figures.linear import compute_attack_vs_eps
 from deepcheck.reproduce import BUDGETS
+from deepcheck.reproduce.compute_linear import compute_attack_vs_eps
 
 budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
-r = compute_attack_vs_eps(budget.attack_dim, budget.attack_cond, budget.attack_points, budget.attack_eps,
-                          budget.attack_pgd_steps, budget.attack_pgd_restarts, seed=0)
-print("missing pieces:", r["missing"] or "none")
+a = budget.attack
+r = compute_attack_vs_eps(a.dim, a.cond, a.points, a.eps, a.pgd_steps, a.pgd_restarts, seed=0)
 
 # %%
 for i, e in enumerate(r["eps"]):
-    line = f"eps {e:5.3f}: exact L2 {r['exact_l2'][i]:9.4f}"
-    if r.get("pgd_l2") is not None:
-        line += f"  PGD L2 {r['pgd_l2'][i]:9.4f}  PGD L-inf {r['pgd_linf'][i]:9.4f}"
-    if r.get("linf_lower") is not None:
-        line += f"  L-inf in [{r['linf_lower'][i]:.4f}, {r['linf_upper'][i]:.4f}]"
-    print(line)
+    print(f"eps {e:5.3f}: exact L2 {r['exact_l2'][i]:9.4f}  PGD L2 {r['pgd_l2'][i]:9.4f}  PGD L-inf "
+          f"{r['pgd_linf'][i]:9.4f}  L-inf in [{r['linf_lower'][i]:.4f}, {r['linf_upper'][i]:.4f}]")
 
 # %% [markdown]
 # PGD is a feasible attack, so it can never beat the exact optimum (up to rounding): a check of both.
 
 # %%
-if r.get("pgd_l2") is not None:
-    assert np.all(np.asarray(r["pgd_l2_points"]) <= np.asarray(r["exact_l2_points"]) * (1 + 1e-8) + 1e-10)
+assert np.all(np.asarray(r["pgd_l2_points"]) <= np.asarray(r["exact_l2_points"]) * (1 + 1e-8) + 1e-10)
 
 # %%
-fig = figures.nll_vs_eps_figure(r["eps"], r["exact_l2"], r.get("pgd_l2"), r.get("linf_lower"),
-                                r.get("linf_upper"), r.get("pgd_linf"))
+fig = figures.nll_vs_eps_figure(r["eps"], r["exact_l2"], r["pgd_l2"], r["linf_lower"], r["linf_upper"],
+                                r["pgd_linf"])

@@ -25,12 +25,11 @@
 import os
 
 from deepcheck import figures
-from deepcheck.figures import NotAvailable
-from deepcheck.figures.linear import compute_tradeoff, compute_waterfilling
 from deepcheck.reproduce import BUDGETS
+from deepcheck.reproduce.compute_linear import compute_tradeoff, compute_waterfilling
 
 budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
-w = compute_waterfilling(budget.waterfill_eps, seed=0)
+w = compute_waterfilling(budget.waterfill.eps, seed=0)
 print(f"digits pixels, eps = {w['eps']}: tau = {w['tau']:.4g}, {w['n_lifted']} eigenvalues lifted, "
       f"KL = {w['kl']:.4g} nats, worst rise {w['rise_mle']:.4g} -> {w['rise_robust']:.4g} nats")
 print("DESIGN's worked example (tau 1.125, KL 0.36649, rise 0.4444):", w["worked"]["tau"], w["worked"]["kl"],
@@ -40,15 +39,10 @@ print("DESIGN's worked example (tau 1.125, KL 0.36649, rise 0.4444):", w["worked
 fig = figures.waterfilling_figure(w["data_eigvals"], w["robust_eigvals"], w["tau"], w["eps"])
 
 # %%
-try:
-    t = compute_tradeoff(budget.tradeoff_dim, budget.tradeoff_n, budget.tradeoff_eps_train,
-                         budget.tradeoff_eps_attack, budget.tradeoff_sample, budget.tradeoff_checks, seed=0)
-except NotAvailable as exc:  # the trade-off module of linflow is not in this checkout
-    t = None
-    print("not run:", exc)
+tr = budget.tradeoff
+t = compute_tradeoff(tr.dim, tr.n, tr.eps_train, tr.eps_attack, tr.sample, tr.checks, seed=0)
 
 # %%
-if t is not None:
-    for e, kl, rise in zip(t["eps_train"], t["universal"]["kl"], t["universal"]["rise"]):
-        print(f"eps_train {e:5.2f}: KL {kl:.5f} nats, worst rise {rise:.5f} nats")
-    fig = figures.tradeoff_figure(t["universal"], t["sample"], t["checks"], t["eps_attack"])
+for e, kl, rise in zip(t["eps_train"], t["universal"]["kl"], t["universal"]["rise"]):
+    print(f"eps_train {e:5.2f}: KL {kl:.5f} nats, worst rise {rise:.5f} nats")
+fig = figures.tradeoff_figure(t["universal"], t["sample"], t["checks"], t["eps_attack"])

@@ -26,24 +26,23 @@
 # the models are checkpointed under `out/notebooks/` so a rerun does not retrain.
 
 # %%
-import dataclasses
 import os
 from pathlib import Path
 
 from deepcheck import figures
-from deepcheck.figures import deep
 from deepcheck.reproduce import BUDGETS
+from deepcheck.reproduce import compute_deep as deep
 
 smoke = bool(os.environ.get("FLOWROBUST_SMOKE"))
-budget = dataclasses.replace(BUDGETS["smoke"], deep_models=("glow",)) if smoke else BUDGETS["quick"]
+budget = BUDGETS["smoke"].with_settings(flows={"models": ("glow",)}) if smoke else BUDGETS["quick"]
 out = Path("out") / "notebooks" / budget.name
 data = deep.deep_data(budget, seed=0)
 print(data.train, data.test, *data.ood.values(), sep="\n")
 
 # %%
 models = {}
-for model in budget.deep_models:
-    for mode in budget.deep_modes:  # "mle" first: the hybrid model is fine-tuned from it
+for model in budget.flows.models:
+    for mode in budget.flows.modes:  # "mle" first: the hybrid model is fine-tuned from it
         init = models.get(f"{model} / mle") if mode != "mle" else None
         net, summary = deep.train_flow(model, mode, budget, data, seed=0, init=init,
                                        checkpoint=out / deep.checkpoint_name(model, mode, budget, seed=0))
@@ -55,11 +54,11 @@ for model in budget.deep_models:
 # ## Bits/dim against the attack budget
 
 # %%
-x = data.test.pixels()[: budget.eval_n]
+x = data.test.pixels()[: budget.eval.n]
 curves = deep.compute_bpd_vs_eps(models, x, budget, seed=0)
 for label, ys in curves["mean_bpd"].items():
     print(label, " ".join(f"{y:.3f}" for y in ys))
-fig = figures.bpd_vs_eps_figure(curves["eps"], curves["mean_bpd"], budget.eval_norm)
+fig = figures.bpd_vs_eps_figure(curves["eps"], curves["mean_bpd"], budget.eval.norm)
 
 # %%
 g = curves["grid"]
@@ -69,8 +68,8 @@ fig = figures.image_grid_figure(g["clean"], g["attacked"])
 # ## The out-of-distribution attack
 
 # %%
-ood_name = budget.deep_ood[0]
-ood = deep.compute_ood(models, data.test.pixels()[: budget.ood_n], data.ood[ood_name].pixels()[: budget.ood_n],
+ood_name = budget.ood.sets[0]
+ood = deep.compute_ood(models, data.test.pixels()[: budget.ood.n], data.ood[ood_name].pixels()[: budget.ood.n],
                        budget, seed=0, ood_name=ood_name)
 for label, r in ood["models"].items():
     print(f"{label}: in {r['in_mean']:.3f}, OOD {r['ood_mean']:.3f} -> attacked {r['ood_attacked_mean']:.3f} "
@@ -83,8 +82,8 @@ fig = figures.ood_histogram_figure(first["in_bpd"], first["ood_bpd"], first["ood
 # ## The teaser: measured vs the paper's numbers (CIFAR-10; only the shape is comparable)
 
 # %%
-model = budget.teaser_model if budget.teaser_model in budget.deep_models else budget.deep_models[0]
+model = budget.teaser.model if budget.teaser.model in budget.flows.models else budget.flows.models[0]
 rows = deep.teaser_rows(budget, model, curves["at_teaser_eps"], ood)
 for case, measured, paper in rows:
     print(f"{case:55s} {'n/a' if measured is None else f'{measured:8.3f}'}   paper {paper}")
-fig = figures.teaser_figure(rows, model_label=f"{model}, {budget.deep_dataset}")
+fig = figures.teaser_figure(rows, model_label=f"{model}, {budget.deep.dataset}")

@@ -17,9 +17,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from deepcheck import cli, figures, reproduce  # noqa: E402
-from deepcheck import report as rep  # noqa: E402
-from deepcheck.figures import linear  # noqa: E402
+from deepcheck import cli, reproduce  # noqa: E402
+from deepcheck.reproduce import compute_linear as linear  # noqa: E402
+from deepcheck.reproduce import report as rep  # noqa: E402
+from deepcheck.reproduce import steps_deep, steps_linear  # noqa: E402
 
 EXPECTED_FIGURES = {
     "geometry": ["geometry"],
@@ -193,7 +194,7 @@ def _toy_step(calls: list[int], figure: bool = True) -> reproduce.Step:
         ax.plot([0, 1], [0, ctx.seed])
         return reproduce.StepOutput(results={"value": float(ctx.seed)}, figures={"toy": fig} if figure else {})
 
-    return reproduce.Step("toy", "Toy", fn, "geometry")
+    return reproduce.Step("toy", "Toy", fn, ("geometry",))
 
 
 def _ctx(out: Path, **kw) -> reproduce.Context:
@@ -209,37 +210,60 @@ def test_cache_is_invalidated_by_settings_seed_force_and_missing_files(tmp_path:
     assert reproduce.run_step(step, _ctx(tmp_path, seed=1, force=True))["status"] == "ok"
     (tmp_path / "figures" / "toy.png").unlink()
     assert reproduce.run_step(step, _ctx(tmp_path, seed=1))["status"] == "ok"  # a figure went missing
-    other = reproduce.Context(budget=reproduce.Budget(name="smoke", geometry_eps=0.25), seed=1, device="cpu",
-                              out=tmp_path)
+    smoke = reproduce.BUDGETS["smoke"]
+    unrelated = reproduce.Context(budget=smoke.with_settings(attack={"dim": 5}), seed=1, device="cpu", out=tmp_path)
+    assert reproduce.run_step(step, unrelated)["status"] == "cached"  # a setting of another step changed
+    other = reproduce.Context(budget=smoke.with_settings(geometry={"eps": 0.25}), seed=1, device="cpu", out=tmp_path)
     assert reproduce.run_step(step, other)["status"] == "ok"  # a setting of the step changed
     assert calls == [0, 1, 1, 1, 1]
 
 
-def test_missing_parts_and_crashes_are_reported_not_faked(tmp_path: Path) -> None:
+def test_cache_key_covers_every_field_of_the_steps_sections() -> None:
+    """The key hashes whole settings sections: any field of a step's section changes it, no other section does."""
+    import dataclasses
+
+    smoke = reproduce.BUDGETS["smoke"]
+    step = reproduce.Step("s", "S", lambda ctx: reproduce.StepOutput(), ("eval", "teaser"))
+
+    def key(budget: reproduce.Budget) -> str:
+        return reproduce.step_key(step, reproduce.Context(budget=budget, seed=0, device="cpu", out=Path(".")))
+
+    base = key(smoke)
+    for section in ("eval", "teaser"):
+        for f in dataclasses.fields(getattr(smoke, section)):
+            value = getattr(getattr(smoke, section), f.name)
+            changed = (value + 1) if isinstance(value, (int, float)) else (str(value) + "x")
+            assert key(smoke.with_settings(**{section: {f.name: changed}})) != base, (section, f.name)
+    assert key(smoke.with_settings(ood={"eps": 0.3}, geometry={"eps": 0.1})) == base
+    with pytest.raises(AttributeError):
+        smoke.settings(("no_such_section",))
+
+
+def test_missing_inputs_and_crashes_are_reported_not_faked(tmp_path: Path) -> None:
     def missing(ctx):
-        reproduce.require("deepcheck.no_such_module")
+        raise reproduce.NotAvailable("the model it fine-tunes was not trained")
 
     def crash(ctx):
         raise RuntimeError("boom")
 
-    rec = reproduce.run_step(reproduce.Step("m", "M", missing, "geometry"), _ctx(tmp_path))
-    assert rec["status"] == "not run" and "deepcheck.no_such_module" in rec["reason"] and rec["results"] == {}
-    rec = reproduce.run_step(reproduce.Step("c", "C", crash, "geometry"), _ctx(tmp_path))
+    def broken_import(ctx):
+        import deepcheck.no_such_module  # noqa: F401
+
+    rec = reproduce.run_step(reproduce.Step("m", "M", missing, ("geometry",)), _ctx(tmp_path))
+    assert rec["status"] == "not run" and "was not trained" in rec["reason"] and rec["results"] == {}
+    rec = reproduce.run_step(reproduce.Step("c", "C", crash, ("geometry",)), _ctx(tmp_path))
     assert rec["status"] == "failed" and "boom" in rec["reason"]
-    assert not (tmp_path / "steps" / "m.json").exists() and not (tmp_path / "steps" / "c.json").exists()
-    with pytest.raises(reproduce.NotAvailable, match="has no nothing_here"):
-        reproduce.require("linflow", "nothing_here")
-    with pytest.raises(reproduce.NotAvailable, match="tradeoff_typo"):
-        figures.linflow_api("tradeoff_typo")
-    assert callable(figures.linflow_api("tradeoff"))  # the function, not the submodule linflow.tradeoff
+    rec = reproduce.run_step(reproduce.Step("i", "I", broken_import, ("geometry",)), _ctx(tmp_path))
+    assert rec["status"] == "failed" and "ModuleNotFoundError" in rec["reason"]  # an ImportError is no "not run"
+    assert not any((tmp_path / "steps" / f"{n}.json").exists() for n in "mci")
 
 
 def test_a_failing_step_makes_the_run_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(ctx):
         return reproduce.StepOutput(results={"x": 1.0}, passed=False)
 
-    monkeypatch.setattr(reproduce, "STEPS", [reproduce.Step("bad", "Bad", failing, "geometry")])
-    monkeypatch.setattr(reproduce, "deep_steps", lambda budget: [])
+    monkeypatch.setattr(steps_linear, "STEPS", [reproduce.Step("bad", "Bad", failing, ("geometry",))])
+    monkeypatch.setattr(steps_deep, "deep_steps", lambda budget: [])
     res = reproduce.run("smoke", tmp_path, progress=False)
     assert res["run"]["exit_status"] == 1 and res["run"]["failed_steps"] == ["bad"]
     assert "| bad | failed |" in (tmp_path / "report.md").read_text()
@@ -304,3 +328,16 @@ def test_waterfilling_matches_designs_worked_example() -> None:
     assert np.allclose(w["eigvals"], [1.125, 1.125, 4.0], rtol=1e-10)
     assert w["kl"] == pytest.approx(0.36649, abs=5e-6)
     assert w["rise_robust"] == pytest.approx(0.4444, abs=5e-5)
+
+
+def test_figures_only_draw() -> None:
+    """``deepcheck.figures`` holds drawing only: importing it loads neither torch nor linflow nor the pipeline."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deepcheck.figures as f; "
+            "print(sorted(m for m in ('torch', 'linflow', 'deepcheck.reproduce') if m in sys.modules)); "
+            "print(sorted(n for n in dir(f) if not n.startswith('_')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    assert "plots" in out[1] and not any(m in out[1] for m in ("'linear'", "'deep'", "'availability'"))

@@ -1,16 +1,10 @@
-"""The figures of ``python -m deepcheck reproduce`` and of ``notebooks/``.
+"""The figures of ``python -m deepcheck reproduce`` and of ``notebooks/``: drawing only.
 
-* :mod:`.plots` -- drawing only: each function takes plain arrays and returns a matplotlib Figure;
-  :func:`save_figure` writes PNG and PDF atomically;
-* :mod:`.linear` -- the computations behind the linear-flow figures (DESIGN R1-R7);
-* :mod:`.deep` -- the computations behind the deep-flow figures (training, attacks, OOD, teaser);
-* :mod:`.availability` -- missing building blocks are reported (:class:`NotAvailable`), never faked.
-
-The plotting functions are re-exported here: ``from deepcheck import figures; figures.geometry_figure(...)``.
-The computation modules are imported on use (``from deepcheck.figures import linear``).
+Each function of :mod:`.plots` takes plain arrays and returns a matplotlib Figure; :func:`save_figure` writes
+PNG and PDF atomically. The experiments behind the figures are in :mod:`deepcheck.reproduce.compute_linear`
+and :mod:`deepcheck.reproduce.compute_deep`.
 """
 
-from .availability import NotAvailable, linflow_api, require
 from .plots import (
     bpd_vs_eps_figure,
     geometry_figure,
@@ -23,6 +17,5 @@ from .plots import (
     waterfilling_figure,
 )
 
-__all__ = ["NotAvailable", "require", "linflow_api", "save_figure", "geometry_figure", "nll_vs_eps_figure",
-           "waterfilling_figure", "tradeoff_figure", "bpd_vs_eps_figure", "image_grid_figure",
-           "ood_histogram_figure", "teaser_figure"]
+__all__ = ["save_figure", "geometry_figure", "nll_vs_eps_figure", "waterfilling_figure", "tradeoff_figure",
+           "bpd_vs_eps_figure", "image_grid_figure", "ood_histogram_figure", "teaser_figure"]

@@ -18,14 +18,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from ..report import atomic_write_bytes
-
 COLORS = {"decrease": "tab:red", "increase": "tab:blue", "universal": "tab:purple", "pgd": "tab:orange",
           "exact": "black", "box": "tab:green"}
 
 
 def save_figure(fig: Figure, directory: str | os.PathLike, name: str, *, dpi: int = 110) -> list[Path]:
     """Write ``fig`` as ``<directory>/<name>.png`` and ``.pdf`` (atomically) and close it; return both paths."""
+    from ..reproduce.report import atomic_write_bytes  # on use: drawing does not import the pipeline
+
     if not name or "/" in name or "\\" in name:
         raise ValueError(f"name must be a plain file stem, got {name!r}")
     paths = []

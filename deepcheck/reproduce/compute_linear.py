@@ -1,4 +1,4 @@
-"""The computations behind the linear-flow figures (DESIGN R1-R7), shared by ``reproduce`` and the notebooks.
+"""The linear-flow experiments of ``reproduce`` (DESIGN R1-R7), shared with the notebooks.
 
 Each ``compute_*`` function takes explicit settings and a seed and returns a JSON-able dictionary of arrays:
 the geometry of the optimal L2 perturbations of a 2-D flow (R1, R2, R4) against brute force; the NLL rise
@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from .availability import NotAvailable, linflow_api, require
+from linflow import LinearFlow, adversarial_fit, optimal_perturbation, pareto_points, perturbation_bounds, tradeoff
+from linflow.tradeoff import universal_kl
 
 
 # ---------------------------------------------------------------------------------------------- geometry
 def geometry_flow() -> Any:
     """The 2-D flow of the geometry figure: ``N(0, R diag(2, 0.12) R^T)``, ``R`` a rotation by 30 degrees."""
-    from linflow import LinearFlow
-
     t = np.deg2rad(30.0)
     R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     return LinearFlow.from_gaussian(np.zeros(2), R @ np.diag([2.0, 0.12]) @ R.T)
@@ -34,7 +33,6 @@ def compute_geometry(eps: float = 0.5, brute_force: int = 20000) -> dict[str, An
     :func:`geometry_flow`, checked against brute force: the NLL rise maximised over ``brute_force`` points of
     the circle ``||delta|| = eps`` (the constraint is active for R1) and minimised over a polar grid of the
     disk (R2)."""
-    optimal_perturbation = linflow_api("optimal_perturbation")
     flow = geometry_flow()
     X = GEOMETRY_POINTS
     dd = np.asarray(optimal_perturbation(flow, X, eps, norm=2, likelihood="decrease"))
@@ -58,8 +56,6 @@ def compute_geometry(eps: float = 0.5, brute_force: int = 20000) -> dict[str, An
 # ---------------------------------------------------------------------------------------------- NLL vs eps
 def attack_flow(dim: int, cond: float, seed: int) -> Any:
     """A ``dim``-dimensional flow with eigenvalues log-spaced in ``[1/cond, 1]`` and a random rotation."""
-    from linflow import LinearFlow
-
     rng = np.random.default_rng(seed)
     Q, R = np.linalg.qr(rng.standard_normal((dim, dim)))
     Q = Q * np.sign(np.diag(R))
@@ -70,14 +66,17 @@ def attack_flow(dim: int, cond: float, seed: int) -> Any:
 def compute_attack_vs_eps(dim: int, cond: float, n_points: int, eps_grid: tuple[float, ...], pgd_steps: int,
                           pgd_restarts: int, seed: int, device: str = "cpu") -> dict[str, Any]:
     """Mean NLL rise over ``n_points`` samples of :func:`attack_flow`: the exact L2 optimum (R1), PGD on the
-    torch LinearFlow (L2 and L-inf) and the certified L-inf interval ``[lower, upper]`` (R3). Missing pieces
-    give ``None`` entries (and a ``missing`` list), never made-up numbers."""
+    torch LinearFlow (L2 and L-inf) and the certified L-inf interval ``[lower, upper]`` (R3), per point and
+    averaged; the relative shortfall of PGD below the exact optimum (L2) and the certified upper bound (L-inf)."""
+    import torch
+
+    from ..attacks import pgd
+    from ..flows import LinearFlow as TorchLinearFlow
+
     flow = attack_flow(dim, cond, seed)
     X = flow.sample(n_points, rng=seed + 1)
     nll0 = flow.nll(X)
-    missing: list[str] = []
     out: dict[str, Any] = {"eps": list(eps_grid), "dim": dim, "n_points": n_points, "s_min": float(flow.eigvals[0])}
-    optimal_perturbation = linflow_api("optimal_perturbation")
     exact = []
     for e in eps_grid:
         d = np.asarray(optimal_perturbation(flow, X, e, norm=2, likelihood="decrease"))
@@ -85,52 +84,32 @@ def compute_attack_vs_eps(dim: int, cond: float, n_points: int, eps_grid: tuple[
     exact = np.array(exact)
     out["exact_l2"] = exact.mean(axis=1)
     out["exact_l2_points"] = exact
-    try:
-        perturbation_bounds = linflow_api("perturbation_bounds")
-        lo, up = [], []
+    lo, up = [], []
+    for e in eps_grid:
+        lower, upper = perturbation_bounds(flow, X, e, norm=np.inf, likelihood="decrease")
+        lo.append(np.asarray(lower, float))
+        up.append(np.asarray(upper, float))
+    out["linf_lower"], out["linf_upper"] = np.mean(lo, axis=1), np.mean(up, axis=1)
+    out["linf_lower_points"], out["linf_upper_points"] = np.array(lo), np.array(up)
+    model = TorchLinearFlow.from_linflow(flow).to(device)
+    xt = torch.tensor(X, dtype=torch.float64, device=device)
+    for norm, key in (("l2", "pgd_l2"), ("linf", "pgd_linf")):
+        vals = []
         for e in eps_grid:
-            lower, upper = perturbation_bounds(flow, X, e, norm=np.inf, likelihood="decrease")
-            lo.append(np.asarray(lower, float))
-            up.append(np.asarray(upper, float))
-        out["linf_lower"], out["linf_upper"] = np.mean(lo, axis=1), np.mean(up, axis=1)
-        out["linf_lower_points"], out["linf_upper_points"] = np.array(lo), np.array(up)
-    except NotAvailable as exc:
-        missing.append(f"certified L-inf interval: {exc}")
-        out["linf_lower"] = out["linf_upper"] = None
-    try:
-        import torch
-
-        pgd = require("deepcheck.attacks", "pgd")
-        from ..flows import LinearFlow as TorchLinearFlow
-
-        model = TorchLinearFlow.from_linflow(flow).to(device)
-        xt = torch.tensor(X, dtype=torch.float64, device=device)
-        for norm, key in (("l2", "pgd_l2"), ("linf", "pgd_linf")):
-            vals = []
-            for e in eps_grid:
-                if e == 0.0:
-                    vals.append(np.zeros(n_points))
-                    continue
-                xa = pgd(model, xt, e, norm=norm, likelihood="decrease", steps=pgd_steps, restarts=pgd_restarts,
-                         clamp=None, seed=seed)
-                vals.append(flow.nll(xa.detach().cpu().numpy()) - nll0)
-            vals = np.array(vals)
-            out[key] = vals.mean(axis=1)
-            out[key + "_points"] = vals
-        pos = exact > 1e-12
-        gap = 1.0 - out["pgd_l2_points"][pos] / exact[pos]  # relative shortfall of PGD (L2)
-        out["pgd_l2_gap_worst"] = float(gap.max()) if gap.size else 0.0
-        out["pgd_l2_gap_median"] = float(np.median(gap)) if gap.size else 0.0
-        if out.get("linf_upper") is not None:
-            up = out["linf_upper_points"]
-            pos = up > 1e-12
-            gap = 1.0 - out["pgd_linf_points"][pos] / up[pos]  # shortfall of PGD (L-inf) below the certified upper
-            out["pgd_linf_gap_worst"] = float(gap.max()) if gap.size else 0.0
-            out["pgd_linf_gap_median"] = float(np.median(gap)) if gap.size else 0.0
-    except NotAvailable as exc:
-        missing.append(f"PGD on the torch LinearFlow: {exc}")
-        out["pgd_l2"] = out["pgd_linf"] = None
-    out["missing"] = missing
+            if e == 0.0:
+                vals.append(np.zeros(n_points))
+                continue
+            xa = pgd(model, xt, e, norm=norm, likelihood="decrease", steps=pgd_steps, restarts=pgd_restarts,
+                     clamp=None, seed=seed)
+            vals.append(flow.nll(xa.detach().cpu().numpy()) - nll0)
+        vals = np.array(vals)
+        out[key] = vals.mean(axis=1)
+        out[key + "_points"] = vals
+    for key, ref_points in (("pgd_l2", exact), ("pgd_linf", out["linf_upper_points"])):
+        pos = ref_points > 1e-12
+        gap = 1.0 - out[key + "_points"][pos] / ref_points[pos]  # relative shortfall of PGD below the reference
+        out[key + "_gap_worst"] = float(gap.max()) if gap.size else 0.0
+        out[key + "_gap_median"] = float(np.median(gap)) if gap.size else 0.0
     return out
 
 
@@ -151,20 +130,11 @@ def worked_example_data() -> np.ndarray:
     return np.concatenate([E, -E])
 
 
-def _kl_to_robust(s: np.ndarray, tau: float) -> float:
-    """``KL(N(m, S) || N(m, Sigma*))`` for ``Sigma* = V diag(max(s_i, tau)) V^T`` (DESIGN R7)."""
-    low = s < tau
-    return 0.5 * float(np.sum(s[low] / tau - 1 - np.log(s[low] / tau)))
-
-
 def compute_waterfilling(eps: float, seed: int) -> dict[str, Any]:
     """R5 on the digits pixels: the MLE flow vs ``adversarial_fit(X, eps, attack="universal")``, the flow
     trained against the universal L2 attack of budget ``eps``; plus DESIGN's worked example (S = diag(4, 1,
     0.25), eps = 1: tau = 1.125, KL = 0.36649 nats, worst rise 0.4444 nats vs 2.0 for the MLE flow).
     The water level is read off the trained flow (its smallest eigenvalue, when it lifted any)."""
-    from linflow import LinearFlow
-
-    adversarial_fit = linflow_api("adversarial_fit")
     X = digits_pixels(seed)
     mle = LinearFlow.fit(X)
     s = np.asarray(mle.eigvals)
@@ -175,9 +145,9 @@ def compute_waterfilling(eps: float, seed: int) -> dict[str, Any]:
     w_eig = np.asarray(worked.eigvals)
     w_tau = float(w_eig[0])
     return {"eps": eps, "data_eigvals": s, "robust_eigvals": r_eig, "tau": tau,
-            "n_lifted": int(np.sum(s < tau)), "kl": _kl_to_robust(s, tau), "rise_mle": eps**2 / (2 * s[0]),
+            "n_lifted": int(np.sum(s < tau)), "kl": universal_kl(s, tau), "rise_mle": eps**2 / (2 * s[0]),
             "rise_robust": eps**2 / (2 * tau),
-            "worked": {"tau": w_tau, "eigvals": w_eig, "kl": _kl_to_robust(np.array([0.25, 1.0, 4.0]), w_tau),
+            "worked": {"tau": w_tau, "eigvals": w_eig, "kl": universal_kl(np.array([0.25, 1.0, 4.0]), w_tau),
                        "rise_robust": 1.0 / (2 * w_tau), "rise_mle": 1.0 / (2 * 0.25)}}
 
 
@@ -197,19 +167,17 @@ def compute_tradeoff(dim: int, n: int, eps_train: tuple[float, ...], eps_attack:
     ``sample``, the sample-specific one (R6). Pareto check: ``linflow.tradeoff.pareto_points`` solves the
     constrained programs with cvxpy at ``n_checks`` budgets (universal: min clean NLL s.t. rise <= r; sample:
     s.t. worst-case NLL <= c) -- their accuracy losses must land on the training curves."""
-    tradeoff = linflow_api("tradeoff")
     X = tradeoff_data(dim, n, seed)
     eps = np.asarray(eps_train, float)
     u = tradeoff(X, eps, eps_attack, attack="universal")
     res: dict[str, Any] = {"eps_train": eps, "eps_attack": eps_attack, "dim": dim, "n": n,
                            "universal": {"kl": u.accuracy_loss, "rise": u.rise, "kl_formula": u.kl_formula,
                                          "rise_formula": u.rise_formula, "tau": u.water_level},
-                           "sample": None, "checks": None, "missing": []}
+                           "sample": None, "checks": None}
     if sample:
         sc = tradeoff(X, eps, eps_attack, attack="sample")
         res["sample"] = {"kl": sc.accuracy_loss, "rise": sc.rise, "robust_nll": sc.robust_nll}
     if n_checks:
-        pareto_points = linflow_api("pareto_points")
         idx = np.unique(np.linspace(1, len(eps) - 1, n_checks).round().astype(int))
         pu = pareto_points(X, u.rise[idx], eps_attack=eps_attack, attack="universal", constraint="rise")
         checks = {"eps_train": eps[idx], "kl": pu.accuracy_loss, "rise": pu.rise, "curve_kl": u.accuracy_loss[idx],

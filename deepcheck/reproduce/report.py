@@ -131,6 +131,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _settings_table(summary: str, settings: Mapping[str, Any]) -> list[str]:
+    """A collapsed markdown table of ``settings``; nested sections are flattened to ``section.field`` rows."""
+    rows = []
+    for k, v in settings.items():
+        if isinstance(v, Mapping):
+            rows += [[f"{k}.{f}", x if isinstance(x, str) else json.dumps(x)] for f, x in v.items()]
+        else:
+            rows.append([k, v if isinstance(v, str) else json.dumps(v)])
+    return [f"<details><summary>{summary}</summary>", "", markdown_table(["setting", "value"], rows), "",
+            "</details>", ""]
+
+
 def render_report(run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike,
                   not_reproduced: Sequence[str]) -> str:
     """``report.md``: run settings, per-step status/timing, each step's tables and figures, versions, gaps.
@@ -151,13 +163,7 @@ def render_report(run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], ou
         [[s["name"], s["status"], float(s.get("seconds", 0.0)), s.get("reason", "")] for s in steps]))
     out.append("")
     if run.get("settings"):
-        out.append("<details><summary>all settings of this run</summary>")
-        out.append("")
-        out.append(markdown_table(["setting", "value"], [[k, v if isinstance(v, str) else json.dumps(v)]
-                                                         for k, v in run["settings"].items()]))
-        out.append("")
-        out.append("</details>")
-        out.append("")
+        out += _settings_table("all settings of this run", run["settings"])
     for s in steps:
         out.append(f"## {s.get('title', s['name'])}")
         out.append("")
@@ -178,14 +184,7 @@ def render_report(run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], ou
                 out.append(f"![{Path(fig).stem}]({fig})")
                 out.append("")
         if s.get("settings"):
-            out.append("<details><summary>settings</summary>")
-            out.append("")
-            out.append(markdown_table(["setting", "value"],
-                                      [[k, json.dumps(v) if not isinstance(v, str) else v]
-                                       for k, v in s["settings"].items()]))
-            out.append("")
-            out.append("</details>")
-            out.append("")
+            out += _settings_table("settings", s["settings"])
     out.append("## Not reproduced")
     out.append("")
     for line in not_reproduced:

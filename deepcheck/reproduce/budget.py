@@ -1,0 +1,177 @@
+"""The settings of a ``reproduce`` run: a :class:`Budget` of nested, frozen per-step settings.
+
+Each step names the settings sections it reads (:attr:`deepcheck.reproduce.pipeline.Step.settings`, e.g.
+``("eval", "teaser")``); its cache key hashes exactly those section objects, whole, so renaming or adding a
+field inside a section changes the key of the steps that read it and of no other step, and a misspelt section
+name is an AttributeError, not a silently empty key. Units: eps in data units (pixels in [0, 1] for images).
+
+Budgets (:data:`BUDGETS`): ``smoke`` (tests: every artifact, minimal settings), ``quick`` (default: the
+embedded 8x8 digits, tiny GLOW and RealNVP, minutes on 2 CPU cores), ``full`` (Fashion-MNIST 28x28 at the
+small configuration, MNIST-5k as a second OOD set, exhaustive verification; hours on a CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """``linflow.verification.run_checks``: quick mode; only the checks of these results (None: all)."""
+
+    quick: bool = True
+    only: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class GeometrySettings:
+    """The 2-D flow: L2 budget ``eps``; ``brute_force`` points on the circle ``||delta|| = eps``."""
+
+    eps: float = 0.5
+    brute_force: int = 20000
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """NLL rise against eps on a ``dim``-d flow of condition number ``cond``: exact L2, PGD, certified L-inf."""
+
+    dim: int = 8
+    cond: float = 100.0
+    points: int = 8
+    eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+    pgd_steps: int = 100
+    pgd_restarts: int = 2
+
+
+@dataclass(frozen=True)
+class WaterfillSettings:
+    """Universal adversarial training (R5) on the digits pixels (64-d) at budget ``eps``."""
+
+    eps: float = 0.5
+
+
+@dataclass(frozen=True)
+class TradeoffSettings:
+    """The robustness-accuracy trade-off (R7) on synthetic data; ``checks`` Pareto points solved by cvxpy."""
+
+    dim: int = 3
+    n: int = 30
+    eps_train: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
+    eps_attack: float = 1.0
+    sample: bool = True
+    checks: int = 3
+
+
+@dataclass(frozen=True)
+class DeepSettings:
+    """What every deep flow is trained on and its size: the in-distribution dataset, its number of training
+    images (None: all) and the architecture configuration (``deepcheck.flows.build``)."""
+
+    dataset: str = "digits"
+    n_train: int | None = None
+    config: str = "tiny"
+
+
+@dataclass(frozen=True)
+class FlowsSettings:
+    """Which deep flows are trained: each architecture of ``models`` by each mode of ``modes``."""
+
+    models: tuple[str, ...] = ("glow", "realnvp")
+    modes: tuple[str, ...] = ("mle", "hybrid")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training of the deep flows: ``epochs`` of maximum likelihood from scratch; hybrid models fine-tuned
+    from the maximum-likelihood one for ``finetune_epochs`` with ``hybrid_lambda`` and a PGD adversary of
+    budget ``eps`` in ``norm`` with ``pgd_steps`` steps."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    finetune_epochs: int = 4
+    finetune_warmup: int = 20
+    hybrid_lambda: float = 0.5
+    eps: float = 0.05
+    norm: str = "linf"
+    pgd_steps: int = 3
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The in-distribution attack on ``n`` test images: PGD lowering the likelihood in ``norm`` at each ``eps``;
+    ``norm`` is also the OOD attack's norm."""
+
+    norm: str = "linf"
+    eps: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)
+    pgd_steps: int = 20
+    restarts: int = 0
+    n: int = 128
+
+
+@dataclass(frozen=True)
+class OODSettings:
+    """The OOD attack: PGD raising the likelihood of ``n`` images of each OOD set of ``sets`` (the first is the
+    teaser's), budget ``eps``."""
+
+    sets: tuple[str, ...] = ("uniform-noise", "fashion-mnist")
+    eps: float = 0.1
+    pgd_steps: int = 40
+    n: int = 128
+
+
+@dataclass(frozen=True)
+class TeaserSettings:
+    """The teaser panel and image grid: ``model``'s numbers at ``eps``; ``grid_images`` images in the grid."""
+
+    model: str = "realnvp"
+    eps: float = 0.05
+    grid_images: int = 4
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Every setting of a run, one frozen section per group of steps."""
+
+    name: str
+    verify: VerifySettings = field(default_factory=VerifySettings)
+    geometry: GeometrySettings = field(default_factory=GeometrySettings)
+    attack: AttackSettings = field(default_factory=AttackSettings)
+    waterfill: WaterfillSettings = field(default_factory=WaterfillSettings)
+    tradeoff: TradeoffSettings = field(default_factory=TradeoffSettings)
+    deep: DeepSettings = field(default_factory=DeepSettings)
+    flows: FlowsSettings = field(default_factory=FlowsSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    ood: OODSettings = field(default_factory=OODSettings)
+    teaser: TeaserSettings = field(default_factory=TeaserSettings)
+
+    def settings(self, sections: tuple[str, ...]) -> dict[str, Any]:
+        """``{section: its fields}`` for the named sections (a step's cache key and its recorded settings)."""
+        return {s: dataclasses.asdict(getattr(self, s)) for s in sections}
+
+    def with_settings(self, **sections: dict[str, Any]) -> Budget:
+        """A copy with fields of some sections replaced: ``budget.with_settings(geometry={"eps": 0.25})``."""
+        return replace(self, **{s: replace(getattr(self, s), **kw) for s, kw in sections.items()})
+
+
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget("smoke").with_settings(
+        verify={"only": ("R4", "R5")}, geometry={"brute_force": 4000},
+        attack={"dim": 4, "points": 3, "eps": (0.0, 0.2, 0.5), "pgd_steps": 40, "pgd_restarts": 1},
+        tradeoff={"dim": 2, "n": 8, "eps_train": (0.0, 0.3, 1.0), "checks": 1},
+        deep={"n_train": 128}, flows={"models": ("glow", "realnvp")},
+        train={"epochs": 1, "finetune_epochs": 1, "pgd_steps": 2},
+        eval={"eps": (0.0, 0.05), "pgd_steps": 3, "n": 16}, ood={"pgd_steps": 3, "n": 16},
+        teaser={"grid_images": 2}),
+    "quick": Budget("quick"),
+    "full": Budget("full").with_settings(
+        verify={"quick": False}, attack={"dim": 24, "points": 16, "pgd_steps": 300, "pgd_restarts": 5},
+        tradeoff={"dim": 4, "n": 60},
+        deep={"dataset": "fashion-mnist", "config": "small", "n_train": 20000},
+        train={"epochs": 20, "finetune_epochs": 5, "pgd_steps": 5},
+        eval={"eps": (0.0, 0.005, 0.01, 0.02, 0.05, 0.1), "pgd_steps": 50, "restarts": 2, "n": 1000},
+        ood={"sets": ("uniform-noise", "mnist5k"), "pgd_steps": 100, "n": 1000}, teaser={"grid_images": 6}),
+}
