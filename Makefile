@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
 OUT    ?= out/quick
 
-.PHONY: install reproduce verify test lint bench clean
+.PHONY: install reproduce verify test explore lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ verify: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# random hypothesis search (the default `make test` is derandomised); turn what it finds into regression tests
+explore: $(STAMP)
+	HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -1,37 +1,16 @@
 """Hypothesis generators for linear flows, built the right way: an orthogonal factor times drawn
-eigenvalues (the condition number is controlled), never by filtering random matrices."""
+eigenvalues (the condition number is controlled), never by filtering random matrices. The generators themselves
+live in :mod:`linflow.verification.cases` (shared with ``python -m linflow verify``)."""
 
 from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
-from scipy.stats import ortho_group
 
 from linflow import LinearFlow
+from linflow.verification.cases import random_flow, random_orthogonal, spd_eigvals
 
-
-def random_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
-    """A Haar-distributed orthogonal matrix (d = 1 gives +-1)."""
-    if d == 1:
-        return np.array([[1.0 if rng.random() < 0.5 else -1.0]])
-    return ortho_group.rvs(d, random_state=rng)
-
-
-def spd_eigvals(d: int, cond: float, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """``d`` eigenvalues log-uniform in ``[scale/cond, scale]``, with both ends present (d >= 2)."""
-    if d == 1:
-        return np.array([scale])
-    logs = rng.uniform(-np.log(cond), 0.0, size=d)
-    logs[0], logs[1] = 0.0, -np.log(cond)
-    return scale * np.exp(logs)
-
-
-def random_flow(d: int, cond: float, rng: np.random.Generator, scale: float = 1.0) -> LinearFlow:
-    """A flow N(mu, U diag(s) U^T) with a random mean, random U and the given condition number."""
-    U = random_orthogonal(d, rng)
-    s = spd_eigvals(d, cond, rng, scale)
-    cov = (U * s) @ U.T
-    return LinearFlow.from_gaussian(rng.standard_normal(d), 0.5 * (cov + cov.T))
+__all__ = ["flow_point_eps", "flows", "random_flow", "random_orthogonal", "spd_eigvals"]
 
 
 @st.composite

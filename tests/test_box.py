@@ -177,9 +177,8 @@ def test_linf_heuristic_is_bracketed_by_exact_optimum(case, seed, solver):
     flow, x, eps = case
     v = x - flow.mean
     P = flow.precision
-    exact = certified_perturbation(flow, x, eps, norm=INF, exact=True)
     heur = certified_perturbation(flow, x, eps, norm=INF, exact=False, seed=seed, sdp_solver=solver)
-    opt = exact.lower
+    opt = brute_linf_max(P, v, eps)  # the reference: all 2^d vertices by itertools, not linflow.box
     tol = 1e-10 * scale_of(P, v, eps)
     assert not heur.exact and heur.method == "sdp-rounding"
     np.testing.assert_allclose(np.abs(heur.delta), eps, rtol=1e-15)
@@ -283,6 +282,10 @@ def test_linf_raising_vs_scipy_bvls(case):
 @settings(max_examples=FEW)
 @given(flow_point_eps(min_dim=2, max_dim=12, max_log10_cond=4.0, min_log10_eps=-2.0, max_log10_eps=1.0))
 def test_l1_raising_vs_scipy_slsqp(case):
+    """SLSQP as a second solver, checked before it is trusted: its point can leave the L1 ball (by 4e-9 to 1e-6,
+    relative, on the cases of test_l1_raising_regressions_from_the_explore_profile), which buys it a lower
+    objective than the true optimum. Such a point is scaled back into the ball and re-evaluated there; only then
+    is ``ours <= reference`` a valid claim (ours is optimal, the reference merely feasible)."""
     flow, x, eps = case
     v = x - flow.mean
     P = flow.precision
@@ -298,11 +301,81 @@ def test_l1_raising_vs_scipy_slsqp(case):
                                   constraints=[{"type": "ineq", "fun": lambda z: eps - z.sum(),
                                                 "jac": lambda z: -np.ones(2 * d)}],
                                   options={"ftol": 1e-15, "maxiter": 1000})
+    ref_point = res.x[:d] - res.x[d:]
+    excess = np.abs(ref_point).sum() / eps - 1.0
+    if excess > 0:
+        ref_point = ref_point / (1.0 + excess)  # now feasible: ||ref_point||_1 <= eps
+    assert np.abs(ref_point).sum() <= eps * (1 + 1e-15)
+    ref = dnll(P, v, ref_point)
     ours = dnll(P, v, delta)
     tol = 1e-9 * scale_of(P, v, eps)
-    assert ours <= res.fun + tol
-    assert ours == pytest.approx(res.fun, rel=1e-5, abs=1e-6 * scale_of(P, v, eps))
+    assert np.abs(delta).sum() <= eps * (1 + 1e-12)
+    assert ours <= ref + tol  # the optimum is never above a feasible point
+    if res.success:
+        assert ours == pytest.approx(ref, rel=1e-5, abs=1e-6 * scale_of(P, v, eps))
     assert_kkt_min(P, v, delta, eps, 1.0)
+
+
+def clarabel_l1_raise(P, v, eps):
+    """``argmin dNLL`` over the L1 ball by cvxpy + Clarabel at tolerance 1e-13, split ``delta = eps (p - q)``,
+    ``p, q >= 0``, ``sum(p + q) <= 1``, written with the Cholesky factor of P (linflow.box uses the eigen-factor
+    and one variable). The status is checked before the point is used."""
+    import cvxpy as cp
+
+    d = len(v)
+    L = np.linalg.cholesky(P)
+    k = float(eps * np.linalg.norm(P @ v) + eps**2 * np.linalg.norm(P, 2))
+    p, q = cp.Variable(d, nonneg=True), cp.Variable(d, nonneg=True)
+    u = p - q
+    prob = cp.Problem(cp.Minimize((eps * (P @ v) @ u + 0.5 * eps**2 * cp.sum_squares(L.T @ u)) / k),
+                      [cp.sum(p + q) <= 1])
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-13, tol_gap_rel=1e-13, tol_feas=1e-13, max_iter=500)
+    assert prob.status == "optimal", prob.status
+    return eps * (p.value - q.value)
+
+
+@pytest.mark.parametrize("eps", [1.0, 0.01])
+@pytest.mark.parametrize("seed", [1, 4, 15])
+def test_l1_raising_regressions_from_the_explore_profile(seed, eps):
+    """The cases on which the old SLSQP comparison failed under random hypothesis search (issue 10): d = 9,
+    cond 10^1.5, scale 1e-2, a point at Mahalanobis radius exactly 10, eps 1 or 0.01. With eps = 0.01 SLSQP's
+    raw point leaves the ball (seeds 1, 4, 15: by 1e-7, 1e-6, 1.5e-6, relative) and undercuts the optimum;
+    against a tight Clarabel solve (status checked, point checked feasible) the solver agrees to ~1e-13."""
+    from linflow.verification.cases import point_at_radius
+
+    rng = np.random.default_rng(seed)
+    flow = random_flow(9, 10**1.5, rng, 1e-2)
+    x = point_at_radius(flow, 10.0, rng)
+    P, v = flow.precision, x - flow.mean
+    assert (v @ P @ v) == pytest.approx(100.0, rel=1e-12)
+    ref_point = clarabel_l1_raise(P, v, eps)
+    assert np.abs(ref_point).sum() <= eps * (1 + 1e-10)
+    ref_point = ref_point / max(1.0, np.abs(ref_point).sum() / eps)  # exactly feasible before it is trusted
+    ref = dnll(P, v, ref_point)
+    delta = solve_box(flow, v[None], eps, norm=1, likelihood="increase")[0]
+    ours = dnll(P, v, delta)
+    assert np.abs(delta).sum() <= eps * (1 + 1e-12)
+    assert ours <= ref + 1e-12 * abs(ref)
+    assert ours == pytest.approx(ref, rel=1e-10)
+    assert_kkt_min(P, v, delta, eps, 1.0)
+
+
+@pytest.mark.xfail(strict=True, reason="known bug in linflow.box L1 raising (HYPOTHESIS_PROFILE=long, issue 10): "
+                   "cvxpy's default-tolerance point has a spurious 6e-4*eps coordinate, every polish threshold "
+                   "(<= 1e-4*eps) keeps it in the support, the KKT solve then fails its sign check and the "
+                   "unpolished point is returned, 1.4e-7 (relative) above the optimum while cert.exact is True")
+def test_l1_raising_identity_precision_regression():
+    """P = I: ``min g^T delta + ||delta||^2 / 2`` over the L1 ball has a closed form. When the largest ``|g_j|``
+    beats the second by at least eps, the optimum is the vertex ``-eps sign(g_j) e_j`` with value
+    ``-eps |g_j| + eps^2 / 2`` (soft-thresholding leaves one coordinate). Here ``|g_4| - |g_3| = 0.0076 > 0.0075``."""
+    flow = linflow.LinearFlow.from_gaussian(np.zeros(4), np.eye(4))
+    v = np.array([0.07632066, 0.00257552, -0.56975261, 0.57733933])
+    eps = 0.0075
+    ref = -eps * v[3] + 0.5 * eps**2
+    cert = certified_perturbation(flow, v, eps, norm=1, likelihood="increase")
+    assert cert.lower <= ref * (1 - 1e-12)  # the interval itself is valid (ref < 0) ...
+    assert cert.exact
+    assert cert.upper == pytest.approx(ref, rel=1e-10)  # ... but the achieved value is not the optimum
 
 
 def test_raising_inside_the_ball_returns_minus_v():

@@ -262,6 +262,13 @@ def test_universal_equals_sample_specific_at_mean():
         np.testing.assert_allclose(u, optimal_perturbation(flow, X.mean(0), 0.4, likelihood=lik), atol=1e-14)
         val = universal_nll_change(flow, X, 0.4, likelihood=lik)
         assert np.mean(nll_change(flow, X, u)) == pytest.approx(val, rel=1e-10)
+        # ... and beats 2000 random directions on the sphere (and 2000 random points inside the ball for raising)
+        dirs = rng.standard_normal((2000, 7))
+        dirs *= 0.4 / np.linalg.norm(dirs, axis=1, keepdims=True)
+        cands = np.vstack([dirs, dirs * rng.uniform(0, 1, (2000, 1)) ** (1 / 7)])
+        rand = np.array([np.mean(nll_change(flow, X, c)) for c in cands])
+        sign = 1.0 if lik == "decrease" else -1.0  # decrease likelihood: maximise the mean NLL change
+        assert np.all(sign * rand <= sign * val + 1e-12 * abs(val))
 
 
 def test_batch_matches_single_points():

@@ -34,11 +34,12 @@ def test_symbolic_water_level_and_kl_agree_with_numerics():
     rng = np.random.default_rng(0)
     for _ in range(20):
         s = np.sort(rng.uniform(0.1, 1.0, size=2))
-        e = rng.uniform(0.05, 0.5)
+        # the derived case is a floor of exactly {s1, s2}: s2 < tau = (eps^2 + s1 + s2)/2 <=> eps^2 > s2 - s1, so
+        # draw eps^2 above s2 - s1 (every draw reaches the asserts)
+        e = np.sqrt((s[1] - s[0]) + rng.uniform(0.01, 0.25))
         big = s[1] + e**2 + 1.0  # above the water level, so the floor is exactly {s1, s2}
         t = water_level(np.array([s[0], s[1], big]), e)
-        if t < s[1]:
-            continue  # the floor has one eigenvalue: not the case derived
+        assert s[1] < t < big  # the floor is {s1, s2}, as derived
         assert tau_f(s[0], s[1], e) == pytest.approx(t, rel=1e-13)
         assert kl_f(s[0], s[1], t) == pytest.approx(universal_kl(np.array([s[0], s[1], big]), t), rel=1e-12)
     assert float(kl.expressions["worked_kl"]) == pytest.approx(0.36649, abs=5e-6)

@@ -141,8 +141,15 @@ def test_universal_closed_form_matches_cvxpy(d, eps, seed):
     assert abs(info.objective - rinfo.solver_value) <= 1e-7 * abs(rinfo.objective)
     # the objective is the exact worst expected NLL: compare with the universal attack on the data
     assert robust_nll(flow, X, eps, attack="universal") == pytest.approx(info.objective, rel=1e-12)
-    # mu* = m, and the eigenvectors of S are kept
+    # mu* = m, and the eigenvectors of S are kept: Sigma* = U diag(max(s_i, tau)) U^T with S = U diag(s) U^T, so
+    # Sigma* commutes with S and U^T Sigma* U is diagonal (floor eigenvalues may coincide, so compare the matrices)
     np.testing.assert_allclose(flow.mean, X.mean(axis=0), atol=1e-12)
+    S = np.cov(X.T, bias=True)
+    s, U = np.linalg.eigh(S)
+    tau = brentq(lambda t: np.sum(np.maximum(t - s, 0)) - eps**2, s.min(), s.max() + eps**2, xtol=1e-14 * s.max(),
+                 rtol=1e-15)
+    np.testing.assert_allclose(flow.cov @ S, S @ flow.cov, atol=1e-10 * np.linalg.norm(S, 2) ** 2)
+    np.testing.assert_allclose(U.T @ flow.cov @ U, np.diag(np.maximum(s, tau)), atol=1e-10 * np.linalg.norm(S, 2))
 
 
 def test_universal_l2_objective_equals_its_dual():

@@ -1,8 +1,11 @@
 """Numerical and symbolic verification of DESIGN R1-R7: every closed form against an independent method.
 
-Each submodule (``l2``, ``box``, ``training``, ``symbolic``) defines check functions decorated with
+Each submodule (``l2``, ``box``, ``averaged``, ``training``, ``symbolic``) defines check functions decorated with
 :func:`check`. A check takes ``(rng, quick)`` and returns ``(worst_discrepancy, cases, detail)``; it passes when
 ``worst_discrepancy <= tol``. ``python -m linflow verify`` runs them all and prints a table.
+
+Beside the checks: :mod:`.cases` (the case generators shared with ``tests/strategies.py``) and
+:mod:`.derivations` (the sympy derivations, re-exported as ``linflow.symbolic``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-SUBMODULES = ("l2", "box", "training", "symbolic")
+SUBMODULES = ("l2", "box", "averaged", "training", "symbolic")
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,27 @@ def load_all() -> list[_Check]:
     return sorted(REGISTRY, key=lambda c: (c.result, c.name))
 
 
+def valid_tags() -> list[str]:
+    """The result tags that ``only`` accepts (``R1`` ... ``R7``, ``SYM``)."""
+    return sorted({c.result for c in load_all()})
+
+
 def run_checks(seed: int = 0, quick: bool = True, only: str | None = None, progress: bool = True) -> list[CheckResult]:
-    """Run every registered check (or those whose result starts with ``only``), each with its own rng, seeded by
-    ``(seed, crc32(check name))`` so that a check sees the same cases whether it runs alone or with the others."""
+    """Run every registered check (or those of the result tag ``only``, e.g. ``"R3"`` or ``"SYM"``, or the single
+    check named ``only``), each with its own rng, seeded by ``(seed, crc32(check name))`` so that a check sees the
+    same cases whether it runs alone or with the others. An ``only`` that names no tag and no check is a
+    ValueError listing the valid tags."""
     from tqdm.auto import tqdm
 
-    checks = [c for c in load_all() if only is None or c.result.startswith(only)]
+    checks = load_all()
+    if only is not None:
+        if not isinstance(only, str):
+            raise TypeError(f"only must be a str or None, got {type(only).__name__}")
+        key = only.strip()
+        checks = [c for c in checks if c.result.upper() == key.upper() or c.name == key]
+        if not checks:
+            raise ValueError(f"only={only!r} names no verification check; valid tags: {', '.join(valid_tags())} "
+                             "(or the name of one check)")
     out = []
     for c in tqdm(checks, desc="verify", disable=not progress):
         rng = np.random.default_rng([seed, zlib.crc32(c.name.encode())])

@@ -22,27 +22,11 @@ import itertools
 import numpy as np
 
 from . import check
-
-
-def _random_flow(rng: np.random.Generator, d: int, log10_cond: float):
-    from scipy.stats import ortho_group
-
-    from ..model import LinearFlow
-
-    U = ortho_group.rvs(d, random_state=rng) if d > 1 else np.ones((1, 1))
-    s = 10.0 ** rng.uniform(-log10_cond, 0.0, d)
-    if d > 1:
-        s[0], s[1] = 1.0, 10.0**-log10_cond
-    cov = (U * s) @ U.T
-    return LinearFlow.from_gaussian(rng.standard_normal(d), 0.5 * (cov + cov.T))
+from .cases import random_case
 
 
 def _random_case(rng: np.random.Generator, d: int, log10_cond: float, log10_eps: tuple[float, float]):
-    flow = _random_flow(rng, d, log10_cond)
-    x = flow.mean + 10.0 ** rng.uniform(-2, 1) * flow.A @ rng.standard_normal(d)
-    if rng.random() < 0.1:
-        x = flow.mean.copy()  # v = 0: no linear term
-    return flow, x, float(10.0 ** rng.uniform(*log10_eps))
+    return random_case(rng, d, log10_cond, log10_eps, p_at_mean=0.1)
 
 
 def scale(P: np.ndarray, v: np.ndarray, eps: float) -> float:
@@ -235,3 +219,101 @@ def sdp_mixing_vs_clarabel(rng: np.random.Generator, quick: bool) -> tuple[float
                for s in ("MIXING", "CLARABEL")]
         worst = max(worst, abs(ups[0] - ups[1]) / abs(ups[1]))
     return worst, n, f"d <= {20 if quick else 40}, cond <= 1e4; relative difference of the two certified bounds"
+
+
+def _into_ball(delta: np.ndarray, eps: float, norm: float) -> tuple[np.ndarray, float]:
+    """A reference point moved into the ball (L1: scaled; box: clipped) and its relative violation before."""
+    size = np.abs(delta).sum() if norm == 1.0 else np.abs(delta).max()
+    excess = max(float(size) / eps - 1.0, 0.0)
+    if excess > 0:
+        delta = delta / (1.0 + excess) if norm == 1.0 else np.clip(delta, -eps, eps)
+    return delta, excess
+
+
+def slsqp_min(P: np.ndarray, v: np.ndarray, eps: float, norm: float) -> tuple[np.ndarray, bool]:
+    """``argmin dNLL`` over the L1 ball (split ``delta = p - q``, ``p, q >= 0``, ``sum(p + q) <= eps``) or the box
+    (bounds) by scipy's SLSQP with the exact gradient. Returns the raw point (not moved into the ball: the
+    caller checks feasibility) and SLSQP's success flag."""
+    from scipy.optimize import minimize
+
+    d = len(v)
+    k = scale(P, v, eps)
+    if norm == 1.0:
+        def obj(z: np.ndarray) -> tuple[float, np.ndarray]:
+            dd = z[:d] - z[d:]
+            gr = P @ (v + dd) / k
+            return float(dnll(P, v, dd)[0]) / k, np.concatenate([gr, -gr])
+
+        res = minimize(obj, np.zeros(2 * d), jac=True, method="SLSQP", bounds=[(0, None)] * (2 * d),
+                       constraints=[{"type": "ineq", "fun": lambda z: eps - z.sum(), "jac": lambda z: -np.ones(2 * d)}],
+                       options={"ftol": 1e-15, "maxiter": 2000})
+        return res.x[:d] - res.x[d:], bool(res.success)
+    res = minimize(lambda z: (float(dnll(P, v, z)[0]) / k, P @ (v + z) / k), np.zeros(d), jac=True,
+                   method="SLSQP", bounds=[(-eps, eps)] * d, options={"ftol": 1e-15, "maxiter": 2000})
+    return res.x, bool(res.success)
+
+
+def scs_min(P: np.ndarray, v: np.ndarray, eps: float, norm: float) -> tuple[np.ndarray | None, str]:
+    """``argmin dNLL`` over the L1 ball or the box by cvxpy + SCS (tolerances 1e-10), written on ``delta`` with the
+    Cholesky factor of ``P`` (the code under test uses the eigen-factor and Clarabel). Returns the raw point and
+    the solver status (the point is ``None`` unless the status is ``optimal``)."""
+    import cvxpy as cp
+
+    d = len(v)
+    L = np.linalg.cholesky(P)
+    k = scale(P, v, eps)
+    u = cp.Variable(d)  # delta = eps u
+    obj = (eps * (P @ v) @ u + 0.5 * eps**2 * cp.sum_squares(L.T @ u)) / k
+    cons = [cp.norm(u, 1) <= 1] if norm == 1.0 else [cp.abs(u) <= 1]
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    try:
+        prob.solve(solver=cp.SCS, eps_abs=1e-10, eps_rel=1e-10, max_iters=200000)
+    except cp.SolverError as exc:
+        return None, f"error: {exc}"
+    return (eps * u.value if prob.status == "optimal" else None), str(prob.status)
+
+
+def _raising_vs_reference(rng: np.random.Generator, quick: bool, reference: str) -> tuple[float, int, str]:
+    from ..box import perturbation_bounds
+
+    n = 12 if quick else 100
+    worst, moved, rejected, cases, above = 0.0, 0, 0, 0, 0.0
+    for i in range(n):
+        norm = 1.0 if i % 2 else np.inf
+        flow, x, eps = _random_case(rng, int(rng.integers(2, 13)), rng.uniform(0, 4), (-2, 1))
+        v, P = x - flow.mean, flow.precision
+        _, up = perturbation_bounds(flow, x, eps, norm=norm, likelihood="increase")
+        if reference == "SLSQP":
+            raw, ok = slsqp_min(P, v, eps, norm)
+        else:
+            raw, status = scs_min(P, v, eps, norm)
+            ok = raw is not None
+        if not ok:
+            rejected += 1
+            continue
+        ref_point, excess = _into_ball(raw, eps, norm)
+        moved += excess > 1e-12
+        ref = float(dnll(P, v, ref_point)[0])  # a feasible point: the exact optimum can only be lower
+        sc = scale(P, v, eps)
+        above = max(above, (up - ref) / sc)
+        worst = max(worst, abs(up - ref) / sc)
+        cases += 1
+    return worst, cases, (f"L1 and L-inf alternately, d <= 12, cond <= 1e4; references leaving the ball by > 1e-12 "
+                          f"(relative) moved back into it: {moved}; rejected (failed / status not optimal): "
+                          f"{rejected}; worst (ours - reference)/scale {above:.1e} (must be <= 0 up to rounding)")
+
+
+@check("R3", "raising (L1 and L-inf): convex QP vs scipy SLSQP (reference feasibility checked first)", 1e-7)
+def raising_vs_slsqp(rng: np.random.Generator, quick: bool) -> tuple[float, int, str]:
+    """The R3 raising optimum against SLSQP's point, after that point is checked for feasibility: a point that
+    leaves the ball by more than 1e-12 (relative) is moved back into it (L1 scaled, box clipped) and counted,
+    and its objective is re-evaluated there; a failed SLSQP run is rejected and counted. The tolerance is SLSQP's
+    accuracy (about 1e-8 relative to the scale), not the code's."""
+    return _raising_vs_reference(rng, quick, "SLSQP")
+
+
+@check("R3", "raising (L1 and L-inf): convex QP vs cvxpy/SCS (tol 1e-10, status checked)", 1e-7)
+def raising_vs_scs(rng: np.random.Generator, quick: bool) -> tuple[float, int, str]:
+    """The R3 raising optimum against SCS (first-order conic solver, a Cholesky formulation on ``delta``); only a
+    status ``optimal`` counts, and its point is checked for feasibility like the SLSQP reference."""
+    return _raising_vs_reference(rng, quick, "SCS")
