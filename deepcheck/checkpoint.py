@@ -7,10 +7,9 @@ A checkpoint is one ``torch.save`` file holding
 * ``optimizer_state`` / ``scheduler_state`` (their ``state_dict``\\ s) when given;
 * ``state``: any further keyword values (epoch, step, history, RNG states, settings), plain Python or tensors.
 
-Atomicity (:mod:`deepcheck.fileio`): the bytes go to a temporary file in the *same directory* (so that the
-rename cannot cross file systems), which is flushed and ``fsync``-ed, then ``os.replace``-d over the target
-(atomic on POSIX) and the directory is ``fsync``-ed. A crash or an exception at any point leaves either the old complete file or the new
-complete file, and the temporary file is removed on an exception. Loading uses ``weights_only=True``: no
+Atomicity (:func:`deepcheck.fileio.atomic_write_with`): a crash or an exception at any point leaves either the
+old complete file or the new complete file, and the temporary file is removed on an exception.
+Loading uses ``weights_only=True``: no
 arbitrary code runs from a checkpoint.
 """
 

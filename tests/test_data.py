@@ -3,6 +3,7 @@ pixel maps, resizing, and the errors for missing or bad data."""
 
 import gzip
 import importlib.util
+import pathlib
 import pickle
 import struct
 
@@ -298,7 +299,7 @@ def test_foolbox_samples():
     assert len(d) == 20 and d.shape == (1, 28, 28)
     from PIL import Image
 
-    folder = data.Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    folder = pathlib.Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
     first = sorted(folder.glob("mnist_*.png"))[0]
     np.testing.assert_array_equal(d.levels[0, 0].numpy(), np.array(Image.open(first)))
     assert int(d.labels[0]) == int(first.stem.split("_")[-1])
