@@ -33,7 +33,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from .attacks import DEFAULT_RESTARTS, pgd
-from .flows.base import parameter_device, parameter_dtype
+from .data.images import as_pixels
 
 __all__ = ["auroc", "bpd_of", "bpd_against_eps", "ood_attack", "EvalResult", "evaluate_model", "configure_parser",
            "main"]
@@ -59,16 +59,9 @@ def auroc(scores_in: Sequence[float] | np.ndarray, scores_out: Sequence[float] |
 
 # ---------------------------------------------------------------------------------------------- bits/dim
 def _pixels(data: object, model: nn.Module) -> torch.Tensor:
-    """Mid-bin pixels of an ImageData, or a float tensor as is, in the model's dtype and device."""
-    if isinstance(data, torch.Tensor):
-        if not data.is_floating_point():
-            raise TypeError(f"data must be a float tensor or an ImageData, got dtype {data.dtype}")
-        x = data
-    elif callable(getattr(data, "pixels", None)):
-        x = data.pixels(parameter_dtype(model))
-    else:
-        raise TypeError(f"data must be a float tensor or an ImageData, got {type(data).__name__}")
-    return x.to(dtype=parameter_dtype(model), device=parameter_device(model))
+    """Mid-bin pixels of an ImageData, or a float tensor as is, in the model's dtype and device
+    (:func:`deepcheck.data.as_pixels`)."""
+    return as_pixels(data, like=model)
 
 
 def bpd_of(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
