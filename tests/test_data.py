@@ -350,3 +350,19 @@ def test_image_data_validates():
         ImageData(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), 17, "x")
     with pytest.raises(ValueError, match="N, C, H, W"):
         ImageData(torch.zeros(2, 2, 2, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), 17, "x")
+
+
+def test_as_pixels_is_mid_bin_in_the_model_dtype():
+    from deepcheck.data import as_pixels
+
+    d = load("digits", "val", limit=5)
+    model = torch.nn.Linear(2, 2).double()
+    x = as_pixels(d, like=model)
+    assert x.dtype == torch.float64
+    torch.testing.assert_close(x, (d.levels.double() + 0.5) / 17, rtol=0, atol=1e-15)
+    t = torch.rand(3, 2)
+    assert as_pixels(t) is t and as_pixels(t, like=model).dtype == torch.float64
+    with pytest.raises(TypeError, match="data"):
+        as_pixels(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="val_data"):
+        as_pixels([1, 2], name="val_data")
