@@ -1,5 +1,5 @@
 r"""Projected-gradient attacks on the likelihood of a flow: sample-specific (:func:`pgd`) and universal
-(:func:`universal`), for the L2 and L-infinity balls (DESIGN R1-R4, REFERENCES "Attacks").
+(:func:`universal`), for the L2 and L-infinity balls (R1-R4, REFERENCES "Attacks").
 
 Per sample ``x`` the attack solves (``likelihood="decrease"``, the in-distribution attack)
 

@@ -1,5 +1,6 @@
-r"""Projected-gradient attacks on the likelihood of a flow: sample-specific (:func:`pgd`) and universal
-(:func:`universal`), for the L2 and L-infinity balls (DESIGN R1-R4, REFERENCES "Attacks").
+r"""The functional core of the projected-gradient attacks of :mod:`deepcheck.attacks` (sample-specific
+:func:`~deepcheck.attacks.pgd` and :func:`~deepcheck.attacks.universal`), for the L2 and L-infinity balls
+(R1-R4, REFERENCES "Attacks"). It trusts its :class:`~deepcheck.attacks.spec.AttackSpec` (validated there).
 
 The attack solves, per sample ``x`` (``likelihood="decrease"``, the in-distribution attack)
 
