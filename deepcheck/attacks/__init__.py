@@ -25,7 +25,6 @@ from .core import (
     NORM_SPECS,
     AttackInfo,
     NormSpec,
-    _ascend,
     _objective,
     _project,
     attack_mode,
@@ -56,7 +55,7 @@ from .spec import (
 __all__ = ["pgd", "pgd_with_info", "universal", "attack_mode", "AttackInfo", "AttackSpec", "NormSpec", "NORM_SPECS",
            "NORMS", "DEFAULT_STEPS", "DEFAULT_RESTARTS", "DEFAULT_PATIENCE", "FLIP_PROB", "default_loss", "step_l2",
            "step_linf", "project_l2", "project_linf", "random_l2", "random_linf", "perturb_l2", "perturb_linf",
-           "LossFn", "_ascend"]
+           "LossFn"]
 
 Tensor = torch.Tensor
 

@@ -36,11 +36,15 @@ split into ``"train"`` and ``"val"`` (``val_fraction`` of it) by a permutation d
 returns everything in file order. The splits are disjoint and cover the data. A drawn split comes in its
 permutation's order (so ``limit=`` keeps a random, still deterministic, subset); official test sets keep file
 order.
+
+Layout: :mod:`.images` (:class:`ImageData`, :func:`as_pixels`, transforms of levels), :mod:`.readers` (one
+reader per dataset name, the table :data:`READERS`), :mod:`.loading` (:func:`load`: validate, read, split,
+resize).
 """
 
-from .images import ImageData, _resize, _set_channels, as_pixels
-from .loading import _split_indices, load
-from .readers import DATASETS, FASHION_MNIST_DIR, FOOLBOX_SETS, READERS, SPLITS, _shipped_file, read_idx
+from .images import ImageData, as_pixels
+from .loading import load
+from .readers import DATASETS, FASHION_MNIST_DIR, FOOLBOX_SETS, READERS, SPLITS, read_idx
 
 __all__ = ["ImageData", "load", "as_pixels", "DATASETS", "SPLITS", "FASHION_MNIST_DIR", "FOOLBOX_SETS", "READERS",
-           "read_idx", "_resize", "_set_channels", "_split_indices", "_shipped_file"]
+           "read_idx"]
