@@ -30,7 +30,8 @@ def step_cost(rows=(("glow", "tiny", (1, 8, 8)), ("realnvp", "tiny", (1, 8, 8)),
                     ("glow", "small", (1, 28, 28)), ("realnvp", "small", (1, 28, 28))),
               batch: int = 64, steps: int = 5, repeats: int = 5) -> list[tuple]:
     from deepcheck.attacks import attack_mode, pgd
-    from deepcheck.flows import build, perturb_parameters
+    from deepcheck.flows import build
+    from tests.models import perturb_parameters
 
     out = []
     for name, config, shape in rows:

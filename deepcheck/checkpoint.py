@@ -7,24 +7,23 @@ A checkpoint is one ``torch.save`` file holding
 * ``optimizer_state`` / ``scheduler_state`` (their ``state_dict``\\ s) when given;
 * ``state``: any further keyword values (epoch, step, history, RNG states, settings), plain Python or tensors.
 
-Atomicity: the bytes go to a temporary file in the *same directory* (so that the rename cannot cross file
-systems), which is flushed and ``fsync``-ed, then ``os.replace``-d over the target (atomic on POSIX) and the
-directory is ``fsync``-ed. A crash or an exception at any point leaves either the old complete file or the new
-complete file, and the temporary file is removed on an exception. Loading uses ``weights_only=True``: no
+Atomicity (:func:`deepcheck.fileio.atomic_write_with`): a crash or an exception at any point leaves either the
+old complete file or the new complete file, and the temporary file is removed on an exception.
+Loading uses ``weights_only=True``: no
 arbitrary code runs from a checkpoint.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .fileio import atomic_write_with
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rebuild_model", "Checkpoint", "CheckpointError",
            "CheckpointNotFoundError"]
@@ -51,19 +50,6 @@ class Checkpoint:
     optimizer_state: dict | None
     scheduler_state: dict | None
     state: dict[str, Any] = field(default_factory=dict)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -94,20 +80,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
         "state": state,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write_with(path, lambda f: torch.save(payload, f))
 
 
 def _float_dtype(state_dict: dict) -> torch.dtype | None:

@@ -33,7 +33,8 @@ from scipy.stats import rankdata
 from torch import nn
 
 from .attacks import DEFAULT_RESTARTS, pgd
-from .flows.base import parameter_device, parameter_dtype
+from .data import as_pixels
+from .fileio import atomic_write
 
 __all__ = ["auroc", "bpd_of", "bpd_against_eps", "ood_attack", "EvalResult", "evaluate_model", "configure_parser",
            "main"]
@@ -58,19 +59,6 @@ def auroc(scores_in: Sequence[float] | np.ndarray, scores_out: Sequence[float] |
 
 
 # ---------------------------------------------------------------------------------------------- bits/dim
-def _pixels(data: object, model: nn.Module) -> torch.Tensor:
-    """Mid-bin pixels of an ImageData, or a float tensor as is, in the model's dtype and device."""
-    if isinstance(data, torch.Tensor):
-        if not data.is_floating_point():
-            raise TypeError(f"data must be a float tensor or an ImageData, got dtype {data.dtype}")
-        x = data
-    elif callable(getattr(data, "pixels", None)):
-        x = data.pixels(parameter_dtype(model))
-    else:
-        raise TypeError(f"data must be a float tensor or an ImageData, got {type(data).__name__}")
-    return x.to(dtype=parameter_dtype(model), device=parameter_device(model))
-
-
 def bpd_of(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
     """Per-sample bits/dim ``model.bpd(x)`` in eval mode (mode restored), as float64 numpy."""
     was = [(m, m.training) for m in model.modules()]
@@ -100,7 +88,7 @@ def bpd_against_eps(model: nn.Module, data: object, eps: Sequence[float], *, nor
     """Per-sample bits/dim after ``pgd(model, x, e, likelihood=...)`` for each ``e`` in ``eps``: ``(len(eps), n)``.
 
     ``eps = 0`` gives the clean bits/dim. Same seed, same numbers (on CPU)."""
-    x = _pixels(data, model)
+    x = as_pixels(data, like=model)
     rows = []
     for e in eps:
         xa = attack_in_batches(model, x, float(e), likelihood=likelihood, norm=norm, steps=steps, restarts=restarts,
@@ -136,10 +124,7 @@ class EvalResult:
         return asdict(self)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-        return path
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
 
 def evaluate_model(model: nn.Module, data: object, eps: Sequence[float], *, ood_data: dict[str, object] | None = None,
@@ -159,7 +144,7 @@ def evaluate_model(model: nn.Module, data: object, eps: Sequence[float], *, ood_
         if ood_eps is None:
             raise ValueError("ood_eps is required with ood_data")
         res.ood_eps = float(ood_eps)
-        clean_in = bpd_of(model, _pixels(data, model), batch_size=max(batch_size, 256))
+        clean_in = bpd_of(model, as_pixels(data, like=model), batch_size=max(batch_size, 256))
         for name, od in ood_data.items():
             before, after = ood_attack(model, od, float(ood_eps), **kw)
             res.ood[name] = {"n": int(before.size), "bpd_clean": float(before.mean()),
@@ -243,8 +228,6 @@ def main(name: str, args: argparse.Namespace) -> int:
         print(format_result(r))
         results.append(r.to_dict())
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"command": name, "results": results}, indent=2))
+        out = atomic_write(args.out, json.dumps({"command": name, "results": results}, indent=2))
         print(f"wrote {out}")
     return 0

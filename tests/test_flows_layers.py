@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from deepcheck.flows import perturb_parameters
 from deepcheck.flows.layers import (
     ActNorm,
     AffineCoupling,
@@ -20,6 +19,7 @@ from deepcheck.flows.layers import (
     Squeeze,
     check_image_shape,
 )
+from tests.models import perturb_parameters
 
 
 class _SplitAsBijection(torch.nn.Module):
@@ -36,6 +36,17 @@ class _SplitAsBijection(torch.nn.Module):
     def inverse(self, y):
         k = self.split.n_keep
         return self.split.inverse(y[:, :k], y[:, k:])
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rng():
+    """Layers initialise their weights from torch's global RNG: seed it per test (and restore it after), so
+    that each test sees the same layers whatever ran before it. Unseeded, the order-dependent initial weights
+    occasionally gave a layer with a near-zero log-det (1e-9 for nvp-channel-1 on 3x4x4), failing the
+    non-triviality precondition below although the log-det itself matched autograd to 2e-16."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
 
 
 def _x(shape, seed, n=1):

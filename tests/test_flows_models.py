@@ -12,8 +12,9 @@ import torch
 from scipy.stats import norm
 from torch.autograd.functional import jacobian
 
-from deepcheck.flows import CONFIGS, Glow, LinearFlow, RealNVP, build, build_from_config, perturb_parameters
+from deepcheck.flows import CONFIGS, Glow, LinearFlow, RealNVP, build, build_from_config
 from deepcheck.flows.layers import ActNorm
+from tests.models import perturb_parameters
 
 
 def _images(shape, n, seed):

@@ -3,11 +3,11 @@
 :class:`RealNVP` and :class:`Glow` are the multi-scale image flows; :func:`build` makes any of them from a
 named config and :func:`build_from_config` rebuilds one from ``model.config``."""
 
-from .base import Flow, bits_per_dim, perturb_parameters
+from .base import Flow, bits_per_dim
 from .build import CONFIGS, MODELS, build, build_from_config
 from .glow import Glow
 from .linear import LinearFlow
 from .realnvp import RealNVP
 
 __all__ = ["CONFIGS", "MODELS", "Flow", "Glow", "LinearFlow", "RealNVP", "bits_per_dim", "build",
-           "build_from_config", "perturb_parameters"]
+           "build_from_config"]

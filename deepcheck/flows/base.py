@@ -151,18 +151,3 @@ class Flow(nn.Module):
         ]
         with torch.no_grad():
             return self.inverse(zs[0] if len(zs) == 1 else zs)
-
-
-@torch.no_grad()
-def perturb_parameters(model: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Module:
-    """Add ``scale * N(0, 1)`` noise (from ``seed``) to every floating parameter of ``model``, in place.
-
-    A freshly built flow has zero-initialised last layers and is close to the identity, so it passes
-    log-det tests that a wrong implementation would fail; tests perturb every parameter first (DESIGN,
-    Conventions for the deep part). Returns ``model``.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        if p.is_floating_point():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device))
-    return model

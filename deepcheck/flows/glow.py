@@ -3,9 +3,10 @@ r"""Glow (Kingma & Dhariwal 2018): a multi-scale flow of ActNorm -> invertible 1
 Architecture, for ``levels = L`` and ``steps = K``: the input ``y`` in ``[0, 1]^{C x H x W}`` is shifted to
 ``y - 0.5`` (log-det 0); then at each level ``l = 1..L``: squeeze ``(C, H, W) -> (4C, H/2, W/2)``, ``K`` steps
 of [:class:`ActNorm`, :class:`InvConv1x1`, :class:`AffineCoupling` (channel-wise, ``s = sigmoid(h + 2)``,
-zero-initialised last conv)], and, for ``l < L``, a :class:`Split` that factors out half the channels with a
-learned conditional Gaussian prior; the last level's output goes through a :class:`LearnedPrior`. ``H`` and
-``W`` must be divisible by ``2^L``.
+zero-initialised last conv; its network :class:`~deepcheck.flows.layers.GlowNet` has no ActNorm in its
+hidden layers, unlike the published one)], and, for ``l < L``, a :class:`Split` that factors out half the
+channels with a learned conditional Gaussian prior; the last level's output goes through a
+:class:`LearnedPrior`. ``H`` and ``W`` must be divisible by ``2^L``.
 
 ``forward(x)`` returns the ``L`` standardised latents (finest first, top last) and the total log-det, so
 ``log p(x) = sum_l log N(z_l; 0, I) + logdet`` (:mod:`deepcheck.flows.base`); ``inverse`` takes that list.

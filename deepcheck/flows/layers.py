@@ -129,7 +129,14 @@ class ZeroConv2d(nn.Module):
 
 
 class GlowNet(nn.Module):
-    """Glow's coupling network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> ZeroConv3x3 (no normalisation)."""
+    """Glow's coupling network, without its normalisation: conv3x3 -> ReLU -> conv1x1 -> ReLU -> ZeroConv3x3.
+
+    The published network (Kingma & Dhariwal 2018) puts an :class:`ActNorm` after each of the two hidden
+    convolutions (``conv3x3 -> ActNorm -> ReLU -> conv1x1 -> ActNorm -> ReLU -> ZeroConv3x3``) and gives those
+    convolutions no bias. Here there is **no ActNorm in the hidden layers**: the hidden convolutions have
+    ordinary biases instead, and the only data-dependent initialisation of a :class:`~deepcheck.flows.glow.Glow`
+    is that of the ActNorm layers of its flow steps. The output layer is the zero-initialised
+    :class:`ZeroConv2d`, as published."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int) -> None:
         super().__init__()

@@ -10,6 +10,14 @@ zero-initialised output). The published model puts batch normalisation after cou
 of a sample depend on its batch, so :class:`ActNorm` (per-channel affine, data-initialised, batch-free at
 use) takes its place after every coupling. ``H``, ``W`` must be divisible by ``2^(S-1)``, and the last scale
 needs at least 2 pixels for its checkerboard.
+
+Preprocessing. The published model first maps pixels through the logit transform
+``y' = logit(alpha + (1 - alpha) y)`` (``alpha = 0.05``, Dinh et al. 2017, section 4.1), an unbounded input
+with its own log-det term. That transform is **dropped here**: the only preprocessing is the shift ``y - 0.5``
+(log-det 0), so the flow models the density of ``y - 0.5`` on the cube ``[-0.5, 0.5]^D`` directly (as
+:class:`~deepcheck.flows.glow.Glow` does), and :meth:`~deepcheck.flows.base.Flow.bpd` contains no logit
+Jacobian. Bits/dim are therefore comparable with Glow's here, not with the published RealNVP numbers
+computed through the logit.
 """
 
 from __future__ import annotations

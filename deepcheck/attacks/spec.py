@@ -1,0 +1,168 @@
+"""What an attack is asked to do, validated once: the frozen :class:`AttackSpec` and the checks of its inputs.
+
+The public entry points (:func:`~deepcheck.attacks.pgd`, :func:`~deepcheck.attacks.pgd_with_info`,
+:func:`~deepcheck.attacks.universal`) take the attack's options as keywords; their names, defaults and order are
+written once, as the fields of :class:`AttackSpec`, and :func:`options_signature` shows them in each entry's
+signature. :meth:`AttackSpec.build` validates them (a clear ``TypeError``/``ValueError`` naming the argument);
+the core (:mod:`deepcheck.attacks.core`) trusts a spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from linflow.validation import check_eps, check_likelihood, check_norm
+
+Tensor = torch.Tensor
+LossFn = Callable[[nn.Module, Tensor], Tensor]
+
+NORMS = ("l2", "linf")
+DEFAULT_STEPS = 100
+DEFAULT_RESTARTS = 1
+DEFAULT_PATIENCE = 4
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_norm(norm: object) -> str:
+    """``"l2"`` or ``"linf"`` (also accepts 2, ``float("inf")``, ``"inf"``, ``"2"``; L1 is not a PGD norm here)."""
+    try:
+        p = check_norm(norm)
+    except ValueError:
+        p = None
+    if p not in (2.0, math.inf):
+        raise ValueError(f"norm must be 'l2' or 'linf' (or 2, inf), got {norm!r}")
+    return "l2" if p == 2.0 else "linf"
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_clamp(clamp: object) -> tuple[float, float] | None:
+    if clamp is None:
+        return None
+    try:
+        lo, hi = (float(c) for c in clamp)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"clamp must be None or a pair (lo, hi), got {clamp!r}") from None
+    if not lo < hi:
+        raise ValueError(f"clamp must satisfy lo < hi, got {clamp!r}")
+    return lo, hi
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not hasattr(model, "log_prob"):
+        raise TypeError("model must have a log_prob(x) method")
+    return model
+
+
+def _check_x(x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim < 2 or x.numel() == 0:
+        raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
+    return x
+
+
+def default_loss(model: nn.Module, x: Tensor) -> Tensor:
+    """Per-sample negative log-likelihood in nats, ``-model.log_prob(x)``, shape ``(B,)``."""
+    return -model.log_prob(x)
+
+
+# ---------------------------------------------------------------------------------------------- the spec
+@dataclass(frozen=True)
+class AttackSpec:
+    """The options of one attack (meanings in :func:`deepcheck.attacks.pgd`), validated by :meth:`build`.
+
+    ``sign`` is +1 for ``likelihood="decrease"`` (maximise the NLL) and -1 for ``"increase"``; the core
+    maximises ``sign * loss``. ``alpha0`` is the initial step (``step_size``, default ``2 eps``)."""
+
+    eps: float
+    norm: str = "linf"
+    likelihood: str = "decrease"
+    steps: int = DEFAULT_STEPS
+    step_size: float | None = None
+    random_start: bool = False
+    restarts: int = DEFAULT_RESTARTS
+    clamp: tuple[float, float] | None = (0.0, 1.0)
+    loss_fn: LossFn | None = None
+    adaptive: bool = True
+    patience: int = DEFAULT_PATIENCE
+    seed: int = 0
+
+    @classmethod
+    def build(cls, eps: float, **options: object) -> AttackSpec:
+        """A validated spec; an unknown keyword is a ``TypeError`` naming it."""
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                            f"the attack options are {', '.join(OPTION_NAMES)}")
+        o = {**OPTION_DEFAULTS, **options}
+        step_size = o["step_size"]
+        if step_size is not None:
+            step_size = check_eps(step_size, "step_size")
+            if step_size == 0:
+                raise ValueError("step_size must be > 0")
+        if not isinstance(o["random_start"], bool):
+            raise TypeError(f"random_start must be a bool, got {type(o['random_start']).__name__}")
+        if o["loss_fn"] is not None and not callable(o["loss_fn"]):
+            raise TypeError("loss_fn must be callable(model, x) -> per-sample loss")
+        return cls(eps=check_eps(eps), norm=_check_norm(o["norm"]), likelihood=check_likelihood(o["likelihood"]),
+                   steps=_check_int("steps", o["steps"], 0), step_size=step_size, random_start=o["random_start"],
+                   restarts=_check_int("restarts", o["restarts"], 0), clamp=_check_clamp(o["clamp"]),
+                   loss_fn=o["loss_fn"], adaptive=bool(o["adaptive"]), patience=o["patience"],
+                   seed=_check_int("seed", o["seed"], 0))
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.likelihood == "decrease" else -1.0
+
+    @property
+    def alpha0(self) -> float:
+        return self.step_size if self.step_size is not None else 2.0 * self.eps
+
+    @property
+    def loss(self) -> LossFn:
+        return self.loss_fn or default_loss
+
+    def generator(self) -> torch.Generator:
+        """A fresh CPU generator seeded with ``seed`` (random starts and kicks)."""
+        return torch.Generator().manual_seed(self.seed)
+
+
+_OPTION_FIELDS = [f for f in dataclasses.fields(AttackSpec) if f.name != "eps"]
+OPTION_NAMES = tuple(f.name for f in _OPTION_FIELDS)
+OPTION_DEFAULTS = {f.name: f.default for f in _OPTION_FIELDS}
+
+
+def options_signature(*, leading: tuple[str, ...], extra: dict[str, object] | None = None,
+                      defaults: dict[str, object] | None = None, returns: str = "Tensor") -> Callable:
+    """A decorator giving an entry point taking ``**options`` the explicit signature
+    ``(leading..., *, <AttackSpec options with defaults overridden by defaults>, <extra>)`` (for ``help`` and
+    ``inspect``)."""
+    defaults = defaults or {}
+
+    def decorate(fn: Callable) -> Callable:
+        params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in leading]
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f.name, f.default),
+                                     annotation=f.type) for f in _OPTION_FIELDS]
+        params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d in (extra or {}).items()]
+        fn.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
