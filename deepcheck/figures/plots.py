@@ -24,7 +24,7 @@ COLORS = {"decrease": "tab:red", "increase": "tab:blue", "universal": "tab:purpl
 
 def save_figure(fig: Figure, directory: str | os.PathLike, name: str, *, dpi: int = 110) -> list[Path]:
     """Write ``fig`` as ``<directory>/<name>.png`` and ``.pdf`` (atomically) and close it; return both paths."""
-    from ..reproduce.report import atomic_write_bytes  # on use: drawing does not import the pipeline
+    from ..fileio import atomic_write
 
     if not name or "/" in name or "\\" in name:
         raise ValueError(f"name must be a plain file stem, got {name!r}")
@@ -32,7 +32,7 @@ def save_figure(fig: Figure, directory: str | os.PathLike, name: str, *, dpi: in
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
-        paths.append(atomic_write_bytes(Path(directory) / f"{name}.{ext}", buf.getvalue()))
+        paths.append(atomic_write(Path(directory) / f"{name}.{ext}", buf.getvalue()))
     plt.close(fig)
     return paths
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
 from . import report as rep
 from . import steps_deep, steps_linear
 from .budget import BUDGETS, Budget
@@ -73,7 +74,7 @@ def run(budget: Budget | str = "quick", out: str | os.PathLike = "out/quick", *,
                 "exit_status": 1 if failed else 0}
     results = {"run": run_info, "steps": records, "not_reproduced": NOT_REPRODUCED}
     rep.write_json(out / "results.json", results)
-    rep.atomic_write_text(out / "report.md", rep.render_report(run_info, records, out, NOT_REPRODUCED))
+    atomic_write(out / "report.md", rep.render_report(run_info, records, out, NOT_REPRODUCED))
     return rep.to_jsonable(results)
 
 

@@ -2,8 +2,8 @@
 
 The report is rendered from the same dictionaries that go into ``results.json`` (one per step, see
 :mod:`deepcheck.reproduce`), with one number format (:func:`fmt`), so every number in ``report.md`` can be
-found in ``results.json``. Files are written atomically: to a temporary file in the target directory, then
-``os.replace`` (a crash never leaves a half-written report or step cache).
+found in ``results.json``. Files are written atomically (:func:`deepcheck.fileio.atomic_write`): a crash never
+leaves a half-written report or step cache.
 """
 
 from __future__ import annotations
@@ -14,35 +14,15 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
+
 VERSIONED_PACKAGES = ("numpy", "scipy", "torch", "cvxpy", "clarabel", "scs", "sympy", "matplotlib",
                       "scikit-learn", "mlxtend", "tqdm")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -82,7 +62,7 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write ``obj`` (made JSON-safe by :func:`to_jsonable`) as indented JSON."""
-    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    return atomic_write(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import figures
 from ..checkpoint import load_checkpoint
+from ..data import as_pixels
 from . import compute_deep as deep
 from . import report as rep
 from .budget import Budget
@@ -20,7 +21,7 @@ from .pipeline import Context, NotAvailable, Step, StepOutput
 def checkpoint_path(ctx: Context, model: str, mode: str) -> Path:
     """``<out>/checkpoints/`` + :func:`.compute_deep.checkpoint_name`: a change of the training settings trains a
     new model; an interrupted run resumes from the last finished epoch (``deepcheck.train``)."""
-    return ctx.checkpoints / deep.checkpoint_name(model, mode, ctx.budget, ctx.seed, ctx.device)
+    return ctx.checkpoints / deep.checkpoint_name(model, mode, ctx.budget, ctx.seed)
 
 
 def make_train_step(model: str, mode: str) -> Callable[[Context], StepOutput]:
@@ -72,9 +73,9 @@ def trained_models(ctx: Context) -> dict[str, Any]:
     return models
 
 
-def _pixels(data: Any, models: dict[str, Any], n: int, device: str) -> Any:
-    dtype = next(next(iter(models.values())).parameters()).dtype
-    return data.pixels(dtype)[:n].to(device)
+def _pixels(data: Any, models: dict[str, Any], n: int) -> Any:
+    """The first ``n`` mid-bin pixel images of ``data`` in the dtype and device of the (first) trained model."""
+    return as_pixels(data, like=next(iter(models.values())))[:n]
 
 
 def step_deep_attack(ctx: Context) -> StepOutput:
@@ -82,7 +83,7 @@ def step_deep_attack(ctx: Context) -> StepOutput:
     the image grid (clean, attacked at ``teaser.eps``, amplified difference) for the first model."""
     b = ctx.budget
     models = trained_models(ctx)
-    x = _pixels(deep.deep_data(b, ctx.seed).test, models, b.eval.n, ctx.device)
+    x = _pixels(deep.deep_data(b, ctx.seed).test, models, b.eval.n)
     res = deep.compute_bpd_vs_eps(models, x, b, seed=ctx.seed)
     out = StepOutput(results=res)
     labels, eps_grid, curves = list(res["mean_bpd"]), res["eps"], res["mean_bpd"]
@@ -106,8 +107,8 @@ def step_ood(ctx: Context) -> StepOutput:
     b = ctx.budget
     models = trained_models(ctx)
     data = deep.deep_data(b, ctx.seed)
-    x_in = _pixels(data.test, models, b.ood.n, ctx.device)
-    sets = {name: deep.compute_ood(models, x_in, _pixels(o, models, b.ood.n, ctx.device), b, seed=ctx.seed,
+    x_in = _pixels(data.test, models, b.ood.n)
+    sets = {name: deep.compute_ood(models, x_in, _pixels(o, models, b.ood.n), b, seed=ctx.seed,
                                    ood_name=name) for name, o in data.ood.items()}
     out = StepOutput(results={"sets": sets, "eps": b.ood.eps, "norm": b.eval.norm})
     rows = [[label, name, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]]
