@@ -20,6 +20,8 @@ from torch import nn
 
 from linflow.validation import check_eps, check_likelihood, check_norm
 
+from ..adapt import LogProbModel, as_log_prob
+
 Tensor = torch.Tensor
 LossFn = Callable[[nn.Module, Tensor], Tensor]
 
@@ -27,6 +29,7 @@ NORMS = ("l2", "linf")
 DEFAULT_STEPS = 100
 DEFAULT_RESTARTS = 1
 DEFAULT_PATIENCE = 4
+NONFINITE_MODES = ("warn", "raise")
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -61,12 +64,10 @@ def _check_clamp(clamp: object) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not hasattr(model, "log_prob"):
-        raise TypeError("model must have a log_prob(x) method")
-    return model
+def _check_model(model: object) -> LogProbModel:
+    """``model`` as a :class:`~deepcheck.adapt.LogProbModel` (a module with ``log_prob``, a Distribution, a
+    zero-argument factory of one such as a zuko flow, or a callable ``x -> log_prob``); ``TypeError`` otherwise."""
+    return as_log_prob(model)
 
 
 def _check_x(x: object) -> Tensor:
@@ -79,7 +80,7 @@ def _check_x(x: object) -> Tensor:
     return x
 
 
-def default_loss(model: nn.Module, x: Tensor) -> Tensor:
+def default_loss(model: nn.Module | LogProbModel, x: Tensor) -> Tensor:
     """Per-sample negative log-likelihood in nats, ``-model.log_prob(x)``, shape ``(B,)``."""
     return -model.log_prob(x)
 
@@ -104,6 +105,7 @@ class AttackSpec:
     adaptive: bool = True
     patience: int = DEFAULT_PATIENCE
     seed: int = 0
+    nonfinite: str = "warn"
 
     @classmethod
     def build(cls, eps: float, **options: object) -> AttackSpec:
@@ -122,11 +124,13 @@ class AttackSpec:
             raise TypeError(f"random_start must be a bool, got {type(o['random_start']).__name__}")
         if o["loss_fn"] is not None and not callable(o["loss_fn"]):
             raise TypeError("loss_fn must be callable(model, x) -> per-sample loss")
+        if o["nonfinite"] not in NONFINITE_MODES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {o['nonfinite']!r}")
         return cls(eps=check_eps(eps), norm=_check_norm(o["norm"]), likelihood=check_likelihood(o["likelihood"]),
                    steps=_check_int("steps", o["steps"], 0), step_size=step_size, random_start=o["random_start"],
                    restarts=_check_int("restarts", o["restarts"], 0), clamp=_check_clamp(o["clamp"]),
                    loss_fn=o["loss_fn"], adaptive=bool(o["adaptive"]), patience=o["patience"],
-                   seed=_check_int("seed", o["seed"], 0))
+                   seed=_check_int("seed", o["seed"], 0), nonfinite=o["nonfinite"])
 
     @property
     def sign(self) -> float:
