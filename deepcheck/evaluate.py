@@ -13,7 +13,10 @@ out-of-distribution attack, and likelihood-based OOD detection (AUROC), clean an
   samples attacked (the attack raises their likelihood, so detection degrades towards or below 0.5).
 
 All images are mid-bin pixels ``y = (k + 0.5) / n_bins`` (deterministic; no dequantisation noise), attacks are
-clamped to ``[0, 1]``. Results are an :class:`EvalResult` dataclass, saved as JSON. CLI:
+clamped to ``clamp`` (default ``[0, 1]``; ``None`` for unbounded vector data). The model may be any density model
+:func:`deepcheck.adapt.as_log_prob` accepts (the package's flows, normflows, zuko, a Distribution, a callable
+``x -> log_prob``); bits/dim are the model's own ``bpd`` when it has one, else ``-log p(x) / (D ln 2)``.
+Results are an :class:`EvalResult` dataclass, saved as JSON. CLI:
 ``python -m deepcheck attack ...`` (one model, one dataset, bits/dim against eps) and
 ``python -m deepcheck evaluate ...`` (models, in-distribution + OOD data, AUROC).
 """
@@ -32,6 +35,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from .adapt import LogProbModel, as_log_prob
 from .attacks import DEFAULT_RESTARTS, pgd
 from .data import as_pixels
 from .fileio import atomic_write
@@ -59,45 +63,55 @@ def auroc(scores_in: Sequence[float] | np.ndarray, scores_out: Sequence[float] |
 
 
 # ---------------------------------------------------------------------------------------------- bits/dim
-def bpd_of(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
-    """Per-sample bits/dim ``model.bpd(x)`` in eval mode (mode restored), as float64 numpy."""
-    was = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = [model.bpd(x[i:i + batch_size]).double().cpu().numpy() for i in range(0, len(x), batch_size)]
-    finally:
-        for m, t in was:
-            m.training = t
-    return np.concatenate(out)
+def bpd_of(model: object, x: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+    """Per-sample bits/dim (:meth:`deepcheck.adapt.LogProbModel.bpd`) in eval mode (modes and parameter flags
+    restored), as float64 numpy; a ``ValueError`` naming the rows if any is not finite."""
+    lp = as_log_prob(model)
+    with lp.frozen(), torch.no_grad():
+        out = np.concatenate([lp.bpd(x[i:i + batch_size]).double().cpu().numpy()
+                              for i in range(0, len(x), batch_size)])
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        raise ValueError(f"bits/dim is not finite in rows {bad[:10].tolist()} ({bad.size} of {out.size}): "
+                         "check the model and the data")
+    return out
 
 
-def attack_in_batches(model: nn.Module, x: torch.Tensor, eps: float, *, likelihood: str, norm: str, steps: int,
-                      restarts: int, batch_size: int = 256, seed: int = 0) -> torch.Tensor:
+def attack_in_batches(model: object, x: torch.Tensor, eps: float, *, likelihood: str, norm: str, steps: int,
+                      restarts: int, batch_size: int = 256, seed: int = 0,
+                      clamp: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
     """:func:`deepcheck.attacks.pgd` over ``x`` in batches (batch ``i`` seeded ``seed + i``), clamped to
-    ``[0, 1]``; ``eps = 0`` returns ``x`` itself."""
+    ``clamp``; ``eps = 0`` returns ``x`` itself."""
     if eps == 0.0:
         return x
     return torch.cat([pgd(model, x[i:i + batch_size], eps, norm=norm, likelihood=likelihood, steps=steps,
-                          restarts=restarts, clamp=(0.0, 1.0), seed=seed + i) for i in range(0, len(x), batch_size)])
+                          restarts=restarts, clamp=clamp, seed=seed + i) for i in range(0, len(x), batch_size)])
 
 
-def bpd_against_eps(model: nn.Module, data: object, eps: Sequence[float], *, norm: str = "linf",
+def _pixels(data: object, lp: LogProbModel) -> torch.Tensor:
+    """``data`` (a float tensor or an ImageData's mid-bin pixels) in the model's dtype and on its device."""
+    return as_pixels(data, like=lp).to(dtype=lp.dtype, device=lp.device)  # type: ignore[arg-type]
+
+
+def bpd_against_eps(model: object, data: object, eps: Sequence[float], *, norm: str = "linf",
                     likelihood: str = "decrease", steps: int = 20, restarts: int = 0, batch_size: int = 64,
-                    seed: int = 0) -> np.ndarray:
-    """Per-sample bits/dim after ``pgd(model, x, e, likelihood=...)`` for each ``e`` in ``eps``: ``(len(eps), n)``.
+                    seed: int = 0, clamp: tuple[float, float] | None = (0.0, 1.0)) -> np.ndarray:
+    """Per-sample bits/dim after ``pgd(model, x, e, likelihood=..., clamp=clamp)`` for each ``e`` in ``eps``:
+    ``(len(eps), n)``.
 
-    ``eps = 0`` gives the clean bits/dim. Same seed, same numbers (on CPU)."""
-    x = as_pixels(data, like=model)
+    ``eps = 0`` gives the clean bits/dim. Same seed, same numbers (on CPU). Data outside ``clamp`` is a
+    ``ValueError`` (pass ``clamp=None`` for unbounded data)."""
+    lp = as_log_prob(model)
+    x = _pixels(data, lp)
     rows = []
     for e in eps:
         xa = attack_in_batches(model, x, float(e), likelihood=likelihood, norm=norm, steps=steps, restarts=restarts,
-                       batch_size=batch_size, seed=seed)
+                               batch_size=batch_size, seed=seed, clamp=clamp)
         rows.append(bpd_of(model, xa, batch_size=max(batch_size, 256)))
     return np.array(rows)
 
 
-def ood_attack(model: nn.Module, data: object, eps: float, **kw: object) -> tuple[np.ndarray, np.ndarray]:
+def ood_attack(model: object, data: object, eps: float, **kw: object) -> tuple[np.ndarray, np.ndarray]:
     """(bits/dim before, bits/dim after) the likelihood-raising attack of budget ``eps`` on OOD ``data``."""
     both = bpd_against_eps(model, data, [0.0, eps], likelihood="increase", **kw)  # type: ignore[arg-type]
     return both[0], both[1]
@@ -127,16 +141,18 @@ class EvalResult:
         return atomic_write(path, json.dumps(self.to_dict(), indent=2))
 
 
-def evaluate_model(model: nn.Module, data: object, eps: Sequence[float], *, ood_data: dict[str, object] | None = None,
+def evaluate_model(model: object, data: object, eps: Sequence[float], *, ood_data: dict[str, object] | None = None,
                    ood_eps: float | None = None, norm: str = "linf", steps: int = 20, restarts: int = 0,
-                   batch_size: int = 64, seed: int = 0, label: str = "model", data_name: str = "data") -> EvalResult:
+                   batch_size: int = 64, seed: int = 0, label: str = "model", data_name: str = "data",
+                   clamp: tuple[float, float] | None = (0.0, 1.0)) -> EvalResult:
     """Bits/dim of ``data`` against ``eps`` (in-distribution attack) and, for each named OOD set, bits/dim
     before/after the OOD attack of budget ``ood_eps`` and the AUROC of in-vs-OOD by log-likelihood, clean and
-    with the OOD samples attacked."""
+    with the OOD samples attacked. ``model``: anything :func:`deepcheck.adapt.as_log_prob` accepts; attacks
+    stay inside ``clamp`` (``None``: unbounded data)."""
     eps = [float(e) for e in eps]
     if not eps or any(not math.isfinite(e) or e < 0 for e in eps):
         raise ValueError(f"eps must be a non-empty list of finite budgets >= 0, got {eps}")
-    kw = dict(norm=norm, steps=steps, restarts=restarts, batch_size=batch_size, seed=seed)
+    kw = dict(norm=norm, steps=steps, restarts=restarts, batch_size=batch_size, seed=seed, clamp=clamp)
     table = bpd_against_eps(model, data, eps, **kw)
     res = EvalResult(label=label, data=data_name, norm=norm, eps=eps, steps=steps, seed=seed, n_in=table.shape[1],
                      bpd=[float(r.mean()) for r in table], bpd_median=[float(np.median(r)) for r in table])
@@ -144,7 +160,7 @@ def evaluate_model(model: nn.Module, data: object, eps: Sequence[float], *, ood_
         if ood_eps is None:
             raise ValueError("ood_eps is required with ood_data")
         res.ood_eps = float(ood_eps)
-        clean_in = bpd_of(model, as_pixels(data, like=model), batch_size=max(batch_size, 256))
+        clean_in = bpd_of(model, _pixels(data, as_log_prob(model)), batch_size=max(batch_size, 256))
         for name, od in ood_data.items():
             before, after = ood_attack(model, od, float(ood_eps), **kw)
             res.ood[name] = {"n": int(before.size), "bpd_clean": float(before.mean()),
