@@ -188,3 +188,24 @@ def test_adapter_kinds_dtype_and_device():
     assert lp64.dtype == torch.float64 and lp64.device == torch.device("cpu")
     lp = as_log_prob(lambda: mix)
     assert as_log_prob(lp) is lp and "factory" in repr(lp)
+
+
+def test_a_module_whose_forward_is_the_log_density_runs_in_eval_mode_and_is_restored():
+    class Density(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loc = torch.nn.Parameter(torch.tensor([0.5, -0.5]))
+            self.drop = torch.nn.Dropout(0.5)  # in train mode it would make the objective random
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return -0.5 * (self.drop(x - self.loc) ** 2).sum(dim=1)
+
+    net = Density().train()
+    lp = as_log_prob(net)
+    assert lp.kind == "callable" and lp.modules == [net]
+    x = _unbounded(8)
+    xa, info = pgd_with_info(net, x, 0.2, norm="l2", clamp=None, steps=5)
+    assert net.training and net.drop.training and net.loc.requires_grad
+    # eval mode: the objective is the exact quadratic, raised by moving each point radially away from loc by eps
+    r0, r1 = (x - net.loc).norm(dim=1), (xa - net.loc).norm(dim=1)
+    torch.testing.assert_close(r1.detach(), r0.detach() + 0.2, rtol=1e-4, atol=1e-4)
