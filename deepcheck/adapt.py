@@ -16,8 +16,10 @@ kind               what it is                                                  `
 ``"callable"``     a callable ``x -> log p(x)``                                ``model(x)``
 =================  ==========================================================  ===================================
 
-A callable that can be called without arguments is called once (under ``torch.no_grad``) to tell a factory
-from a plain function: it is a factory when that call returns a Distribution.
+With its own ``loss_fn`` an attack accepts any other object as kind ``"opaque"`` (``as_log_prob(model,
+strict=False)``): the loss receives it as is. A callable that can be called without arguments is called once
+(under ``torch.no_grad``) to tell a factory from a plain function: it is a factory when that call returns a
+Distribution.
 
 State: :meth:`LogProbModel.frozen` puts every ``nn.Module`` found (the model itself, a zuko flow, the owner of a
 bound method such as ``net.log_prob``) in eval mode and switches off ``requires_grad`` of their parameters and of
@@ -41,7 +43,7 @@ from .flows.base import bits_per_dim
 __all__ = ["LogProbModel", "as_log_prob", "KINDS"]
 
 Tensor = torch.Tensor
-KINDS = ("log_prob", "distribution", "factory", "callable")
+KINDS = ("log_prob", "distribution", "factory", "callable", "opaque")
 _ACCEPTED = ("an nn.Module (or any object) with a log_prob(x) method, a torch.distributions.Distribution, "
              "a zero-argument callable returning a Distribution (e.g. a zuko flow), or a callable x -> log_prob(x)")
 
@@ -181,9 +183,8 @@ def _owner_modules(obj: object) -> list[nn.Module]:
     return [owner] if isinstance(owner, nn.Module) else []
 
 
-def as_log_prob(model: object) -> LogProbModel:
-    """``model`` as a :class:`LogProbModel` (returned as is when it already is one); a ``TypeError`` naming
-    ``model`` and the accepted kinds otherwise."""
+def _classify(model: object) -> LogProbModel | str:
+    """The adapter for ``model``, or why it has none."""
     if isinstance(model, LogProbModel):
         return model
     if isinstance(model, Distribution):
@@ -191,7 +192,7 @@ def as_log_prob(model: object) -> LogProbModel:
     if callable(getattr(model, "log_prob", None)):
         return LogProbModel(model, "log_prob", model.log_prob, _owner_modules(model), [])  # type: ignore[union-attr]
     if not callable(model):
-        raise TypeError(f"model must be {_ACCEPTED}; got {type(model).__name__}")
+        return f"got {type(model).__name__}"
     if _callable_with(model, 0):
         try:
             with torch.no_grad():
@@ -206,5 +207,21 @@ def as_log_prob(model: object) -> LogProbModel:
                                 probe=probe)
     if _callable_with(model, 1):
         return LogProbModel(model, "callable", model, _owner_modules(model), [])
-    raise TypeError(f"model must be {_ACCEPTED}; got a callable that takes neither zero arguments (returning a "
-                    f"Distribution) nor one (x)")
+    return "got a callable that takes neither zero arguments (returning a Distribution) nor one (x)"
+
+
+def as_log_prob(model: object, *, strict: bool = True) -> LogProbModel:
+    """``model`` as a :class:`LogProbModel` (returned as is when it already is one); a ``TypeError`` naming
+    ``model`` and the accepted kinds otherwise. With ``strict=False`` (an attack given its own ``loss_fn``,
+    which receives ``model`` as is) any other object becomes kind ``"opaque"``: its modules (the object
+    itself, or a bound method's owner) are still frozen, and calling its ``log_prob`` is a ``TypeError``."""
+    out = _classify(model)
+    if isinstance(out, LogProbModel):
+        return out
+    if strict:
+        raise TypeError(f"model must be {_ACCEPTED}; {out}")
+
+    def no_log_prob(x: Tensor) -> Tensor:
+        raise TypeError(f"model has no log-density ({_ACCEPTED}); {out}")
+
+    return LogProbModel(model, "opaque", no_log_prob, _owner_modules(model), [])

@@ -209,3 +209,32 @@ def test_a_module_whose_forward_is_the_log_density_runs_in_eval_mode_and_is_rest
     # eval mode: the objective is the exact quadratic, raised by moving each point radially away from loc by eps
     r0, r1 = (x - net.loc).norm(dim=1), (xa - net.loc).norm(dim=1)
     torch.testing.assert_close(r1.detach(), r0.detach() + 0.2, rtol=1e-4, atol=1e-4)
+
+
+def test_with_its_own_loss_fn_the_model_may_be_any_object():
+    """Old main: a zuko flow with a loss_fn was refused because the model check ran first."""
+
+    class Energy(torch.nn.Module):  # no log_prob, forward takes two arguments
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+
+        def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            return scale * (self.w * x**2).sum(dim=1)
+
+    net = Energy().train()
+    x = _unbounded(4)
+    with pytest.raises(TypeError, match="model must be"):
+        pgd(net, x, 0.1, clamp=None)
+    seen = []
+
+    def loss_fn(m, t):
+        seen.append((m is net, m.training, m.w.requires_grad))
+        return m(t, torch.tensor(1.0))
+
+    xa = pgd(net, x, 0.1, clamp=None, loss_fn=loss_fn, steps=5, norm="linf")
+    assert seen and all(s == (True, False, False) for s in seen) and net.training and net.w.requires_grad
+    torch.testing.assert_close(xa, x + 0.1 * x.sign())  # the energy grows fastest along sign(x) in L-inf
+    assert as_log_prob(net, strict=False).kind == "opaque"
+    with pytest.raises(TypeError, match="no log-density"):
+        as_log_prob(net, strict=False).log_prob(x)

@@ -90,9 +90,9 @@ def _keep_finite(best_delta: Tensor, best_val: Tensor, fallback_val: Tensor) -> 
 def pgd_with_info(model: object, x: Tensor, eps: float, **options: object) -> tuple[Tensor, AttackInfo]:
     """:func:`pgd`, also returning an :class:`AttackInfo` (NLL before/after, per-step history, and
     ``nonfinite``: per sample, the number of candidates rejected for a non-finite objective)."""
-    lp = _check_model(model)
-    x = _check_x(x).detach()
     spec = AttackSpec.build(eps, **options)
+    lp = _check_model(model, spec.loss_fn)
+    x = _check_x(x).detach()
     norm = NORM_SPECS[spec.norm]
     loss, sign = _loss(spec, model), spec.sign
     check_finite(x, "x")
@@ -145,7 +145,8 @@ def pgd(model: object, x: Tensor, eps: float, **options: object) -> Tensor:
     step_size : the initial step ``alpha`` (absolute, in the units of ``x``; default ``2 eps``).
     random_start : start the first run at a random point of the ball instead of ``delta = 0``.
     restarts : extra runs from random points of the ball; the best run per sample is kept (default 1).
-    loss_fn : ``loss_fn(model, x) -> (B,)`` replaces the NLL (called with ``model`` as passed).
+    loss_fn : ``loss_fn(model, x) -> (B,)`` replaces the NLL; it receives ``model`` as passed, which may then be
+        any object (an ``nn.Module`` among them is still frozen and restored).
     adaptive : monotone adaptive step (default). ``False`` gives plain PGD with the fixed step ``step_size``
         (the textbook attack, for comparison; the best iterate is still returned).
     patience : failed steps in a row before a kick (iterated local search, :mod:`.core`; default 4).
@@ -196,10 +197,10 @@ def universal(model: object, data: object, eps: float, *, norm: str = "l2", batc
     ``(1, *x.shape[1:])`` (``(1, C, H, W)`` for images) or ``(d,)`` for vector data ``(n, d)``, detached, in
     the data's dtype and device.
     """
-    lp = _check_model(model)
+    spec = AttackSpec.build(eps, norm=norm, **options)
+    lp = _check_model(model, spec.loss_fn)
     batches = _as_batches(data, _check_int("batch_size", batch_size, 1), lp)
     x0 = _check_x(batches[0])
-    spec = AttackSpec.build(eps, norm=norm, **options)
     if any(b.shape[1:] != x0.shape[1:] for b in batches):
         raise ValueError("data batches must all have the same sample shape")
     n = sum(b.shape[0] for b in batches)

@@ -64,10 +64,11 @@ def _check_clamp(clamp: object) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _check_model(model: object) -> LogProbModel:
+def _check_model(model: object, loss_fn: LossFn | None = None) -> LogProbModel:
     """``model`` as a :class:`~deepcheck.adapt.LogProbModel` (a module with ``log_prob``, a Distribution, a
-    zero-argument factory of one such as a zuko flow, or a callable ``x -> log_prob``); ``TypeError`` otherwise."""
-    return as_log_prob(model)
+    zero-argument factory of one such as a zuko flow, or a callable ``x -> log_prob``); ``TypeError`` otherwise.
+    With a ``loss_fn`` (which receives ``model`` as is) any object is accepted."""
+    return as_log_prob(model, strict=loss_fn is None)
 
 
 def _check_x(x: object) -> Tensor:
