@@ -109,6 +109,8 @@ def pgd(model: nn.Module, x: Tensor, eps: float, **options: object) -> Tensor:
         (the textbook attack, for comparison; the best iterate is still returned).
     patience : failed steps in a row before a kick (iterated local search, :mod:`.core`; default 4).
     seed : seeds the random starts (``torch.Generator``); same seed, same result on CPU.
+    sample_seeds : one seed per sample of ``x`` (replaces ``seed``): sample ``i``'s random starts and kicks
+        come from its own generator, so its result does not depend on the rest of the batch (sharding).
     """
     return pgd_with_info(model, x, eps, **options)[0]
 

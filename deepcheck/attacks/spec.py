@@ -14,11 +14,15 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from linflow.validation import check_eps, check_likelihood, check_norm
+
+if TYPE_CHECKING:
+    from .core import SampleGenerators
 
 Tensor = torch.Tensor
 LossFn = Callable[[nn.Module, Tensor], Tensor]
@@ -104,6 +108,7 @@ class AttackSpec:
     adaptive: bool = True
     patience: int = DEFAULT_PATIENCE
     seed: int = 0
+    sample_seeds: tuple[int, ...] | None = None
 
     @classmethod
     def build(cls, eps: float, **options: object) -> AttackSpec:
@@ -126,7 +131,7 @@ class AttackSpec:
                    steps=_check_int("steps", o["steps"], 0), step_size=step_size, random_start=o["random_start"],
                    restarts=_check_int("restarts", o["restarts"], 0), clamp=_check_clamp(o["clamp"]),
                    loss_fn=o["loss_fn"], adaptive=bool(o["adaptive"]), patience=o["patience"],
-                   seed=_check_int("seed", o["seed"], 0))
+                   seed=_check_int("seed", o["seed"], 0), sample_seeds=_check_seeds(o["sample_seeds"]))
 
     @property
     def sign(self) -> float:
@@ -140,9 +145,25 @@ class AttackSpec:
     def loss(self) -> LossFn:
         return self.loss_fn or default_loss
 
-    def generator(self) -> torch.Generator:
-        """A fresh CPU generator seeded with ``seed`` (random starts and kicks)."""
+    def generator(self) -> torch.Generator | SampleGenerators:
+        """A fresh CPU generator seeded with ``seed`` (random starts and kicks); with ``sample_seeds``, one
+        generator per sample (:class:`~deepcheck.attacks.core.SampleGenerators`; ``seed`` is then unused)."""
+        if self.sample_seeds is not None:
+            from .core import SampleGenerators
+
+            return SampleGenerators(self.sample_seeds)
         return torch.Generator().manual_seed(self.seed)
+
+
+def _check_seeds(seeds: object) -> tuple[int, ...] | None:
+    """``None`` or a sequence of ints >= 0 (one seed per sample), as a tuple."""
+    if seeds is None:
+        return None
+    if callable(getattr(seeds, "tolist", None)):  # a tensor or an array
+        seeds = seeds.tolist()
+    if not isinstance(seeds, list | tuple):
+        raise TypeError(f"sample_seeds must be a sequence of ints or None, got {type(seeds).__name__}")
+    return tuple(_check_int("sample_seeds[i]", s, 0) for s in seeds)
 
 
 _OPTION_FIELDS = [f for f in dataclasses.fields(AttackSpec) if f.name != "eps"]
