@@ -2,11 +2,11 @@
 
 Two ranks (``torch.multiprocessing.spawn``) against one process, same global batch and seed, tiny GLOW,
 20 steps (4 epochs of 37 digits, global batch 8: the last batch of each epoch splits 3 + 2): MLE and hybrid
-in float64 agree to 1e-8 relative, MLE in float32 to 2e-4 (relative 2-norm of all parameters together: per tensor,
-Adamax's sign-like first steps on zero-initialised tensors give up to 2e-3); a dataset of one image on two ranks (one rank has
-no sample). Sharded evaluation (bits/dim, attacked bits/dim, AUROC) equals one process. A ``torchrun`` run
-killed mid-epoch (one rank exits abruptly) resumes from its last checkpoint on a different number of ranks
-and in one process, and ends where the uninterrupted run ends.
+in float64 agree to 1e-8 relative per tensor; MLE in float32 to 2e-4 in the relative 2-norm of all parameters
+together (per tensor, Adamax's sign-like first steps on zero-initialised tensors give up to 2e-3); a dataset
+of one image on two ranks (one rank has no sample). Sharded evaluation (bits/dim, attacked bits/dim, AUROC)
+equals one process. A ``torchrun`` run killed mid-epoch (one rank exits abruptly) resumes from its last
+checkpoint on a different number of ranks and in one process, and ends where the uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from deepcheck import distributed
 from deepcheck import data as data_mod
+from deepcheck import distributed
 from deepcheck.evaluate import evaluate_model
 from deepcheck.train import train
 from tests.ddp_cases import build_case, case_data

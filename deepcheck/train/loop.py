@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
 from .. import distributed as dist_mod
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import ImageData
 from .config import TrainConfig
 from .steps import (
