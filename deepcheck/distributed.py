@@ -161,14 +161,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def map_batches(fn: Callable[[int, int], np.ndarray], n: int, batch_size: int) -> np.ndarray:
+def map_batches(fn: Callable[[int, int], np.ndarray], n: int, batch_size: int, *, shard: bool = True) -> np.ndarray:
     """``concatenate([fn(0, b), fn(b, 2b), ...])`` over ``n`` samples, batch ``k`` computed on rank
-    ``k mod world`` and all-gathered (every rank returns the whole result). ``fn`` returns a numpy array
-    whose first axis runs over the batch's samples."""
+    ``k mod world`` and all-gathered (every rank returns the whole result; every rank must call it). ``fn``
+    returns a numpy array whose first axis runs over the batch's samples. ``shard=False``: all batches here."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     starts = list(range(0, n, batch_size))
-    r, world = rank(), world_size()
+    r, world = (rank(), world_size()) if shard else (0, 1)
     mine = {s: np.asarray(fn(s, min(s + batch_size, n))) for k, s in enumerate(starts) if k % world == r}
     if world > 1:
         merged: dict[int, np.ndarray] = {}

@@ -57,11 +57,17 @@ def _eval_data() -> tuple[data_mod.ImageData, dict]:
     return test, {"uniform-noise": noise}
 
 
+def _val(mode: str) -> data_mod.ImageData | None:
+    """Validation (clean and attacked, sharded over the ranks) in the hybrid case only (it costs attacks)."""
+    return data_mod.load("digits", "val", seed=0, limit=5) if mode == "hybrid" else None
+
+
 def _job_train_and_evaluate(ctx: distributed.DistContext, out: Path) -> None:
     for name, (mode, dtype, n, epochs, _) in CASES.items():
         model, kw = build_case(mode, dtype)
-        res = train(model, case_data(n), epochs=epochs, distributed=True, **kw)
-        torch.save({"state": model.state_dict(), "loss": res.train_loss, "world": res.world_size},
+        res = train(model, case_data(n), epochs=epochs, distributed=True, val_data=_val(mode), **kw)
+        torch.save({"state": model.state_dict(), "loss": res.train_loss, "world": res.world_size,
+                    "val": [(h.val_bpd, h.val_adv_bpd) for h in res.history]},
                    out / f"{name}_rank{ctx.rank}.pt")
         if name == "mle64":
             test, ood = _eval_data()
@@ -86,12 +92,12 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _single(name: str) -> tuple[dict, list[float]]:
+def _single(name: str) -> tuple[dict, list[float], list[tuple]]:
     mode, dtype, n, epochs, _ = CASES[name]
     model, kw = build_case(mode, dtype)
-    res = train(model, case_data(n), epochs=epochs, **kw)
+    res = train(model, case_data(n), epochs=epochs, val_data=_val(mode), **kw)
     assert res.world_size == 1 and res.steps == epochs * -(-n // kw["batch_size"])
-    return model.state_dict(), res.train_loss
+    return model.state_dict(), res.train_loss, [(h.val_bpd, h.val_adv_bpd) for h in res.history]
 
 
 def _assert_states_close(got: dict, want: dict, rtol: float, *, whole: bool = False) -> None:
@@ -121,7 +127,7 @@ def test_two_ranks_reproduce_one_process(two_ranks: Path, name: str) -> None:
     assert r0["world"] == r1["world"] == 2
     for k, v in r0["state"].items():  # DDP keeps the ranks identical
         assert torch.equal(v, r1["state"][k]), k
-    want_state, want_loss = _single(name)
+    want_state, want_loss, want_val = _single(name)
     # the run moved the parameters far more than the tolerance (the comparison can fail)
     fresh = build_case(CASES[name][0], CASES[name][1])[0].state_dict()
     moved = max(float((want_state[k].double() - v.double()).abs().max()) for k, v in fresh.items()
@@ -129,6 +135,10 @@ def test_two_ranks_reproduce_one_process(two_ranks: Path, name: str) -> None:
     assert moved > 1e3 * rtol
     _assert_states_close(r0["state"], want_state, rtol, whole=CASES[name][1] == torch.float32)
     np.testing.assert_allclose(r0["loss"], want_loss, rtol=max(rtol, 1e-12))
+    assert r0["val"] == r1["val"]
+    if CASES[name][0] == "hybrid":
+        assert all(adv > clean for clean, adv in want_val)  # the validation attack did something
+        np.testing.assert_allclose(np.array(r0["val"], dtype=float), np.array(want_val, dtype=float), rtol=rtol)
 
 
 def test_sharded_evaluation_equals_one_process(two_ranks: Path) -> None:

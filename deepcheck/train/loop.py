@@ -34,8 +34,8 @@ state. Rank ``r``'s loss is ``world / B * sum_{its samples} objective``, so DDP'
 gradient of the global mean; the logged loss is all-reduced. Because no random draw depends on the rank or
 the batch composition, N ranks reproduce one process up to the summation order of the all-reduce (tested in
 float64 to 1e-8 relative). Rank 0 alone writes the checkpoint (atomically), then all ranks meet at a barrier;
-a checkpoint written by N ranks resumes on M ranks or one process. Validation runs on every rank (same
-numbers). A custom ``adversary`` must itself draw per sample for this reproduction to hold.
+a checkpoint written by N ranks resumes on M ranks or one process. Validation batches are shared out over
+the ranks and gathered. A custom ``adversary`` must itself draw per sample for this reproduction to hold.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from torch import nn
 
 from .. import distributed as dist_mod
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import ImageData
+from ..data import ImageData, as_pixels
+from ..evaluate import bpd_of
 from .config import TrainConfig
 from .steps import (
     _TAG_ADV,
@@ -60,10 +61,10 @@ from .steps import (
     _TAG_EPOCH,
     _TAG_VAL,
     _as_inputs,
+    _attack,
     _batch,
     _derive_seed,
     batch_objective,
-    evaluate_bpd,
     make_adversary,
     sample_keys,
 )
@@ -294,16 +295,28 @@ def _run_epoch(model: nn.Module, data: ImageData | torch.Tensor, val_data: Image
 
 def _validate(model: nn.Module, val_data: ImageData | torch.Tensor | None, cfg: TrainConfig,
               clamp: tuple[float, float] | None) -> tuple[float | None, float | None]:
-    """Validation bits/dim, clean and (adversarial modes, first ``val_attack_limit`` samples) attacked."""
+    """Validation bits/dim on mid-bin pixels, clean and (adversarial modes, first ``val_attack_limit`` samples)
+    attacked by the default adversary with per-sample seeds ``(seed, "val", index)``; in batches of
+    ``max(batch_size, 256)`` shared out over the ranks when ``cfg.distributed`` (:func:`map_batches`: the same
+    numbers on any number of ranks)."""
     if val_data is None:
         return None, None
     bs = max(cfg.batch_size, 256)
-    val_bpd = evaluate_bpd(model, val_data, batch_size=bs, device=cfg.device)
+    x = as_pixels(val_data, like=model)
+
+    def clean(a: int, b: int) -> np.ndarray:
+        return bpd_of(model, x[a:b], batch_size=bs)
+
+    def attacked(a: int, b: int) -> np.ndarray:
+        seeds = sample_keys(cfg, _TAG_VAL, 0, torch.arange(a, b))
+        return bpd_of(model, _attack(make_adversary(cfg, clamp, _TAG_VAL, sample_seeds=seeds), model, x[a:b]),
+                      batch_size=bs)
+
+    val_bpd = float(dist_mod.map_batches(clean, len(x), bs, shard=cfg.distributed).mean())
     val_adv = None
     if cfg.adversarial and cfg.val_attack_limit > 0:
-        k = min(cfg.val_attack_limit, len(val_data))
-        val_adv = evaluate_bpd(model, val_data[:k], batch_size=bs, device=cfg.device,
-                               adversary=make_adversary(cfg, clamp, _TAG_VAL))
+        k = min(cfg.val_attack_limit, len(x))
+        val_adv = float(dist_mod.map_batches(attacked, k, bs, shard=cfg.distributed).mean())
     return val_bpd, val_adv
 
 
