@@ -209,3 +209,22 @@ def test_killed_run_resumes_on_other_rank_counts(tmp_path: Path) -> None:
     for r in range(3):
         _assert_states_close(torch.load(tmp_path / f"final_rank{r}.pt", weights_only=True), ref.state_dict(), 1e-8)
     _assert_states_close(model.state_dict(), ref.state_dict(), 1e-8)
+
+
+def test_pgd_with_sample_seeds_does_not_depend_on_the_batch() -> None:
+    from deepcheck.attacks import pgd
+
+    model = build_case("mle", torch.float64)[0]
+    x = case_data(6).pixels(torch.float64)
+    model(x)  # ActNorm initialisation
+    kw = {"norm": "l2", "steps": 6, "restarts": 1, "random_start": True, "clamp": (0.0, 1.0)}
+    seeds = distributed.sample_seeds(7, range(6))
+    whole = pgd(model, x, 0.3, sample_seeds=seeds, **kw)
+    part = pgd(model, x[3:], 0.3, sample_seeds=seeds[3:], **kw)
+    torch.testing.assert_close(part, whole[3:], rtol=1e-10, atol=1e-12)
+    shared = pgd(model, x, 0.3, seed=1, **kw)  # one generator for the batch: the draws depend on the batch
+    assert not torch.allclose(pgd(model, x[3:], 0.3, seed=1, **kw), shared[3:], rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="sample_seeds has 2 seeds"):
+        pgd(model, x[:3], 0.3, sample_seeds=seeds[:2], **kw)
+    with pytest.raises(ValueError, match="sample_seeds"):
+        pgd(model, x[:1], 0.3, sample_seeds=[-1], **kw)

@@ -50,23 +50,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .spec import AttackSpec, LossFn
+from .spec import AttackSpec, LossFn, SampleGenerators
 
 Tensor = torch.Tensor
 
 FLIP_PROB = 0.25
-
-
-class SampleGenerators:
-    """One CPU generator per sample, seeded ``seeds[i]``: with it, every random draw of the attack (random
-    starts, kicks) for sample ``i`` comes from its own stream, so a sample's attack does not depend on the other
-    samples of its batch (needed to shard a batch over ranks, :mod:`deepcheck.distributed`)."""
-
-    def __init__(self, seeds: tuple[int, ...] | list[int]) -> None:
-        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-
-    def __len__(self) -> int:
-        return len(self.gens)
 
 
 Gen = torch.Generator | SampleGenerators

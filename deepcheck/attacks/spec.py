@@ -14,15 +14,11 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from linflow.validation import check_eps, check_likelihood, check_norm
-
-if TYPE_CHECKING:
-    from .core import SampleGenerators
 
 Tensor = torch.Tensor
 LossFn = Callable[[nn.Module, Tensor], Tensor]
@@ -89,6 +85,18 @@ def default_loss(model: nn.Module, x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- the spec
+class SampleGenerators:
+    """One CPU generator per sample, seeded ``seeds[i]``: with it, every random draw of the attack (random
+    starts, kicks) for sample ``i`` comes from its own stream, so a sample's attack does not depend on the other
+    samples of its batch (needed to shard a batch over ranks, :mod:`deepcheck.distributed`)."""
+
+    def __init__(self, seeds: tuple[int, ...] | list[int]) -> None:
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.gens)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """The options of one attack (meanings in :func:`deepcheck.attacks.pgd`), validated by :meth:`build`.
@@ -147,10 +155,8 @@ class AttackSpec:
 
     def generator(self) -> torch.Generator | SampleGenerators:
         """A fresh CPU generator seeded with ``seed`` (random starts and kicks); with ``sample_seeds``, one
-        generator per sample (:class:`~deepcheck.attacks.core.SampleGenerators`; ``seed`` is then unused)."""
+        generator per sample (:class:`SampleGenerators`; ``seed`` is then unused)."""
         if self.sample_seeds is not None:
-            from .core import SampleGenerators
-
             return SampleGenerators(self.sample_seeds)
         return torch.Generator().manual_seed(self.seed)
 
