@@ -100,15 +100,30 @@ def bpd_against_eps(model: object, data: object, eps: Sequence[float], *, norm: 
     ``(len(eps), n)``.
 
     ``eps = 0`` gives the clean bits/dim. Same seed, same numbers (on CPU). Data outside ``clamp`` is a
-    ``ValueError`` (pass ``clamp=None`` for unbounded data)."""
-    lp = as_log_prob(model)
-    x = _pixels(data, lp)
-    rows = []
-    for e in eps:
-        xa = attack_in_batches(model, x, float(e), likelihood=likelihood, norm=norm, steps=steps, restarts=restarts,
-                               batch_size=batch_size, seed=seed, clamp=clamp)
-        rows.append(bpd_of(model, xa, batch_size=max(batch_size, 256)))
+    ``ValueError`` (pass ``clamp=None`` for unbounded data). Inside a process group of several ranks the batches
+    are shared out and gathered (:func:`sharded_attacked_bpd`): every rank must call it, and every rank gets the
+    whole, identical, result."""
+    x = _pixels(data, as_log_prob(model))
+    rows = [sharded_attacked_bpd(model, x, float(e), likelihood=likelihood, norm=norm, steps=steps,
+                                 restarts=restarts, batch_size=batch_size, seed=seed, clamp=clamp) for e in eps]
     return np.array(rows)
+
+
+def sharded_attacked_bpd(model: object, x: torch.Tensor, eps: float, *, likelihood: str, norm: str, steps: int,
+                         restarts: int, batch_size: int, seed: int,
+                         clamp: tuple[float, float] | None = (0.0, 1.0)) -> np.ndarray:
+    """Per-sample bits/dim of :func:`attack_in_batches`' result on ``x``, computed batch by batch with
+    :func:`deepcheck.distributed.map_batches`: batch ``k`` (samples ``[k b, (k + 1) b)``, seeded ``seed + k b``
+    as in one process) on rank ``k mod world``, all-gathered. The batches and their seeds do not depend on the
+    number of ranks, so neither do the numbers."""
+    from .distributed import map_batches
+
+    def one(start: int, stop: int) -> np.ndarray:
+        xa = attack_in_batches(model, x[start:stop], eps, likelihood=likelihood, norm=norm, steps=steps,
+                               restarts=restarts, batch_size=batch_size, seed=seed + start, clamp=clamp)
+        return bpd_of(model, xa, batch_size=max(batch_size, 256))
+
+    return map_batches(one, len(x), batch_size)
 
 
 def ood_attack(model: object, data: object, eps: float, **kw: object) -> tuple[np.ndarray, np.ndarray]:

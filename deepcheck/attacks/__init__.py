@@ -153,6 +153,8 @@ def pgd(model: object, x: Tensor, eps: float, **options: object) -> Tensor:
     seed : seeds the random starts (``torch.Generator``); same seed, same result on CPU.
     nonfinite : ``"warn"`` (default: reject non-finite candidates, warn once) or ``"raise"``
         (``FloatingPointError`` at the first one).
+    sample_seeds : one seed per sample of ``x`` (replaces ``seed``): sample ``i``'s random starts and kicks
+        come from its own generator, so its result does not depend on the rest of the batch (sharding).
     """
     return pgd_with_info(model, x, eps, **options)[0]
 

@@ -50,11 +50,24 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .spec import AttackSpec, LossFn
+from .spec import AttackSpec, LossFn, SampleGenerators
 
 Tensor = torch.Tensor
 
 FLIP_PROB = 0.25
+
+
+Gen = torch.Generator | SampleGenerators
+
+
+def _draw(fn: Callable, shape: tuple[int, ...], gen: Gen, dtype: torch.dtype) -> Tensor:
+    """``fn(shape, generator=gen)`` (``torch.rand``/``torch.randn``), or per sample from a SampleGenerators."""
+    if not isinstance(gen, SampleGenerators):
+        return fn(shape, generator=gen, dtype=dtype)
+    if len(gen) != shape[0]:
+        raise ValueError(f"sample_seeds has {len(gen)} seeds for a batch of {shape[0]} samples")
+    return torch.stack([fn(shape[1:], generator=g, dtype=dtype) for g in gen.gens]) if shape[0] else \
+        torch.empty(shape, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------- model mode
@@ -110,29 +123,29 @@ def project_linf(delta: Tensor, eps: float) -> Tensor:
     return delta.clamp(-eps, eps)
 
 
-def random_l2(shape: tuple[int, ...], eps: float, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+def random_l2(shape: tuple[int, ...], eps: float, gen: Gen, dtype: torch.dtype) -> Tensor:
     """Uniform in the L2 ball of radius ``eps``, per sample (Gaussian direction, radius ``eps U^{1/D}``)."""
-    g = torch.randn(shape, generator=gen, dtype=dtype)
+    g = _draw(torch.randn, shape, gen, dtype)
     dim = int(math.prod(shape[1:])) if len(shape) > 1 else 1
-    r = eps * torch.rand(shape[0], generator=gen, dtype=dtype) ** (1.0 / dim)
+    r = eps * _draw(torch.rand, (shape[0],), gen, dtype) ** (1.0 / dim)
     n = _per_sample_norm(g, "l2").clamp_min(torch.finfo(dtype).tiny)
     return g * _bcast(r / n, g)
 
 
-def random_linf(shape: tuple[int, ...], eps: float, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+def random_linf(shape: tuple[int, ...], eps: float, gen: Gen, dtype: torch.dtype) -> Tensor:
     """Uniform in the box ``[-eps, eps]^D``."""
-    return eps * (2.0 * torch.rand(shape, generator=gen, dtype=dtype) - 1.0)
+    return eps * (2.0 * _draw(torch.rand, shape, gen, dtype) - 1.0)
 
 
-def perturb_l2(delta: Tensor, eps: float, gen: torch.Generator) -> Tensor:
+def perturb_l2(delta: Tensor, eps: float, gen: Gen) -> Tensor:
     """A kick for iterated local search: ``delta`` plus a uniform random point of the eps-ball."""
     return delta + random_l2(tuple(delta.shape), eps, gen, delta.dtype).to(delta.device)
 
 
-def perturb_linf(delta: Tensor, eps: float, gen: torch.Generator) -> Tensor:
+def perturb_linf(delta: Tensor, eps: float, gen: Gen) -> Tensor:
     """A kick for iterated local search: flip the sign of each coordinate of ``delta`` with probability
     ``FLIP_PROB`` (at a vertex of the box this is a random nearby vertex)."""
-    flip = torch.rand(tuple(delta.shape), generator=gen, dtype=delta.dtype).to(delta.device) < FLIP_PROB
+    flip = _draw(torch.rand, tuple(delta.shape), gen, delta.dtype).to(delta.device) < FLIP_PROB
     return torch.where(flip, -delta, delta)
 
 
@@ -187,7 +200,7 @@ def _objective(model: nn.Module, loss_fn: LossFn, x: Tensor, delta: Tensor, sign
 
 def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
             spec: NormSpec, eps: float, steps: int, alpha0: float, adaptive: bool, patience: int,
-            gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+            gen: Gen) -> tuple[Tensor, Tensor, Tensor]:
     """The functional core: ``steps`` projected steps from ``delta``, each one forward+backward pass.
 
     ``fn(delta) -> (objective (B,), gradient)``, maximised. With ``adaptive``, a sample's candidate is accepted

@@ -87,6 +87,18 @@ def default_loss(model: nn.Module | LogProbModel, x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- the spec
+class SampleGenerators:
+    """One CPU generator per sample, seeded ``seeds[i]``: with it, every random draw of the attack (random
+    starts, kicks) for sample ``i`` comes from its own stream, so a sample's attack does not depend on the other
+    samples of its batch (needed to shard a batch over ranks, :mod:`deepcheck.distributed`)."""
+
+    def __init__(self, seeds: tuple[int, ...] | list[int]) -> None:
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.gens)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """The options of one attack (meanings in :func:`deepcheck.attacks.pgd`), validated by :meth:`build`.
@@ -107,6 +119,7 @@ class AttackSpec:
     patience: int = DEFAULT_PATIENCE
     seed: int = 0
     nonfinite: str = "warn"
+    sample_seeds: tuple[int, ...] | None = None
 
     @classmethod
     def build(cls, eps: float, **options: object) -> AttackSpec:
@@ -131,7 +144,8 @@ class AttackSpec:
                    steps=_check_int("steps", o["steps"], 0), step_size=step_size, random_start=o["random_start"],
                    restarts=_check_int("restarts", o["restarts"], 0), clamp=_check_clamp(o["clamp"]),
                    loss_fn=o["loss_fn"], adaptive=bool(o["adaptive"]), patience=o["patience"],
-                   seed=_check_int("seed", o["seed"], 0), nonfinite=o["nonfinite"])
+                   seed=_check_int("seed", o["seed"], 0), nonfinite=o["nonfinite"],
+                   sample_seeds=_check_seeds(o["sample_seeds"]))
 
     @property
     def sign(self) -> float:
@@ -145,9 +159,23 @@ class AttackSpec:
     def loss(self) -> LossFn:
         return self.loss_fn or default_loss
 
-    def generator(self) -> torch.Generator:
-        """A fresh CPU generator seeded with ``seed`` (random starts and kicks)."""
+    def generator(self) -> torch.Generator | SampleGenerators:
+        """A fresh CPU generator seeded with ``seed`` (random starts and kicks); with ``sample_seeds``, one
+        generator per sample (:class:`SampleGenerators`; ``seed`` is then unused)."""
+        if self.sample_seeds is not None:
+            return SampleGenerators(self.sample_seeds)
         return torch.Generator().manual_seed(self.seed)
+
+
+def _check_seeds(seeds: object) -> tuple[int, ...] | None:
+    """``None`` or a sequence of ints >= 0 (one seed per sample), as a tuple."""
+    if seeds is None:
+        return None
+    if callable(getattr(seeds, "tolist", None)):  # a tensor or an array
+        seeds = seeds.tolist()
+    if not isinstance(seeds, list | tuple):
+        raise TypeError(f"sample_seeds must be a sequence of ints or None, got {type(seeds).__name__}")
+    return tuple(_check_int("sample_seeds[i]", s, 0) for s in seeds)
 
 
 _OPTION_FIELDS = [f for f in dataclasses.fields(AttackSpec) if f.name != "eps"]

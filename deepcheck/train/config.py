@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     device: str | torch.device = "cpu"
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,6 +71,8 @@ class TrainConfig:
         clip = self.clip_grad
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0):
             raise ValueError(f"clip_grad must be a number > 0 or None, got {clip!r}")
+        if not isinstance(self.distributed, bool):
+            raise TypeError(f"distributed must be a bool, got {type(self.distributed).__name__}")
         if self.adversary is not None and not callable(self.adversary):
             raise TypeError("adversary must be callable(model, x) -> x_adv")
 

@@ -19,10 +19,23 @@ Data: an :class:`~deepcheck.data.ImageData` is uniformly dequantised afresh each
 Optimisation: Adamax or Adam, linear warm-up ``lr_t = lr * min(1, (t + 1) / warmup_steps)``, gradient-norm
 clipping at ``clip_grad``, and a guard that skips (and counts) a step whose loss or gradient norm is not finite.
 
-Determinism and resuming: every random draw comes from a generator seeded by ``(seed, epoch)`` or
-``(seed, step)`` (never the global RNG), and a checkpoint written atomically after each epoch holds the model,
-the optimizer, the step and epoch counters and the history. A run resumed from the checkpoint of epoch ``e``
-therefore repeats exactly the computations of the uninterrupted run from epoch ``e`` on (bitwise on CPU).
+Determinism and resuming: every random draw comes from a generator seeded by ``(seed, epoch)`` (the batch
+order) or ``(seed, epoch, sample index)`` (dequantisation noise, the default adversary's kicks), never the
+global RNG, and a checkpoint written atomically after each epoch holds the model, the optimizer, the step and
+epoch counters and the history. A run resumed from the checkpoint of epoch ``e`` therefore repeats exactly the
+computations of the uninterrupted run from epoch ``e`` on (bitwise on CPU).
+
+Several processes (``distributed=True`` inside an initialised process group, :mod:`deepcheck.distributed`):
+``batch_size`` is the *global* batch; every rank draws the same global order and takes its contiguous part of
+each global batch (:func:`deepcheck.distributed.shard`, uneven parts allowed; a rank with no sample that step
+runs one sample with weight 0 so that the collective calls match). The data-dependent initialisation (ActNorm)
+runs on the whole first global batch on every rank, then ``DistributedDataParallel`` broadcasts rank 0's
+state. Rank ``r``'s loss is ``world / B * sum_{its samples} objective``, so DDP's averaged gradient is the
+gradient of the global mean; the logged loss is all-reduced. Because no random draw depends on the rank or
+the batch composition, N ranks reproduce one process up to the summation order of the all-reduce (tested in
+float64 to 1e-8 relative). Rank 0 alone writes the checkpoint (atomically), then all ranks meet at a barrier;
+a checkpoint written by N ranks resumes on M ranks or one process. Validation batches are shared out over
+the ranks and gathered. A custom ``adversary`` must itself draw per sample for this reproduction to hold.
 """
 
 from __future__ import annotations
@@ -37,10 +50,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as dist_mod
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import ImageData
+from ..data import ImageData, as_pixels
+from ..evaluate import bpd_of
 from .config import TrainConfig
-from .steps import _TAG_EPOCH, _TAG_VAL, _as_inputs, _batch, _derive_seed, batch_objective, evaluate_bpd, make_adversary
+from .steps import (
+    _TAG_ADV,
+    _TAG_DEQ,
+    _TAG_EPOCH,
+    _TAG_VAL,
+    _as_inputs,
+    _attack,
+    _batch,
+    _derive_seed,
+    batch_objective,
+    make_adversary,
+    sample_keys,
+)
 
 
 @dataclass
@@ -68,6 +95,8 @@ class TrainResult:
     steps: int = 0
     wall_time: float = 0.0
     resumed_from: int | None = None
+    world_size: int = 1
+    global_batch: int | None = None
 
     @property
     def val_bpd(self) -> list[float | None]:
@@ -79,7 +108,8 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {"history": [asdict(h) for h in self.history], "skipped_steps": self.skipped_steps,
-                "steps": self.steps, "wall_time": self.wall_time, "resumed_from": self.resumed_from}
+                "steps": self.steps, "wall_time": self.wall_time, "resumed_from": self.resumed_from,
+                "world_size": self.world_size, "global_batch": self.global_batch}
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -98,7 +128,9 @@ def train(model: nn.Module, data: ImageData | torch.Tensor, *, val_data: ImageDa
     every random draw; ``progress`` shows a tqdm bar; ``device`` is where the model and batches go.
     Defaults: ``mode="mle", epochs=10, batch_size=64, lr=1e-3, optimizer="adamax", warmup_steps=200,
     clip_grad=100.0, hybrid_lambda=0.5, attack_eps=8/255, attack_norm="linf", attack_steps=10,
-    val_attack_limit=256, checkpoint=None, resume=True, seed=0, progress=True, device="cpu"``.
+    val_attack_limit=256, checkpoint=None, resume=True, seed=0, progress=True, device="cpu",
+    distributed=False``. ``distributed=True`` trains data-parallel over the ranks of the initialised default
+    process group (module docstring; ``batch_size`` is then the global batch).
     """
     if not isinstance(model, nn.Module) or not hasattr(model, "bpd"):
         raise TypeError(f"model must be an nn.Module with a bpd(x) method, got {type(model).__name__}")
@@ -108,16 +140,30 @@ def train(model: nn.Module, data: ImageData | torch.Tensor, *, val_data: ImageDa
     data = _as_inputs(data, "data", model)
     if val_data is not None:
         val_data = _as_inputs(val_data, "val_data", model)
+    if cfg.distributed and not torch.distributed.is_initialized():
+        raise ValueError("distributed=True needs an initialised process group: run under torchrun inside "
+                         "deepcheck.distributed.setup_from_env(device), or call torch.distributed.init_process_group")
+    world = dist_mod.world_size() if cfg.distributed else 1
+    show = cfg.progress and (world == 1 or dist_mod.is_main())
+    if show != cfg.progress:
+        cfg = dataclasses.replace(cfg, progress=show)
     model.to(torch.device(cfg.device))
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adamax if cfg.optimizer == "adamax" else torch.optim.Adam
     opt = opt_cls(params, lr=cfg.lr)
     settings = cfg.settings(len(data))
-    result = TrainResult(model=model)
+    result = TrainResult(model=model, world_size=world, global_batch=int(cfg.batch_size))
     step = _resume(cfg, model, opt, settings, result)
     start_epoch = result.resumed_from or 0
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"training on {world} process(es), global batch {cfg.batch_size}")
+    ddp = None
     for epoch in range(start_epoch, cfg.epochs):
-        stats, step = _run_epoch(model, data, val_data, cfg, opt, params, epoch, step)
+        if ddp is None and world > 1:
+            ddp = _wrap_ddp(model, data, cfg, epoch)
+        stats, step = _run_epoch(model, data, val_data, cfg, opt, params, epoch, step, ddp)
         result.history.append(stats)
         result.skipped_steps += stats.skipped
         result.wall_time += stats.seconds
@@ -126,9 +172,12 @@ def train(model: nn.Module, data: ImageData | torch.Tensor, *, val_data: ImageDa
 
             tqdm.write(_format_epoch(stats))
         if cfg.checkpoint is not None:
-            save_checkpoint(cfg.checkpoint, model, opt, epoch=epoch + 1, step=step, settings=settings,
-                            history=[asdict(h) for h in result.history], skipped_steps=result.skipped_steps,
-                            wall_time=result.wall_time)
+            if world == 1 or dist_mod.is_main():
+                save_checkpoint(cfg.checkpoint, model, opt, epoch=epoch + 1, step=step, settings=settings,
+                                history=[asdict(h) for h in result.history], skipped_steps=result.skipped_steps,
+                                wall_time=result.wall_time, world_size=world, global_batch=int(cfg.batch_size))
+            if world > 1:
+                dist_mod.barrier()
     result.steps = step
     model.eval()
     return result
@@ -153,35 +202,78 @@ def _resume(cfg: TrainConfig, model: nn.Module, opt: torch.optim.Optimizer, sett
     return int(ck.state["step"])
 
 
+class _Bpd(nn.Module):
+    """``forward(x) = flow.bpd(x)``: the differentiated pass goes through ``DistributedDataParallel.forward``."""
+
+    def __init__(self, flow: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flow.bpd(x)
+
+
+def _epoch_batches(n: int, cfg: TrainConfig, epoch: int) -> list[torch.Tensor]:
+    """The global batches of ``epoch``: a permutation seeded by ``(seed, epoch)``, cut into ``batch_size``."""
+    gen = torch.Generator().manual_seed(_derive_seed(cfg.seed, _TAG_EPOCH, epoch))
+    order = torch.randperm(n, generator=gen)
+    return [order[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+
+
+def _wrap_ddp(model: nn.Module, data: ImageData | torch.Tensor, cfg: TrainConfig, epoch: int) -> nn.Module:
+    """The data-dependent initialisation (ActNorm) on the whole first global batch of ``epoch`` on every rank,
+    as one process does it (a no-op for an initialised model), then ``DistributedDataParallel`` (which
+    broadcasts rank 0's parameters and buffers)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    idx = _epoch_batches(len(data), cfg, epoch)[0]
+    seeds = sample_keys(cfg, _TAG_DEQ, epoch, idx) if isinstance(data, ImageData) else None
+    model.train()
+    with torch.no_grad():
+        model.bpd(_batch(data, idx, model, seeds))
+    device = torch.device(cfg.device)
+    return DistributedDataParallel(_Bpd(model), device_ids=[device] if device.type == "cuda" else None)
+
+
 def _run_epoch(model: nn.Module, data: ImageData | torch.Tensor, val_data: ImageData | torch.Tensor | None,
                cfg: TrainConfig, opt: torch.optim.Optimizer, params: list[torch.Tensor], epoch: int,
-               step: int) -> tuple[EpochStats, int]:
+               step: int, ddp: nn.Module | None = None) -> tuple[EpochStats, int]:
     """One epoch (0-based ``epoch``) from step counter ``step``: shuffled batches, warm-up lr, the objective of
-    :func:`~deepcheck.train.steps.batch_objective`, clipping, the non-finite guard; then validation. Returns
+    :func:`~deepcheck.train.steps.batch_objective`, clipping, the non-finite guard; then validation. With
+    ``ddp`` (the wrapped model) this rank takes its shard of each global batch (module docstring). Returns
     the epoch's stats and the new step counter."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     model.train()
-    n = len(data)
     clamp = (0.0, 1.0) if isinstance(data, ImageData) else None
     clip = math.inf if cfg.clip_grad is None else float(cfg.clip_grad)
-    gen = torch.Generator().manual_seed(_derive_seed(cfg.seed, _TAG_EPOCH, epoch))
-    order = torch.randperm(n, generator=gen)
-    batches = [order[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+    batches = _epoch_batches(len(data), cfg, epoch)
+    world = dist_mod.world_size() if ddp is not None else 1
     losses: list[float] = []
     skipped = 0
     lr_t = cfg.lr
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
     for idx in bar:
-        x = _batch(data, idx, model, gen if isinstance(data, ImageData) else None)
+        local = dist_mod.shard(idx) if ddp is not None else idx
+        weight = 1.0
+        if len(local) == 0:  # fewer samples than ranks: run one with weight 0, so the collectives match
+            local, weight = idx[:1], 0.0
+        x = _batch(data, local, model, sample_keys(cfg, _TAG_DEQ, epoch, local) if clamp is not None else None)
         lr_t = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
         for group in opt.param_groups:
             group["lr"] = lr_t
         step += 1
-        loss = batch_objective(model, x, cfg, clamp, step).mean()
+        per = batch_objective(model, x, cfg, clamp, step, bpd=ddp,
+                              sample_seeds=sample_keys(cfg, _TAG_ADV, epoch, local) if cfg.adversarial else None)
+        if ddp is None:
+            loss = value = per.mean()
+        else:  # DDP averages the ranks' gradients: scale so that the average is that of the global mean
+            total = per.sum() * weight
+            value = dist_mod.all_reduce_sum(total.detach()) / len(idx)
+            loss = total * (world / len(idx))
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not torch.isfinite(value):
             skipped += 1
             continue
         loss.backward()
@@ -191,7 +283,7 @@ def _run_epoch(model: nn.Module, data: ImageData | torch.Tensor, val_data: Image
             skipped += 1
             continue
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(value.detach()))
         if cfg.progress:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
@@ -203,16 +295,28 @@ def _run_epoch(model: nn.Module, data: ImageData | torch.Tensor, val_data: Image
 
 def _validate(model: nn.Module, val_data: ImageData | torch.Tensor | None, cfg: TrainConfig,
               clamp: tuple[float, float] | None) -> tuple[float | None, float | None]:
-    """Validation bits/dim, clean and (adversarial modes, first ``val_attack_limit`` samples) attacked."""
+    """Validation bits/dim on mid-bin pixels, clean and (adversarial modes, first ``val_attack_limit`` samples)
+    attacked by the default adversary with per-sample seeds ``(seed, "val", index)``; in batches of
+    ``max(batch_size, 256)`` shared out over the ranks when ``cfg.distributed`` (:func:`map_batches`: the same
+    numbers on any number of ranks)."""
     if val_data is None:
         return None, None
     bs = max(cfg.batch_size, 256)
-    val_bpd = evaluate_bpd(model, val_data, batch_size=bs, device=cfg.device)
+    x = as_pixels(val_data, like=model)
+
+    def clean(a: int, b: int) -> np.ndarray:
+        return bpd_of(model, x[a:b], batch_size=bs)
+
+    def attacked(a: int, b: int) -> np.ndarray:
+        seeds = sample_keys(cfg, _TAG_VAL, 0, torch.arange(a, b))
+        return bpd_of(model, _attack(make_adversary(cfg, clamp, _TAG_VAL, sample_seeds=seeds), model, x[a:b]),
+                      batch_size=bs)
+
+    val_bpd = float(dist_mod.map_batches(clean, len(x), bs, shard=cfg.distributed).mean())
     val_adv = None
     if cfg.adversarial and cfg.val_attack_limit > 0:
-        k = min(cfg.val_attack_limit, len(val_data))
-        val_adv = evaluate_bpd(model, val_data[:k], batch_size=bs, device=cfg.device,
-                               adversary=make_adversary(cfg, clamp, _TAG_VAL))
+        k = min(cfg.val_attack_limit, len(x))
+        val_adv = float(dist_mod.map_batches(attacked, k, bs, shard=cfg.distributed).mean())
     return val_bpd, val_adv
 
 
