@@ -127,9 +127,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        # torch's own message ("Weights only load failed ... Please file an issue") misleads: keep only its type
-        raise CheckpointError(f"{path} is not a flowrobust checkpoint, or it is corrupt or truncated: torch.load "
-                              f"cannot read it ({type(exc).__name__})") from exc
+        # torch's own message ("Weights only load failed ... Please file an issue") misleads: it stays in __cause__
+        raise CheckpointError(f"{path} is not a flowrobust checkpoint, or it is corrupt or truncated "
+                              "(torch.load cannot read it)") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a deepcheck checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

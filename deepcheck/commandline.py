@@ -125,18 +125,23 @@ def fraction(text: str) -> float:
 
 
 # ------------------------------------------------------------------------------------ outputs
+def _probe(folder: Path) -> None:
+    """Create ``folder`` if needed and make (and remove) a temporary file in it; ``OSError`` when that fails."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def writable_dir(path: str | Path, option: str) -> Path:
     """Create the folder ``path`` if needed and check that a file can be made in it; :class:`UsageError` naming
     ``option`` otherwise. Call it before any work, so that a run never fails at the end for want of a folder."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UsageError(f"{option} {p} is not a folder (a file of that name exists)")
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=p):
-            pass
+        _probe(p)
     except OSError as exc:
-        raise UsageError(f"{option} {p} is not writable: {exc.strerror or one_line(exc)}") from exc
+        raise UsageError(f"{option} {p} is not a writable folder: {exc.strerror or one_line(exc)}") from exc
     return p
 
 
@@ -146,7 +151,10 @@ def writable_file(path: str | Path, option: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{option} {p} is a folder; give a file name")
-    writable_dir(p.parent, option)
+    try:
+        _probe(p.parent)
+    except OSError as exc:
+        raise UsageError(f"{option} {p} cannot be written: {exc.strerror or one_line(exc)}") from exc
     return p
 
 

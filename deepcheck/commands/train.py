@@ -15,6 +15,13 @@ from ..commandline import (
 )
 from .common import DATASETS, start
 
+def _val_fraction(text: str) -> float:
+    value = fraction(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
 # deepcheck.train.MODES and OPTIMIZERS (tests/test_cli.py checks they agree)
 MODES = ("mle", "adversarial", "hybrid")
 OPTIMIZERS = ("adamax", "adam")
@@ -33,7 +40,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
     add("--channels", type=int, default=None, choices=(1, 3), help="grey (1) or RGB (3) (default: as stored)")
     add("--limit", type=positive_int, default=None, help="use only the first LIMIT training images (default: all)")
     add("--val-limit", type=positive_int, default=None, help="validate on the first VAL_LIMIT images (default: all)")
-    add("--val-fraction", type=fraction, default=0.1, help="share of the training file held out for validation")
+    add("--val-fraction", type=_val_fraction, default=0.1, help="share of the training file held out for validation")
     add("--mode", choices=MODES, default="mle",
         help="objective: maximum likelihood, adversarial, or hybrid (a mixture weighted by --hybrid-lambda)")
     add("--epochs", type=positive_int, default=10, help="training epochs (a resumed run continues up to EPOCHS)")
