@@ -158,7 +158,8 @@ def test_debug_shows_the_traceback(folder, capsys):
 
 def test_the_real_processes_exit_2_with_one_line():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for argv in (["-m", "deepcheck", "train", "--epochs", "0", "--out", "x"], ["-m", "linflow", "verify", "--only", "R9"]):
+    for argv in (["-m", "deepcheck", "train", "--epochs", "0", "--out", "x"],
+                 ["-m", "linflow", "verify", "--only", "R9"]):
         res = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 2 and len(res.stderr.splitlines()) == 1 and res.stderr.startswith("error: ")
         assert res.stdout == ""

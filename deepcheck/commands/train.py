@@ -15,6 +15,7 @@ from ..commandline import (
 )
 from .common import DATASETS, start
 
+
 def _val_fraction(text: str) -> float:
     value = fraction(text)
     if not 0 < value < 1:
