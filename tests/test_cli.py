@@ -183,6 +183,10 @@ def test_help_imports_no_torch_and_every_option_has_help():
             assert action.help and action.help.strip(), (command, action.option_strings)
         text = sub.format_help()
         assert "(default: " in text and "--debug" in text and "--no-progress" in text
+    from linflow.__main__ import build_parser as linflow_parser
+
+    verify = next(a for a in linflow_parser()._actions if a.dest == "command").choices["verify"]
+    assert all(action.help for action in verify._actions) and "(default: 0)" in verify.format_help()
 
 
 def test_the_commands_name_what_the_library_accepts():

@@ -49,7 +49,7 @@ def _load_model(path: str, device: str) -> object:
     p = Path(path)
     if p.is_dir():
         p = p / "checkpoint.pt"
-    model = load_checkpoint(p, map_location=device).model
+    model = load_checkpoint(p).model.to(device)  # rebuilt on the CPU, then moved with its data (as_pixels)
     model.eval()
     return model
 
