@@ -23,7 +23,12 @@ _UMASK_LOCK = threading.Lock()
 
 
 def _umask() -> int:
-    """The process umask (read by setting it and setting it back, under a lock)."""
+    """The process umask: from ``/proc/self/status`` where Linux gives it, else by setting it and setting it back
+    (under a lock; another thread creating a file at that instant could see the momentary value)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     with _UMASK_LOCK:
         mask = os.umask(0o022)
         os.umask(mask)
