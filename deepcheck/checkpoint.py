@@ -127,8 +127,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read: "
-                              f"{type(exc).__name__}: {exc}") from exc
+        # torch's own message ("Weights only load failed ... Please file an issue") misleads: it stays in __cause__
+        raise CheckpointError(f"{path} is not a flowrobust checkpoint, or it is corrupt or truncated "
+                              "(torch.load cannot read it)") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a deepcheck checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

@@ -16,14 +16,13 @@ All images are mid-bin pixels ``y = (k + 0.5) / n_bins`` (deterministic; no dequ
 clamped to ``clamp`` (default ``[0, 1]``; ``None`` for unbounded vector data). The model may be any density model
 :func:`deepcheck.adapt.as_log_prob` accepts (the package's flows, normflows, zuko, a Distribution, a callable
 ``x -> log_prob``); bits/dim are the model's own ``bpd`` when it has one, else ``-log p(x) / (D ln 2)``.
-Results are an :class:`EvalResult` dataclass, saved as JSON. CLI:
+Results are an :class:`EvalResult` dataclass, saved as JSON. CLI (:mod:`deepcheck.commands.evaluate`):
 ``python -m deepcheck attack ...`` (one model, one dataset, bits/dim against eps) and
 ``python -m deepcheck evaluate ...`` (models, in-distribution + OOD data, AUROC).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Sequence
@@ -33,15 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import rankdata
-from torch import nn
 
 from .adapt import LogProbModel, as_log_prob
-from .attacks import DEFAULT_RESTARTS, pgd
+from .attacks import pgd
 from .data import as_pixels
 from .fileio import atomic_write
 
-__all__ = ["auroc", "bpd_of", "bpd_against_eps", "ood_attack", "EvalResult", "evaluate_model", "configure_parser",
-           "main"]
+__all__ = ["auroc", "bpd_of", "bpd_against_eps", "ood_attack", "EvalResult", "evaluate_model"]
 
 
 # ---------------------------------------------------------------------------------------------- AUROC
@@ -95,17 +92,21 @@ def _pixels(data: object, lp: LogProbModel) -> torch.Tensor:
 
 def bpd_against_eps(model: object, data: object, eps: Sequence[float], *, norm: str = "linf",
                     likelihood: str = "decrease", steps: int = 20, restarts: int = 0, batch_size: int = 64,
-                    seed: int = 0, clamp: tuple[float, float] | None = (0.0, 1.0)) -> np.ndarray:
+                    seed: int = 0, clamp: tuple[float, float] | None = (0.0, 1.0),
+                    progress: bool = False) -> np.ndarray:
     """Per-sample bits/dim after ``pgd(model, x, e, likelihood=..., clamp=clamp)`` for each ``e`` in ``eps``:
     ``(len(eps), n)``.
 
     ``eps = 0`` gives the clean bits/dim. Same seed, same numbers (on CPU). Data outside ``clamp`` is a
     ``ValueError`` (pass ``clamp=None`` for unbounded data). Inside a process group of several ranks the batches
     are shared out and gathered (:func:`sharded_attacked_bpd`): every rank must call it, and every rank gets the
-    whole, identical, result."""
+    whole, identical, result. ``progress``: a tqdm bar (stderr) over the budgets."""
+    from tqdm.auto import tqdm
+
     x = _pixels(data, as_log_prob(model))
     rows = [sharded_attacked_bpd(model, x, float(e), likelihood=likelihood, norm=norm, steps=steps,
-                                 restarts=restarts, batch_size=batch_size, seed=seed, clamp=clamp) for e in eps]
+                                 restarts=restarts, batch_size=batch_size, seed=seed, clamp=clamp)
+            for e in tqdm(eps, desc=f"{likelihood} bits/dim", unit="eps", disable=not progress, leave=False)]
     return np.array(rows)
 
 
@@ -159,15 +160,17 @@ class EvalResult:
 def evaluate_model(model: object, data: object, eps: Sequence[float], *, ood_data: dict[str, object] | None = None,
                    ood_eps: float | None = None, norm: str = "linf", steps: int = 20, restarts: int = 0,
                    batch_size: int = 64, seed: int = 0, label: str = "model", data_name: str = "data",
-                   clamp: tuple[float, float] | None = (0.0, 1.0)) -> EvalResult:
+                   clamp: tuple[float, float] | None = (0.0, 1.0),
+                   progress: bool = False) -> EvalResult:
     """Bits/dim of ``data`` against ``eps`` (in-distribution attack) and, for each named OOD set, bits/dim
     before/after the OOD attack of budget ``ood_eps`` and the AUROC of in-vs-OOD by log-likelihood, clean and
     with the OOD samples attacked. ``model``: anything :func:`deepcheck.adapt.as_log_prob` accepts; attacks
-    stay inside ``clamp`` (``None``: unbounded data)."""
+    stay inside ``clamp`` (``None``: unbounded data). ``progress``: tqdm bars (stderr) over the budgets."""
     eps = [float(e) for e in eps]
     if not eps or any(not math.isfinite(e) or e < 0 for e in eps):
         raise ValueError(f"eps must be a non-empty list of finite budgets >= 0, got {eps}")
-    kw = dict(norm=norm, steps=steps, restarts=restarts, batch_size=batch_size, seed=seed, clamp=clamp)
+    kw = dict(norm=norm, steps=steps, restarts=restarts, batch_size=batch_size, seed=seed, clamp=clamp,
+              progress=progress)
     table = bpd_against_eps(model, data, eps, **kw)
     res = EvalResult(label=label, data=data_name, norm=norm, eps=eps, steps=steps, seed=seed, n_in=table.shape[1],
                      bpd=[float(r.mean()) for r in table], bpd_median=[float(np.median(r)) for r in table])
@@ -192,73 +195,3 @@ def format_result(r: EvalResult) -> str:
         lines.append(f"  OOD {name} (n={o['n']}, eps={r.ood_eps:.5g}): bpd {o['bpd_clean']:.4f} -> "
                      f"{o['bpd_attacked']:.4f}; AUROC {o['auroc_clean']:.4f} -> {o['auroc_attacked']:.4f}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
-    """``attack``: one checkpoint, bits/dim against eps. ``evaluate``: checkpoints, plus OOD sets and AUROC."""
-    parser.add_argument("--checkpoint", nargs="+", required=True,
-                        help="checkpoint file(s) or run folder(s) holding checkpoint.pt (deepcheck train --out)")
-    parser.add_argument("--data", default="digits", help="in-distribution dataset (deepcheck.data.load name)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--root", default=None, help="folder with the data files")
-    parser.add_argument("--limit", type=int, default=256, help="evaluate the first LIMIT images")
-    parser.add_argument("--resize", choices=("pad", "interpolate"), default="pad",
-                        help="how data of another size is fitted to the model's input (pad/crop or bilinear)")
-    parser.add_argument("--eps", type=float, nargs="+", default=[0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255])
-    parser.add_argument("--norm", choices=("l2", "linf"), default="linf")
-    parser.add_argument("--steps", type=int, default=20, help="PGD steps per run")
-    parser.add_argument("--restarts", type=int, default=0,
-                        help=f"extra random restarts (pgd's own default is {DEFAULT_RESTARTS}; 0 here: cost)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    if name == "evaluate":
-        parser.add_argument("--ood-data", nargs="*", default=[], help="OOD dataset names, e.g. fashion-mnist")
-        parser.add_argument("--no-noise", action="store_true", help="skip the uniform-noise OOD set")
-        parser.add_argument("--ood-eps", type=float, default=8 / 255)
-
-
-def _load_model(path: str) -> nn.Module:
-    from .checkpoint import load_checkpoint
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoint.pt"
-    model = load_checkpoint(p).model
-    model.eval()
-    return model
-
-
-def _load_like(name: str, model: nn.Module, args: argparse.Namespace, n: int | None) -> object:
-    """Dataset ``name`` resized to the model's input shape (pad/crop, grey/RGB), first ``n`` test images."""
-    from . import data as data_mod
-
-    c, h, w = model.input_shape
-    if name == "uniform-noise":
-        return data_mod.load(name, args.split, seed=args.seed, shape=(c, h, w), n=n or 256,
-                             n_bins=model.n_bins or 256)
-    return data_mod.load(name, args.split, seed=args.seed, root=args.root, size=(h, w), resize=args.resize,
-                         channels=c, limit=n)
-
-
-def main(name: str, args: argparse.Namespace) -> int:
-    results = []
-    for path in args.checkpoint:
-        model = _load_model(path)
-        data = _load_like(args.data, model, args, args.limit)
-        ood = {}
-        if name == "evaluate":
-            if not args.no_noise:
-                ood["uniform-noise"] = _load_like("uniform-noise", model, args, args.limit)
-            for o in args.ood_data:
-                ood[o] = _load_like(o, model, args, args.limit)
-        r = evaluate_model(model, data, args.eps, ood_data=ood or None, ood_eps=getattr(args, "ood_eps", None),
-                           norm=args.norm, steps=args.steps, restarts=args.restarts, batch_size=args.batch_size,
-                           seed=args.seed, label=str(path), data_name=f"{args.data}/{args.split}")
-        print(format_result(r))
-        results.append(r.to_dict())
-    if args.out:
-        out = atomic_write(args.out, json.dumps({"command": name, "results": results}, indent=2))
-        print(f"wrote {out}")
-    return 0

@@ -3,7 +3,8 @@
 The bytes go to a temporary file in the *same directory* as the target (so that the rename cannot cross file
 systems), which is flushed and ``fsync``-ed, then ``os.replace``-d over the target (atomic on POSIX), and the
 directory is ``fsync``-ed so that the rename itself survives a crash. On an exception the temporary file is
-removed and the target is left as it was.
+removed and the target is left as it was. The file gets the mode a plain ``open(path, "w")`` would give
+(``0o666`` less the process umask), not the ``0o600`` of the temporary file.
 """
 
 from __future__ import annotations
@@ -11,11 +12,27 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["atomic_write", "atomic_write_with"]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask: from ``/proc/self/status`` where Linux gives it, else by setting it and setting it back
+    (under a lock; another thread creating a file at that instant could see the momentary value)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -43,6 +60,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())

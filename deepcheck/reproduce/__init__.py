@@ -12,7 +12,7 @@ it on a rerun when a record with the same settings, seed, device and code exists
 * :mod:`.compute_linear`, :mod:`.compute_deep` -- the experiments (also used by ``notebooks/``);
 * :mod:`.steps_linear`, :mod:`.steps_deep` -- the steps: tables, notes and figures of each experiment;
 * :mod:`.report` -- atomic files, ``results.json`` and ``report.md``;
-* :mod:`.cli` -- :func:`run` and the command line.
+* :mod:`.cli` -- :func:`run` (the command line: :mod:`deepcheck.commands.reproduce`).
 """
 
 from .budget import (
@@ -30,13 +30,13 @@ from .budget import (
     VerifySettings,
     WaterfillSettings,
 )
-from .cli import NOT_REPRODUCED, configure_parser, main, run
+from .cli import NOT_REPRODUCED, run
 from .pipeline import Context, NotAvailable, Step, StepOutput, code_fingerprint, run_step, step_key
 from .steps_deep import checkpoint_path, deep_steps, make_train_step, trained_models
 from .steps_linear import STEPS
 
 __all__ = ["BUDGETS", "Budget", "VerifySettings", "GeometrySettings", "AttackSettings", "WaterfillSettings",
            "TradeoffSettings", "DeepSettings", "FlowsSettings", "TrainSettings", "EvalSettings", "OODSettings",
-           "TeaserSettings", "NOT_REPRODUCED", "run", "configure_parser", "main", "Context", "NotAvailable", "Step",
+           "TeaserSettings", "NOT_REPRODUCED", "run", "Context", "NotAvailable", "Step",
            "StepOutput", "code_fingerprint", "run_step", "step_key", "STEPS", "deep_steps", "make_train_step",
            "trained_models", "checkpoint_path"]

@@ -1,4 +1,4 @@
-"""``python -m deepcheck reproduce``: the run (:func:`run`) and its command line.
+"""The run of ``python -m deepcheck reproduce`` (:func:`run`; its command line is :mod:`deepcheck.commands.reproduce`).
 
 :func:`run` executes the linear-flow steps (:mod:`.steps_linear`) and the deep-flow steps (:mod:`.steps_deep`)
 through the cached step runner (:mod:`.pipeline`), then writes ``results.json`` (every step record, the run
@@ -8,10 +8,8 @@ status is 1 when a verification check fails or a step raises, 0 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,35 +74,3 @@ def run(budget: Budget | str = "quick", out: str | os.PathLike = "out/quick", *,
     rep.write_json(out / "results.json", results)
     atomic_write(out / "report.md", rep.render_report(run_info, records, out, NOT_REPRODUCED))
     return rep.to_jsonable(results)
-
-
-def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m deepcheck reproduce``."""
-    g = parser.add_mutually_exclusive_group()
-    g.add_argument("--quick", dest="budget", action="store_const", const="quick",
-                   help="embedded data, tiny flows, a few minutes on 2 CPU cores (default)")
-    g.add_argument("--full", dest="budget", action="store_const", const="full",
-                   help="Fashion-MNIST (20k training images; OOD: noise and MNIST-5k) at the small configuration, "
-                        "exhaustive verification (long: use --device cuda where there is a GPU)")
-    g.add_argument("--budget", dest="budget", choices=sorted(BUDGETS), help="smoke | quick | full")
-    parser.set_defaults(budget="quick")
-    parser.add_argument("--out", default=None, help="output directory (default out/<budget>)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--force", action="store_true", help="rerun every step, ignoring cached results")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-
-
-def main(name: str, args: argparse.Namespace) -> int:
-    """Run the pipeline; print where the report is and return the exit status."""
-    out = args.out or os.path.join("out", args.budget)
-    command = "python -m deepcheck " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
-    results = run(args.budget, out, seed=args.seed, device=args.device, force=args.force,
-                  progress=args.progress, command=command)
-    for s in results["steps"]:
-        line = f"{s['name']:>24}: {s['status']}"
-        if s["status"] in ("not run", "failed"):
-            line += f" ({s['reason']})"
-        print(line)
-    print(f"report: {os.path.join(out, 'report.md')}  results: {os.path.join(out, 'results.json')}")
-    return int(results["run"]["exit_status"])

@@ -2,15 +2,13 @@
 
 Layout: :mod:`.config` (the frozen :class:`TrainConfig`, validated once), :mod:`.steps` (inputs, the adversary
 step, the objective, validation bits/dim), :mod:`.loop` (:func:`train`: resuming, the epoch loop,
-checkpointing), :mod:`.command` (``python -m deepcheck train``).
+checkpointing), :mod:`deepcheck.commands.train` (``python -m deepcheck train``).
 """
 
 from __future__ import annotations
 
-from .command import configure_parser, main
 from .config import MODES, OPTIMIZERS, Adversary, TrainConfig
 from .loop import EpochStats, TrainResult, train
 from .steps import evaluate_bpd
 
-__all__ = ["train", "TrainConfig", "TrainResult", "EpochStats", "MODES", "OPTIMIZERS", "Adversary", "evaluate_bpd",
-           "configure_parser", "main"]
+__all__ = ["train", "TrainConfig", "TrainResult", "EpochStats", "MODES", "OPTIMIZERS", "Adversary", "evaluate_bpd"]
