@@ -90,7 +90,7 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
      "error: argument --seed: must be an integer >= 0, got 'x'"),
     ("an unknown benchmark",
      "python -m bench l3",
-     "error: unknown benchmark(s) 'l3'; available: attacks, box, flows, l2, train, training"),
+     "error: unknown benchmark(s) 'l3'; available: attacks, box, ddp, flows, l2, train, training"),
 ]
 
 

@@ -228,3 +228,27 @@ def test_pgd_with_sample_seeds_does_not_depend_on_the_batch() -> None:
         pgd(model, x[:3], 0.3, sample_seeds=seeds[:2], **kw)
     with pytest.raises(ValueError, match="sample_seeds"):
         pgd(model, x[:1], 0.3, sample_seeds=[-1], **kw)
+
+
+def test_torchrun_command_line_train_and_attack(tmp_path: Path) -> None:
+    """``torchrun -m deepcheck train`` and ``attack`` (the README's commands): the history records the world size and
+    the global batch, and the 2-rank attack table equals the one-process table."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    common = ["--no-progress"]
+    trained = subprocess.run([*torchrun, "-m", "deepcheck", "train", "--model", "glow", "--config", "tiny", "--data",
+                              "digits", "--epochs", "1", "--limit", "48", "--batch-size", "16", "--out", str(run),
+                              *common], env=env, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    history = json.loads((run / "history.json").read_text())
+    assert history["world_size"] == 2 and history["global_batch"] == 16
+    assert trained.stdout.count("wrote ") == 1  # rank 0 alone reports
+
+    attack = ["-m", "deepcheck", "attack", "--checkpoint", str(run), "--data", "digits", "--limit", "24", "--eps",
+              "0", "0.02", "--steps", "2", *common]
+    two = subprocess.run([*torchrun, *attack], env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run([sys.executable, *attack], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr + one.stderr
+    table = [line for line in one.stdout.splitlines() if "bpd=" in line]
+    assert len(table) == 2 and [line for line in two.stdout.splitlines() if "bpd=" in line] == table

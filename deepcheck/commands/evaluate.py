@@ -73,26 +73,31 @@ def main(name: str, args: argparse.Namespace) -> int:
     out = writable_file(args.out, "--out") if args.out else None
     device = start(args)
 
+    from ..distributed import setup_from_env
     from ..evaluate import evaluate_model, format_result
     from ..fileio import atomic_write
 
-    progress = show_progress(args.no_progress)
     results = []
-    for path in args.checkpoint:
-        model = _load_model(path, device)
-        data = _load_like(args.data, model, args, args.limit)
-        ood = {}
-        if name == "evaluate":
-            if not args.no_noise:
-                ood["uniform-noise"] = _load_like("uniform-noise", model, args, args.limit)
-            for o in args.ood_data:
-                ood[o] = _load_like(o, model, args, args.limit)
-        r = evaluate_model(model, data, args.eps, ood_data=ood or None, ood_eps=getattr(args, "ood_eps", None),
-                           norm=args.norm, steps=args.steps, restarts=args.restarts, batch_size=args.batch_size,
-                           seed=args.seed, label=str(path), data_name=f"{args.data}/{args.split}",
-                           progress=progress)
-        print(format_result(r))
-        results.append(r.to_dict())
+    with setup_from_env(device) as ctx:  # under torchrun the images are shared out over the ranks and gathered
+        progress = show_progress(args.no_progress) and ctx.is_main
+        for path in args.checkpoint:
+            model = _load_model(path, ctx.device)
+            data = _load_like(args.data, model, args, args.limit)
+            ood = {}
+            if name == "evaluate":
+                if not args.no_noise:
+                    ood["uniform-noise"] = _load_like("uniform-noise", model, args, args.limit)
+                for o in args.ood_data:
+                    ood[o] = _load_like(o, model, args, args.limit)
+            r = evaluate_model(model, data, args.eps, ood_data=ood or None, ood_eps=getattr(args, "ood_eps", None),
+                               norm=args.norm, steps=args.steps, restarts=args.restarts, batch_size=args.batch_size,
+                               seed=args.seed, label=str(path), data_name=f"{args.data}/{args.split}",
+                               progress=progress)
+            if ctx.is_main:
+                print(format_result(r))
+            results.append(r.to_dict())
+        if not ctx.is_main:
+            return 0
     if out is not None:
         print(f"wrote {atomic_write(out, json.dumps({'command': name, 'results': results}, indent=2))}")
     return 0

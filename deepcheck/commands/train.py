@@ -69,6 +69,7 @@ def main(name: str, args: argparse.Namespace) -> int:
     device = start(args)
 
     from .. import data as data_mod
+    from ..distributed import setup_from_env
     from ..fileio import atomic_write
     from ..flows import build
     from ..train.loop import _format_epoch, train
@@ -77,13 +78,17 @@ def main(name: str, args: argparse.Namespace) -> int:
           "channels": args.channels}
     train_data = data_mod.load(args.data, "train", limit=args.limit, **kw)
     val_data = data_mod.load(args.data, "val", limit=args.val_limit, **kw)
-    model = build(args.model, args.config, train_data.shape, n_bins=train_data.n_bins, seed=args.seed)
-    progress = show_progress(args.no_progress)
-    result = train(model, train_data, val_data=val_data, mode=args.mode, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, warmup_steps=args.warmup_steps,
-                   clip_grad=args.clip_grad, hybrid_lambda=args.hybrid_lambda, attack_eps=args.attack_eps,
-                   attack_norm=args.attack_norm, attack_steps=args.attack_steps, checkpoint=out / "checkpoint.pt",
-                   resume=not args.no_resume, seed=args.seed, progress=progress, device=device)
+    with setup_from_env(device) as ctx:  # under torchrun: one process group, --batch-size is the global batch
+        model = build(args.model, args.config, train_data.shape, n_bins=train_data.n_bins, seed=args.seed)
+        progress = show_progress(args.no_progress) and ctx.is_main
+        result = train(model, train_data, val_data=val_data, mode=args.mode, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                       warmup_steps=args.warmup_steps, clip_grad=args.clip_grad, hybrid_lambda=args.hybrid_lambda,
+                       attack_eps=args.attack_eps, attack_norm=args.attack_norm, attack_steps=args.attack_steps,
+                       checkpoint=out / "checkpoint.pt", resume=not args.no_resume, seed=args.seed,
+                       progress=progress, device=ctx.device, distributed=ctx.distributed)
+        if not ctx.is_main:
+            return 0
     summary = {"command": name, "model": args.model, "config": args.config, "data": args.data,
                "model_config": getattr(model, "config", None), **result.to_dict()}
     atomic_write(out / "history.json", json.dumps(summary, indent=2, default=str))
