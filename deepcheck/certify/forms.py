@@ -28,10 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 Tensor = torch.Tensor
+
+if TYPE_CHECKING:
+    from .relax import Monotone
 
 U = float(torch.finfo(torch.float64).eps)
 """Unit roundoff for any rounding mode (2^-52)."""
@@ -39,6 +43,7 @@ FUNC_ULPS = 16
 """Ulps allowed to each elementwise transcendental function evaluation (4x what libm documents)."""
 FUNC_REL = FUNC_ULPS * U
 ABS_SLACK = 1e-290
+INTERVAL_FACTOR = 1.0
 """Absolute slack added per operation: covers underflow (subnormal spacing 5e-324 times any term count)."""
 
 
@@ -146,17 +151,6 @@ class Form:
             slack = slack + gamma(self.G.shape[1] + 4) * self.inp.eps * self.G.abs().sum(dim=1)
         return self.c - self.r + down - slack, self.c + self.r + up + slack
 
-    def interval(self) -> Form:
-        """The same enclosure with its generators concretised away (a plain interval)."""
-        lo, hi = self.bounds()
-        c = 0.5 * (lo + hi)
-        r = 0.5 * (hi - lo) + 2 * U * (lo.abs() + hi.abs()) + ABS_SLACK
-        return Form(c, None, r, self.inp, self.symbolic)
-
-    def settle(self) -> Form:
-        """After a nonlinear step: IBP keeps only the interval, the symbolic method keeps the form."""
-        return self if self.symbolic or self.G is None else self.interval()
-
     # ------------------------------------------------------------------ exact (structural) maps
     def map(self, fn: Callable[[Tensor], Tensor]) -> Form:
         """A batch-first map that only moves or selects elements (reshape, permute, slice)."""
@@ -237,21 +231,47 @@ class Form:
 
         .. math:: xy = x_0 y + y_0 x - x_0 y_0 + (x - x_0)(y - y_0), \quad |(x - x_0)(y - y_0)| \le r_x r_y,
 
-        with ``[x_0 - r_x, x_0 + r_x]`` the concretised interval of ``x`` (likewise ``y``)."""
+        with ``[x_0 - r_x, x_0 + r_x]`` the concretised interval of ``x`` (likewise ``y``); per element the
+        interval product (min and max of the four corner products) where it is narrower. IBP: the interval
+        product."""
         xl, xh = self.bounds()
         yl, yh = other.bounds()
         x0, rx = 0.5 * (xl + xh), 0.5 * (xh - xl) + 2 * U * (xl.abs() + xh.abs())
         y0, ry = 0.5 * (yl + yh), 0.5 * (yh - yl) + 2 * U * (yl.abs() + yh.abs())
+        corners = torch.stack([xl * yl, xl * yh, xh * yl, xh * yh])
+        c_lo, c_hi = corners.min(dim=0).values, corners.max(dim=0).values
+        pad = 2 * U * (c_lo.abs() + c_hi.abs()) + ABS_SLACK
+        if not self.symbolic:
+            return self._interval(c_lo - pad, c_hi + pad)
         prod = self.scale(y0) + other.scale(x0)
         prod = prod.shift(-x0 * y0, 2 * U * (x0 * y0).abs())
         prod.r = prod.r + rx * ry * (1 + 4 * U) + ABS_SLACK
-        return prod.settle()
+        return prod.narrowest(c_lo - pad, c_hi + pad)
 
-    def apply(self, relaxation: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]) -> Form:
-        """``f(v)`` elementwise, from a linear relaxation ``f(y) in [a y + b_lo, a y + b_hi]`` on the
-        concretised interval ``[lo, hi]`` of ``v`` (``relaxation(lo, hi) -> (a, b_lo, b_hi)``)."""
+    def _interval(self, lo: Tensor, hi: Tensor) -> Form:
+        c = 0.5 * (lo + hi)
+        return Form(c, None, 0.5 * (hi - lo) + 2 * U * (lo.abs() + hi.abs()) + ABS_SLACK, self.inp, self.symbolic)
+
+    def narrowest(self, lo: Tensor, hi: Tensor) -> Form:
+        """Per element, this form or the interval ``[lo, hi]`` (another enclosure of the same tensor), whichever
+        is narrower after concretisation (an element enclosed by an interval gets zero generators)."""
+        flo, fhi = self.bounds()
+        box = self._interval(lo, hi)
+        use = INTERVAL_FACTOR * (hi - lo) < (fhi - flo)
+        if not bool(use.any()):
+            return self
+        g = None if self.G is None else torch.where(use.unsqueeze(1), torch.zeros_like(self.G), self.G)
+        return Form(torch.where(use, box.c, self.c), g, torch.where(use, box.r, self.r), self.inp, self.symbolic)
+
+    def apply(self, act: Monotone) -> Form:
+        """``f(v)`` elementwise for a non-decreasing ``f`` (:class:`~deepcheck.certify.relax.Monotone`): IBP takes
+        the interval image ``[f(lo), f(hi)]`` of the concretised ``[lo, hi]``; the symbolic method the linear
+        relaxation ``f(y) in [a y + b_lo, a y + b_hi]`` on ``[lo, hi]``, applied to the form, or per element
+        the interval image where that is narrower (:meth:`narrowest`)."""
         lo, hi = self.bounds()
-        a, b_lo, b_hi = relaxation(lo, hi)
+        flo, fhi = act.image(lo, hi)
+        if not self.symbolic:
+            return self._interval(flo, fhi)
+        a, b_lo, b_hi = act.relaxation(lo, hi)
         mid, rad = 0.5 * (b_lo + b_hi), 0.5 * (b_hi - b_lo)
-        out = self.scale(a).shift(mid, rad + 2 * U * (b_lo.abs() + b_hi.abs()))
-        return out.settle()
+        return self.scale(a).shift(mid, rad + 2 * U * (b_lo.abs() + b_hi.abs())).narrowest(flo, fhi)

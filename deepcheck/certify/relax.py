@@ -22,6 +22,7 @@ finite candidate set is exact up to the rounding slack ``FUNC_REL (|f(y)| + |a y
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,6 @@ import torch.nn.functional as F
 from .forms import ABS_SLACK, FUNC_REL
 
 Tensor = torch.Tensor
-Relaxation = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 _NARROW = 1e-7
 
@@ -53,29 +53,38 @@ def _relax(f: Callable[[Tensor], Tensor], df: Callable[[Tensor], Tensor],
     return a, g_lo, g_hi
 
 
-def relu(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return _relax(torch.relu, lambda y: (y > 0).to(y.dtype), lambda a: [torch.zeros_like(a)], lo, hi)
+@dataclass
+class Monotone:
+    """A non-decreasing elementwise function ``f`` with its derivative and the critical points of
+    ``f(y) - a y``. ``image(lo, hi)`` is the exact interval image ``[f(lo), f(hi)]`` (with rounding slack), used
+    by IBP; ``relaxation(lo, hi) -> (a, b_lo, b_hi)`` the linear relaxation, used by the symbolic method."""
+
+    name: str
+    f: Callable[[Tensor], Tensor]
+    df: Callable[[Tensor], Tensor]
+    critical: Callable[[Tensor], list[Tensor]]
+
+    def relaxation(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return _relax(self.f, self.df, self.critical, lo, hi)
+
+    def image(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        flo, fhi = self.f(lo), self.f(hi)
+        return flo - FUNC_REL * flo.abs() - ABS_SLACK, fhi + FUNC_REL * fhi.abs() + ABS_SLACK
 
 
-def exp(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return _relax(torch.exp, torch.exp, lambda a: [torch.log(a)], lo, hi)
+def _sigmoid_critical(a: Tensor) -> list[Tensor]:
+    y = 2.0 * torch.atanh(torch.sqrt((1.0 - 4.0 * a).clamp(min=0.0, max=1.0)))
+    return [y, -y]
 
 
-def sigmoid(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    def crit(a: Tensor) -> list[Tensor]:
-        y = 2.0 * torch.atanh(torch.sqrt((1.0 - 4.0 * a).clamp(min=0.0)))
-        return [y, -y]
-
-    return _relax(torch.sigmoid, lambda y: torch.sigmoid(y) * torch.sigmoid(-y), crit, lo, hi)
+def _tanh_critical(a: Tensor) -> list[Tensor]:
+    y = torch.atanh(torch.sqrt((1.0 - a).clamp(min=0.0, max=1.0)))
+    return [y, -y]
 
 
-def logsigmoid(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return _relax(F.logsigmoid, lambda y: torch.sigmoid(-y), lambda a: [torch.log1p(-a) - torch.log(a)], lo, hi)
-
-
-def tanh(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    def crit(a: Tensor) -> list[Tensor]:
-        y = torch.atanh(torch.sqrt((1.0 - a).clamp(min=0.0, max=1.0)))
-        return [y, -y]
-
-    return _relax(torch.tanh, lambda y: 1.0 - torch.tanh(y) ** 2, crit, lo, hi)
+relu = Monotone("relu", torch.relu, lambda y: (y > 0).to(y.dtype), lambda a: [torch.zeros_like(a)])
+exp = Monotone("exp", torch.exp, torch.exp, lambda a: [torch.log(a)])
+sigmoid = Monotone("sigmoid", torch.sigmoid, lambda y: torch.sigmoid(y) * torch.sigmoid(-y), _sigmoid_critical)
+logsigmoid = Monotone("logsigmoid", F.logsigmoid, lambda y: torch.sigmoid(-y),
+                      lambda a: [torch.log1p(-a) - torch.log(a)])
+tanh = Monotone("tanh", torch.tanh, lambda y: 1.0 - torch.tanh(y) ** 2, _tanh_critical)
