@@ -3,8 +3,8 @@
 On random tiny GLOW and RealNVP models (float64, ActNorm initialised on data, every weight perturbed: a fresh
 flow is the identity or a pure scale), ``upper`` is compared with the best of PGD with restarts (run on the
 float64 model) and of dense random sampling of the set (vertices and interior points of the box, points on
-the L2 sphere, all clamped). Mutation tests swap single bound rules for unsound ones (a dropped term, a
-swapped bound) and check that this same comparison catches them.
+the L2 sphere, all clamped). A mutation test swaps the split rule for one that drops a latent's term and
+checks that this same comparison catches it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepcheck.attacks import pgd
-from deepcheck.certify import nll_upper_bound, relax, rules
+from deepcheck.certify import nll_upper_bound, rules
 from deepcheck.flows import build, perturb_parameters
-from deepcheck.flows.layers import AffineCoupling, Split
+from deepcheck.flows.layers import Split
 
 SHAPE = (1, 4, 4)
 EXAMPLES = max(8, settings.default.max_examples // 3)
@@ -81,7 +81,7 @@ def gap(model: torch.nn.Module, x: torch.Tensor, eps: float, norm: str, method: 
 
 @settings(max_examples=EXAMPLES)
 @given(kind=st.sampled_from(["glow", "realnvp"]), norm=st.sampled_from(["linf", "l2"]),
-       method=st.sampled_from(["ibp", "symbolic"]), eps=st.sampled_from([0.0, 1e-3, 1e-2, 4e-2, 0.15]),
+       method=st.sampled_from(["ibp", "symbolic", "zonotope"]), eps=st.sampled_from([0.0, 1e-3, 1e-2, 4e-2, 0.15]),
        seed=st.integers(0, 10_000), scale=st.sampled_from([0.02, 0.1, 0.2]))
 def test_upper_bound_is_never_below_attained_nll(kind, norm, method, eps, seed, scale):
     model = random_model(kind, seed, scale)
@@ -97,7 +97,7 @@ def test_eps_zero_bound_is_the_clean_nll(kind):
     model = random_model(kind, 3, 0.05)
     x = inputs(3)
     clean = -model.log_prob(x).detach()
-    for method in ("ibp", "symbolic"):
+    for method in ("ibp", "symbolic", "zonotope"):
         upper = nll_upper_bound(model, x, 0.0, method=method)
         assert bool(torch.all(upper >= clean)) and bool(torch.all(upper - clean <= 1e-9 * (1 + clean.abs())))
 
@@ -105,35 +105,18 @@ def test_eps_zero_bound_is_the_clean_nll(kind):
 # ---------------------------------------------------------------------------------------------- mutations
 def _drop_split_latent(m, x):
     """Unsound: the factored-out latent of a split is dropped from the NLL (its 0.5 ||z||^2 goes missing)."""
-    h, z, ld = rules.RULES_ORIGINAL[Split](m, x)
+    h, z, ld = ORIGINAL[Split](m, x)
     return h, z.scale(0.0), ld
 
 
-def _coupling_logdet_upper(m, x):
-    """Unsound: the coupling's log-det enters by its *upper* bound (the NLL needs the lower one)."""
-    y, ld = rules.RULES_ORIGINAL[AffineCoupling](m, x)
-    return y, ld.const(ld.bounds()[1])
+ORIGINAL = dict(rules.RULES)
 
 
-def _swapped_relaxation(lo, hi):
-    """Unsound: the offsets of the ReLU relaxation swapped (the remainder becomes negative)."""
-    a, b_lo, b_hi = relax._relax(relax.relu.f, relax.relu.df, relax.relu.critical, lo, hi)
-    return a, b_hi, b_lo
-
-
-@pytest.mark.parametrize("mutant, method", [(_drop_split_latent, "ibp"), (_drop_split_latent, "symbolic"),
-                                            (_coupling_logdet_upper, "ibp"), (_coupling_logdet_upper, "symbolic")])
-def test_unsound_rules_are_caught(monkeypatch, mutant, method):
-    """Each mutant makes the soundness comparison fail on a GLOW where the sound rules pass it."""
+@pytest.mark.parametrize("method", ["ibp", "symbolic", "zonotope"])
+def test_dropped_latent_is_caught(monkeypatch, method):
+    """A rule that drops a term of the NLL makes the model-level comparison fail where the sound rules pass it
+    (single-rule mutations are tested layer by layer in test_certify_rules.py)."""
     model, x = random_model("glow", 11, 0.1), inputs(11, n=4)
     assert bool(torch.all(gap(model, x, 0.02, "linf", method) >= 0))
-    cls = Split if mutant is _drop_split_latent else AffineCoupling
-    monkeypatch.setattr(rules, "RULES_ORIGINAL", dict(rules.RULES), raising=False)
-    monkeypatch.setitem(rules.RULES, cls, mutant)
+    monkeypatch.setitem(rules.RULES, Split, _drop_split_latent)
     assert bool(torch.any(gap(model, x, 0.02, "linf", method) < 0))
-
-
-def test_swapped_relu_relaxation_is_caught(monkeypatch):
-    model, x = random_model("glow", 11, 0.1), inputs(11, n=4)
-    monkeypatch.setattr(relax.relu, "relaxation", _swapped_relaxation)
-    assert bool(torch.any(gap(model, x, 0.1, "linf", "symbolic") < 0))

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from ..flows.base import bits_per_dim, parameter_dtype
-from .forms import U, Form, InputSet, gamma
 from .flows import MODEL_RULES, latents
+from .forms import MODES, Form, InputSet, U, gamma
 
-METHODS = ("ibp", "symbolic")
+METHODS = MODES
 NORMS = ("linf", "l2")
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -134,8 +134,8 @@ def nll_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str 
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             inp = InputSet.build(x[i:i + batch_size].detach().to(torch.float64), eps, norm, clamp)
-            zs, logdet = latents(m64, Form.input(inp, method == "symbolic"))
-            if method == "symbolic":
+            zs, logdet = latents(m64, Form.input(inp, method))
+            if method != "ibp":
                 obj = -logdet
                 for z in zs:
                     obj = obj + _square_chord(z).sum()
@@ -178,7 +178,8 @@ def nll_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "li
     x : a batch ``(B, *model.input_shape)`` of the model's dtype, inside ``clamp``.
     eps, norm : the budget and the norm (``"linf"`` or ``"l2"``).
     clamp : the data box ``(lo, hi)`` the perturbed input must stay in, or None.
-    method : ``"ibp"`` (interval bound propagation) or ``"symbolic"`` (affine forms; tighter, slower).
+    method : ``"ibp"`` (interval bound propagation), ``"symbolic"`` (affine forms with an interval remainder) or
+        ``"zonotope"`` (affine forms with an error symbol per relaxed activation: the tightest, the most memory).
     steps, restarts, seed : of the :func:`~deepcheck.attacks.pgd` attack giving ``lower`` and ``delta``.
     batch_size : samples propagated at once (the symbolic forms hold ``D`` coefficients per activation).
     """

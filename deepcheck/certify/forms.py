@@ -6,11 +6,23 @@ A :class:`Form` encloses a tensor-valued function ``v(delta)`` of the input pert
 
 .. math::  v_i(\delta) \in c_i + \sum_k G_{k,i}\,\delta_k + [-r_i, r_i] .
 
-``G = None`` is a plain interval (centre ``c``, radius ``r``): that is interval bound propagation (IBP). With
-``G`` the form is exact through affine layers, and nonlinear layers add their linear relaxation's slack to
-``r`` (:mod:`deepcheck.certify.relax`); concretisation (:meth:`Form.bounds`) maximises the linear part over
-``S``: for a box ``[dlo, dhi]`` exactly, ``sum_k max(G_k dlo_k, G_k dhi_k)``, and for an L2 ball of radius
-``eps`` also by the dual norm ``eps ||G||_2`` (the smaller of the two bounds is kept: ``S`` lies in both).
+plus, in the ``"zonotope"`` mode, ``sum_m E_{m,i} e_m`` over error symbols ``e_m in [-1, 1]`` shared by all
+tensors of one propagation. Three modes (:class:`Context`):
+
+* ``"ibp"``: interval bound propagation. The generators ``G`` are kept only through the affine layers before
+  the first nonlinearity (exact there, which is what makes the first layer exact for L2 balls); every
+  nonlinear step returns a plain interval (``G = None``; monotone functions map ``[lo, hi]`` to
+  ``[f(lo), f(hi)]``, products take the min and max of the four corner products).
+* ``"symbolic"``: the form stays affine in ``delta`` through every layer; each nonlinear step is replaced by a
+  linear relaxation (:mod:`deepcheck.certify.relax`, McCormick for products) whose offset width is added to
+  the remainder ``r`` (symbolic intervals).
+* ``"zonotope"``: as symbolic, but each relaxation's offset width becomes a *new error symbol* (DeepZ-style),
+  so later affine layers propagate it with signed weights (cancellations kept) instead of ``|W|``; the
+  remainder ``r`` then only carries rounding slack.
+
+Concretisation (:meth:`Form.bounds`) maximises the linear part over ``S``: for the box ``[dlo, dhi]`` exactly,
+``sum_k max(G_k dlo_k, G_k dhi_k)``, and for an L2 ball of radius ``eps`` also by the dual norm
+``eps ||G||_2`` (the smaller of the two bounds is kept: ``S`` lies in both); error symbols add ``sum_m |E_m|``.
 
 **Soundness margin (independent of the rounding mode).** All arithmetic is float64. Every operation adds to
 ``r`` a bound on its own rounding error, using the unit roundoff ``u = 2^-52`` (the machine epsilon, valid for
@@ -43,7 +55,6 @@ FUNC_ULPS = 16
 """Ulps allowed to each elementwise transcendental function evaluation (4x what libm documents)."""
 FUNC_REL = FUNC_ULPS * U
 ABS_SLACK = 1e-290
-INTERVAL_FACTOR = 1.0
 """Absolute slack added per operation: covers underflow (subnormal spacing 5e-324 times any term count)."""
 
 
@@ -89,6 +100,9 @@ class InputSet:
         return cls(x=x, dlo=dlo - pad, dhi=dhi + pad, eps=eps * (1 + 4 * U), norm=norm)
 
 
+MODES = ("ibp", "symbolic", "zonotope")
+
+
 def _flat_apply(fn: Callable[[Tensor], Tensor], g: Tensor) -> Tensor:
     """Apply a batch-first map to generators ``(B, K, *s)`` by folding ``K`` into the batch."""
     b, k = g.shape[:2]
@@ -101,61 +115,101 @@ def _gen(t: Tensor, c: Tensor) -> Tensor:
     return t.unsqueeze(1) if t.dim() == c.dim() else t
 
 
+def _lift(t: Tensor, c: Tensor) -> Tensor:
+    """A per-sample ``(B, K)`` tensor broadcast against generators ``(B, K, *s)`` of elements shaped like ``c``."""
+    return t.reshape(*t.shape, *([1] * (c.dim() - 1)))
+
+
+@dataclass
+class Context:
+    """What all forms of one propagation share: the input set, the mode and the number of error symbols."""
+
+    inp: InputSet
+    mode: str
+    n_symbols: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+
+def _pad(e: Tensor | None, m: int, like: Tensor) -> Tensor:
+    """Error-symbol coefficients ``(B, M', *s)`` padded with zeros to ``M`` symbols (symbols are numbered in
+    creation order, so a form's symbols are a prefix of the context's)."""
+    if e is None:
+        return like.new_zeros(like.shape[0], m, *like.shape[1:])
+    if e.shape[1] == m:
+        return e
+    return torch.cat([e, e.new_zeros(e.shape[0], m - e.shape[1], *e.shape[2:])], dim=1)
+
+
 @dataclass
 class Form:
-    """An enclosure ``c + G delta + [-r, r]`` of a tensor over the input set ``inp`` (module docstring)."""
+    """An enclosure ``c + G delta + E e + [-r, r]`` of a tensor (module docstring)."""
 
     c: Tensor
     G: Tensor | None
+    E: Tensor | None
     r: Tensor
-    inp: InputSet
-    symbolic: bool
+    ctx: Context
 
     # ------------------------------------------------------------------ construction and concretisation
     @classmethod
-    def input(cls, inp: InputSet, symbolic: bool) -> Form:
-        """``x + delta`` itself: generators the identity (exact; IBP drops them at its first nonlinearity)."""
+    def input(cls, inp: InputSet, mode: str) -> Form:
+        """``x + delta`` itself: the generators are the identity."""
         x = inp.x
         b, k = x.shape[0], inp.dlo.shape[1]
         eye = torch.eye(k, dtype=x.dtype, device=x.device).expand(b, k, k).reshape(b, k, *x.shape[1:])
-        return cls(x.clone(), eye.clone(), torch.zeros_like(x), inp, symbolic)
+        return cls(x.clone(), eye.clone(), None, torch.zeros_like(x), Context(inp, mode))
+
+    @property
+    def inp(self) -> InputSet:
+        return self.ctx.inp
+
+    def _new(self, c: Tensor, G: Tensor | None, E: Tensor | None, r: Tensor) -> Form:
+        return Form(c, G, E, r, self.ctx)
 
     def const(self, value: Tensor, rad: Tensor | float = 0.0) -> Form:
-        """A constant (per sample, no generators) with the same input set; ``rad`` its uncertainty."""
-        r = torch.zeros_like(value) + rad + ABS_SLACK
-        return Form(value, None, r, self.inp, self.symbolic)
+        """A constant (per sample, no generators) in the same context; ``rad`` its uncertainty."""
+        return self._new(value, None, None, torch.zeros_like(value) + rad + ABS_SLACK)
+
+    def _interval(self, lo: Tensor, hi: Tensor) -> Form:
+        c = 0.5 * (lo + hi)
+        return self._new(c, None, None, 0.5 * (hi - lo) + 2 * U * (lo.abs() + hi.abs()) + ABS_SLACK)
 
     def mag(self) -> Tensor:
-        """An upper bound of ``|v|`` over the input set (for rounding-error bounds)."""
+        """An upper bound of ``|v|`` over the set (for rounding-error bounds)."""
         m = self.c.abs() + self.r
         if self.G is not None:
-            w = self.inp.wmax.reshape(*self.inp.wmax.shape, *([1] * (self.c.dim() - 1)))
-            m = m + (self.G.abs() * w).sum(dim=1)
+            m = m + (self.G.abs() * _lift(self.inp.wmax, self.c)).sum(dim=1)
+        if self.E is not None:
+            m = m + self.E.abs().sum(dim=1)
         return m
 
     def bounds(self) -> tuple[Tensor, Tensor]:
-        """``(lo, hi)`` with ``lo <= v <= hi`` over the whole input set (outward by the rounding bound)."""
-        if self.G is None:
-            slack = 2 * U * (self.c.abs() + self.r) + ABS_SLACK
-            return self.c - self.r - slack, self.c + self.r + slack
-        shape = (*self.inp.dlo.shape, *([1] * (self.c.dim() - 1)))
-        dlo, dhi = self.inp.dlo.reshape(shape), self.inp.dhi.reshape(shape)
-        a, b = self.G * dlo, self.G * dhi
-        up = torch.maximum(a, b).sum(dim=1)
-        down = torch.minimum(a, b).sum(dim=1)
-        if self.inp.norm == "l2":
-            rad = self.inp.eps * self.G.pow(2).sum(dim=1).sqrt()
-            up, down = torch.minimum(up, rad), torch.maximum(down, -rad)
-        slack = gamma(self.G.shape[1] + 4) * self.mag() + ABS_SLACK
-        if self.inp.norm == "l2":  # the L2 norm itself is rounded: a relative bound on the radius term
-            slack = slack + gamma(self.G.shape[1] + 4) * self.inp.eps * self.G.abs().sum(dim=1)
+        """``(lo, hi)`` with ``lo <= v <= hi`` over the whole set (outward by the rounding bound)."""
+        up = down = torch.zeros_like(self.c)
+        n = 4
+        if self.G is not None:
+            a, b = self.G * _lift(self.inp.dlo, self.c), self.G * _lift(self.inp.dhi, self.c)
+            up, down = torch.maximum(a, b).sum(dim=1), torch.minimum(a, b).sum(dim=1)
+            if self.inp.norm == "l2":
+                rad = self.inp.eps * self.G.pow(2).sum(dim=1).sqrt() * (1 + gamma(self.G.shape[1] + 4))
+                up, down = torch.minimum(up, rad), torch.maximum(down, -rad)
+            n += self.G.shape[1]
+        if self.E is not None:
+            e = self.E.abs().sum(dim=1)
+            up, down = up + e, down - e
+            n += self.E.shape[1]
+        slack = gamma(n) * self.mag() + ABS_SLACK
         return self.c - self.r + down - slack, self.c + self.r + up + slack
 
     # ------------------------------------------------------------------ exact (structural) maps
     def map(self, fn: Callable[[Tensor], Tensor]) -> Form:
         """A batch-first map that only moves or selects elements (reshape, permute, slice)."""
         g = None if self.G is None else _flat_apply(fn, self.G)
-        return Form(fn(self.c), g, fn(self.r), self.inp, self.symbolic)
+        e = None if self.E is None else _flat_apply(fn, self.E)
+        return self._new(fn(self.c), g, e, fn(self.r))
 
     @staticmethod
     def cat(forms: Sequence[Form], dim: int = 1) -> Form:
@@ -163,11 +217,15 @@ class Form:
         f0 = forms[0]
         c = torch.cat([f.c for f in forms], dim)
         r = torch.cat([f.r for f in forms], dim)
-        if all(f.G is None for f in forms):
-            return Form(c, None, r, f0.inp, f0.symbolic)
-        k = f0.inp.dlo.shape[1]
-        gs = [f.G if f.G is not None else f.c.new_zeros(f.c.shape[0], k, *f.c.shape[1:]) for f in forms]
-        return Form(c, torch.cat(gs, dim + 1), r, f0.inp, f0.symbolic)
+        g = e = None
+        if any(f.G is not None for f in forms):
+            k = f0.inp.dlo.shape[1]
+            g = torch.cat([f.G if f.G is not None else f.c.new_zeros(f.c.shape[0], k, *f.c.shape[1:])
+                           for f in forms], dim + 1)
+        if any(f.E is not None for f in forms):
+            m = max(f.E.shape[1] for f in forms if f.E is not None)
+            e = torch.cat([_pad(f.E, m, f.c) for f in forms], dim + 1)
+        return f0._new(c, g, e, r)
 
     # ------------------------------------------------------------------ affine arithmetic
     def linear(self, fn0: Callable[[Tensor], Tensor], absfn: Callable[[Tensor], Tensor], bias: Tensor | None,
@@ -182,25 +240,27 @@ class Form:
             c = c + bias
             scale = scale + bias.abs()
         g = None if self.G is None else _flat_apply(fn0, self.G)
+        e = None if self.E is None else _flat_apply(fn0, self.E)
         r = absfn(self.r) + gamma(n_terms + 2) * scale + ABS_SLACK
         if wrad_fn is not None:
             r = r + (1 + gamma(n_terms + 2)) * wrad_fn(m)
-        return Form(c, g, r, self.inp, self.symbolic)
+        return self._new(c, g, e, r)
 
     def scale(self, k: Tensor | float, k_rad: Tensor | float = 0.0) -> Form:
         """``k v`` for a constant ``k`` broadcastable to the element shape, ``k`` known to ``+- k_rad``."""
         k = torch.as_tensor(k, dtype=self.c.dtype, device=self.c.device)
         m = self.mag()
         g = None if self.G is None else self.G * _gen(k, self.c)
+        e = None if self.E is None else self.E * _gen(k, self.c)
         r = k.abs() * self.r + (3 * U * k.abs() + k_rad) * m * (1 + 2 * U) + ABS_SLACK
-        return Form(k * self.c, g, r, self.inp, self.symbolic)
+        return self._new(k * self.c, g, e, r)
 
     def shift(self, b: Tensor | float, b_rad: Tensor | float = 0.0) -> Form:
         """``v + b`` for a constant ``b`` known to ``+- b_rad``."""
         b = torch.as_tensor(b, dtype=self.c.dtype, device=self.c.device)
         c = self.c + b
-        r = self.r + b_rad + 2 * U * (self.c.abs() + b.abs()) + ABS_SLACK
-        return Form(c, self.G, r.expand_as(c).clone() if r.shape != c.shape else r, self.inp, self.symbolic)
+        r = (self.r + b_rad + 2 * U * (self.c.abs() + b.abs()) + ABS_SLACK).expand_as(c).clone()
+        return self._new(c, self.G, self.E, r)
 
     def __add__(self, other: Form) -> Form:
         c = self.c + other.c
@@ -208,11 +268,16 @@ class Form:
             g = self.G if other.G is None else other.G
         else:
             g = self.G + other.G
+        if self.E is None or other.E is None:
+            e = self.E if other.E is None else other.E
+        else:
+            m = max(self.E.shape[1], other.E.shape[1])
+            e = _pad(self.E, m, self.c) + _pad(other.E, m, other.c)
         r = self.r + other.r + 2 * U * (self.mag() + other.mag()) + ABS_SLACK
-        return Form(c, g, r, self.inp, self.symbolic)
+        return self._new(c, g, e, r)
 
     def __neg__(self) -> Form:
-        return Form(-self.c, None if self.G is None else -self.G, self.r, self.inp, self.symbolic)
+        return self._new(-self.c, None if self.G is None else -self.G, None if self.E is None else -self.E, self.r)
 
     def __sub__(self, other: Form) -> Form:
         return self + (-other)
@@ -223,55 +288,50 @@ class Form:
         flat = self.c.reshape(self.c.shape[0], -1)
         m = self.mag().reshape(flat.shape).sum(dim=1)
         g = None if self.G is None else self.G.reshape(*self.G.shape[:2], -1).sum(dim=2)
+        e = None if self.E is None else self.E.reshape(*self.E.shape[:2], -1).sum(dim=2)
         r = self.r.reshape(flat.shape).sum(dim=1) + gamma(n + 2) * m + ABS_SLACK
-        return Form(flat.sum(dim=1), g, r, self.inp, self.symbolic)
+        return self._new(flat.sum(dim=1), g, e, r)
+
+    # ------------------------------------------------------------------ nonlinear steps
+    def _with_error(self, rad: Tensor) -> Form:
+        """This form plus an error of at most ``rad`` per element: new symbols (zonotope) or the remainder."""
+        if self.ctx.mode != "zonotope":
+            return self._new(self.c, self.G, self.E, self.r + rad)
+        n = math.prod(self.c.shape[1:])
+        start = self.ctx.n_symbols
+        self.ctx.n_symbols += n
+        b = self.c.shape[0]
+        new = torch.diag_embed(rad.reshape(b, n)).reshape(b, n, *self.c.shape[1:])
+        e = torch.cat([_pad(self.E, start, self.c), new], dim=1)
+        return self._new(self.c, self.G, e, self.r)
 
     def mul(self, other: Form) -> Form:
-        r"""The product of two enclosed tensors (McCormick-style, exact identity)
+        r"""The product of two enclosed tensors. IBP: the interval product (min and max of the four corner
+        products). Otherwise McCormick-style, from the exact identity
 
         .. math:: xy = x_0 y + y_0 x - x_0 y_0 + (x - x_0)(y - y_0), \quad |(x - x_0)(y - y_0)| \le r_x r_y,
 
-        with ``[x_0 - r_x, x_0 + r_x]`` the concretised interval of ``x`` (likewise ``y``); per element the
-        interval product (min and max of the four corner products) where it is narrower. IBP: the interval
-        product."""
+        with ``[x_0 - r_x, x_0 + r_x]`` the concretised interval of ``x`` (likewise ``y``)."""
         xl, xh = self.bounds()
         yl, yh = other.bounds()
+        if self.ctx.mode == "ibp":
+            corners = torch.stack([xl * yl, xl * yh, xh * yl, xh * yh])
+            c_lo, c_hi = corners.min(dim=0).values, corners.max(dim=0).values
+            pad = 2 * U * (c_lo.abs() + c_hi.abs()) + ABS_SLACK
+            return self._interval(c_lo - pad, c_hi + pad)
         x0, rx = 0.5 * (xl + xh), 0.5 * (xh - xl) + 2 * U * (xl.abs() + xh.abs())
         y0, ry = 0.5 * (yl + yh), 0.5 * (yh - yl) + 2 * U * (yl.abs() + yh.abs())
-        corners = torch.stack([xl * yl, xl * yh, xh * yl, xh * yh])
-        c_lo, c_hi = corners.min(dim=0).values, corners.max(dim=0).values
-        pad = 2 * U * (c_lo.abs() + c_hi.abs()) + ABS_SLACK
-        if not self.symbolic:
-            return self._interval(c_lo - pad, c_hi + pad)
-        prod = self.scale(y0) + other.scale(x0)
-        prod = prod.shift(-x0 * y0, 2 * U * (x0 * y0).abs())
-        prod.r = prod.r + rx * ry * (1 + 4 * U) + ABS_SLACK
-        return prod.narrowest(c_lo - pad, c_hi + pad)
-
-    def _interval(self, lo: Tensor, hi: Tensor) -> Form:
-        c = 0.5 * (lo + hi)
-        return Form(c, None, 0.5 * (hi - lo) + 2 * U * (lo.abs() + hi.abs()) + ABS_SLACK, self.inp, self.symbolic)
-
-    def narrowest(self, lo: Tensor, hi: Tensor) -> Form:
-        """Per element, this form or the interval ``[lo, hi]`` (another enclosure of the same tensor), whichever
-        is narrower after concretisation (an element enclosed by an interval gets zero generators)."""
-        flo, fhi = self.bounds()
-        box = self._interval(lo, hi)
-        use = INTERVAL_FACTOR * (hi - lo) < (fhi - flo)
-        if not bool(use.any()):
-            return self
-        g = None if self.G is None else torch.where(use.unsqueeze(1), torch.zeros_like(self.G), self.G)
-        return Form(torch.where(use, box.c, self.c), g, torch.where(use, box.r, self.r), self.inp, self.symbolic)
+        prod = (self.scale(y0) + other.scale(x0)).shift(-x0 * y0, 2 * U * (x0 * y0).abs())
+        return prod._with_error(rx * ry * (1 + 4 * U) + ABS_SLACK)
 
     def apply(self, act: Monotone) -> Form:
         """``f(v)`` elementwise for a non-decreasing ``f`` (:class:`~deepcheck.certify.relax.Monotone`): IBP takes
-        the interval image ``[f(lo), f(hi)]`` of the concretised ``[lo, hi]``; the symbolic method the linear
-        relaxation ``f(y) in [a y + b_lo, a y + b_hi]`` on ``[lo, hi]``, applied to the form, or per element
-        the interval image where that is narrower (:meth:`narrowest`)."""
+        the interval image ``[f(lo), f(hi)]`` of the concretised ``[lo, hi]``; the other modes the linear
+        relaxation ``f(y) in [a y + b_lo, a y + b_hi]`` on ``[lo, hi]`` applied to the form."""
         lo, hi = self.bounds()
-        flo, fhi = act.image(lo, hi)
-        if not self.symbolic:
-            return self._interval(flo, fhi)
+        if self.ctx.mode == "ibp":
+            return self._interval(*act.image(lo, hi))
         a, b_lo, b_hi = act.relaxation(lo, hi)
         mid, rad = 0.5 * (b_lo + b_hi), 0.5 * (b_hi - b_lo)
-        return self.scale(a).shift(mid, rad + 2 * U * (b_lo.abs() + b_hi.abs())).narrowest(flo, fhi)
+        out = self.scale(a).shift(mid, 2 * U * (b_lo.abs() + b_hi.abs()))
+        return out._with_error(rad)

@@ -26,8 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..flows.layers import (ActNorm, AffineCoupling, Chain, GlowNet, InvConv1x1, LearnedPrior, ResNet, Split,
-                            Squeeze, ZeroConv2d, checkerboard)
+from ..flows.layers import (
+    ActNorm,
+    AffineCoupling,
+    Chain,
+    GlowNet,
+    InvConv1x1,
+    LearnedPrior,
+    ResNet,
+    Split,
+    Squeeze,
+    ZeroConv2d,
+    checkerboard,
+)
 from . import relax
 from .forms import FUNC_REL, Form, gamma
 
