@@ -77,10 +77,23 @@ class NLLBounds:
         return self.to_bpd(self.clean)
 
     @property
-    def gap_ratio(self) -> torch.Tensor:
+    def excess_ratio(self) -> torch.Tensor:
         """``(upper - clean) / (lower - clean)``: how much larger the certified NLL increase is than the
         attained one (inf where the attack attained nothing)."""
         return (self.upper - self.clean) / (self.lower - self.clean)
+
+    def summary(self) -> dict[str, float]:
+        """Means over the batch: bits/dim clean, attained (``lower``) and certified (``upper``); ``ratio_bpd``
+        = mean upper / mean lower bits/dim; the median per-sample excess ratio."""
+        up, lo, cl = self.upper_bpd.mean(), self.lower_bpd.mean(), self.clean_bpd.mean()
+        return {"eps": self.eps, "norm": self.norm, "method": self.method, "n": int(self.upper.numel()),
+                "clean_bpd": float(cl), "lower_bpd": float(lo), "upper_bpd": float(up), "ratio_bpd": float(up / lo),
+                "excess_ratio_median": float(self.excess_ratio.median())}
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """Per-sample numbers (nats and bits/dim) as lists, for JSON."""
+        return {k: getattr(self, k).tolist() for k in ("lower", "upper", "clean", "lower_bpd", "upper_bpd",
+                                                          "clean_bpd")}
 
 
 def _check(model: object, x: object, eps: object, norm: object, clamp: object, method: object
