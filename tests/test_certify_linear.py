@@ -72,3 +72,22 @@ def test_lower_is_attained_and_reaches_the_optimum_at_small_eps():
     opt = exact_worst_nll(flow, x, eps, "linf")
     assert np.all(b.lower.numpy() <= opt + 1e-9) and np.all(b.upper.numpy() >= opt - 1e-9)
     np.testing.assert_allclose(b.lower.numpy(), opt, rtol=1e-6)
+
+
+@settings(max_examples=EXAMPLES)
+@given(d=st.integers(1, 6), log_cond=st.floats(0.0, 2.0), seed=st.integers(0, 2**31),
+       eps=st.sampled_from([1e-3, 0.05, 0.5]))
+def test_gram_bound_is_sound_and_never_looser_than_the_chord_on_a_box(d, log_cond, seed, eps):
+    """Affine latents on a box: the chord bound is the Gram bound with ``sum_j rad_j^2`` in place of
+    ``1^T |A^T A| 1`` (objective module), so Gram <= chord; both stay above the exact optimum."""
+    from deepcheck.certify.flows import latents
+    from deepcheck.certify.forms import Form, InputSet
+    from deepcheck.certify.objective import chord_upper, gram_upper
+
+    flow, x, model = case(d, log_cond, seed)
+    opt = exact_worst_nll(flow, x, eps, "linf") - 0.5 * d * np.log(2 * np.pi)
+    zs, logdet = latents(model, Form.input(InputSet.build(torch.tensor(x), eps, "linf", None), "zonotope"))
+    gram, chord = gram_upper(zs, logdet).numpy(), chord_upper(zs, logdet).numpy()
+    tol = 1e-9 * (1 + np.abs(opt))
+    assert np.all(gram >= opt - tol) and np.all(chord >= opt - tol)
+    assert np.all(gram <= chord + tol)

@@ -11,16 +11,17 @@ the same NLL that ``model.log_prob`` returns (``model.bpd`` adds ``D log n_bins`
 * ``lower``: the NLL at the witness ``x + delta`` that :func:`deepcheck.attacks.pgd` finds (with restarts),
   projected onto the set in float64;
 * ``upper``: bound propagation (:mod:`deepcheck.certify.forms`, ``.relax``, ``.rules``, ``.flows``) gives
-  enclosures of every latent ``z_j in [l_j, u_j]`` and of the log-det; then ``method="ibp"``:
-  ``upper = sum_j max(l_j^2, u_j^2) / 2 + D/2 log 2 pi - min logdet``; ``method="symbolic"`` keeps every
-  quantity as an affine form in ``delta`` plus an interval remainder, bounds each square by its chord
-  ``z^2 <= (l + u) z - l u`` and maximises ``chord - logdet`` *jointly* over the set (so a perturbation that
-  moves a latent and the log-det together is not counted twice). The symbolic bound is never looser than the
-  IBP bound computed from the same latent intervals.
+  enclosures of every latent and of the log-det, and :mod:`deepcheck.certify.objective` bounds the NLL from
+  them. ``method="ibp"``: intervals, ``upper = sum_j max(l_j^2, u_j^2) / 2 + D/2 log 2 pi - min logdet``.
+  ``method="symbolic"`` (affine forms in ``delta`` with an interval remainder) and ``method="zonotope"``
+  (affine forms with an error symbol per relaxed activation, DeepZ-style): the smaller of the chord bound
+  (each ``z_j^2`` below its chord, maximised jointly with ``-logdet``) and the Gram bound (the quadratic
+  part bounded by ``1^T |A^T A| 1 / 2``). Joint maximisation means a perturbation that moves a latent and
+  the log-det together is not counted twice.
 
 Norms: ``"linf"`` (the set is a box) and ``"l2"`` (IBP: exact through the affine layers before the first
-nonlinearity by the dual norm, then boxes; symbolic: the dual norm at every concretisation, intersected
-with the box hull). The upper bound holds for the model's exact real-arithmetic NLL whatever the rounding
+nonlinearity by the dual norm, then boxes; symbolic and zonotope: the dual norm at every concretisation,
+intersected with the box hull). The upper bound holds for the model's exact real-arithmetic NLL whatever the rounding
 mode (the margin is stated in :mod:`deepcheck.certify.forms`); the lower bound is that NLL evaluated in
 float64 at a feasible point.
 """
@@ -36,7 +37,8 @@ from torch import nn
 
 from ..flows.base import bits_per_dim, parameter_dtype
 from .flows import MODEL_RULES, latents
-from .forms import MODES, Form, InputSet, U, gamma
+from .forms import MODES, Form, InputSet, U
+from .objective import box_upper, chord_upper, gram_upper
 
 METHODS = MODES
 NORMS = ("linf", "l2")
@@ -125,15 +127,6 @@ def float64_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to(torch.float64).eval()
 
 
-def _square_chord(z: Form) -> Form:
-    """A form ``q >= z^2 / 2`` over the set: the chord ``((l + u) z - l u) / 2`` on ``[l, u]``, with the
-    rounding of its coefficients added to the remainder."""
-    lo, hi = z.bounds()
-    k = 0.5 * (lo + hi)
-    big = torch.maximum(lo.abs(), hi.abs())
-    return z.scale(k).shift(-0.5 * lo * hi, 2 * U * (lo.abs() + hi.abs()) * big + U * (lo * hi).abs())
-
-
 def nll_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf",
                     clamp: tuple[float, float] | None = (0.0, 1.0), method: str = "ibp",
                     batch_size: int = 16, _model64: nn.Module | None = None) -> torch.Tensor:
@@ -148,18 +141,10 @@ def nll_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str 
         for i in range(0, x.shape[0], batch_size):
             inp = InputSet.build(x[i:i + batch_size].detach().to(torch.float64), eps, norm, clamp)
             zs, logdet = latents(m64, Form.input(inp, method))
-            if method != "ibp":
-                obj = -logdet
-                for z in zs:
-                    obj = obj + _square_chord(z).sum()
-                up = obj.bounds()[1]
+            if method == "ibp":
+                up = box_upper(zs, logdet)
             else:
-                sq = 0.0
-                for z in zs:
-                    lo, hi = z.bounds()
-                    half = 0.5 * torch.maximum(lo * lo, hi * hi)
-                    sq = sq + half.reshape(half.shape[0], -1).sum(dim=1) * (1 + gamma(half[0].numel() + 4))
-                up = sq - logdet.bounds()[0]
+                up = torch.minimum(chord_upper(zs, logdet), gram_upper(zs, logdet))
             const = dim * _HALF_LOG_2PI
             out.append((up + const) * (1 + 4 * U) + 4 * U * (up.abs() + const))
     return torch.cat(out)
