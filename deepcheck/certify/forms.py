@@ -55,6 +55,8 @@ FUNC_ULPS = 16
 """Ulps allowed to each elementwise transcendental function evaluation (4x what libm documents)."""
 FUNC_REL = FUNC_ULPS * U
 ABS_SLACK = 1e-290
+MAX_SYMBOL_BYTES = 2 * 2**30
+"""The zonotope mode refuses to allocate more error-symbol coefficients than this for one tensor."""
 """Absolute slack added per operation: covers underflow (subnormal spacing 5e-324 times any term count)."""
 
 
@@ -299,8 +301,14 @@ class Form:
             return self._new(self.c, self.G, self.E, self.r + rad)
         n = math.prod(self.c.shape[1:])
         start = self.ctx.n_symbols
-        self.ctx.n_symbols += n
         b = self.c.shape[0]
+        need = 8 * b * (start + n) * n
+        if need > MAX_SYMBOL_BYTES:
+            raise MemoryError(f"the zonotope mode would hold {need / 2**30:.1f} GiB of error-symbol coefficients for "
+                              f"an activation of shape {tuple(self.c.shape)} ({start + n} symbols; limit "
+                              f"MAX_SYMBOL_BYTES = {MAX_SYMBOL_BYTES / 2**30:.1f} GiB): use a smaller batch_size, or "
+                              "method='symbolic' or 'ibp' for models this large")
+        self.ctx.n_symbols += n
         new = torch.diag_embed(rad.reshape(b, n)).reshape(b, n, *self.c.shape[1:])
         e = torch.cat([_pad(self.E, start, self.c), new], dim=1)
         return self._new(self.c, self.G, e, self.r)
