@@ -150,7 +150,7 @@ def nll_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str 
     return torch.cat(out)
 
 
-def _witness(model64: nn.Module, x64: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str,
+def _witness(x64: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str,
              clamp: tuple[float, float] | None) -> torch.Tensor:
     """The attack's perturbation in float64, projected onto the ball and the clamp box."""
     d = x_adv.detach().to(torch.float64) - x64
@@ -191,7 +191,7 @@ def nll_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "li
     x_in = x.detach().to(parameter_dtype(model))
     x_adv = pgd(model, x_in, eps, norm=norm, clamp=clamp, steps=steps, restarts=restarts, seed=seed) if eps > 0 \
         else x_in
-    delta = _witness(m64, x64, x_adv, eps, norm, clamp)
+    delta = _witness(x64, x_adv, eps, norm, clamp)
     with torch.no_grad():
         lower = -m64.log_prob(x64 + delta)
         clean = -m64.log_prob(x64)
