@@ -55,9 +55,9 @@ FUNC_ULPS = 16
 """Ulps allowed to each elementwise transcendental function evaluation (4x what libm documents)."""
 FUNC_REL = FUNC_ULPS * U
 ABS_SLACK = 1e-290
+"""Absolute slack added per operation: covers underflow (subnormal spacing 5e-324 times any term count)."""
 MAX_SYMBOL_BYTES = 2 * 2**30
 """The zonotope mode refuses to allocate more error-symbol coefficients than this for one tensor."""
-"""Absolute slack added per operation: covers underflow (subnormal spacing 5e-324 times any term count)."""
 
 
 def gamma(n: int) -> float:
@@ -94,11 +94,10 @@ class InputSet:
         dlo = torch.full_like(flat, -eps)
         dhi = torch.full_like(flat, eps)
         if clamp is not None:
+            if bool(((flat < clamp[0]) | (flat > clamp[1])).any()):
+                raise ValueError(f"x lies outside the clamp box {clamp}: x itself must be admissible")
             dlo = torch.maximum(dlo, clamp[0] - flat)
             dhi = torch.minimum(dhi, clamp[1] - flat)
-            if bool((dlo > dhi + pad).any()):
-                raise ValueError(f"x lies outside the clamp box {clamp}: the perturbation set is empty")
-            dhi = torch.maximum(dhi, dlo)
         return cls(x=x, dlo=dlo - pad, dhi=dhi + pad, eps=eps * (1 + 4 * U), norm=norm)
 
 
