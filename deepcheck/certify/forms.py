@@ -56,6 +56,8 @@ FUNC_ULPS = 16
 FUNC_REL = FUNC_ULPS * U
 ABS_SLACK = 1e-290
 """Absolute slack added per operation: covers underflow (subnormal spacing 5e-324 times any term count)."""
+SYMBOL_MIN = 1e-12
+"""Zonotope mode: relaxation errors below this (relative to ``1 + |value|``) go to the remainder, not a symbol."""
 MAX_SYMBOL_BYTES = 2 * 2**30
 """The zonotope mode refuses to allocate more error-symbol coefficients than this for one tensor."""
 
@@ -295,22 +297,32 @@ class Form:
 
     # ------------------------------------------------------------------ nonlinear steps
     def _with_error(self, rad: Tensor) -> Form:
-        """This form plus an error of at most ``rad`` per element: new symbols (zonotope) or the remainder."""
+        """This form plus an error of at most ``rad`` per element: new symbols (zonotope) or the remainder.
+
+        In the zonotope mode only elements whose error exceeds ``SYMBOL_MIN`` (relative to ``1 + |c|``) in some
+        sample get a symbol (stable ReLUs, masked positions and rounding-level errors go to the remainder)."""
         if self.ctx.mode != "zonotope":
             return self._new(self.c, self.G, self.E, self.r + rad)
-        n = math.prod(self.c.shape[1:])
-        start = self.ctx.n_symbols
         b = self.c.shape[0]
-        need = 8 * b * (start + n) * n
+        flat = rad.reshape(b, -1)
+        big = flat > SYMBOL_MIN * (1.0 + self.c.abs().reshape(b, -1))
+        idx = big.any(dim=0).nonzero().squeeze(1)
+        n, k = flat.shape[1], int(idx.numel())
+        small = torch.where(big.any(dim=0, keepdim=True), torch.zeros_like(flat), flat).reshape(rad.shape)
+        if k == 0:
+            return self._new(self.c, self.G, self.E, self.r + small)
+        start = self.ctx.n_symbols
+        need = 8 * b * (start + k) * n
         if need > MAX_SYMBOL_BYTES:
             raise MemoryError(f"the zonotope mode would hold {need / 2**30:.1f} GiB of error-symbol coefficients for "
-                              f"an activation of shape {tuple(self.c.shape)} ({start + n} symbols; limit "
+                              f"an activation of shape {tuple(self.c.shape)} ({start + k} symbols; limit "
                               f"MAX_SYMBOL_BYTES = {MAX_SYMBOL_BYTES / 2**30:.1f} GiB): use a smaller batch_size, or "
                               "method='symbolic' or 'ibp' for models this large")
-        self.ctx.n_symbols += n
-        new = torch.diag_embed(rad.reshape(b, n)).reshape(b, n, *self.c.shape[1:])
-        e = torch.cat([_pad(self.E, start, self.c), new], dim=1)
-        return self._new(self.c, self.G, e, self.r)
+        self.ctx.n_symbols += k
+        new = flat.new_zeros(b, k, n)
+        new[:, torch.arange(k, device=idx.device), idx] = flat[:, idx]
+        e = torch.cat([_pad(self.E, start, self.c), new.reshape(b, k, *self.c.shape[1:])], dim=1)
+        return self._new(self.c, self.G, e, self.r + small)
 
     def mul(self, other: Form) -> Form:
         r"""The product of two enclosed tensors. IBP: the interval product (min and max of the four corner
