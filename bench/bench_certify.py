@@ -108,7 +108,6 @@ def figure(rows: list[dict], path: Path = FIGURE, method: str = "zonotope") -> P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from deepcheck.report import atomic_write_bytes
 
     models = sorted({r["model"] for r in rows}, key=lambda m: (m != "mle", m))

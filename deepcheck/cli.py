@@ -24,6 +24,7 @@ COMMANDS = {
     "attack": ("deepcheck.commands.evaluate", "attack a trained flow on a dataset and report bits/dim"),
     "evaluate": ("deepcheck.commands.evaluate", "bits/dim against eps, OOD attack and AUROC for trained flows"),
     "reproduce": ("deepcheck.commands.reproduce", "verify the theorems and regenerate the paper's figures"),
+    "certify": ("deepcheck.commands.certify", "certified bounds on the worst-case NLL of trained flows"),
 }
 
 

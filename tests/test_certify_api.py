@@ -3,7 +3,6 @@ determinism, float32 models) and the ``certify`` command (``run`` called directl
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,9 +10,10 @@ import pytest
 import torch
 
 from deepcheck.certify import METHODS, nll_bounds, nll_upper_bound
-from deepcheck.certify import cli as certify_cli
 from deepcheck.checkpoint import save_checkpoint
-from deepcheck.flows import LinearFlow, build, perturb_parameters
+from deepcheck.cli import main as cli_main
+from deepcheck.flows import LinearFlow, build
+from tests.models import perturb_parameters
 
 
 def tiny_glow(dtype: torch.dtype = torch.float64, n_bins: int | None = 17) -> torch.nn.Module:
@@ -99,21 +99,24 @@ def test_linear_flow_is_covered():
     assert bool(torch.all(b.lower <= b.upper))
 
 
-def _args(tmp_path, checkpoint, **kw):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    certify_cli.add_parser(sub)
+def _argv(tmp_path, checkpoint, **kw):
     argv = ["certify", "--checkpoint", str(checkpoint), "--n", "2", "--steps", "5", "--restarts", "0",
             "--eps", "0.004", "0.008", "--out", str(tmp_path / "cert.json")]
     for k, v in kw.items():
         argv += [f"--{k}", str(v)]
-    return parser.parse_args(argv)
+    return argv
+
+
+def test_command_line_method_names_are_the_library_s():
+    from deepcheck.commands.certify import METHODS as CLI_METHODS
+
+    assert CLI_METHODS == METHODS
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_cli_run_writes_the_table(tmp_path, capsys, method):
     ck = save_checkpoint(tmp_path / "run" / "checkpoint.pt", tiny_glow(torch.float32))
-    assert certify_cli.run(_args(tmp_path, ck.parent, method=method)) == 0
+    assert cli_main(_argv(tmp_path, ck.parent, method=method)) == 0
     out = json.loads((tmp_path / "cert.json").read_text())
     assert [r["eps"] for r in out["results"]] == [0.004, 0.008]
     for r in out["results"]:
@@ -122,9 +125,9 @@ def test_cli_run_writes_the_table(tmp_path, capsys, method):
     assert "excess ratio" in capsys.readouterr().out
 
 
-def test_cli_main_convention_and_vector_models(tmp_path):
+def test_cli_refuses_vector_models_and_empty_sets(tmp_path, capsys):
     ck = save_checkpoint(tmp_path / "lin.pt", LinearFlow(4))
-    with pytest.raises(ValueError, match="image flow"):
-        certify_cli.main("certify", _args(tmp_path, ck))
-    with pytest.raises(ValueError, match="--n"):
-        certify_cli.run(_args(tmp_path, ck, n=0))
+    assert cli_main(_argv(tmp_path, ck)) == 2
+    assert "image flow" in capsys.readouterr().err
+    assert cli_main(_argv(tmp_path, ck, n=0)) == 2
+    assert "must be an integer >= 1" in capsys.readouterr().err

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from deepcheck.certify import relax, rules
 from deepcheck.certify.forms import Form, InputSet
-from deepcheck.flows import perturb_parameters
 from deepcheck.flows.layers import ActNorm, AffineCoupling, GlowNet, InvConv1x1, LearnedPrior, ResNet, Split, Squeeze
+from tests.models import perturb_parameters
 
 SHAPE = (4, 4, 4)
 MODES = ["ibp", "symbolic", "zonotope"]

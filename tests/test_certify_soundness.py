@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from deepcheck.attacks import pgd
 from deepcheck.certify import nll_upper_bound, rules
-from deepcheck.flows import build, perturb_parameters
+from deepcheck.flows import build
 from deepcheck.flows.layers import Split
+from tests.models import perturb_parameters
 
 SHAPE = (1, 4, 4)
 EXAMPLES = max(8, settings.default.max_examples // 3)

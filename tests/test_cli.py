@@ -77,7 +77,8 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
      "error: no checkpoint at TMP/missing.pt"),
     ("a misspelt command",
      "python -m deepcheck trian --out TMP/out",
-     "error: argument COMMAND: invalid choice: 'trian' (choose from 'train', 'attack', 'evaluate', 'reproduce')"),
+     "error: argument COMMAND: invalid choice: 'trian' "
+     "(choose from 'train', 'attack', 'evaluate', 'reproduce', 'certify')"),
     ("an unknown budget",
      "python -m deepcheck reproduce --budget huge",
      "error: argument --budget: invalid choice: 'huge' (choose from 'full', 'quick', 'smoke')"),
@@ -90,7 +91,7 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
      "error: argument --seed: must be an integer >= 0, got 'x'"),
     ("an unknown benchmark",
      "python -m bench l3",
-     "error: unknown benchmark(s) 'l3'; available: attacks, box, ddp, flows, l2, train, training"),
+     "error: unknown benchmark(s) 'l3'; available: attacks, box, certify, ddp, flows, l2, train, training"),
 ]
 
 

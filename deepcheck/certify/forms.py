@@ -40,14 +40,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 Tensor = torch.Tensor
 
-if TYPE_CHECKING:
-    from .relax import Monotone
 
 U = float(torch.finfo(torch.float64).eps)
 """Unit roundoff for any rounding mode (2^-52)."""
@@ -68,6 +66,15 @@ def gamma(n: int) -> float:
     if nu >= 0.5:
         raise ValueError(f"a sum of {n} terms is too long for the float64 rounding bound")
     return nu / (1.0 - nu)
+
+
+class Activation(Protocol):
+    """What :meth:`Form.apply` needs of a non-decreasing elementwise function (e.g.
+    :class:`deepcheck.certify.relax.Monotone`): its exact interval image and a linear relaxation on ``[lo, hi]``."""
+
+    def image(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def relaxation(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -343,7 +350,7 @@ class Form:
         prod = (self.scale(y0) + other.scale(x0)).shift(-x0 * y0, 2 * U * (x0 * y0).abs())
         return prod._with_error(rx * ry * (1 + 4 * U) + ABS_SLACK)
 
-    def apply(self, act: Monotone) -> Form:
+    def apply(self, act: Activation) -> Form:
         """``f(v)`` elementwise for a non-decreasing ``f`` (:class:`~deepcheck.certify.relax.Monotone`): IBP takes
         the interval image ``[f(lo), f(hi)]`` of the concretised ``[lo, hi]``; the other modes the linear
         relaxation ``f(y) in [a y + b_lo, a y + b_hi]`` on ``[lo, hi]`` applied to the form."""
