@@ -15,9 +15,10 @@ For a point with ``v = x - mu`` and precision ``P``, a perturbation ``delta`` ch
   of the ``2^d`` vertices (blocked matrix products, memory-bounded) up to a dimension limit; beyond it the
   SDP relaxation of the homogenised problem (below) gives a certified upper bound, and randomised
   (Goemans-Williamson) rounding of its solution plus greedy one-flip improvement gives an achieved vertex.
-* **Raising the likelihood** (``min Delta``, both norms): a strictly convex QP. L-infinity: a primal-dual
-  active-set method whose fixed point *is* the KKT system (so convergence means optimality), with cvxpy as
-  the fallback. L1: cvxpy, then the KKT system on the identified support is solved exactly ("polish").
+* **Raising the likelihood** (``min Delta``, both norms): a strictly convex QP, solved exactly for the whole
+  batch by :mod:`linflow.polytope_raise` (active sets whose fixed point *is* the KKT system, ending in a finite
+  primal active-set method); a row whose certificate is not below 1e-12 falls back to cvxpy, then the KKT
+  system on the identified support solved exactly ("polish"), keeping the best.
   Either way the optimality is *certified* by the Frank-Wolfe (convexity) bound
   ``min Delta >= Delta(d) + min_{d' in ball} G^T (d' - d) = Delta(d) - G^T d - eps ||G||_*`` with
   ``G = P d + g`` and ``||.||_*`` the dual norm; at the optimum this gap is zero (to rounding).
@@ -428,30 +429,21 @@ def _raise(flow: LinearFlow, V: np.ndarray, eps: float, norm: float) -> tuple[np
     """Exact minimisers of ``Delta`` over the L1 ball or box for every row of ``V``."""
     P = flow.precision
     n, d = V.shape
-    D = np.zeros_like(V)
-    methods = []
-    for i in range(n):
+    from .polytope_raise import raise_box, raise_l1  # batched exact active sets with a KKT certificate
+
+    res = (raise_box if norm == np.inf else raise_l1)(P, V, eps)
+    D = res.D.copy()
+    methods = ["qp-interior" if it == 0 else "qp-active-set" for it in res.iterations]
+    for i in np.flatnonzero(~res.certified):  # fallback: cvxpy, then the KKT polish, keep the best
         v = V[i]
-        inside = np.abs(v).sum() <= eps if norm == 1.0 else np.abs(v).max() <= eps
-        if inside:  # the unconstrained minimiser -v is feasible: Delta = -v^T P v / 2, the global minimum
-            D[i] = -v
-            methods.append("qp-interior")
-            continue
-        if norm == np.inf:
-            x = _pdas_box(P, v, eps, max_iter=3 * d + 20)
-            if x is not None:
-                D[i] = _project_feasible(x, eps, norm)
-                methods.append("qp-active-set")
-                continue
         d0 = _cvxpy_qp(flow, v, eps, norm)
         cands = [] if d0 is None else [_project_feasible(d0, eps, norm)]
         cands += [c for c0 in cands[:1] for c in _polish(P, v, eps, norm, c0)]
-        if not cands:
-            raise RuntimeError("the convex QP could not be solved by CLARABEL or SCS")
+        cands.append(D[i])
         Dc = np.array(cands)
         vals = nll_change_batch(P, np.broadcast_to(v, Dc.shape), Dc)
         D[i] = Dc[int(np.argmin(vals))]
-        methods.append("qp-cvxpy")
+        methods[i] = "qp-cvxpy"
     return D, methods
 
 

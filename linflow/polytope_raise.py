@@ -1,6 +1,6 @@
-r"""Exact, batched likelihood *raising* over the L-infinity box and the L1 ball: active sets with a KKT certificate (R3).
+r"""Exact, batched likelihood *raising* over the L-infinity box and the L1 ball: active sets with a KKT certificate.
 
-For a point ``v = x - mu`` and precision ``P`` (symmetric positive definite) the raising attack solves the strictly
+R3. For a point ``v = x - mu`` and precision ``P`` (symmetric positive definite) the raising attack solves the strictly
 convex QP
 
 .. math::  \min_{\|\delta\| \le \varepsilon} \; f(\delta) = g^T\delta + \tfrac12 \delta^T P \delta ,
@@ -34,7 +34,7 @@ Both iterations run on the whole batch at once: every active row's linear system
 (the Frank-Wolfe gap, ``||.||_*`` the dual norm). It is summed termwise from non-negative pieces
 (``G_i delta_i + eps |G_i|`` for the box, ``G_i delta_i + |delta_i| ||G||_inf`` plus
 ``(eps - ||delta||_1) ||G||_inf`` for L1), so a KKT point yields a gap of rounding size. The returned ``kkt`` is
-that gap divided by its natural rounding scale ``(eps + ||delta||) (|P| |v + delta|)``, summed the same way: a
+that gap divided by its natural rounding scale ``(eps + ||delta||) |P| (|v| + |delta|)``, summed the same way: a
 componentwise backward error, at most ~``d`` units of rounding for an exact answer, independent of the condition
 number of ``P``. A row whose sets do not settle (cycling is possible in general) or whose ``kkt`` exceeds
 ``kkt_tol`` is reported in ``certified = False`` for the caller's fallback.
@@ -103,7 +103,7 @@ def frank_wolfe_gap(P: np.ndarray, V: np.ndarray, D: np.ndarray, eps: float,
     """
     Y = V + D
     G = Y @ P
-    Gs = np.abs(Y) @ np.abs(P)  # componentwise magnitude of the terms of G
+    Gs = (np.abs(V) + np.abs(D)) @ np.abs(P)  # magnitude of the terms of G (v + delta itself is rounded)
     if norm == np.inf:
         gap = np.sum(G * D + eps * np.abs(G), axis=1)
         scale = np.sum(Gs * (np.abs(D) + eps), axis=1)
@@ -265,7 +265,6 @@ def _box_primal_active_set(P: np.ndarray, g: np.ndarray, x: np.ndarray, eps: flo
     ``f`` decreases strictly between face minima, so no working set repeats. Returns ``(x, optimal, iterations)``.
     """
     x = x.copy()
-    d = x.size
     W = np.abs(x) >= eps
     x[W] = np.sign(x[W]) * eps
     for it in range(1, max_iter + 1):
@@ -507,7 +506,7 @@ def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
         X = np.nan_to_num(X)
         for j in np.flatnonzero(~done):  # the finite method, warm-started from the last active-set iterate
             x0 = _l1_feasible_start(P, G0[j], X[j], S[j], sig[j], eps)
-            X[j], done[j], k = _l1_primal_active_set(P, G0[j], x0, eps, 4 * d + 20)
+            X[j], done[j], k = _l1_primal_active_set(P, G0[j], x0, eps, 8 * d + 50)
             iters[rows[j]] += k
         l1 = np.sum(np.abs(X), axis=1)
         over = l1 > eps
