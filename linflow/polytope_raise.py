@@ -1,6 +1,6 @@
 r"""Exact, batched likelihood *raising* over the L-infinity box and the L1 ball: active sets with a KKT certificate.
 
-R3. For a point ``v = x - mu`` and precision ``P`` (symmetric positive definite) the raising attack solves the strictly
+For a point ``v = x - mu`` and precision ``P`` (symmetric positive definite) the raising attack (R3) solves the
 convex QP
 
 .. math::  \min_{\|\delta\| \le \varepsilon} \; f(\delta) = g^T\delta + \tfrac12 \delta^T P \delta ,
@@ -137,22 +137,48 @@ def _check(P: np.ndarray, V: np.ndarray, eps: float) -> tuple[np.ndarray, np.nda
 
 
 # ---------------------------------------------------------------------------------------------- box
-def _box_solve(P: np.ndarray, G0: np.ndarray, up: np.ndarray, lo: np.ndarray, eps: float) -> np.ndarray:
-    """``delta`` with ``delta_A = +-eps`` and ``P_FF delta_F = -g_F - P_FA delta_A``, one stacked solve."""
+def _padded_solve(B: np.ndarray, valid: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Solve ``B y = R`` per row with the padding part of ``B`` replaced by the identity (``y`` is 0 there)."""
+    m, k = valid.shape
+    vf = valid.astype(np.float64)
+    M = B * vf[:, :, None] * vf[:, None, :]
+    idx = np.arange(k)
+    M[:, idx, idx] += 1.0 - vf
+    return _stacked_solve(M, R * vf)
+
+
+def _box_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, up: np.ndarray, lo: np.ndarray,
+               eps: float) -> np.ndarray:
+    r"""``delta`` with ``delta_A = +-eps`` (``b_A``) and ``P_FF delta_F = -g_F - P_FA b_A``, stacked over rows.
+
+    Rows with few free coordinates solve that system (size ``|F|``); the others the complement: with
+    ``Sigma = P^{-1}`` and ``Sigma g = v``, ``delta = -v - Sigma_{:A} nu`` where ``Sigma_AA nu = -(b_A + v_A)``
+    (size ``|A|``). Systems are padded to the largest size in the group.
+    """
     m, d = up.shape
     fixed = np.where(up, eps, np.where(lo, -eps, 0.0))
     free = ~(up | lo)
     out = fixed.copy()
+    k = free.sum(axis=1)
+    small = k <= d - k
     step = _rows_per_chunk(d)
-    for a in range(0, m, step):
-        b = min(a + step, m)
-        f = free[a:b]
-        ff = f.astype(np.float64)
-        M = P[None, :, :] * ff[:, :, None] * ff[:, None, :]
-        idx = np.arange(d)
-        M[:, idx, idx] += 1.0 - ff
-        R = np.where(f, -G0[a:b] - fixed[a:b] @ P, fixed[a:b])
-        out[a:b] = _stacked_solve(M, R)
+    for group, direct in ((np.flatnonzero(small & (k > 0)), True), (np.flatnonzero(~small), False)):
+        for r in _size_groups(group, np.minimum(k, d - k)[group], step):
+            rows = np.arange(r.size)[:, None]
+            if direct:
+                I, valid = _padded(k[r], free[r])
+                rhs = -G0[r] - fixed[r] @ P
+                y = _padded_solve(P[I[:, :, None], I[:, None, :]], valid, rhs[rows, I])
+                Dr = fixed[r].copy()
+                Dr[rows, I] = np.where(valid, y, Dr[rows, I])
+            else:
+                J, valid = _padded(d - k[r], ~free[r])
+                rhs = -(fixed[r] + V[r])
+                nu = np.zeros((r.size, d))
+                nu[rows, J] = np.where(valid, _padded_solve(Sig[J[:, :, None], J[:, None, :]], valid, rhs[rows, J]),
+                                       0.0)
+                Dr = np.where(free[r], -V[r] - nu @ Sig, fixed[r])
+            out[r] = Dr
     return out
 
 
@@ -162,6 +188,8 @@ def _box_pdas(P: np.ndarray, V: np.ndarray, eps: float, max_iter: int) -> tuple[
     n, d = V.shape
     c = np.diag(P)
     G0 = V @ P
+    Sig = np.linalg.inv(P)
+    Sig = 0.5 * (Sig + Sig.T)
     X = -V.copy()
     lam = np.zeros_like(X)
     up = lam + c * (X - eps) > 0.0
@@ -170,7 +198,7 @@ def _box_pdas(P: np.ndarray, V: np.ndarray, eps: float, max_iter: int) -> tuple[
     done = np.zeros(n, dtype=bool)
     iters = np.zeros(n, dtype=np.int64)
     for it in range(1, max_iter + 1):
-        X[act] = _box_solve(P, G0[act], up[act], lo[act], eps)
+        X[act] = _box_solve(P, Sig, V[act], G0[act], up[act], lo[act], eps)
         iters[act] = it
         lam_a = -(G0[act] + X[act] @ P)
         lam_a[~(up[act] | lo[act])] = 0.0
@@ -360,24 +388,71 @@ def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndar
     return S, sig
 
 
-def _l1_solve(P: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
+def _size_groups(rows: np.ndarray, size: np.ndarray, step: int, group: int = 64) -> list[np.ndarray]:
+    """``rows`` sorted by system size and cut into groups of at most ``min(step, group)``: little padding."""
+    order = rows[np.argsort(size, kind="stable")]
+    width = max(1, min(step, group))
+    return [order[a:a + width] for a in range(0, order.size, width)]
+
+
+def _padded(k: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the indices of ``mask`` first (``(m, kmax)``, padded with other indices) and the validity mask."""
+    kmax = max(int(k.max()), 1)
+    order = np.argsort(~mask, axis=1, kind="stable")[:, :kmax]
+    return order, np.arange(kmax)[None, :] < k[:, None]
+
+
+def _bordered(B: np.ndarray, border: np.ndarray, corner: np.ndarray, valid: np.ndarray, R: np.ndarray,
+              last: np.ndarray) -> np.ndarray:
+    """Solve ``[[B, b], [b^T, c]] [y; t] = [R; last]`` per row, the invalid (padding) part of ``B`` replaced by the
+    identity (and zeroed in ``b`` and ``R``, so that ``y`` is 0 there)."""
+    m, k = valid.shape
+    vf = valid.astype(np.float64)
+    M = np.zeros((m, k + 1, k + 1))
+    M[:, :k, :k] = B * vf[:, :, None] * vf[:, None, :]
+    idx = np.arange(k)
+    M[:, idx, idx] += 1.0 - vf
+    M[:, :k, k] = M[:, k, :k] = border * vf
+    M[:, k, k] = corner
+    return _stacked_solve(M, np.concatenate([R * vf, last[:, None]], axis=1))
+
+
+def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
               eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(delta, lambda)`` from the bordered KKT system on the support ``S`` with signs ``sig``, stacked."""
+    r"""``(delta, lambda)`` of the face problem ``min f`` s.t. ``delta_i = 0`` off ``S``, ``sigma_S^T delta_S = eps``.
+
+    Rows with a small support solve the bordered system on ``S`` (size ``|S| + 1``). Rows with a large one use the
+    complement: with ``Sigma = P^{-1}`` and ``Sigma g = v``, stationarity ``P delta + g + E nu + lambda sigma = 0``
+    (``E`` the columns off ``S``) gives ``delta = -v - Sigma (E nu + lambda sigma)``, and the constraints give
+    ``[[Sigma_CC, (Sigma sigma)_C], [., sigma^T Sigma sigma]] [nu; lambda] = [-v_C; -eps - sigma^T v]``
+    (size ``|C| + 1``, ``C`` the complement). Systems are padded to the largest size in the group and stacked.
+    """
     m, d = S.shape
     D = np.zeros((m, d))
     lam = np.zeros(m)
+    k = S.sum(axis=1)
+    small = k <= d - k
     step = _rows_per_chunk(d)
-    idx = np.arange(d)
-    for a in range(0, m, step):
-        b = min(a + step, m)
-        sf = S[a:b].astype(np.float64)
-        M = np.zeros((b - a, d + 1, d + 1))
-        M[:, :d, :d] = P[None, :, :] * sf[:, :, None] * sf[:, None, :]
-        M[:, idx, idx] += 1.0 - sf
-        M[:, :d, d] = M[:, d, :d] = sig[a:b] * sf
-        R = np.concatenate([-G0[a:b] * sf, np.full((b - a, 1), eps)], axis=1)
-        sol = _stacked_solve(M, R)
-        D[a:b], lam[a:b] = sol[:, :d], sol[:, d]
+    for group, direct in ((np.flatnonzero(small), True), (np.flatnonzero(~small), False)):
+        for r in _size_groups(group, np.minimum(k, d - k)[group], step):
+            Sr, sr = S[r], sig[r] * S[r]
+            rows = np.arange(r.size)[:, None]
+            if direct:
+                I, valid = _padded(k[r], Sr)
+                sol = _bordered(P[I[:, :, None], I[:, None, :]], sr[rows, I], np.zeros(r.size), valid,
+                                -G0[r][rows, I], np.full(r.size, eps))
+                Dr = np.zeros((r.size, d))
+                Dr[rows, I] = np.where(valid, sol[:, :-1], 0.0)
+            else:
+                J, valid = _padded(d - k[r], ~Sr)
+                w = sr @ Sig
+                Vr = V[r]
+                sol = _bordered(Sig[J[:, :, None], J[:, None, :]], w[rows, J], np.sum(sr * w, axis=1), valid,
+                                -Vr[rows, J], -eps - np.sum(sr * Vr, axis=1))
+                nu = np.zeros((r.size, d))
+                nu[rows, J] = np.where(valid, sol[:, :-1], 0.0)
+                Dr = np.where(Sr, -Vr - nu @ Sig - sol[:, -1:] * w, 0.0)
+            D[r], lam[r] = Dr, sol[:, -1]
     return D, lam
 
 
@@ -482,12 +557,14 @@ def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
     rows = np.flatnonzero(np.sum(np.abs(V), axis=1) > eps)
     if rows.size:
         G0 = V[rows] @ P
+        Sig = np.linalg.inv(P)
+        Sig = 0.5 * (Sig + Sig.T)
         S, sig = _diag_l1_support(P, G0, eps)
         X = np.zeros_like(G0)
         act = np.arange(rows.size)
         done = np.zeros(rows.size, dtype=bool)
         for it in range(1, max_iter + 1):
-            Xa, lam = _l1_solve(P, G0[act], S[act], sig[act], eps)
+            Xa, lam = _l1_solve(P, Sig, V[rows[act]], G0[act], S[act], sig[act], eps)
             X[act] = Xa
             iters[rows[act]] = it
             G = G0[act] + Xa @ P
