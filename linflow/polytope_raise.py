@@ -138,10 +138,14 @@ def _check(P: np.ndarray, V: np.ndarray, eps: float) -> tuple[np.ndarray, np.nda
 
 # ---------------------------------------------------------------------------------------------- box
 def _padded_solve(B: np.ndarray, valid: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """Solve ``B y = R`` per row with the padding part of ``B`` replaced by the identity (``y`` is 0 there)."""
+    """Solve ``B y = R`` per row with the padding part of ``B`` replaced by the identity (``y`` is 0 there); ``B``
+    is overwritten."""
     m, k = valid.shape
     vf = valid.astype(np.float64)
-    M = B * vf[:, :, None] * vf[:, None, :]
+    M = B
+    if not valid.all():
+        M *= vf[:, :, None]
+        M *= vf[:, None, :]
     idx = np.arange(k)
     M[:, idx, idx] += 1.0 - vf
     return _stacked_solve(M, R * vf)
@@ -408,8 +412,12 @@ def _bordered(B: np.ndarray, border: np.ndarray, corner: np.ndarray, valid: np.n
     identity (and zeroed in ``b`` and ``R``, so that ``y`` is 0 there)."""
     m, k = valid.shape
     vf = valid.astype(np.float64)
-    M = np.zeros((m, k + 1, k + 1))
-    M[:, :k, :k] = B * vf[:, :, None] * vf[:, None, :]
+    M = np.empty((m, k + 1, k + 1))
+    Mk = M[:, :k, :k]
+    Mk[...] = B
+    if not valid.all():
+        Mk *= vf[:, :, None]
+        Mk *= vf[:, None, :]
     idx = np.arange(k)
     M[:, idx, idx] += 1.0 - vf
     M[:, :k, k] = M[:, k, :k] = border * vf
