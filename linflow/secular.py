@@ -195,11 +195,16 @@ def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float,
     return r, q, t
 
 
-def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``C = a_i / (g + gap_i)`` (0 where ``a_i = 0``), in cache-sized blocks of rows."""
+def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray | None = None,
+              target: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``C = a_i / (g + gap_i)`` (0 where ``a_i = 0``) and its row norms, in cache-sized blocks of rows; rows with
+    ``scale`` true are then rescaled in the same block to norm ``|target|`` (sign of ``target``), so that ``C``
+    is written once. Rows whose sum of squares overflows or underflows get a scaled norm and are rescaled after."""
     n, d = A.shape
     C = np.empty_like(A)
+    norms = np.empty(n)
     step = max(1, _CHUNK // max(d, 1))
+    late = []
     for i in range(0, n, step):
         j = min(i + step, n)
         c_ = C[i:j]
@@ -207,32 +212,57 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray) -> np.ndarray:
         if np.any(g[i:j] == 0.0):
             c_[c_ == 0.0] = np.inf
         np.divide(A[i:j], c_, out=c_)
-    return C
+        with np.errstate(over="ignore"):
+            n2 = np.einsum("ij,ij->i", c_, c_)
+        nb = np.sqrt(n2)
+        bad = ~np.isfinite(n2) | (n2 < 1e-250)
+        if np.any(bad):
+            nb[bad] = _row_norm_scaled(c_[bad])
+            late.extend((i + np.flatnonzero(bad & (scale[i:j] if scale is not None else False))).tolist())
+        norms[i:j] = nb
+        if scale is not None:
+            ok = scale[i:j] & (nb > 0) & ~bad
+            c_ *= np.where(ok, target / np.where(ok, nb, 1.0), 1.0)[:, None]
+    for r in late:
+        if norms[r] > 0:
+            C[r] *= target / norms[r]
+    return C, norms
 
 
-def _jensen_bound(A: np.ndarray, gaps: np.ndarray, eps: float, a_norm: np.ndarray) -> np.ndarray:
-    """``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2`` per row: a lower bound on the root (Jensen: ``1/(g + x)^2`` is
-    convex in ``x``, so ``||c(g)||^2 >= ||a||^2 / (g + gap_bar)^2`` with ``gap_bar`` the ``a^2``-weighted mean gap).
-    NaN where the sums overflow (then ignored by ``fmax``); rounding may push it past the root (see
-    :func:`secular_root`'s ``start``)."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return a_norm / eps - np.einsum("ij,ij,j->i", A, A, gaps) / a_norm**2
-
-
-def _coordinate_bound(A: np.ndarray, gaps: np.ndarray, eps: float) -> np.ndarray:
-    """``max_i (|a_i| / eps - gap_i)`` per row: a lower bound on the root, since ``||c(g)|| >= |a_i| / (g + gap_i)``."""
-    n, d = A.shape
-    out = np.empty(n)
+def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
+             k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``), ``||a||``, ``||a_B||`` (first ``k`` columns)
+    and the start ``max(Jensen bound, coordinate bound)`` of the root (see :func:`_jensen_bound` and
+    :func:`_coordinate_bound`; NaN bounds, from overflowing sums, are ignored)."""
+    n, d = W.shape
+    A = np.empty_like(W)
+    a_norm = np.empty(n)
+    aB_norm = np.empty(n)
+    start = np.empty(n)
     step = max(1, _CHUNK // max(d, 1))
     buf = np.empty((min(step, n), d))
     for i in range(0, n, step):
         j = min(i + step, n)
-        b = buf[: j - i]
-        np.abs(A[i:j], out=b)
-        b *= 1.0 / eps
-        b -= gaps
-        np.max(b, axis=1, out=out[i:j])
-    return out
+        a_, b_ = A[i:j], buf[: j - i]
+        np.multiply(W[i:j], p, out=a_)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            np.multiply(a_, a_, out=b_)
+            n2 = b_.sum(axis=1)
+            nb2 = b_[:, :k].sum(axis=1)
+            jg = b_ @ gaps
+        bad = ~np.isfinite(n2) | (n2 < 1e-250)
+        an, abn = np.sqrt(n2), np.sqrt(nb2)
+        if np.any(bad):
+            an[bad] = _row_norm_scaled(a_[bad])
+            abn[bad] = _row_norm_scaled(a_[bad][:, :k]) if k else 0.0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            jensen = np.where(bad, np.nan, an / eps - jg / n2)
+        np.abs(a_, out=b_)
+        b_ *= 1.0 / eps
+        b_ -= gaps
+        start[i:j] = np.fmax(jensen, b_.max(axis=1))
+        a_norm[i:j], aB_norm[i:j] = an, abn
+    return A, a_norm, aB_norm, start
 
 
 def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
@@ -316,12 +346,10 @@ def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: fl
     k = block_size(s, float(block_rtol))
     gaps = (s - s_min) / (s * s_min)
     gaps[:k] = 0.0
-    A = W * p  # a_i = w_i / s_i
-    a_norm = _row_norm(A)
-    aB_norm = _row_norm(A[:, :k])
+    A, a_norm, aB_norm, start = _prepare(W, p, gaps, eps, k)  # a_i = w_i / s_i, and the start of the root
     hi = a_norm / eps
     lo = np.minimum(aB_norm / eps, hi)
-    start = np.fmax(np.fmax(lo, _jensen_bound(A, gaps, eps, a_norm)), _coordinate_bound(A, gaps, eps))
+    start = np.fmax(lo, start)
     # hard case: no mass on the block and ||c(0)|| <= eps (off-block c_i = a_i / gap_i)
     maybe_hard = aB_norm == 0.0
     hard = np.zeros(n, dtype=bool)
@@ -336,10 +364,7 @@ def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: fl
         g, iters = secular_root(A, gaps, eps, lo, hi, maxiter, start)
     elif np.any(easy):
         g[easy], iters = secular_root(A[easy], gaps, eps, lo[easy], hi[easy], maxiter, start[easy])
-    C = _solution(A, gaps, g)
-    norms = _row_norm(C)
-    ok = easy & (norms > 0)
-    C *= np.where(ok, eps / np.where(ok, norms, 1.0), 1.0)[:, None]  # ||c|| = eps exactly (to rounding)
+    C, norms = _solution(A, gaps, g, easy, eps)  # easy rows rescaled: ||c|| = eps exactly (to rounding)
     if np.any(hard):
         off = norms[hard]
         fill = np.sqrt(np.maximum((eps - off) * (eps + off), 0.0))
@@ -360,7 +385,8 @@ def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
     if eps == 0.0:
         z = np.zeros(n)
         return TRSolution(np.zeros_like(W), z, z, np.all(W == 0, axis=1), 0)
-    inside = _row_norm(W) <= eps
+    w_all = _row_norm(W)
+    inside = w_all <= eps
     eta = np.zeros(n)
     iters = 0
     out = ~inside
@@ -369,18 +395,16 @@ def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
     p = 1.0 / s
     everyone = bool(np.all(out))
     Wo = W if everyone else W[out]
-    A = Wo * p
-    a_norm = _row_norm(A)
+    A, a_norm, _, start = _prepare(Wo, p, p, eps, 0)
     hi = a_norm / eps
     # Jensen in the form ||w||^2 / (1 + eta s_bar)^2 <= sum w_i^2 / (1 + eta s_i)^2, s_bar the w^2-weighted mean
-    w_norm = _row_norm(Wo)
+    w_norm = w_all if everyone else w_all[out]
     with np.errstate(over="ignore", invalid="ignore"):
-        s_bar = np.einsum("ij,ij,j->i", Wo, Wo, s) / w_norm**2
-        start = (w_norm / eps - 1.0) / s_bar
-    start = np.fmax(np.fmax(start, _jensen_bound(A, p, eps, a_norm)), _coordinate_bound(A, p, eps))
+        s_bar = (Wo * Wo) @ s / w_norm**2
+        start = np.fmax(start, (w_norm / eps - 1.0) / s_bar)
     eta_o, iters = secular_root(A, p, eps, np.zeros(A.shape[0]), hi, maxiter, start)
-    Co = _solution(A, p, eta_o)  # a_i / (eta + p_i) = w_i / (1 + eta s_i)
-    Co *= (-eps / _row_norm(Co))[:, None]
+    # a_i / (eta + p_i) = w_i / (1 + eta s_i), rescaled to norm eps with the sign of a descent
+    Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), -eps)
     if everyone:
         return TRSolution(Co, eta_o, eta_o.copy(), inside, iters)
     C = -W
