@@ -229,16 +229,65 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray 
     return C, norms
 
 
+_GROUPS = 16  # eigenvalue groups of the start's model (Jensen within each group)
+
+
+def _group_matrix(gaps: np.ndarray) -> np.ndarray:
+    """``(d, 2K)``: indicators of ``K`` groups of columns with similar ``gap`` (log-spaced; zero gaps on their own)
+    and the same columns weighted by ``gap``, so that ``(a^2) @ M`` gives per group ``sum a_i^2`` and
+    ``sum a_i^2 gap_i``."""
+    d = gaps.size
+    pos = gaps > 0
+    K = min(_GROUPS, d)
+    lab = np.zeros(d, dtype=np.int64)
+    if pos.any():
+        lg = np.log(gaps[pos])
+        lo, hi = lg.min(), lg.max()
+        lab[pos] = 1 + np.minimum(((lg - lo) / max(hi - lo, 1e-300) * (K - 1)).astype(np.int64), K - 2)
+    M = np.zeros((d, 2 * K))
+    M[np.arange(d), lab] = 1.0
+    M[np.arange(d), K + lab] = gaps
+    return M
+
+
+def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters: int = 30) -> np.ndarray:
+    r"""The root of the grouped model ``sum_G W_G / (g + m_G)^2 = eps^2`` (``m_G = GG / W_G``, the weighted mean
+    gap) by Newton on the concave ``eps / ||c_model|| - 1`` from ``g``, a point left of it. By Jensen
+    (``1 / (g + x)^2`` is convex) each group's term is at most that group's part of ``||c(g)||^2``, so the model
+    lies below ``||c||^2`` and its root is a lower bound on the true root; a tighter one than the one-group
+    (Jensen) bound it starts from."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        m = np.where(WG > 0, GG / np.where(WG > 0, WG, 1.0), 0.0)
+        for _ in range(iters):
+            den = g[:, None] + m
+            ok = (WG > 0) & (den > 0)
+            u = np.where(ok, 1.0 / np.where(ok, den, 1.0), 0.0)
+            N2 = np.sum(WG * u * u, axis=1)
+            S = np.sum(WG * u * u * u, axis=1)
+            r = np.sqrt(N2) / eps
+            step = np.where(S > 0, (r - 1.0) * N2 / S, 0.0)
+            step = np.where(np.isfinite(step) & (step > 0), step, 0.0)
+            g = g + step
+            if np.all(step <= 1e-3 * np.abs(g)):
+                break
+    return g
+
+
 def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
              k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``), ``||a||``, ``||a_B||`` (first ``k`` columns)
-    and the start ``max(Jensen bound, coordinate bound)`` of the root (see :func:`_jensen_bound` and
-    :func:`_coordinate_bound`; NaN bounds, from overflowing sums, are ignored)."""
+    and the start of the root: the largest of the coordinate bound (:func:`_coordinate_bound`) and the root of the
+    grouped Jensen model (:func:`_group_root`, from the one-group bound :func:`_jensen_bound`). All are lower
+    bounds on the root; NaN bounds, from overflowing sums, are ignored."""
     n, d = W.shape
     A = np.empty_like(W)
     a_norm = np.empty(n)
     aB_norm = np.empty(n)
     start = np.empty(n)
+    jensen_all = np.empty(n)
+    Mg = _group_matrix(gaps)
+    K = Mg.shape[1] // 2
+    WG = np.empty((n, 2 * K))
     step = max(1, _CHUNK // max(d, 1))
     buf = np.empty((min(step, n), d))
     for i in range(0, n, step):
@@ -249,7 +298,9 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
             np.multiply(a_, a_, out=b_)
             n2 = b_.sum(axis=1)
             nb2 = b_[:, :k].sum(axis=1)
-            jg = b_ @ gaps
+            wg = b_ @ Mg
+            WG[i:j] = wg
+            jg = wg[:, K:].sum(axis=1)
         bad = ~np.isfinite(n2) | (n2 < 1e-250)
         an, abn = np.sqrt(n2), np.sqrt(nb2)
         if np.any(bad):
@@ -260,9 +311,14 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
         np.abs(a_, out=b_)
         b_ *= 1.0 / eps
         b_ -= gaps
-        start[i:j] = np.fmax(jensen, b_.max(axis=1))
+        start[i:j] = b_.max(axis=1)
+        jensen_all[i:j] = jensen
         a_norm[i:j], aB_norm[i:j] = an, abn
-    return A, a_norm, aB_norm, start
+    fine = np.all(np.isfinite(WG), axis=1)
+    if np.any(fine):  # group 0 holds the zero gaps: at sqrt(W_0) / eps its term alone reaches eps^2
+        left = np.fmax(np.fmax(jensen_all[fine], 0.0), np.sqrt(WG[fine, 0]) / eps)
+        jensen_all[fine] = _group_root(WG[fine, :K], WG[fine, K:], eps, left)
+    return A, a_norm, aB_norm, np.fmax(start, jensen_all)
 
 
 def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
