@@ -37,15 +37,18 @@ left of the root stays left of it and converges monotonically, quadratically nea
 linear, unlike ``||c||^2 - eps^2``. The Newton step has the scale-free form
 ``g+ = g + (||c||/eps - 1) ||c||^2 / sum_i c_i^2 / (g + gap_i)``; by concavity a Newton step from *any* point
 lands left of the root. Safeguards: a bracket ``[lo, hi]`` with ``lo = ||a_B|| / eps`` (where ``||c|| >= eps``)
-and ``hi = ||a|| / eps`` (where ``||c|| <= eps``); the first guess is the best of two cheap lower bounds,
-``||a||/eps - sum a_i^2 gap_i / ||a||^2`` (Jensen) and ``max_i |a_i|/eps - gap_i`` (if rounding pushes it past
-the root, its Newton point becomes the lower end); when a Newton step fails to halve ``||c||/eps - 1`` (the
+and ``hi = ||a|| / eps`` (where ``||c|| <= eps``); the first guess is the better of two cheap lower bounds:
+``max_i |a_i|/eps - gap_i`` and the root of a model that applies Jensen's inequality (``1/(g + x)^2`` is convex)
+within each of up to 40 groups of similar ``gap`` (log-spaced), ``sum_G W_G / (g + m_G)^2 = eps^2`` with ``W_G``
+the group's ``sum a_i^2`` and ``m_G`` its ``a^2``-weighted mean gap; the model lies below ``||c||^2``, so its
+root is a lower bound, typically within 1e-3 of the root (if rounding pushes a guess past the root, its Newton
+point becomes the lower end); when a Newton step fails to halve ``||c||/eps - 1`` (the
 steep start of a near-hard case), the next trial is the geometric midpoint ``sqrt(lo hi)``; once the excess
 ``||c||/eps - 1`` is below 1e-5 after a successful step, one last Halley step (cubic: excess ~1e-15) is taken
 without evaluation, using ``psi'' = 3 (1 - t) / (r q^2)`` from one more sum in the same pass.
 Sums of squares are computed in cache-sized blocks of rows, with a per-row rescaling wherever they overflow or
-underflow. At the end ``c`` is rescaled to norm exactly ``eps`` (to rounding). 3-5 passes over the batch are
-typical, at most ~10 iterations on the hardest rows seen (near-hard, cond 1e10).
+underflow. At the end ``c`` is rescaled to norm exactly ``eps`` (to rounding). 2 passes over the batch (plus one to
+build the start and one to write ``c``) are typical, at most ~10 iterations on the hardest rows seen (near-hard, cond 1e10).
 """
 
 from __future__ import annotations
@@ -229,25 +232,22 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray 
     return C, norms
 
 
-_GROUPS = 16  # eigenvalue groups of the start's model (Jensen within each group)
+_GROUPS = 40  # eigenvalue groups of the start's model (Jensen within each group)
 
 
-def _group_matrix(gaps: np.ndarray) -> np.ndarray:
-    """``(d, 2K)``: indicators of ``K`` groups of columns with similar ``gap`` (log-spaced; zero gaps on their own)
-    and the same columns weighted by ``gap``, so that ``(a^2) @ M`` gives per group ``sum a_i^2`` and
-    ``sum a_i^2 gap_i``."""
+def _group_cuts(gaps: np.ndarray) -> np.ndarray:
+    """Start columns of at most ``_GROUPS`` groups of columns with similar ``gap``: the zero gaps (the s_min block,
+    always first) on their own, then runs log-spaced in ``gap``. ``gaps`` is monotone in the column (``s`` is
+    sorted), so every group is a contiguous run of columns and ``np.add.reduceat`` sums it."""
     d = gaps.size
-    pos = gaps > 0
-    K = min(_GROUPS, d)
-    lab = np.zeros(d, dtype=np.int64)
-    if pos.any():
-        lg = np.log(gaps[pos])
-        lo, hi = lg.min(), lg.max()
-        lab[pos] = 1 + np.minimum(((lg - lo) / max(hi - lo, 1e-300) * (K - 1)).astype(np.int64), K - 2)
-    M = np.zeros((d, 2 * K))
-    M[np.arange(d), lab] = 1.0
-    M[np.arange(d), K + lab] = gaps
-    return M
+    z = int(np.count_nonzero(gaps == 0.0))
+    cuts = [0] if z else []
+    if z < d:
+        lg = np.log(gaps[z:])
+        lo, hi = float(lg.min()), float(lg.max())
+        lab = np.minimum(((lg - lo) / max(hi - lo, 1e-300) * (_GROUPS - 1)).astype(np.int64), _GROUPS - 2)
+        cuts += [z, *(z + 1 + np.flatnonzero(np.diff(lab))).tolist()]
+    return np.array(cuts, dtype=np.int64)
 
 
 def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters: int = 30) -> np.ndarray:
@@ -276,17 +276,18 @@ def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters
 def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
              k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``), ``||a||``, ``||a_B||`` (first ``k`` columns)
-    and the start of the root: the largest of the coordinate bound (:func:`_coordinate_bound`) and the root of the
-    grouped Jensen model (:func:`_group_root`, from the one-group bound :func:`_jensen_bound`). All are lower
-    bounds on the root; NaN bounds, from overflowing sums, are ignored."""
+    and the start of the root: the larger of the coordinate bound ``max_i (|a_i| / eps - gap_i)`` (since
+    ``||c(g)|| >= |a_i| / (g + gap_i)``) and the root of the grouped Jensen model (:func:`_group_root`, started from
+    the one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``). All are lower bounds on the root (rounding
+    may push one past it: see :func:`secular_root`'s ``start``); NaN bounds, from overflowing sums, are ignored."""
     n, d = W.shape
     A = np.empty_like(W)
     a_norm = np.empty(n)
     aB_norm = np.empty(n)
     start = np.empty(n)
     jensen_all = np.empty(n)
-    Mg = _group_matrix(gaps)
-    K = Mg.shape[1] // 2
+    cuts = _group_cuts(gaps)
+    K = cuts.size
     WG = np.empty((n, 2 * K))
     step = max(1, _CHUNK // max(d, 1))
     buf = np.empty((min(step, n), d))
@@ -298,9 +299,10 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
             np.multiply(a_, a_, out=b_)
             n2 = b_.sum(axis=1)
             nb2 = b_[:, :k].sum(axis=1)
-            wg = b_ @ Mg
-            WG[i:j] = wg
-            jg = wg[:, K:].sum(axis=1)
+            WG[i:j, :K] = np.add.reduceat(b_, cuts, axis=1)  # groups are contiguous runs of columns
+            b_ *= gaps
+            WG[i:j, K:] = np.add.reduceat(b_, cuts, axis=1)
+            jg = WG[i:j, K:].sum(axis=1)
         bad = ~np.isfinite(n2) | (n2 < 1e-250)
         an, abn = np.sqrt(n2), np.sqrt(nb2)
         if np.any(bad):
@@ -315,8 +317,10 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
         jensen_all[i:j] = jensen
         a_norm[i:j], aB_norm[i:j] = an, abn
     fine = np.all(np.isfinite(WG), axis=1)
-    if np.any(fine):  # group 0 holds the zero gaps: at sqrt(W_0) / eps its term alone reaches eps^2
-        left = np.fmax(np.fmax(jensen_all[fine], 0.0), np.sqrt(WG[fine, 0]) / eps)
+    if np.any(fine):  # if group 0 holds zero gaps, at sqrt(W_0) / eps its term alone reaches eps^2
+        left = np.fmax(jensen_all[fine], 0.0)
+        if gaps[0] == 0.0:
+            left = np.fmax(left, np.sqrt(WG[fine, 0]) / eps)
         jensen_all[fine] = _group_root(WG[fine, :K], WG[fine, K:], eps, left)
     return A, a_norm, aB_norm, np.fmax(start, jensen_all)
 
