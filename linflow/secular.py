@@ -48,7 +48,8 @@ steep start of a near-hard case), the next trial is the geometric midpoint ``sqr
 without evaluation, using ``psi'' = 3 (1 - t) / (r q^2)`` from one more sum in the same pass.
 Sums of squares are computed in cache-sized blocks of rows, with a per-row rescaling wherever they overflow or
 underflow. At the end ``c`` is rescaled to norm exactly ``eps`` (to rounding). 2 passes over the batch (plus one to
-build the start and one to write ``c``) are typical, at most ~10 iterations on the hardest rows seen (near-hard, cond 1e10).
+build the start and one to write ``c``) are typical, at most ~10 iterations on the hardest rows seen (near-hard,
+cond 1e10).
 """
 
 from __future__ import annotations
