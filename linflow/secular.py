@@ -257,19 +257,21 @@ def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters
     (``1 / (g + x)^2`` is convex) each group's term is at most that group's part of ``||c(g)||^2``, so the model
     lies below ``||c||^2`` and its root is a lower bound on the true root; a tighter one than the one-group
     (Jensen) bound it starts from."""
+    g = np.array(g, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        m = np.where(WG > 0, GG / np.where(WG > 0, WG, 1.0), 0.0)
+        m = np.where(WG > 0, GG / np.where(WG > 0, WG, 1.0), np.inf)  # an empty group has no pole (u = 0)
+        act = np.arange(g.size)
         for _ in range(iters):
-            den = g[:, None] + m
-            ok = (WG > 0) & (den > 0)
-            u = np.where(ok, 1.0 / np.where(ok, den, 1.0), 0.0)
-            N2 = np.sum(WG * u * u, axis=1)
-            S = np.sum(WG * u * u * u, axis=1)
-            r = np.sqrt(N2) / eps
-            step = np.where(S > 0, (r - 1.0) * N2 / S, 0.0)
-            step = np.where(np.isfinite(step) & (step > 0), step, 0.0)
-            g = g + step
-            if np.all(step <= 1e-3 * np.abs(g)):
+            u = 1.0 / (g[act, None] + m[act])
+            t = WG[act] * u * u
+            N2 = t.sum(axis=1)
+            t *= u
+            S = t.sum(axis=1)
+            step = (np.sqrt(N2) / eps - 1.0) * N2 / S
+            step[~(step > 0)] = 0.0  # at or past the model's root (rounding), or NaN: stop there
+            g[act] += step
+            act = act[step > 1e-4 * g[act]]
+            if act.size == 0:
                 break
     return g
 
@@ -458,11 +460,6 @@ def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
     Wo = W if everyone else W[out]
     A, a_norm, _, start = _prepare(Wo, p, p, eps, 0)
     hi = a_norm / eps
-    # Jensen in the form ||w||^2 / (1 + eta s_bar)^2 <= sum w_i^2 / (1 + eta s_i)^2, s_bar the w^2-weighted mean
-    w_norm = w_all if everyone else w_all[out]
-    with np.errstate(over="ignore", invalid="ignore"):
-        s_bar = (Wo * Wo) @ s / w_norm**2
-        start = np.fmax(start, (w_norm / eps - 1.0) / s_bar)
     eta_o, iters = secular_root(A, p, eps, np.zeros(A.shape[0]), hi, maxiter, start)
     # a_i / (eta + p_i) = w_i / (1 + eta s_i), rescaled to norm eps with the sign of a descent
     Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), -eps)
