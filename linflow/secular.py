@@ -279,15 +279,13 @@ def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters
 def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
              k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``), ``||a||``, ``||a_B||`` (first ``k`` columns)
-    and the start of the root: the larger of the coordinate bound ``max_i (|a_i| / eps - gap_i)`` (since
-    ``||c(g)|| >= |a_i| / (g + gap_i)``) and the root of the grouped Jensen model (:func:`_group_root`, started from
-    the one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``). All are lower bounds on the root (rounding
-    may push one past it: see :func:`secular_root`'s ``start``); NaN bounds, from overflowing sums, are ignored."""
+    and the start of the root: the root of the grouped Jensen model (:func:`_group_root`, started from the
+    one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``), a lower bound on the root (rounding may push it
+    past: see :func:`secular_root`'s ``start``); 0 where the sums overflow (the root is >= 0)."""
     n, d = W.shape
     A = np.empty_like(W)
     a_norm = np.empty(n)
     aB_norm = np.empty(n)
-    start = np.empty(n)
     jensen_all = np.empty(n)
     cuts = _group_cuts(gaps)
     K = cuts.size
@@ -313,10 +311,6 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
             abn[bad] = _row_norm_scaled(a_[bad][:, :k]) if k else 0.0
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             jensen = np.where(bad, np.nan, an / eps - jg / n2)
-        np.abs(a_, out=b_)
-        b_ *= 1.0 / eps
-        b_ -= gaps
-        start[i:j] = b_.max(axis=1)
         jensen_all[i:j] = jensen
         a_norm[i:j], aB_norm[i:j] = an, abn
     fine = np.all(np.isfinite(WG), axis=1)
@@ -325,7 +319,7 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
         if gaps[0] == 0.0:
             left = np.fmax(left, np.sqrt(WG[fine, 0]) / eps)
         jensen_all[fine] = _group_root(WG[fine, :K], WG[fine, K:], eps, left)
-    return A, a_norm, aB_norm, np.fmax(start, jensen_all)
+    return A, a_norm, aB_norm, np.fmax(jensen_all, 0.0)
 
 
 def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
