@@ -53,9 +53,9 @@ def _check_l2_options(options: dict) -> None:
 
 def _solve_l2(flow: LinearFlow, W: np.ndarray, eps: float, likelihood: str) -> np.ndarray:
     """The optimal ``C = U^T delta`` for the rows ``W = U^T v`` (R1 or R2)."""
-    if likelihood == "decrease":
-        return secular.lower_likelihood(flow.eigvals, W, eps).C
-    return secular.raise_likelihood(flow.eigvals, W, eps).C
+    if likelihood == "decrease":  # inputs already validated: the flow's sorted positive eigenvalues, finite W
+        return secular._lower_likelihood(flow.eigvals, W, eps, secular.DEFAULT_BLOCK_RTOL, secular.DEFAULT_MAXITER).C
+    return secular._raise_likelihood(flow.eigvals, W, eps, secular.DEFAULT_MAXITER).C
 
 
 def _solve_box(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood: str,

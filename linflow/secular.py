@@ -394,13 +394,18 @@ def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: fl
     ``C = 0``, ``eta = 1/s_min`` and ``hard = False``.
     """
     s, W, eps = _check_inputs(s, W, eps)
+    return _lower_likelihood(s, W, eps, float(block_rtol), maxiter)
+
+
+def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: float, maxiter: int) -> TRSolution:
+    """:func:`lower_likelihood` on validated inputs (``s`` ascending and positive, ``W`` finite (n, d))."""
     n, d = W.shape
     s_min = s[0]
     p = 1.0 / s
     if eps == 0.0:
         z = np.zeros(n)
         return TRSolution(np.zeros_like(W), z + p[0], z, np.zeros(n, dtype=bool), 0)
-    k = block_size(s, float(block_rtol))
+    k = block_size(s, block_rtol)
     gaps = (s - s_min) / (s * s_min)
     gaps[:k] = 0.0
     A, a_norm, aB_norm, start = _prepare(W, p, gaps, eps, k)  # a_i = w_i / s_i, and the start of the root
@@ -438,6 +443,11 @@ def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
     safeguarded Newton iteration with ``gap_i = 1/s_i`` and ``a_i = w_i / s_i``.
     """
     s, W, eps = _check_inputs(s, W, eps)
+    return _raise_likelihood(s, W, eps, maxiter)
+
+
+def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int) -> TRSolution:
+    """:func:`raise_likelihood` on validated inputs."""
     n, d = W.shape
     if eps == 0.0:
         z = np.zeros(n)
