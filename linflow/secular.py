@@ -314,11 +314,12 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
         jensen_all[i:j] = jensen
         a_norm[i:j], aB_norm[i:j] = an, abn
     fine = np.all(np.isfinite(WG), axis=1)
-    if np.any(fine):  # if group 0 holds zero gaps, at sqrt(W_0) / eps its term alone reaches eps^2
-        left = np.fmax(jensen_all[fine], 0.0)
-        if gaps[0] == 0.0:
-            left = np.fmax(left, np.sqrt(WG[fine, 0]) / eps)
-        jensen_all[fine] = _group_root(WG[fine, :K], WG[fine, K:], eps, left)
+    if np.any(fine):  # one group alone: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G)/eps - m_G
+        Wf, Gf = WG[fine, :K], WG[fine, K:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            group_bound = np.max(np.where(Wf > 0, np.sqrt(Wf) / eps - Gf / np.where(Wf > 0, Wf, 1.0), 0.0), axis=1)
+        left = np.fmax(np.fmax(jensen_all[fine], 0.0), group_bound)
+        jensen_all[fine] = _group_root(Wf, Gf, eps, left)
     return A, a_norm, aB_norm, np.fmax(jensen_all, 0.0)
 
 
