@@ -270,7 +270,7 @@ def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters
             step = (np.sqrt(N2) / eps - 1.0) * N2 / S
             step[~(step > 0)] = 0.0  # at or past the model's root (rounding), or NaN: stop there
             g[act] += step
-            act = act[step > 1e-4 * g[act]]
+            act = act[step > 3e-4 * g[act]]
             if act.size == 0:
                 break
     return g
