@@ -12,7 +12,13 @@ flow, eps in {0.1, 1} (eigenvalues of the covariance lie in [1e-4, 1]). Printed 
   steps of size ``2.5 eps / steps``, projected by clipping) as a fraction of the best certified value
   (the exact optimum where known, else the achieved lower end; also against the upper bound).
 
-Run: ``python -m bench box``.
+Then the raising QPs (L1 and L-infinity, R3) at d = 100, n = 1000: the batched exact solver
+(:mod:`linflow.polytope_raise`) on the whole batch against one cvxpy (Clarabel) solve per point -- the path every
+L1 point took before -- and against the previous per-point L-infinity path (an active set per point, cvxpy where
+it failed), with the certificate (KKT / Frank-Wolfe gap over its rounding scale) of every row. Single BLAS thread,
+CPU time; per-point paths timed on a subset and scaled to n.
+
+Run: ``python -m bench box`` (``python -c "import bench.bench_box as b; b.raising()"`` for the raising rows only).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import time
 import numpy as np
 from scipy.stats import ortho_group
 
-from bench.timing import median_time
-from linflow import LinearFlow, certified_perturbation
+from bench.timing import median_cpu_time, median_time
+from linflow import LinearFlow, box_qp, certified_perturbation
+from linflow.polytope_raise import raise_box, raise_l1
 
 EPS_VALUES = (0.1, 1.0)
 SETTINGS = {8: (10, 4), 16: (10, 4), 50: (8, 3), 200: (4, 2)}  # d: (models, points per model)
@@ -93,7 +100,69 @@ def run(eps: float, d: int, n_models: int, n_points: int, rng: np.random.Generat
             np.median(r_pgd100), np.min(r_pgd100), np.min(r_pgd_up))
 
 
+def _old_linf_point(flow: LinearFlow, v: np.ndarray, eps: float) -> np.ndarray:
+    """The per-point L-infinity raising path before the batched solver: an active set, cvxpy where it failed."""
+    x = box_qp._pdas_box(flow.precision, v, eps, max_iter=3 * v.size + 20)
+    return x if x is not None else box_qp._cvxpy_qp(flow, v, eps, np.inf)
+
+
+def _cvxpy_point(flow: LinearFlow, v: np.ndarray, eps: float, norm: float) -> np.ndarray:
+    """One cvxpy (Clarabel) solve followed by the KKT polish: the per-point L1 path before the batched solver."""
+    d0 = box_qp._cvxpy_qp(flow, v, eps, norm)
+    return min([d0, *box_qp._polish(flow.precision, v, eps, norm, d0)], key=lambda d: dnll(flow.precision, v, d))
+
+
+def _raising_row(flow: LinearFlow, V: np.ndarray, norm: float, rel: float, subset: int) -> str:
+    P, n = flow.precision, V.shape[0]
+    solver = raise_box if norm == np.inf else raise_l1
+    size = np.abs(V).max(axis=1) if norm == np.inf else np.abs(V).sum(axis=1)
+    eps = rel * float(np.median(size))
+    t_b = median_cpu_time(lambda: solver(P, V, eps), repeats=3)
+    res = solver(P, V, eps)
+    sub = V[:subset]
+    t_c = median_cpu_time(lambda: [_cvxpy_point(flow, v, eps, norm) for v in sub], repeats=1, warmup=0) * n / subset
+    old = "(= cvxpy) | -"
+    if norm == np.inf:
+        t_o = median_cpu_time(lambda: [_old_linf_point(flow, v, eps) for v in sub], repeats=1, warmup=0) * n / subset
+        old = f"{t_o:.2f} | {t_o / t_b:.0f}x"
+    return (f"| {'inf' if norm == np.inf else 1} | {rel} | {t_b:.3f} | {t_c:.1f} | {t_c / t_b:.0f}x | {old} | "
+            f"{res.certified.mean():.3f} | {res.kkt.max():.1e} | {np.median(res.iterations):.0f} / "
+            f"{res.iterations.max()} |")
+
+
+def raising(d: int = 100, n: int = 1000, subset: int = 20, conds: tuple[float, ...] = (1e4, 1e8)) -> None:
+    """Rows: (norm, eps relative to the median ||v||, batched s, cvxpy per point scaled to n, ratio, old path,
+    ratio, certified fraction, worst kkt, iterations median / max) per condition number."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        _raising(d, n, subset, conds)
+        return
+    with threadpool_limits(limits=1):
+        _raising(d, n, subset, conds)
+
+
+def _raising(d: int, n: int, subset: int, conds: tuple[float, ...]) -> None:
+    rng = np.random.default_rng(1)
+    print(f"\nL1 / L-inf raising (convex QPs), d = {d}, n = {n} points drawn from the flow; CPU time, 1 BLAS thread;"
+          f" per-point paths timed on {subset} points and scaled to n")
+    for cond in conds:
+        U = ortho_group.rvs(d, random_state=rng)
+        s = np.exp(rng.uniform(-np.log(cond), 0.0, d))
+        s[0], s[-1] = 1.0 / cond, 1.0
+        cov = (U * s) @ U.T
+        flow = LinearFlow.from_gaussian(rng.standard_normal(d), 0.5 * (cov + cov.T))
+        V = flow.sample(n, rng) - flow.mean
+        print(f"\ncondition number {cond:.0e}\n| norm | eps / median size | batched (s) | cvxpy per point, x n (s) | "
+              "ratio | old per-point path, x n (s) | ratio | certified | worst kkt | iterations median / max |")
+        print("|" + "---|" * 10)
+        for norm in (np.inf, 1.0):
+            for rel in (0.1, 0.5):
+                print(_raising_row(flow, V, norm, rel, subset), flush=True)
+
+
 def main() -> None:
+    raising()
     rng = np.random.default_rng(0)
     rows = []
     print("L-inf lowering, cond log-uniform in [1, 1e4], points sampled from the flow")

@@ -15,9 +15,10 @@ For a point with ``v = x - mu`` and precision ``P``, a perturbation ``delta`` ch
   of the ``2^d`` vertices (blocked matrix products, memory-bounded) up to a dimension limit; beyond it the
   SDP relaxation of the homogenised problem (below) gives a certified upper bound, and randomised
   (Goemans-Williamson) rounding of its solution plus greedy one-flip improvement gives an achieved vertex.
-* **Raising the likelihood** (``min Delta``, both norms): a strictly convex QP. L-infinity: a primal-dual
-  active-set method whose fixed point *is* the KKT system (so convergence means optimality), with cvxpy as
-  the fallback. L1: cvxpy, then the KKT system on the identified support is solved exactly ("polish").
+* **Raising the likelihood** (``min Delta``, both norms): a strictly convex QP, solved exactly for the whole
+  batch by :mod:`linflow.polytope_raise` (active sets whose fixed point *is* the KKT system, ending in a finite
+  primal active-set method); a row whose certificate is not below 1e-12 falls back to cvxpy, then the KKT
+  system on the identified support solved exactly ("polish"), keeping the best (:mod:`linflow.box_qp`).
   Either way the optimality is *certified* by the Frank-Wolfe (convexity) bound
   ``min Delta >= Delta(d) + min_{d' in ball} G^T (d' - d) = Delta(d) - G^T d - eps ||G||_*`` with
   ``G = P d + g`` and ``||.||_*`` the dual norm; at the optimum this gap is zero (to rounding).

@@ -37,15 +37,19 @@ left of the root stays left of it and converges monotonically, quadratically nea
 linear, unlike ``||c||^2 - eps^2``. The Newton step has the scale-free form
 ``g+ = g + (||c||/eps - 1) ||c||^2 / sum_i c_i^2 / (g + gap_i)``; by concavity a Newton step from *any* point
 lands left of the root. Safeguards: a bracket ``[lo, hi]`` with ``lo = ||a_B|| / eps`` (where ``||c|| >= eps``)
-and ``hi = ||a|| / eps`` (where ``||c|| <= eps``); the first guess is the best of two cheap lower bounds,
-``||a||/eps - sum a_i^2 gap_i / ||a||^2`` (Jensen) and ``max_i |a_i|/eps - gap_i`` (if rounding pushes it past
-the root, its Newton point becomes the lower end); when a Newton step fails to halve ``||c||/eps - 1`` (the
+and ``hi = ||a|| / eps`` (where ``||c|| <= eps``); the first guess is the better of two cheap lower bounds:
+``max_i |a_i|/eps - gap_i`` and the root of a model that applies Jensen's inequality (``1/(g + x)^2`` is convex)
+within each of up to 40 groups of similar ``gap`` (log-spaced), ``sum_G W_G / (g + m_G)^2 = eps^2`` with ``W_G``
+the group's ``sum a_i^2`` and ``m_G`` its ``a^2``-weighted mean gap; the model lies below ``||c||^2``, so its
+root is a lower bound, typically within 1e-3 of the root (if rounding pushes a guess past the root, its Newton
+point becomes the lower end); when a Newton step fails to halve ``||c||/eps - 1`` (the
 steep start of a near-hard case), the next trial is the geometric midpoint ``sqrt(lo hi)``; once the excess
 ``||c||/eps - 1`` is below 1e-5 after a successful step, one last Halley step (cubic: excess ~1e-15) is taken
 without evaluation, using ``psi'' = 3 (1 - t) / (r q^2)`` from one more sum in the same pass.
 Sums of squares are computed in cache-sized blocks of rows, with a per-row rescaling wherever they overflow or
-underflow. At the end ``c`` is rescaled to norm exactly ``eps`` (to rounding). 3-5 passes over the batch are
-typical, at most ~10 iterations on the hardest rows seen (near-hard, cond 1e10).
+underflow. At the end ``c`` is rescaled to norm exactly ``eps`` (to rounding). 2 passes over the batch (plus one to
+build the start and one to write ``c``) are typical, at most ~10 iterations on the hardest rows seen (near-hard,
+cond 1e10).
 """
 
 from __future__ import annotations
@@ -195,11 +199,16 @@ def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float,
     return r, q, t
 
 
-def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``C = a_i / (g + gap_i)`` (0 where ``a_i = 0``), in cache-sized blocks of rows."""
+def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray | None = None,
+              target: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``C = a_i / (g + gap_i)`` (0 where ``a_i = 0``) and its row norms, in cache-sized blocks of rows; rows with
+    ``scale`` true are then rescaled in the same block to norm ``|target|`` (sign of ``target``), so that ``C``
+    is written once. Rows whose sum of squares overflows or underflows get a scaled norm and are rescaled after."""
     n, d = A.shape
     C = np.empty_like(A)
+    norms = np.empty(n)
     step = max(1, _CHUNK // max(d, 1))
+    late = []
     for i in range(0, n, step):
         j = min(i + step, n)
         c_ = C[i:j]
@@ -207,32 +216,111 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray) -> np.ndarray:
         if np.any(g[i:j] == 0.0):
             c_[c_ == 0.0] = np.inf
         np.divide(A[i:j], c_, out=c_)
-    return C
+        with np.errstate(over="ignore"):
+            n2 = np.einsum("ij,ij->i", c_, c_)
+        nb = np.sqrt(n2)
+        bad = ~np.isfinite(n2) | (n2 < 1e-250)
+        if np.any(bad):
+            nb[bad] = _row_norm_scaled(c_[bad])
+            late.extend((i + np.flatnonzero(bad & (scale[i:j] if scale is not None else False))).tolist())
+        norms[i:j] = nb
+        if scale is not None:
+            ok = scale[i:j] & (nb > 0) & ~bad
+            c_ *= np.where(ok, target / np.where(ok, nb, 1.0), 1.0)[:, None]
+    for r in late:
+        if norms[r] > 0:
+            C[r] *= target / norms[r]
+    return C, norms
 
 
-def _jensen_bound(A: np.ndarray, gaps: np.ndarray, eps: float, a_norm: np.ndarray) -> np.ndarray:
-    """``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2`` per row: a lower bound on the root (Jensen: ``1/(g + x)^2`` is
-    convex in ``x``, so ``||c(g)||^2 >= ||a||^2 / (g + gap_bar)^2`` with ``gap_bar`` the ``a^2``-weighted mean gap).
-    NaN where the sums overflow (then ignored by ``fmax``); rounding may push it past the root (see
-    :func:`secular_root`'s ``start``)."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return a_norm / eps - np.einsum("ij,ij,j->i", A, A, gaps) / a_norm**2
+_GROUPS = 40  # eigenvalue groups of the start's model (Jensen within each group)
 
 
-def _coordinate_bound(A: np.ndarray, gaps: np.ndarray, eps: float) -> np.ndarray:
-    """``max_i (|a_i| / eps - gap_i)`` per row: a lower bound on the root, since ``||c(g)|| >= |a_i| / (g + gap_i)``."""
-    n, d = A.shape
-    out = np.empty(n)
+def _group_cuts(gaps: np.ndarray) -> np.ndarray:
+    """Start columns of at most ``_GROUPS`` groups of columns with similar ``gap``: the zero gaps (the s_min block,
+    always first) on their own, then runs log-spaced in ``gap``. ``gaps`` is monotone in the column (``s`` is
+    sorted), so every group is a contiguous run of columns and ``np.add.reduceat`` sums it."""
+    d = gaps.size
+    z = int(np.count_nonzero(gaps == 0.0))
+    cuts = [0] if z else []
+    if z < d:
+        lg = np.log(gaps[z:])
+        lo, hi = float(lg.min()), float(lg.max())
+        lab = np.minimum(((lg - lo) / max(hi - lo, 1e-300) * (_GROUPS - 1)).astype(np.int64), _GROUPS - 2)
+        cuts += [z, *(z + 1 + np.flatnonzero(np.diff(lab))).tolist()]
+    return np.array(cuts, dtype=np.int64)
+
+
+def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters: int = 30) -> np.ndarray:
+    r"""The root of the grouped model ``sum_G W_G / (g + m_G)^2 = eps^2`` (``m_G = GG / W_G``, the weighted mean
+    gap) by Newton on the concave ``eps / ||c_model|| - 1`` from ``g``, a point left of it. By Jensen
+    (``1 / (g + x)^2`` is convex) each group's term is at most that group's part of ``||c(g)||^2``, so the model
+    lies below ``||c||^2`` and its root is a lower bound on the true root; a tighter one than the one-group
+    (Jensen) bound it starts from."""
+    g = np.array(g, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        m = np.where(WG > 0, GG / np.where(WG > 0, WG, 1.0), np.inf)  # an empty group has no pole (u = 0)
+        act = np.arange(g.size)
+        for _ in range(iters):
+            u = 1.0 / (g[act, None] + m[act])
+            t = WG[act] * u * u
+            N2 = t.sum(axis=1)
+            t *= u
+            S = t.sum(axis=1)
+            step = (np.sqrt(N2) / eps - 1.0) * N2 / S
+            step[~(step > 0)] = 0.0  # at or past the model's root (rounding), or NaN: stop there
+            g[act] += step
+            act = act[step > 3e-4 * g[act]]
+            if act.size == 0:
+                break
+    return g
+
+
+def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
+             k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``), ``||a||``, ``||a_B||`` (first ``k`` columns)
+    and the start of the root: the root of the grouped Jensen model (:func:`_group_root`, started from the
+    one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``), a lower bound on the root (rounding may push it
+    past: see :func:`secular_root`'s ``start``); 0 where the sums overflow (the root is >= 0)."""
+    n, d = W.shape
+    A = np.empty_like(W)
+    a_norm = np.empty(n)
+    aB_norm = np.empty(n)
+    jensen_all = np.empty(n)
+    cuts = _group_cuts(gaps)
+    K = cuts.size
+    WG = np.empty((n, 2 * K))
     step = max(1, _CHUNK // max(d, 1))
     buf = np.empty((min(step, n), d))
     for i in range(0, n, step):
         j = min(i + step, n)
-        b = buf[: j - i]
-        np.abs(A[i:j], out=b)
-        b *= 1.0 / eps
-        b -= gaps
-        np.max(b, axis=1, out=out[i:j])
-    return out
+        a_, b_ = A[i:j], buf[: j - i]
+        np.multiply(W[i:j], p, out=a_)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            np.multiply(a_, a_, out=b_)
+            n2 = b_.sum(axis=1)
+            nb2 = b_[:, :k].sum(axis=1)
+            WG[i:j, :K] = np.add.reduceat(b_, cuts, axis=1)  # groups are contiguous runs of columns
+            b_ *= gaps
+            WG[i:j, K:] = np.add.reduceat(b_, cuts, axis=1)
+            jg = WG[i:j, K:].sum(axis=1)
+        bad = ~np.isfinite(n2) | (n2 < 1e-250)
+        an, abn = np.sqrt(n2), np.sqrt(nb2)
+        if np.any(bad):
+            an[bad] = _row_norm_scaled(a_[bad])
+            abn[bad] = _row_norm_scaled(a_[bad][:, :k]) if k else 0.0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            jensen = np.where(bad, np.nan, an / eps - jg / n2)
+        jensen_all[i:j] = jensen
+        a_norm[i:j], aB_norm[i:j] = an, abn
+    fine = np.all(np.isfinite(WG), axis=1)
+    if np.any(fine):  # one group alone: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G)/eps - m_G
+        Wf, Gf = WG[fine, :K], WG[fine, K:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            group_bound = np.max(np.where(Wf > 0, np.sqrt(Wf) / eps - Gf / np.where(Wf > 0, Wf, 1.0), 0.0), axis=1)
+        left = np.fmax(np.fmax(jensen_all[fine], 0.0), group_bound)
+        jensen_all[fine] = _group_root(Wf, Gf, eps, left)
+    return A, a_norm, aB_norm, np.fmax(jensen_all, 0.0)
 
 
 def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
@@ -320,15 +408,13 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
     if eps == 0.0:
         z = np.zeros(n)
         return TRSolution(np.zeros_like(W), z + p[0], z, np.zeros(n, dtype=bool), 0)
-    k = block_size(s, float(block_rtol))
+    k = block_size(s, block_rtol)
     gaps = (s - s_min) / (s * s_min)
     gaps[:k] = 0.0
-    A = W * p  # a_i = w_i / s_i
-    a_norm = _row_norm(A)
-    aB_norm = _row_norm(A[:, :k])
+    A, a_norm, aB_norm, start = _prepare(W, p, gaps, eps, k)  # a_i = w_i / s_i, and the start of the root
     hi = a_norm / eps
     lo = np.minimum(aB_norm / eps, hi)
-    start = np.fmax(np.fmax(lo, _jensen_bound(A, gaps, eps, a_norm)), _coordinate_bound(A, gaps, eps))
+    start = np.fmax(lo, start)
     # hard case: no mass on the block and ||c(0)|| <= eps (off-block c_i = a_i / gap_i)
     maybe_hard = aB_norm == 0.0
     hard = np.zeros(n, dtype=bool)
@@ -343,10 +429,7 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
         g, iters = secular_root(A, gaps, eps, lo, hi, maxiter, start)
     elif np.any(easy):
         g[easy], iters = secular_root(A[easy], gaps, eps, lo[easy], hi[easy], maxiter, start[easy])
-    C = _solution(A, gaps, g)
-    norms = _row_norm(C)
-    ok = easy & (norms > 0)
-    C *= np.where(ok, eps / np.where(ok, norms, 1.0), 1.0)[:, None]  # ||c|| = eps exactly (to rounding)
+    C, norms = _solution(A, gaps, g, easy, eps)  # easy rows rescaled: ||c|| = eps exactly (to rounding)
     if np.any(hard):
         off = norms[hard]
         fill = np.sqrt(np.maximum((eps - off) * (eps + off), 0.0))
@@ -372,7 +455,8 @@ def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = D
     if eps == 0.0:
         z = np.zeros(n)
         return TRSolution(np.zeros_like(W), z, z, np.all(W == 0, axis=1), 0)
-    inside = _row_norm(W) <= eps
+    w_all = _row_norm(W)
+    inside = w_all <= eps
     eta = np.zeros(n)
     iters = 0
     out = ~inside
@@ -381,18 +465,11 @@ def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = D
     p = 1.0 / s
     everyone = bool(np.all(out))
     Wo = W if everyone else W[out]
-    A = Wo * p
-    a_norm = _row_norm(A)
+    A, a_norm, _, start = _prepare(Wo, p, p, eps, 0)
     hi = a_norm / eps
-    # Jensen in the form ||w||^2 / (1 + eta s_bar)^2 <= sum w_i^2 / (1 + eta s_i)^2, s_bar the w^2-weighted mean
-    w_norm = _row_norm(Wo)
-    with np.errstate(over="ignore", invalid="ignore"):
-        s_bar = np.einsum("ij,ij,j->i", Wo, Wo, s) / w_norm**2
-        start = (w_norm / eps - 1.0) / s_bar
-    start = np.fmax(np.fmax(start, _jensen_bound(A, p, eps, a_norm)), _coordinate_bound(A, p, eps))
     eta_o, iters = secular_root(A, p, eps, np.zeros(A.shape[0]), hi, maxiter, start)
-    Co = _solution(A, p, eta_o)  # a_i / (eta + p_i) = w_i / (1 + eta s_i)
-    Co *= (-eps / _row_norm(Co))[:, None]
+    # a_i / (eta + p_i) = w_i / (1 + eta s_i), rescaled to norm eps with the sign of a descent
+    Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), -eps)
     if everyone:
         return TRSolution(Co, eta_o, eta_o.copy(), inside, iters)
     C = -W

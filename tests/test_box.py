@@ -360,12 +360,12 @@ def test_l1_raising_regressions_from_the_explore_profile(seed, eps):
     assert_kkt_min(P, v, delta, eps, 1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug in linflow.box L1 raising (HYPOTHESIS_PROFILE=long, issue 10): "
-                   "cvxpy's default-tolerance point has a spurious 6e-4*eps coordinate, every polish threshold "
-                   "(<= 1e-4*eps) keeps it in the support, the KKT solve then fails its sign check and the "
-                   "unpolished point is returned, 1.4e-7 (relative) above the optimum while cert.exact is True")
 def test_l1_raising_identity_precision_regression():
-    """P = I: ``min g^T delta + ||delta||^2 / 2`` over the L1 ball has a closed form. When the largest ``|g_j|``
+    """Found by the long profile (issue 10): cvxpy's default-tolerance point had a spurious 6e-4*eps coordinate
+    that every polish threshold kept in the support, so the unpolished point (1.4e-7 relative above the optimum)
+    came back with cert.exact True. The batched exact active set (linflow.polytope_raise) answers it now.
+
+    P = I: ``min g^T delta + ||delta||^2 / 2`` over the L1 ball has a closed form. When the largest ``|g_j|``
     beats the second by at least eps, the optimum is the vertex ``-eps sign(g_j) e_j`` with value
     ``-eps |g_j| + eps^2 / 2`` (soft-thresholding leaves one coordinate). Here ``|g_4| - |g_3| = 0.0076 > 0.0075``."""
     flow = linflow.LinearFlow.from_gaussian(np.zeros(4), np.eye(4))
