@@ -79,8 +79,12 @@ def pgd_with_info(model: nn.Module, x: Tensor, eps: float, **options: object) ->
 
         with torch.no_grad():
             clean = loss(model, x).detach()
+        def value(delta: Tensor) -> Tensor:
+            return sign * loss(model, x + delta)
+
         first = None if spec.random_start else torch.zeros_like(x)
-        best_delta, best_val, best_run, hists = best_of_runs(fn, project, spec, tuple(x.shape), x, first)
+        best_delta, best_val, best_run, hists = best_of_runs(fn, project, spec, tuple(x.shape), x, first,
+                                                             value=value)
     x_adv = (x + best_delta).detach()
     if spec.clamp is not None:
         x_adv = x_adv.clamp(*spec.clamp)

@@ -187,19 +187,20 @@ def _objective(model: nn.Module, loss_fn: LossFn, x: Tensor, delta: Tensor, sign
 
 def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
             spec: NormSpec, eps: float, steps: int, alpha0: float, adaptive: bool, patience: int,
-            gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """The functional core: ``steps`` projected steps from ``delta``, each one forward+backward pass.
+            gen: torch.Generator, start: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The monotone adaptive ascent: ``steps`` projected steps from ``delta``, each one forward+backward pass.
 
     ``fn(delta) -> (objective (B,), gradient)``, maximised. With ``adaptive``, a sample's candidate is accepted
     only if it improves its current objective; ``alpha`` doubles on success (capped at ``spec.max_step * eps``)
     and halves on failure. After ``patience * (1 + k)`` failures in a row, ``k`` the number of earlier jumps
     (a local maximum, to the resolution ``alpha0 / 2**(patience * (1 + k))``; the growing patience leaves
     room for the halving to reach any scale), the sample jumps to a random perturbation of its best point and
-    ascends again with ``alpha0`` (iterated local search; the best point is kept). Returns the best ``delta``,
-    its objective and the history of best objectives ``(steps + 1, B)``."""
-    val, grad = fn(delta)
+    ascends again with ``alpha0`` (iterated local search; the best point is kept). ``start``: the objective
+    and gradient at ``delta`` when already known (saves the first pass). Returns the best ``delta``, its
+    objective and the history of best objectives ``(steps + 1, B)`` (``(steps, B)`` with ``start``)."""
+    val, grad = fn(delta) if start is None else start
     best, best_val = delta, val
-    hist = [val]
+    hist = [] if start is not None else [val]
     B = val.shape[0]
     alpha = torch.full((B,), alpha0, dtype=delta.dtype, device=delta.device)
     fails = torch.zeros(B, dtype=torch.long, device=delta.device)
@@ -229,21 +230,183 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
         best = torch.where(_bcast(better, best), delta, best)
         best_val = torch.where(better, val, best_val)
         hist.append(best_val)
-    return best, best_val, torch.stack(hist)
+    return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
 
 
+def apgd_checkpoints(steps: int) -> list[int]:
+    """The checkpoints of APGD (Croce & Hein 2020): ``ceil(p_j steps)`` with ``p_0 = 0``, ``p_1 = 0.22``,
+    ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``, below ``steps``."""
+    p = [0.0, 0.22]
+    while p[-1] < 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps) for q in p[1:] if 0 < math.ceil(q * steps) < steps})
+
+
+def _apgd(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
+          spec: NormSpec, eps: float, steps: int, alpha0: float,
+          start: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""APGD (Croce & Hein 2020), per sample: ``steps`` passes of projected steps with momentum
+    ``z = P(x_k + eta s(g_k))``, ``x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))``, ``a = 0.75``
+    (``a = 1`` on the first step). At each checkpoint (:func:`apgd_checkpoints`) a sample whose objective rose
+    on fewer than 75 % of the steps since the last one, or whose step and best value are both unchanged since
+    it, halves ``eta`` and restarts from its best point. The first step is ``alpha0`` (default ``2 eps``: the
+    conditional-gradient step of R1/R3). Returns the best ``delta``, its objective, its gradient and the
+    history of best objectives ``(steps + 1, B)`` (``(steps, B)`` with ``start``)."""
+    val, grad = fn(delta) if start is None else start
+    B = val.shape[0]
+    best, best_val, best_grad = delta, val, grad
+    hist = [] if start is not None else [val]
+    eta = torch.full((B,), alpha0, dtype=delta.dtype, device=delta.device)
+    prev = delta
+    checks = set(apgd_checkpoints(steps))
+    rises = torch.zeros(B, dtype=torch.long, device=delta.device)
+    last_k, last_eta, last_best = 0, eta.clone(), best_val.clone()
+    for k in range(steps):
+        z = project(spec.step(delta, grad, eta))
+        a = 1.0 if k == 0 else 0.75
+        cand = project(delta + a * (z - delta) + (1.0 - a) * (delta - prev))
+        cval, cgrad = fn(cand)
+        rises = rises + (cval > val).long()
+        prev, delta, val, grad = delta, cand, cval, cgrad
+        better = val > best_val
+        bb = _bcast(better, best)
+        best, best_grad = torch.where(bb, delta, best), torch.where(bb, grad, best_grad)
+        best_val = torch.where(better, val, best_val)
+        hist.append(best_val)
+        if k + 1 in checks:
+            stall = (rises < 0.75 * (k + 1 - last_k)) | ((eta == last_eta) & (best_val <= last_best))
+            last_eta = eta.clone()
+            eta = torch.where(stall, 0.5 * eta, eta)
+            sb = _bcast(stall, delta)
+            delta, grad, val = torch.where(sb, best, delta), torch.where(sb, best_grad, grad), \
+                torch.where(stall, best_val, val)
+            prev = torch.where(sb, delta, prev)
+            rises = torch.zeros_like(rises)
+            last_k, last_best = k + 1, best_val.clone()
+    return best, best_val, best_grad, torch.stack(hist) if hist else val.new_zeros((0, B))
+
+
+def _flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
+                 eps: float, steps: int, gen: torch.Generator,
+                 start: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    r"""L-infinity vertex search, batched over samples: ``steps`` passes, each trying one coordinate flip per
+    sample, ``delta_j -> -eps sign(delta_j)`` (then projected onto the data box), kept only if the true objective
+    improves. Each sample tries its untried coordinates in the order of the first-order gain
+    ``g_j (delta'_j - delta_j)`` at its current point (a flip can gain through curvature even when that is
+    negative: the maximum of a convex quadratic over a box, R3); an accepted flip clears the tried set. When a
+    sample has tried every coordinate (a local maximum over single flips) it jumps to a random perturbation
+    of its best point (:func:`perturb_linf`) and searches again. Returns the best ``delta``, its objective and
+    the history of best objectives ``(steps, B)``."""
+    val, grad = start
+    B = val.shape[0]
+    flat = delta.reshape(B, -1)
+    D = flat.shape[1]
+    best, best_val = delta, val
+    tried = torch.zeros((B, D), dtype=torch.bool, device=delta.device)
+    rows = torch.arange(B, device=delta.device)
+    hist = []
+    hi = project(torch.full_like(delta, eps)).reshape(B, -1)  # the L-inf projection is per coordinate
+    lo = project(torch.full_like(delta, -eps)).reshape(B, -1)
+    for _ in range(steps):
+        flat, g = delta.reshape(B, -1), grad.reshape(B, -1)
+        at_hi, at_lo = flat >= hi, flat <= lo
+        target = torch.where(at_hi, lo, torch.where(at_lo, hi, torch.where(g >= 0, hi, lo)))
+        gain = (g * (target - flat)).masked_fill(tried, -math.inf)
+        j = gain.argmax(dim=1)
+        done = tried.all(dim=1)
+        cand = flat.clone()
+        cand[rows, j] = target[rows, j]
+        cand = cand.reshape(delta.shape)
+        if bool(done.any()):
+            cand = torch.where(_bcast(done, cand), perturb_linf(best, eps, gen), cand)
+        cand = project(cand)
+        cval, cgrad = fn(cand)
+        ok = (cval > val) | done
+        okb = _bcast(ok, delta)
+        delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
+        tried[rows, j] = True
+        tried = tried & ~ok[:, None]
+        better = val > best_val
+        best = torch.where(_bcast(better, best), delta, best)
+        best_val = torch.where(better, val, best_val)
+        hist.append(best_val)
+    return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
+
+
+APGD_FRACTION = 0.6
+LINF_ASCENT_FRACTION = 0.2
+
+
+def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
+         spec: NormSpec, eps: float, steps: int, alpha0: float, adaptive: bool, patience: int,
+         gen: torch.Generator, method: str) -> tuple[Tensor, Tensor, Tensor]:
+    """One run of ``1 + steps`` passes. ``method="apgd"`` (the default): APGD (:func:`_apgd`) for the first
+    ``APGD_FRACTION`` of the steps (exploration with momentum), then the monotone adaptive ascent with kicks
+    (:func:`_ascend`) from its best point for the rest (convergence to the resolution of the halving, and the
+    iterated local search over vertices). ``"monotone"``: :func:`_ascend` alone (the method before APGD).
+    ``adaptive=False`` is plain fixed-step PGD in both."""
+    if method == "monotone" or not adaptive:
+        return _ascend(fn, delta, project, spec, eps, steps, alpha0, adaptive, patience, gen)
+    if spec.max_step == 2.0 and spec.perturb is perturb_linf:  # L-inf: monotone ascent to a vertex, then flips
+        n1 = int(round(LINF_ASCENT_FRACTION * steps))
+        val, grad = fn(delta)
+        best, best_val, h1 = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen,
+                                     start=(val, grad))
+        bval, bgrad = fn(best) if n1 else (val, grad)
+        best, best_val, h2 = _flip_search(fn, best, project, eps, steps - n1, gen, start=(bval, bgrad))
+        return best, best_val, torch.cat([val[None], h1, h2])
+    n1 = int(round(APGD_FRACTION * steps))
+    best, best_val, best_grad, h1 = _apgd(fn, delta, project, spec, eps, n1, alpha0)
+    best, best_val, h2 = _ascend(fn, best, project, spec, eps, steps - n1, alpha0, adaptive, patience, gen,
+                                 start=(best_val, best_grad))
+    return best, best_val, torch.cat([h1, h2])
 
 
 # ---------------------------------------------------------------------------------------------- restarts
+def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
+                 eps: float, like: Tensor, gen: torch.Generator, max_candidates: int) -> tuple[Tensor, int]:
+    r"""The best single-coordinate move ``delta = s eps e_j`` (``s = +-1``, projected onto the ball and the data
+    box) per sample, screened by forward passes only: ``value(delta) -> (B,)``, maximised. Each candidate is one
+    forward pass of the whole batch; at most ``max_candidates`` of the ``2D`` moves are screened (a seeded
+    random subset, the same for every sample, when there are more). On the trained digits flows the best
+    L2 perturbation is sparse (one background pixel pushed by ~eps, its neighbours to the clamp) and lies in a
+    basin that runs from zero or from random points of the ball rarely reach; this start finds it. Returns the
+    start and the number of forward passes spent."""
+    D = int(math.prod(shape[1:]))
+    cand = torch.arange(2 * D)
+    if len(cand) > max_candidates:
+        cand = cand[torch.randperm(2 * D, generator=gen)[:max_candidates]]
+    B = shape[0]
+    best = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    best_val = None
+    for c in cand.tolist():
+        j, s = c % D, (1.0 if c < D else -1.0)
+        delta = torch.zeros((B, D), dtype=like.dtype, device=like.device)
+        delta[:, j] = s * eps
+        delta = project(delta.reshape(shape))
+        with torch.no_grad():
+            v = value(delta)
+        if best_val is None:
+            best, best_val = delta, v
+        else:
+            better = v > best_val
+            best = torch.where(_bcast(better, best), delta, best)
+            best_val = torch.where(better, v, best_val)
+    return best, len(cand)
+
+
 def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callable[[Tensor], Tensor],
                  spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
-                 first: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``1 + spec.restarts`` runs of :func:`_ascend` on ``fn`` (maximised); the best run per entry of the
+                 first: Tensor | None, method: str = "apgd",
+                 value: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``1 + spec.restarts`` runs of :func:`_run` on ``fn`` (maximised); the best run per entry of the
     objective is kept (``fn`` returns one value per sample for PGD, a single value for the universal attack).
 
     Run 0 starts at ``first`` (``None``: a random point of the ball); the others at random points of the ball
-    drawn from ``spec.generator()``, in ``like``'s dtype and device; every start is projected. Returns the
-    best ``delta``, its objective, the run it came from (0 = the first run), and the histories of all runs
+    drawn from ``spec.generator()``, in ``like``'s dtype and device; every start is projected. With ``value``
+    (a forward-only objective, per sample), ``method="apgd"``, the L2 norm and ``restarts >= 1``, run 1
+    starts instead at :func:`sparse_start` (at most ``2 * steps`` forward passes). Returns the best ``delta``,
+    its objective, the run it came from (0 = the first run), and the histories of all runs
     ``(runs, steps + 1, B)`` (of the maximised objective)."""
     norm = NORM_SPECS[spec.norm]
     gen = spec.generator()
@@ -252,10 +415,12 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     for run in range(1 + spec.restarts):
         if run == 0 and first is not None:
             start = first
+        elif run == 1 and value is not None and method == "apgd" and spec.adaptive and spec.norm == "l2":
+            start, _ = sparse_start(value, project, shape, spec.eps, like, gen, 2 * spec.steps)
         else:
             start = norm.random(shape, spec.eps, gen, like.dtype).to(like.device)
-        delta, val, hist = _ascend(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
-                                   spec.adaptive, spec.patience, gen)
+        delta, val, hist = _run(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
+                                spec.adaptive, spec.patience, gen, method)
         hists.append(hist)
         if best_val is None:
             best_delta, best_val = delta, val
