@@ -55,6 +55,7 @@ from .spec import AttackSpec, LossFn
 Tensor = torch.Tensor
 
 FLIP_PROB = 0.25
+VERTEX_FLIP_PROB = 0.5
 
 
 # ---------------------------------------------------------------------------------------------- model mode
@@ -129,10 +130,10 @@ def perturb_l2(delta: Tensor, eps: float, gen: torch.Generator) -> Tensor:
     return delta + random_l2(tuple(delta.shape), eps, gen, delta.dtype).to(delta.device)
 
 
-def perturb_linf(delta: Tensor, eps: float, gen: torch.Generator) -> Tensor:
+def perturb_linf(delta: Tensor, eps: float, gen: torch.Generator, prob: float = FLIP_PROB) -> Tensor:
     """A kick for iterated local search: flip the sign of each coordinate of ``delta`` with probability
-    ``FLIP_PROB`` (at a vertex of the box this is a random nearby vertex)."""
-    flip = torch.rand(tuple(delta.shape), generator=gen, dtype=delta.dtype).to(delta.device) < FLIP_PROB
+    ``prob`` (default ``FLIP_PROB``; at a vertex of the box this is a random nearby vertex)."""
+    flip = torch.rand(tuple(delta.shape), generator=gen, dtype=delta.dtype).to(delta.device) < prob
     return torch.where(flip, -delta, delta)
 
 
@@ -197,9 +198,10 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
     room for the halving to reach any scale), the sample jumps to a random perturbation of its best point and
     ascends again with ``alpha0`` (iterated local search; the best point is kept). ``start``: the objective
     and gradient at ``delta`` when already known (saves the first pass). Returns the best ``delta``, its
-    objective and the history of best objectives ``(steps + 1, B)`` (``(steps, B)`` with ``start``)."""
+    objective, the history of best objectives ``(steps + 1, B)`` (``(steps, B)`` with ``start``) and the
+    gradient at the best ``delta``."""
     val, grad = fn(delta) if start is None else start
-    best, best_val = delta, val
+    best, best_val, best_grad = delta, val, grad
     hist = [] if start is not None else [val]
     B = val.shape[0]
     alpha = torch.full((B,), alpha0, dtype=delta.dtype, device=delta.device)
@@ -227,10 +229,11 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
         else:
             delta, grad, val = cand, cgrad, cval
         better = val > best_val
-        best = torch.where(_bcast(better, best), delta, best)
+        bb = _bcast(better, best)
+        best, best_grad = torch.where(bb, delta, best), torch.where(bb, grad, best_grad)
         best_val = torch.where(better, val, best_val)
         hist.append(best_val)
-    return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
+    return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B)), best_grad
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -318,7 +321,7 @@ def _flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, p
         cand[rows, j] = target[rows, j]
         cand = cand.reshape(delta.shape)
         if bool(done.any()):
-            cand = torch.where(_bcast(done, cand), perturb_linf(best, eps, gen), cand)
+            cand = torch.where(_bcast(done, cand), perturb_linf(best, eps, gen, VERTEX_FLIP_PROB), cand)
         cand = project(cand)
         cval, cgrad = fn(cand)
         ok = (cval > val) | done
@@ -334,7 +337,7 @@ def _flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, p
 
 
 APGD_FRACTION = 0.6
-LINF_ASCENT_FRACTION = 0.2
+LINF_ASCENT_FRACTION = 0.35
 
 
 def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
@@ -346,23 +349,32 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     iterated local search over vertices). ``"monotone"``: :func:`_ascend` alone (the method before APGD).
     ``adaptive=False`` is plain fixed-step PGD in both."""
     if method == "monotone" or not adaptive:
-        return _ascend(fn, delta, project, spec, eps, steps, alpha0, adaptive, patience, gen)
-    if spec.max_step == 2.0 and spec.perturb is perturb_linf:  # L-inf: monotone ascent to a vertex, then flips
+        return _ascend(fn, delta, project, spec, eps, steps, alpha0, adaptive, patience, gen)[:3]
+    if method == "vertex":
         n1 = int(round(LINF_ASCENT_FRACTION * steps))
-        val, grad = fn(delta)
-        best, best_val, h1 = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen,
-                                     start=(val, grad))
-        bval, bgrad = fn(best) if n1 else (val, grad)
-        best, best_val, h2 = _flip_search(fn, best, project, eps, steps - n1, gen, start=(bval, bgrad))
-        return best, best_val, torch.cat([val[None], h1, h2])
+        best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
+        best, best_val, h2 = _flip_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
+        return best, best_val, torch.cat([h1, h2])
     n1 = int(round(APGD_FRACTION * steps))
     best, best_val, best_grad, h1 = _apgd(fn, delta, project, spec, eps, n1, alpha0)
-    best, best_val, h2 = _ascend(fn, best, project, spec, eps, steps - n1, alpha0, adaptive, patience, gen,
-                                 start=(best_val, best_grad))
+    best, best_val, h2, _ = _ascend(fn, best, project, spec, eps, steps - n1, alpha0, adaptive, patience, gen,
+                                    start=(best_val, best_grad))
     return best, best_val, torch.cat([h1, h2])
 
 
 # ---------------------------------------------------------------------------------------------- restarts
+METHODS = ("default", "apgd", "vertex", "monotone")
+
+
+def default_method(spec: AttackSpec) -> str:
+    """The method of a run at default settings: ``"vertex"`` for L-inf lowering (the maximum of a convex
+    function over a box is at a vertex, R3), ``"monotone"`` for L-inf raising (a concave maximisation on the
+    linear flow, R2: the monotone line search converges to the interior optimum), ``"apgd"`` for L2."""
+    if spec.norm == "linf":
+        return "vertex" if spec.sign > 0 else "monotone"
+    return "apgd"
+
+
 def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
                  eps: float, like: Tensor, gen: torch.Generator, max_candidates: int) -> tuple[Tensor, int]:
     r"""The best single-coordinate move ``delta = s eps e_j`` (``s = +-1``, projected onto the ball and the data
@@ -397,7 +409,7 @@ def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], 
 
 def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callable[[Tensor], Tensor],
                  spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
-                 first: Tensor | None, method: str = "apgd",
+                 first: Tensor | None, method: str = "default",
                  value: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``1 + spec.restarts`` runs of :func:`_run` on ``fn`` (maximised); the best run per entry of the
     objective is kept (``fn`` returns one value per sample for PGD, a single value for the universal attack).
@@ -409,18 +421,19 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     its objective, the run it came from (0 = the first run), and the histories of all runs
     ``(runs, steps + 1, B)`` (of the maximised objective)."""
     norm = NORM_SPECS[spec.norm]
+    how = default_method(spec) if method == "default" else method
     gen = spec.generator()
     best_delta = best_val = best_run = None
     hists = []
     for run in range(1 + spec.restarts):
         if run == 0 and first is not None:
             start = first
-        elif run == 1 and value is not None and method == "apgd" and spec.adaptive and spec.norm == "l2":
+        elif run == 1 and value is not None and how == "apgd" and spec.adaptive:
             start, _ = sparse_start(value, project, shape, spec.eps, like, gen, 2 * spec.steps)
         else:
             start = norm.random(shape, spec.eps, gen, like.dtype).to(like.device)
         delta, val, hist = _run(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
-                                spec.adaptive, spec.patience, gen, method)
+                                spec.adaptive, spec.patience, gen, how)
         hists.append(hist)
         if best_val is None:
             best_delta, best_val = delta, val
