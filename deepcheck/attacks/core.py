@@ -242,7 +242,8 @@ def apgd_checkpoints(steps: int) -> list[int]:
     p = [0.0, 0.22]
     while p[-1] < 1.0:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p[1:] if 0 < math.ceil(q * steps) < steps})
+    ks = (math.ceil(q * steps - 1e-9) for q in p[1:])  # 1e-9: 0.57 * 100 is 57.000000000000007
+    return sorted({k for k in ks if 0 < k < steps})
 
 
 def _apgd(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write
+from ..threads import apply_thread_policy
 from . import report as rep
 from . import steps_deep, steps_linear
 from .budget import BUDGETS, Budget
@@ -97,6 +98,7 @@ def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
 
 def main(name: str, args: argparse.Namespace) -> int:
     """Run the pipeline; print where the report is and return the exit status."""
+    apply_thread_policy()  # issue 14: one intra-op thread per free core, no spin-waiting under load
     out = args.out or os.path.join("out", args.budget)
     command = "python -m deepcheck " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
     results = run(args.budget, out, seed=args.seed, device=args.device, force=args.force,
