@@ -298,8 +298,9 @@ def _flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, p
     improves. Each sample tries its untried coordinates in the order of the first-order gain
     ``g_j (delta'_j - delta_j)`` at its current point (a flip can gain through curvature even when that is
     negative: the maximum of a convex quadratic over a box, R3); an accepted flip clears the tried set. When a
-    sample has tried every coordinate (a local maximum over single flips) it jumps to a random perturbation
-    of its best point (:func:`perturb_linf`) and searches again. Returns the best ``delta``, its objective and
+    sample has tried every coordinate (a local maximum over single flips) it jumps to a random nearby vertex
+    (each coordinate of its best point moved to its opposite bound, box and clamp, with probability
+    ``VERTEX_FLIP_PROB``) and searches again. Returns the best ``delta``, its objective and
     the history of best objectives ``(steps, B)``."""
     val, grad = start
     B = val.shape[0]
@@ -320,10 +321,12 @@ def _flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, p
         done = tried.all(dim=1)
         cand = flat.clone()
         cand[rows, j] = target[rows, j]
-        cand = cand.reshape(delta.shape)
-        if bool(done.any()):
-            cand = torch.where(_bcast(done, cand), perturb_linf(best, eps, gen, VERTEX_FLIP_PROB), cand)
-        cand = project(cand)
+        if bool(done.any()):  # a kick: each coordinate of the best point to its opposite bound w.p. 1/2
+            bflat = best.reshape(B, -1)
+            opposite = torch.where(bflat >= hi, lo, torch.where(bflat <= lo, hi, torch.where(bflat >= 0, lo, hi)))
+            flip = torch.rand((B, D), generator=gen, dtype=flat.dtype).to(flat.device) < VERTEX_FLIP_PROB
+            cand = torch.where(done[:, None], torch.where(flip, opposite, bflat), cand)
+        cand = project(cand.reshape(delta.shape))
         cval, cgrad = fn(cand)
         ok = (cval > val) | done
         okb = _bcast(ok, delta)
@@ -365,6 +368,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 
 # ---------------------------------------------------------------------------------------------- restarts
 METHODS = ("default", "apgd", "vertex", "monotone")
+METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
 def default_method(spec: AttackSpec) -> str:
@@ -410,7 +414,7 @@ def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], 
 
 def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callable[[Tensor], Tensor],
                  spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
-                 first: Tensor | None, method: str = "default",
+                 first: Tensor | None, method: str | None = None,
                  value: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``1 + spec.restarts`` runs of :func:`_run` on ``fn`` (maximised); the best run per entry of the
     objective is kept (``fn`` returns one value per sample for PGD, a single value for the universal attack).
@@ -422,6 +426,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     its objective, the run it came from (0 = the first run), and the histories of all runs
     ``(runs, steps + 1, B)`` (of the maximised objective)."""
     norm = NORM_SPECS[spec.norm]
+    method = method or METHOD
     how = default_method(spec) if method == "default" else method
     gen = spec.generator()
     best_delta = best_val = best_run = None
