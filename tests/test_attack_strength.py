@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from deepcheck.attacks import pgd, pgd_with_info
-from deepcheck.attacks.core import apgd_checkpoints, sparse_start
+from deepcheck.attacks.search import apgd_checkpoints, sparse_start
 from deepcheck.flows import LinearFlow as TorchLinearFlow
 from deepcheck.threads import apply_thread_policy, choose_threads
 from linflow import LinearFlow, optimal_nll_change

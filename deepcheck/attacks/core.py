@@ -12,32 +12,44 @@ the trust-region subproblem of DESIGN R1 (a convex maximisation: the optimum is 
 ``tests/test_bridge.py`` checks that the defaults below reach those exact optima to 1e-3 relative.
 
 The method: a functional core over a per-norm *step* (L2: ``delta + alpha g / ||g||_2``; L-inf:
-``delta + alpha sign(g)``) and *projection* (onto the ball, then onto the data box ``clamp``), with
+``delta + alpha sign(g)``) and *projection* (onto the ball, then onto the data box ``clamp``). Every step costs
+one forward and one backward pass (the candidate's loss and gradient come from the same pass); a run is
+``1 + steps`` passes, whatever its method (:func:`default_method` picks one per norm and direction):
 
-* **monotone adaptive steps** -- a candidate is accepted per sample only if it improves that sample's
-  objective; the step ``alpha`` doubles on success (up to a per-norm cap) and halves on failure. Every step
-  costs one forward and one backward pass (the candidate's loss and gradient come from the same pass). For a
-  convex objective maximised over the ball (R1, R3) a full step (``alpha >= 2 eps``) is the conditional
-  gradient step ``argmax_{||d|| <= eps} g^T d``, which can only increase the objective; in L2 it is the power
-  iteration that converges to ``u_min``. For the convex minimisation (R2) the halving is a backtracking line
-  search on the projected normalised gradient.
-* **restarts** -- the first run starts at ``delta = 0`` (from zero PGD finds the global optimum of R1, except
-  at ``v = 0`` where the gradient vanishes), then ``restarts`` runs from random points of the ball (which fix
-  ``v = 0``); the best per sample is kept.
-* **kicks** (iterated local search) -- a sample whose step failed ``patience`` times in a row sits at a local
-  optimum; it jumps to a random perturbation of its best point (L-inf: sign flips of a random quarter of the
-  coordinates; L2: plus a random point of the ball) and climbs again, the best point being kept. This is
-  what finds the global vertex of R3 in most cases; the patience grows with each kick, so a backtracking that
-  needs many halvings (R2 with ``||v|| << eps``) is never cut short.
+* ``"apgd"`` (L2, both directions): APGD (Croce & Hein 2020; :func:`~.search.apgd`: momentum 0.75, the step halved
+  at checkpoints where progress stalled, restarting from the best point) for ``APGD_FRACTION`` of the steps,
+  then the monotone ascent below from its best point. With ``restarts >= 1`` the first restart starts at
+  :func:`~.search.sparse_start`, the best single-coordinate move ``+-eps e_j`` screened by forward passes (at most
+  ``2 steps`` of them): on the trained digits flows the best L2 perturbation is one background pixel pushed
+  by ~eps, in a basin that runs from zero or from random points rarely reach.
+* ``"vertex"`` (L-inf lowering): the monotone ascent for ``LINF_ASCENT_FRACTION`` of the steps, then a
+  batched vertex search (:func:`~.search.flip_search`): one coordinate flip to the opposite bound per sample and
+  pass, in the order of the first-order gain, kept only if the true objective improves; at a local maximum
+  over single flips, a jump to a random nearby vertex. The maximum of a convex function over a box is at a
+  vertex (R3).
+* ``"monotone"`` (L-inf raising; the method of every norm before issue 14): a candidate is accepted per
+  sample only if it improves that sample's objective; the step ``alpha`` doubles on success (up to a
+  per-norm cap) and halves on failure. For a convex objective maximised over the ball (R1, R3) a full step
+  (``alpha >= 2 eps``) is the conditional gradient step, which can only increase the objective; for the
+  convex minimisation (R2) the halving is a backtracking line search. *Kicks* (iterated local search): a
+  sample whose step failed ``patience`` times in a row jumps to a random perturbation of its best point
+  (L-inf: sign flips of a random quarter of the coordinates; L2: plus a random point of the ball); the
+  patience grows with each kick, so a backtracking that needs many halvings is never cut short.
+* **restarts** -- the first run starts at ``delta = 0`` (from zero PGD finds the global optimum of R1,
+  except at ``v = 0`` where the gradient vanishes), then ``restarts`` runs from random points of the ball
+  (or the sparse start); the best per sample is kept.
 * the loss is a **sum of per-sample losses**, so a sample's step does not depend on the batch size, and the
   model runs in eval mode with no parameter gradients (:func:`attack_mode` restores both afterwards).
 
-Limits, measured in ``tests/test_bridge.py`` and ``bench/bench_attacks.py``: exact to 1e-3 for L2 (both
-directions, hard case included) and for L-inf raising on flows with condition number up to 100; L-inf lowering
-is a heuristic when the box is large against the point's offset (``eps sqrt(d) >~ ||x - mu||``: the NP-hard
-core of R3), where it reached a median 0.98 and a worst 0.87 of the optimum (d = 6..10). Ill-conditioned
-convex minimisation (R2) converges at a rate set by the condition number. With ``clamp`` the L2 ball
-projection is followed by the clamp, the usual approximation of the projection onto their intersection.
+Limits, measured in ``tests/test_bridge.py``, ``tests/test_attack_strength.py`` and ``bench/bench_attacks.py``
+(default 100 steps, 1 restart: 202 forward+backward passes, plus 128 forward-only screening passes for L2 on
+8x8 images): exact to 1e-3 for L2 (both directions, hard case included) and for L-inf raising on flows with
+condition number up to 100. L-inf lowering with the [0, 1] clamp binding, points near the mean and condition
+numbers up to 1e4 (the NP-hard core of R3, d = 8..12): >= 0.99 of the optimum on 98.8 % of 160 points, worst
+0.968 (the monotone method: 70 %, worst 0.65). On the trained digits flows (quick run, 32 test images) see the
+bench. Ill-conditioned convex minimisation (R2) converges at a rate set by the condition number. With
+``clamp`` the L2 ball projection is followed by the clamp, the usual approximation of the projection onto
+their intersection.
 """
 
 from __future__ import annotations
@@ -50,12 +62,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .search import _bcast, apgd, flip_search, sparse_start
 from .spec import AttackSpec, LossFn
 
 Tensor = torch.Tensor
 
 FLIP_PROB = 0.25
-VERTEX_FLIP_PROB = 0.5
 
 
 # ---------------------------------------------------------------------------------------------- model mode
@@ -81,10 +93,6 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
 def _per_sample_norm(t: Tensor, norm: str) -> Tensor:
     flat = t.reshape(t.shape[0], -1)
     return flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)
-
-
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 def step_l2(delta: Tensor, grad: Tensor, alpha: Tensor) -> Tensor:
@@ -236,110 +244,6 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
     return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B)), best_grad
 
 
-def apgd_checkpoints(steps: int) -> list[int]:
-    """The checkpoints of APGD (Croce & Hein 2020): ``ceil(p_j steps)`` with ``p_0 = 0``, ``p_1 = 0.22``,
-    ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``, below ``steps``."""
-    p = [0.0, 0.22]
-    while p[-1] < 1.0:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    ks = (math.ceil(q * steps - 1e-9) for q in p[1:])  # 1e-9: 0.57 * 100 is 57.000000000000007
-    return sorted({k for k in ks if 0 < k < steps})
-
-
-def _apgd(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
-          spec: NormSpec, eps: float, steps: int, alpha0: float,
-          start: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""APGD (Croce & Hein 2020), per sample: ``steps`` passes of projected steps with momentum
-    ``z = P(x_k + eta s(g_k))``, ``x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))``, ``a = 0.75``
-    (``a = 1`` on the first step). At each checkpoint (:func:`apgd_checkpoints`) a sample whose objective rose
-    on fewer than 75 % of the steps since the last one, or whose step and best value are both unchanged since
-    it, halves ``eta`` and restarts from its best point. The first step is ``alpha0`` (default ``2 eps``: the
-    conditional-gradient step of R1/R3). Returns the best ``delta``, its objective, its gradient and the
-    history of best objectives ``(steps + 1, B)`` (``(steps, B)`` with ``start``)."""
-    val, grad = fn(delta) if start is None else start
-    B = val.shape[0]
-    best, best_val, best_grad = delta, val, grad
-    hist = [] if start is not None else [val]
-    eta = torch.full((B,), alpha0, dtype=delta.dtype, device=delta.device)
-    prev = delta
-    checks = set(apgd_checkpoints(steps))
-    rises = torch.zeros(B, dtype=torch.long, device=delta.device)
-    last_k, last_eta, last_best = 0, eta.clone(), best_val.clone()
-    for k in range(steps):
-        z = project(spec.step(delta, grad, eta))
-        a = 1.0 if k == 0 else 0.75
-        cand = project(delta + a * (z - delta) + (1.0 - a) * (delta - prev))
-        cval, cgrad = fn(cand)
-        rises = rises + (cval > val).long()
-        prev, delta, val, grad = delta, cand, cval, cgrad
-        better = val > best_val
-        bb = _bcast(better, best)
-        best, best_grad = torch.where(bb, delta, best), torch.where(bb, grad, best_grad)
-        best_val = torch.where(better, val, best_val)
-        hist.append(best_val)
-        if k + 1 in checks:
-            stall = (rises < 0.75 * (k + 1 - last_k)) | ((eta == last_eta) & (best_val <= last_best))
-            last_eta = eta.clone()
-            eta = torch.where(stall, 0.5 * eta, eta)
-            sb = _bcast(stall, delta)
-            delta, grad, val = torch.where(sb, best, delta), torch.where(sb, best_grad, grad), \
-                torch.where(stall, best_val, val)
-            prev = torch.where(sb, delta, prev)
-            rises = torch.zeros_like(rises)
-            last_k, last_best = k + 1, best_val.clone()
-    return best, best_val, best_grad, torch.stack(hist) if hist else val.new_zeros((0, B))
-
-
-def _flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
-                 eps: float, steps: int, gen: torch.Generator,
-                 start: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    r"""L-infinity vertex search, batched over samples: ``steps`` passes, each trying one coordinate flip per
-    sample, ``delta_j -> -eps sign(delta_j)`` (then projected onto the data box), kept only if the true objective
-    improves. Each sample tries its untried coordinates in the order of the first-order gain
-    ``g_j (delta'_j - delta_j)`` at its current point (a flip can gain through curvature even when that is
-    negative: the maximum of a convex quadratic over a box, R3); an accepted flip clears the tried set. When a
-    sample has tried every coordinate (a local maximum over single flips) it jumps to a random nearby vertex
-    (each coordinate of its best point moved to its opposite bound, box and clamp, with probability
-    ``VERTEX_FLIP_PROB``) and searches again. Returns the best ``delta``, its objective and
-    the history of best objectives ``(steps, B)``."""
-    val, grad = start
-    B = val.shape[0]
-    flat = delta.reshape(B, -1)
-    D = flat.shape[1]
-    best, best_val = delta, val
-    tried = torch.zeros((B, D), dtype=torch.bool, device=delta.device)
-    rows = torch.arange(B, device=delta.device)
-    hist = []
-    hi = project(torch.full_like(delta, eps)).reshape(B, -1)  # the L-inf projection is per coordinate
-    lo = project(torch.full_like(delta, -eps)).reshape(B, -1)
-    for _ in range(steps):
-        flat, g = delta.reshape(B, -1), grad.reshape(B, -1)
-        at_hi, at_lo = flat >= hi, flat <= lo
-        target = torch.where(at_hi, lo, torch.where(at_lo, hi, torch.where(g >= 0, hi, lo)))
-        gain = (g * (target - flat)).masked_fill(tried, -math.inf)
-        j = gain.argmax(dim=1)
-        done = tried.all(dim=1)
-        cand = flat.clone()
-        cand[rows, j] = target[rows, j]
-        if bool(done.any()):  # a kick: each coordinate of the best point to its opposite bound w.p. 1/2
-            bflat = best.reshape(B, -1)
-            opposite = torch.where(bflat >= hi, lo, torch.where(bflat <= lo, hi, torch.where(bflat >= 0, lo, hi)))
-            flip = torch.rand((B, D), generator=gen, dtype=flat.dtype).to(flat.device) < VERTEX_FLIP_PROB
-            cand = torch.where(done[:, None], torch.where(flip, opposite, bflat), cand)
-        cand = project(cand.reshape(delta.shape))
-        cval, cgrad = fn(cand)
-        ok = (cval > val) | done
-        okb = _bcast(ok, delta)
-        delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
-        tried[rows, j] = True
-        tried = tried & ~ok[:, None]
-        better = val > best_val
-        best = torch.where(_bcast(better, best), delta, best)
-        best_val = torch.where(better, val, best_val)
-        hist.append(best_val)
-    return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
-
-
 APGD_FRACTION = 0.6
 LINF_ASCENT_FRACTION = 0.35
 
@@ -347,7 +251,7 @@ LINF_ASCENT_FRACTION = 0.35
 def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
          spec: NormSpec, eps: float, steps: int, alpha0: float, adaptive: bool, patience: int,
          gen: torch.Generator, method: str) -> tuple[Tensor, Tensor, Tensor]:
-    """One run of ``1 + steps`` passes. ``method="apgd"`` (the default): APGD (:func:`_apgd`) for the first
+    """One run of ``1 + steps`` passes. ``method="apgd"`` (the default): APGD (:func:`~.search.apgd`) for the first
     ``APGD_FRACTION`` of the steps (exploration with momentum), then the monotone adaptive ascent with kicks
     (:func:`_ascend`) from its best point for the rest (convergence to the resolution of the halving, and the
     iterated local search over vertices). ``"monotone"``: :func:`_ascend` alone (the method before APGD).
@@ -357,10 +261,10 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     if method == "vertex":
         n1 = int(round(LINF_ASCENT_FRACTION * steps))
         best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
-        best, best_val, h2 = _flip_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
+        best, best_val, h2 = flip_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
         return best, best_val, torch.cat([h1, h2])
     n1 = int(round(APGD_FRACTION * steps))
-    best, best_val, best_grad, h1 = _apgd(fn, delta, project, spec, eps, n1, alpha0)
+    best, best_val, best_grad, h1 = apgd(fn, delta, project, spec.step, n1, alpha0)
     best, best_val, h2, _ = _ascend(fn, best, project, spec, eps, steps - n1, alpha0, adaptive, patience, gen,
                                     start=(best_val, best_grad))
     return best, best_val, torch.cat([h1, h2])
@@ -380,38 +284,6 @@ def default_method(spec: AttackSpec) -> str:
     return "apgd"
 
 
-def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
-                 eps: float, like: Tensor, gen: torch.Generator, max_candidates: int) -> tuple[Tensor, int]:
-    r"""The best single-coordinate move ``delta = s eps e_j`` (``s = +-1``, projected onto the ball and the data
-    box) per sample, screened by forward passes only: ``value(delta) -> (B,)``, maximised. Each candidate is one
-    forward pass of the whole batch; at most ``max_candidates`` of the ``2D`` moves are screened (a seeded
-    random subset, the same for every sample, when there are more). On the trained digits flows the best
-    L2 perturbation is sparse (one background pixel pushed by ~eps, its neighbours to the clamp) and lies in a
-    basin that runs from zero or from random points of the ball rarely reach; this start finds it. Returns the
-    start and the number of forward passes spent."""
-    D = int(math.prod(shape[1:]))
-    cand = torch.arange(2 * D)
-    if len(cand) > max_candidates:
-        cand = cand[torch.randperm(2 * D, generator=gen)[:max_candidates]]
-    B = shape[0]
-    best = torch.zeros(shape, dtype=like.dtype, device=like.device)
-    best_val = None
-    for c in cand.tolist():
-        j, s = c % D, (1.0 if c < D else -1.0)
-        delta = torch.zeros((B, D), dtype=like.dtype, device=like.device)
-        delta[:, j] = s * eps
-        delta = project(delta.reshape(shape))
-        with torch.no_grad():
-            v = value(delta)
-        if best_val is None:
-            best, best_val = delta, v
-        else:
-            better = v > best_val
-            best = torch.where(_bcast(better, best), delta, best)
-            best_val = torch.where(better, v, best_val)
-    return best, len(cand)
-
-
 def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callable[[Tensor], Tensor],
                  spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
                  first: Tensor | None, method: str | None = None,
@@ -422,7 +294,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     Run 0 starts at ``first`` (``None``: a random point of the ball); the others at random points of the ball
     drawn from ``spec.generator()``, in ``like``'s dtype and device; every start is projected. With ``value``
     (a forward-only objective, per sample), ``method="apgd"``, the L2 norm and ``restarts >= 1``, run 1
-    starts instead at :func:`sparse_start` (at most ``2 * steps`` forward passes). Returns the best ``delta``,
+    starts instead at :func:`~.search.sparse_start` (at most ``2 * steps`` forward passes). Returns the best ``delta``,
     its objective, the run it came from (0 = the first run), and the histories of all runs
     ``(runs, steps + 1, B)`` (of the maximised objective)."""
     norm = NORM_SPECS[spec.norm]
