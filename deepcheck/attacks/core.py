@@ -50,9 +50,9 @@ numbers up to 1e4 (the NP-hard core of R3, d = 8..12): >= 0.99 of the optimum on
 reference is the best of a 400-step x 8-run monotone attack and both defaults): GLOW (MLE and hybrid) worst >=
 0.96 in both norms and directions (the monotone default: 0.43-0.57 at L2 lowering); RealNVP lowering is still
 short of that: worst 0.65-0.75 at L2 (monotone: 0.21-0.48) and 0.88-0.93 at L-inf (monotone: 0.87-0.89);
-raising >= 0.99 everywhere. Ill-conditioned convex minimisation (R2) converges at a rate set by the condition number. With
-``clamp`` the L2 ball projection is followed by the clamp, the usual approximation of the projection onto
-their intersection.
+raising >= 0.99 everywhere. Ill-conditioned convex minimisation (R2) converges at a rate set by the condition
+number. With ``clamp`` the L2 ball projection is followed by the clamp, the usual approximation of the
+projection onto their intersection.
 """
 
 from __future__ import annotations
