@@ -57,20 +57,21 @@ def choose_threads(cores: int | None = None, load: float | None = None) -> int:
 
 def apply_thread_policy(threads: int | None = None) -> int:
     """Set torch's intra-op thread count to ``threads`` (default: the environment variable
-    ``DEEPCHECK_THREADS`` if set, else :func:`choose_threads`) and, for more than one thread,
+    ``DEEPCHECK_THREADS`` if set, else :func:`choose_threads` capped at torch's current count, so an
+    ``OMP_NUM_THREADS`` or an earlier ``torch.set_num_threads`` is never raised) and, for more than one thread,
     ``OMP_WAIT_POLICY=PASSIVE`` unless already set; returns the thread count."""
     if threads is None and os.environ.get(ENV_THREADS):
         try:
             threads = int(os.environ[ENV_THREADS])
         except ValueError:
             raise ValueError(f"{ENV_THREADS} must be an int, got {os.environ[ENV_THREADS]!r}") from None
-    if threads is None:
-        threads = choose_threads()
+    import torch
+
+    if threads is None:  # never above what torch already has (OMP_NUM_THREADS, or a caller's earlier choice)
+        threads = min(choose_threads(), torch.get_num_threads())
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     if threads > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
     torch.set_num_threads(threads)
     return threads

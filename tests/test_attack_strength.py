@@ -132,6 +132,8 @@ def test_apply_thread_policy(monkeypatch):
     before = torch.get_num_threads()
     try:
         assert apply_thread_policy(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("DEEPCHECK_THREADS", raising=False)
+        assert apply_thread_policy() == 1  # never above the current count
         monkeypatch.setenv("DEEPCHECK_THREADS", "1")
         assert apply_thread_policy() == 1
         monkeypatch.setenv("DEEPCHECK_THREADS", "two")
