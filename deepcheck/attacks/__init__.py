@@ -106,8 +106,13 @@ def pgd_with_info(model: object, x: Tensor, eps: float, **options: object) -> tu
         def project(delta: Tensor) -> Tensor:
             return _project(delta, x, spec.eps, norm, spec.clamp)
 
+        def value(delta: Tensor) -> Tensor:  # forward only (screening); a non-finite value never wins
+            v = sign * loss(lp, x + delta)
+            return torch.where(torch.isfinite(v), v, torch.full_like(v, -math.inf))
+
         first = None if spec.random_start else torch.zeros_like(x)
-        best_delta, best_val, best_run, hists = best_of_runs(guard, project, spec, tuple(x.shape), x, first)
+        best_delta, best_val, best_run, hists = best_of_runs(guard, project, spec, tuple(x.shape), x, first,
+                                                             value=value)
     best_delta, best_val = _keep_finite(best_delta, best_val, sign * clean)
     guard.warn("pgd")
     x_adv = (x + best_delta).detach()

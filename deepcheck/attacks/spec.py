@@ -99,6 +99,19 @@ class SampleGenerators:
         return len(self.gens)
 
 
+Gen = torch.Generator | SampleGenerators
+
+
+def _draw(fn: Callable, shape: tuple[int, ...], gen: Gen, dtype: torch.dtype) -> Tensor:
+    """``fn(shape, generator=gen)`` (``torch.rand``/``torch.randn``), or per sample from a SampleGenerators."""
+    if not isinstance(gen, SampleGenerators):
+        return fn(shape, generator=gen, dtype=dtype)
+    if len(gen) != shape[0]:
+        raise ValueError(f"sample_seeds has {len(gen)} seeds for a batch of {shape[0]} samples")
+    return torch.stack([fn(shape[1:], generator=g, dtype=dtype) for g in gen.gens]) if shape[0] else \
+        torch.empty(shape, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """The options of one attack (meanings in :func:`deepcheck.attacks.pgd`), validated by :meth:`build`.

@@ -15,11 +15,16 @@ SPLITS = ("train", "val", "test", "all")
 
 
 def start(args: argparse.Namespace) -> str:
-    """Check ``args.device`` and return it; called by ``train``, ``attack`` and ``evaluate`` after their outputs
-    are checked and before any work. (Distributed set-up, e.g. ``deepcheck.distributed`` under torchrun, belongs
-    here.) ``--device cuda`` on a machine without CUDA is a :class:`UsageError`."""
+    """Set the thread policy (:func:`deepcheck.threads.apply_thread_policy`), check ``args.device`` and return
+    it; called by ``train``, ``attack``, ``evaluate`` and ``reproduce`` after their outputs are checked and before
+    any work (the distributed set-up, :func:`deepcheck.distributed.setup_from_env`, follows in each command).
+    ``--device cuda`` on a
+    machine without CUDA is a :class:`UsageError`."""
     import torch
 
+    from ..threads import apply_thread_policy
+
+    apply_thread_policy()  # one intra-op thread per free core: no spin-waiting collapse under load (issue 14)
     try:
         device = torch.device(args.device)
     except (RuntimeError, ValueError, TypeError) as exc:

@@ -1,0 +1,145 @@
+"""Attack strength at default settings (issue 14, goal 4) and the thread policy (goal 5).
+
+References are independent of the attack: a brute-force enumeration of the vertices of the clamped box written
+here (the maximum of the convex NLL change of a linear flow over a box is at a vertex, R3), itself checked
+against linflow's exact L-inf solver where the clamp does not bind.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from deepcheck.attacks import pgd, pgd_with_info
+from deepcheck.attacks.search import apgd_checkpoints, sparse_start
+from deepcheck.flows import LinearFlow as TorchLinearFlow
+from deepcheck.threads import apply_thread_policy, choose_threads
+from linflow import LinearFlow, optimal_nll_change
+from linflow.verification.cases import random_spd
+
+
+def _clamped_cases(seed: int, n: int, d_range=(8, 13), max_log10_cond: float = 4.0):
+    """The NP-hard regime of R3 with the [0, 1] clamp binding: about half the mean's coordinates within eps
+    of 0 or 1, points at a tenth of the flow's spread from the mean, condition numbers up to 1e4."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        d = int(rng.integers(*d_range))
+        cov = random_spd(d, 10.0 ** rng.uniform(0, max_log10_cond), rng, scale=1.0)
+        sd = 10 ** rng.uniform(-2, -0.5)
+        cov = cov * sd**2 * d / np.trace(cov)
+        eps = float(sd * 10 ** rng.uniform(-0.5, 0.5))
+        mean = rng.uniform(0.2, 0.8, d)
+        edge = rng.random(d) < 0.5
+        k = int(edge.sum())
+        mean[edge] = np.where(rng.random(k) < 0.5, rng.uniform(0, eps, k), 1 - rng.uniform(0, eps, k))
+        flow = LinearFlow.from_gaussian(mean, cov)
+        X = np.clip(mean + 0.1 * (flow.sample(4, rng) - mean), 0, 1)
+        yield flow, X, eps
+
+
+def _brute_box(flow: LinearFlow, X: np.ndarray, eps: float, clamp=(0.0, 1.0)) -> np.ndarray:
+    """max over the vertices of {|delta| <= eps, lo <= x + delta <= hi} of dNLL = delta^T P v + delta^T P delta / 2."""
+    P = flow.precision
+    S = np.array(list(itertools.product([0.0, 1.0], repeat=flow.dim)))
+    out = []
+    for x in X:
+        lo = -eps * np.ones_like(x) if clamp is None else np.maximum(-eps, clamp[0] - x)
+        hi = eps * np.ones_like(x) if clamp is None else np.minimum(eps, clamp[1] - x)
+        D = lo + S * (hi - lo)
+        out.append(np.max(D @ P @ (x - flow.mean) + 0.5 * np.einsum("kj,jl,kl->k", D, P, D)))
+    return np.array(out)
+
+
+def test_brute_box_reference_matches_linflow_without_clamp():
+    for flow, X, eps in itertools.islice(_clamped_cases(1, 3), 3):
+        np.testing.assert_allclose(_brute_box(flow, X, eps, clamp=None),
+                                   optimal_nll_change(flow, X, eps, norm=np.inf), rtol=1e-9)
+
+
+def test_linf_lowering_reaches_the_optimum_with_the_clamp_binding():
+    """Measured in bench/bench_attacks.py (40 flows, 160 points): the new default reaches >= 0.99 of the optimum
+    on 98.8 % of the points, worst 0.968 (the monotone method: 70 %, worst 0.65). Here (48 points): one point
+    at 0.96, every other one at the optimum."""
+    ratios = []
+    for flow, X, eps in _clamped_cases(0, 12):
+        assert np.any(np.abs(X - flow.mean) < eps)  # the clamp binds somewhere
+        ref = _brute_box(flow, X, eps)
+        assert np.all(ref > 0)
+        x_adv = pgd(TorchLinearFlow.from_linflow(flow, dtype=torch.float64), torch.tensor(X), eps, norm="linf")
+        d = x_adv.numpy() - X
+        assert np.all(np.abs(d).max(axis=1) <= eps * (1 + 1e-12)) and x_adv.min() >= 0 and x_adv.max() <= 1
+        got = flow.nll(x_adv.numpy()) - flow.nll(X)
+        assert np.all(got <= ref * (1 + 1e-9))
+        ratios.extend(got / ref)
+    ratios = np.array(ratios)
+    assert ratios.min() >= 0.95 and np.sum(ratios < 0.99) <= 1, np.sort(ratios)[:5]
+    assert np.median(ratios) >= 1 - 1e-9
+
+
+def test_default_linf_history_has_one_entry_per_pass():
+    flow = LinearFlow.from_gaussian(np.full(5, 0.5), np.eye(5) * 0.01)
+    X = torch.tensor(flow.sample(3, np.random.default_rng(0)))
+    model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
+    _, info = pgd_with_info(model, X, 0.05, norm="linf", steps=20, restarts=1)
+    assert info.history.shape == (2, 21, 3)
+    assert torch.all(info.history.diff(dim=1) >= 0)
+    np.testing.assert_allclose(info.nll_adv.numpy(), info.history[:, -1].max(dim=0).values.numpy(), rtol=1e-12)
+
+
+def test_sparse_start_is_the_best_single_coordinate_move():
+    rng = np.random.default_rng(2)
+    flow = LinearFlow.from_gaussian(rng.uniform(0.2, 0.8, 6), random_spd(6, 100.0, rng, scale=0.01))
+    X = torch.tensor(flow.sample(4, rng))
+    model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
+    eps = 0.3
+
+    def value(delta):
+        return -model.log_prob(X + delta)
+
+    def project(delta):
+        n = delta.norm(dim=1, keepdim=True)
+        delta = delta * torch.where(n > eps, eps / n, torch.ones_like(n))
+        return (X + delta).clamp(0, 1) - X
+
+    start, spent = sparse_start(value, project, tuple(X.shape), eps, X, torch.Generator().manual_seed(0), 100)
+    assert spent == 12
+    for b in range(len(X)):
+        moves = [np.clip(X[b].numpy() + s * eps * np.eye(6)[j], 0, 1) for j in range(6) for s in (1, -1)]
+        np.testing.assert_allclose(flow.nll(X[b].numpy() + start[b].numpy()), max(flow.nll(np.array(moves))),
+                                   rtol=1e-12)
+
+
+def test_apgd_checkpoints():
+    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert apgd_checkpoints(1) == []
+
+
+def test_choose_threads():
+    assert choose_threads(2, 0.0) == 2
+    assert choose_threads(2, 1.0) == 1
+    assert choose_threads(2, 9.0) == 1
+    assert choose_threads(8, 3.4) == 5
+    with pytest.raises(ValueError, match="cores"):
+        choose_threads(0, 0.0)
+    with pytest.raises(ValueError, match="load"):
+        choose_threads(2, -1.0)
+
+
+def test_apply_thread_policy(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert apply_thread_policy(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("DEEPCHECK_THREADS", raising=False)
+        assert apply_thread_policy() == 1  # never above the current count
+        monkeypatch.setenv("DEEPCHECK_THREADS", "1")
+        assert apply_thread_policy() == 1
+        monkeypatch.setenv("DEEPCHECK_THREADS", "two")
+        with pytest.raises(ValueError, match="DEEPCHECK_THREADS"):
+            apply_thread_policy()
+        with pytest.raises(ValueError, match="threads"):
+            apply_thread_policy(0)
+    finally:
+        torch.set_num_threads(before)
