@@ -18,8 +18,7 @@ def start(args: argparse.Namespace) -> str:
     """Set the thread policy (:func:`deepcheck.threads.apply_thread_policy`), check ``args.device`` and return
     it; called by ``train``, ``attack``, ``evaluate`` and ``reproduce`` after their outputs are checked and before
     any work (the distributed set-up, :func:`deepcheck.distributed.setup_from_env`, follows in each command).
-    ``--device cuda`` on a
-    machine without CUDA is a :class:`UsageError`."""
+    ``--device cuda`` on a machine without CUDA is a :class:`UsageError`."""
     import torch
 
     from ..threads import apply_thread_policy
