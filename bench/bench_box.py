@@ -1,4 +1,4 @@
-"""L-infinity lowering attack on linear flows (DESIGN R3): certified gap, time per point, and plain attacks.
+"""L-infinity lowering attack on linear flows (R3): certified gap, time per point, and plain attacks.
 
 For d in {8, 16, 50, 200}: random flows (condition numbers log-uniform in [1, 1e4]), points drawn from the
 flow, eps in {0.1, 1} (eigenvalues of the covariance lie in [1e-4, 1]). Printed per (eps, d):

@@ -1,4 +1,4 @@
-"""Exact L2 attacks on a linear flow (DESIGN R1, R2): cost against a floor and against other solvers.
+"""Exact L2 attacks on a linear flow (R1, R2): cost against a floor and against other solvers.
 
 (a) Batched: n = 5000 points at d = 512. Floor = one ``scipy.linalg.eigh`` of the covariance plus one pass of
     the points through the eigenbasis (``W = (X - mu) @ U``), the least any eigenbasis method must do. Ours =

@@ -1,4 +1,4 @@
-"""Adversarial training of linear flows (DESIGN R5, R6): closed form and scalable solver against cvxpy.
+"""Adversarial training of linear flows (R5, R6): closed form and scalable solver against cvxpy.
 
 Printed:
 

@@ -1,4 +1,4 @@
-"""Checkpoints that are written atomically and read back with clear errors (DESIGN "Shape of the code").
+"""Checkpoints that are written atomically and read back with clear errors (docs/theory.md).
 
 A checkpoint is one ``torch.save`` file holding
 

@@ -1,6 +1,7 @@
 """linflow: exact adversarial robustness of linear flows ``x = A z + b`` (R1-R7, see docs/theory.md).
 
-Pure numpy/scipy/cvxpy/sympy; never imports torch.
+Pure numpy/scipy/cvxpy/sympy; never imports torch. Every citation ``R1`` ... ``R7`` in this package's docstrings
+is a section of ``docs/theory.md`` (statement, derivation, optimality conditions, the checks that run, tests).
 """
 
 from . import box as _box

@@ -1,11 +1,11 @@
-r"""L1 and L-infinity attacks on a linear flow: exact where possible, certified where not (DESIGN R3).
+r"""L1 and L-infinity attacks on a linear flow: exact where possible, certified where not (R3).
 
 For a point with ``v = x - mu`` and precision ``P``, a perturbation ``delta`` changes the NLL by
 
 .. math::  \Delta(\delta) = \delta^T P v + \tfrac12 \delta^T P \delta = g^T\delta + \tfrac12 \delta^T P \delta,
            \qquad g = P v .
 
-(DESIGN R3 writes the same problems for ``(v + delta)^T P (v + delta) = v^T P v + 2 Delta``, hence its factor 2.)
+(R3 writes the same problems for ``(v + delta)^T P (v + delta) = v^T P v + 2 Delta``, hence its factor 2.)
 
 * **L1, lowering the likelihood** (``max Delta`` over ``||delta||_1 <= eps``): ``Delta`` is convex, so its
   maximum over the cross-polytope is at one of the ``2d`` vertices ``+-eps e_j``:
@@ -206,7 +206,7 @@ def _solve(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihood:
 
 def solve_box(flow: LinearFlow, V: np.ndarray, eps: float, *, norm: float, likelihood: str,
               **options: Any) -> np.ndarray:
-    r"""Optimal (or best certified) perturbations for ``norm`` 1 or inf, batched (DESIGN R3).
+    r"""Optimal (or best certified) perturbations for ``norm`` 1 or inf, batched (R3).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-r"""The linear flow ``x = A z + b`` with ``z ~ N(0, I_d)`` (DESIGN, Notation).
+r"""The linear flow ``x = A z + b`` with ``z ~ N(0, I_d)`` (docs/theory.md, Notation).
 
 So ``x ~ N(mu, Sigma)`` with ``mu = b`` and ``Sigma = A A^T``. Its negative log-likelihood in nats is
 
@@ -7,7 +7,7 @@ So ``x ~ N(mu, Sigma)`` with ``mu = b`` and ``Sigma = A A^T``. Its negative log-
 A :class:`LinearFlow` is immutable and computes the eigendecomposition ``Sigma = U diag(s) U^T`` once, at
 construction (from the SVD of ``A`` when built from ``A``, which keeps tiny eigenvalues accurate). Every
 attack and training routine reuses it: ``s`` is stored in *ascending* order, so ``s[0] = s_min`` and
-``U[:, 0] = u_min``, the direction of smallest variance (the universal adversarial direction, DESIGN R4).
+``U[:, 0] = u_min``, the direction of smallest variance (the universal adversarial direction, R4).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-r"""Optimal adversarial perturbations of a linear flow: sample-specific and universal (DESIGN R1-R4).
+r"""Optimal adversarial perturbations of a linear flow: sample-specific and universal (R1-R4).
 
 For a point ``x`` with ``v = x - mu`` a perturbation ``delta`` changes the negative log-likelihood by
 
 .. math::  \Delta\mathrm{NLL}(\delta) = \delta^T P v + \tfrac12 \delta^T P \delta  \qquad (P = \Sigma^{-1}),
 
 (the log-determinant cancels). ``likelihood="decrease"`` maximises it over ``||delta|| <= eps`` (the NLL goes
-up, DESIGN R1 for L2), ``likelihood="increase"`` minimises it (the NLL goes down, DESIGN R2 for L2). For L2 the
+up, R1 for L2), ``likelihood="increase"`` minimises it (the NLL goes down, R2 for L2). For L2 the
 problems are trust-region subproblems solved exactly in the flow's eigenbasis by :mod:`linflow.secular` (one
 eigendecomposition per flow, the flow's own; the batch is vectorised). L1 and L-infinity (R3) are
 delegated to the polytope solvers of :mod:`linflow.box`.
@@ -15,7 +15,7 @@ dispatches by norm (L2 to :mod:`linflow.secular`, L1 / L-infinity to :mod:`linfl
 from here). :func:`certified_perturbation` and :func:`perturbation_bounds` add a certified interval on the
 optimum (R1-R3).
 
-The universal perturbation (DESIGN R4) maximises the *mean* change over the rows of ``X``. Because
+The universal perturbation (R4) maximises the *mean* change over the rows of ``X``. Because
 ``mean_x dNLL(delta) = delta^T P (m - mu) + 1/2 delta^T P delta`` with ``m`` the mean of the rows, it is the
 sample-specific problem at ``v = m - mu``. For a maximum-likelihood fit (``mu = m``) that is the hard case of
 R1: ``delta* = +-eps u_min`` and the mean NLL rises by ``eps^2 / (2 s_min)``.
@@ -125,7 +125,7 @@ def _changes(flow: LinearFlow, V: np.ndarray, eps: float, norm: float, likelihoo
 
 def optimal_perturbation(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: float | str = 2,
                          likelihood: str = "decrease", **options: object) -> np.ndarray:
-    """The exact optimal perturbation ``delta`` with ``||delta||_norm <= eps`` for each point (DESIGN R1-R3).
+    """The exact optimal perturbation ``delta`` with ``||delta||_norm <= eps`` for each point (R1-R3).
 
     ``likelihood="decrease"``: ``argmax dNLL(delta)`` (R1 for L2: ``delta = U c`` with
     ``c_i = w_i / (eta s_i - 1)``, ``eta >= 1/s_min`` the root of ``||c|| = eps``; in the hard case ``eta = 1/s_min``
@@ -182,7 +182,7 @@ def optimal_nll_change(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: flo
 
 def universal_perturbation(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float | str = 2,
                            likelihood: str = "decrease", **options: object) -> np.ndarray:
-    """One ``delta`` of shape ``(d,)`` optimising the *mean* NLL change over the rows of ``X`` (DESIGN R4).
+    """One ``delta`` of shape ``(d,)`` optimising the *mean* NLL change over the rows of ``X`` (R4).
 
     ``mean_x dNLL = delta^T P (m - mu) + 1/2 delta^T P delta`` with ``m = mean(X)``: the sample-specific
     problem at the point ``m`` (so the same solvers, norms and options as :func:`optimal_perturbation`).
@@ -195,7 +195,7 @@ def universal_perturbation(flow: LinearFlow, X: np.ndarray, eps: float, *, norm:
 
 def universal_nll_change(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float | str = 2,
                          likelihood: str = "decrease", **options: object) -> float:
-    """The optimal mean NLL change over the rows of ``X`` under one perturbation (DESIGN R4).
+    """The optimal mean NLL change over the rows of ``X`` under one perturbation (R4).
 
     Equal to ``optimal_nll_change(flow, mean(X), eps, ...)``; for an ML fit and L2 (lowering)
     ``eps^2 / (2 s_min)``.
@@ -204,7 +204,7 @@ def universal_nll_change(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: f
     return float(_changes(flow, Xb.mean(axis=0)[None, :] - flow.mean, eps, norm, likelihood, options)[0])
 @dataclass(frozen=True)
 class CertifiedPerturbation:
-    """A perturbation with a certified interval on the optimal NLL change (DESIGN R3).
+    """A perturbation with a certified interval on the optimal NLL change (R3).
 
     ``lower <= optimum <= upper``; ``achieved`` is the NLL change of ``delta`` itself: it equals ``lower`` for
     ``likelihood="decrease"`` (a maximum) and ``upper`` for ``"increase"`` (a minimum). ``exact`` is true
@@ -254,7 +254,7 @@ def perturbation_bounds(flow: LinearFlow, x: np.ndarray, eps: float, *, norm: ob
     (``increase``), with ``Delta = delta^T P v + delta^T P delta / 2``. The achieved end comes from evaluating
     the returned perturbation; the other from the SDP dual bound (L-infinity lowering beyond enumeration), the
     Frank-Wolfe bound (convex raising) or the exact value (L2, L1 lowering, enumeration). Floats for one
-    point, arrays for a batch. See :func:`certified_perturbation` for the perturbation itself (DESIGN R3).
+    point, arrays for a batch. See :func:`certified_perturbation` for the perturbation itself (R3).
     """
     cert = certified_perturbation(flow, x, eps, norm=norm, likelihood=likelihood, **options)
     return cert.lower, cert.upper

@@ -1,4 +1,4 @@
-r"""The batched trust-region kernel of the exact L2 attacks, in eigen-coordinates (DESIGN R1, R2).
+r"""The batched trust-region kernel of the exact L2 attacks, in eigen-coordinates (R1, R2).
 
 Inputs are the eigenvalues ``s`` of ``Sigma`` (ascending, ``s[0] = s_min``), the eigen-coordinates
 ``W = U^T (X - mu)`` of a batch of points (one row per point) and a budget ``eps > 0``. With ``p_i = 1/s_i``
@@ -388,7 +388,7 @@ def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi
 
 def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: float = DEFAULT_BLOCK_RTOL,
                      maxiter: int = DEFAULT_MAXITER) -> TRSolution:
-    """Solve ``max_{||c|| <= eps} (w+c)^T diag(1/s) (w+c)`` for every row ``w`` of ``W`` (DESIGN R1).
+    """Solve ``max_{||c|| <= eps} (w+c)^T diag(1/s) (w+c)`` for every row ``w`` of ``W`` (R1).
 
     ``s`` ascending and positive, ``W`` of shape ``(n, d)``. See the module docstring for the optimality
     conditions, the gap variable, the s_min block and the hard-case sign convention. ``eps = 0`` gives
@@ -439,7 +439,7 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
 
 def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
                      maxiter: int = DEFAULT_MAXITER) -> TRSolution:
-    """Solve ``min_{||c|| <= eps} (w+c)^T diag(1/s) (w+c)`` for every row ``w`` of ``W`` (DESIGN R2).
+    """Solve ``min_{||c|| <= eps} (w+c)^T diag(1/s) (w+c)`` for every row ``w`` of ``W`` (R2).
 
     Interior case ``||w|| <= eps``: ``c = -w``, ``eta = 0`` (``hard`` is True for these rows). Otherwise
     ``c_i = -w_i / (1 + eta s_i)`` with ``eta > 0`` the root of ``||c(eta)|| = eps``, found by the same

@@ -1,9 +1,9 @@
-r"""The robustness-accuracy trade-off of adversarial training (DESIGN R7).
+r"""The robustness-accuracy trade-off of adversarial training (R7).
 
 :func:`tradeoff` trains one model per budget ``eps_train`` (:func:`linflow.training.adversarial_fit`) and
 measures it: the clean mean NLL on the data, its loss against the maximum-likelihood fit, and the worst-case
 mean NLL under an attack of budget ``eps_attack``. For the universal L2 attack everything is in closed form:
-with ``tau`` the water level of ``eps_train`` (DESIGN R5),
+with ``tau`` the water level of ``eps_train`` (R5),
 
 * accuracy loss ``= KL(N(m, S) || N(m, Sigma*)) = 1/2 sum_{s_i < tau} [s_i/tau - 1 - ln(s_i/tau)]`` (the mean
   NLL of data with exact moments ``(m, S)`` is the cross-entropy ``H(N(m,S)) + KL``),
@@ -83,7 +83,7 @@ def _budgets(name: str, values: object) -> np.ndarray:
 
 
 def universal_kl(s: np.ndarray, tau: float) -> float:
-    """``1/2 sum_{s_i < tau} [s_i/tau - 1 - ln(s_i/tau)]``: the accuracy loss of water level ``tau`` (DESIGN R7)."""
+    """``1/2 sum_{s_i < tau} [s_i/tau - 1 - ln(s_i/tau)]``: the accuracy loss of water level ``tau`` (R7)."""
     s = as_float_array("s", s, ndim=(1,))
     r = s[s < tau] / tau
     return float(0.5 * np.sum(r - 1.0 - np.log(r)))
@@ -91,7 +91,7 @@ def universal_kl(s: np.ndarray, tau: float) -> float:
 
 def tradeoff(X: np.ndarray, eps_train: np.ndarray, eps_attack: float, *, attack: str = "universal",
              norm: float | str = 2, reg: float = 0.0, **options: object) -> TradeoffCurve:
-    """The robustness-accuracy trade-off of adversarial training on ``X`` (DESIGN R7).
+    """The robustness-accuracy trade-off of adversarial training on ``X`` (R7).
 
     For each ``eps_train`` a model is trained with ``adversarial_fit(X, eps_train, attack=attack, norm=norm,
     reg=reg, **options)`` and measured on ``X``; its robustness is always measured against the same kind of
@@ -134,7 +134,7 @@ def tradeoff(X: np.ndarray, eps_train: np.ndarray, eps_attack: float, *, attack:
 def pareto_points(X: np.ndarray, bounds: np.ndarray, *, eps_attack: float, attack: str = "universal",
                   constraint: str = "rise", norm: float | str = 2, reg: float = 0.0,
                   solver: str = "CLARABEL", **solve_options: object) -> ParetoFront:
-    r"""The Pareto frontier of (clean NLL, robustness) by constrained convex programs (cvxpy), DESIGN R7.
+    r"""The Pareto frontier of (clean NLL, robustness) by constrained convex programs (cvxpy), R7.
 
     * universal, ``constraint="rise"``: ``min_{mu, P} E[NLL]`` s.t. ``max_{||delta|| <= eps_a} E[NLL(x+delta)] -
       E[NLL(x)] <= r``. The mean may be fixed at ``m``: for any ``mu`` the rise is at least
@@ -153,7 +153,7 @@ def pareto_points(X: np.ndarray, bounds: np.ndarray, *, eps_attack: float, attac
     attack = check_attack(attack)
     norm = check_norm(norm)
     if norm == np.inf:
-        raise NotImplementedError("no exact convex program for L-infinity attacks (DESIGN R3)")
+        raise NotImplementedError("no exact convex program for L-infinity attacks (R3)")
     eps_attack = check_eps(eps_attack, "eps_attack")
     if eps_attack == 0:
         raise ValueError("eps_attack must be > 0 for a trade-off")

@@ -16,7 +16,7 @@
 # A linear flow `x = A z + b` is the Gaussian `N(mu, Sigma)`. Moving a point `x` by `delta` changes its NLL by
 # `delta^T P v + 1/2 delta^T P delta` (`v = x - mu`, `P = Sigma^{-1}`). Within an L2 ball of radius `eps`:
 #
-# * **lowering** the likelihood (DESIGN R1) is a trust-region subproblem with a negative-definite model: the
+# * **lowering** the likelihood (R1) is a trust-region subproblem with a negative-definite model: the
 #   optimum is on the sphere, `delta_i = w_i / (eta s_i - 1)` in the eigenbasis with `eta > 1/s_min`;
 # * **raising** it (R2) is convex: `delta = -v` if `||v|| <= eps`, else `delta_i = -w_i / (1 + eta s_i)`;
 # * at the mean (`v = 0`, the hard case) the optimum is `+-eps u_min`: the **universal** perturbation (R4).

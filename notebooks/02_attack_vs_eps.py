@@ -15,7 +15,7 @@
 #
 # On a `d`-dimensional linear flow with condition number `cond`, for a few samples:
 #
-# * the exact L2 optimum (DESIGN R1);
+# * the exact L2 optimum (R1);
 # * PGD (`deepcheck.attacks.pgd`) on the torch `LinearFlow` with the same `A`, `b` — L2 and L-infinity;
 # * the certified L-infinity interval `[lower, upper]` of `linflow.perturbation_bounds` (R3: exact by vertex
 #   enumeration in small dimension, an SDP bound and rounding beyond).

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 3. Adversarial training of a linear flow and the robustness–accuracy trade-off
 #
-# **Water-filling (DESIGN R5).** Against the universal L2 attack of budget `eps`, the robust flow keeps the
+# **Water-filling (R5).** Against the universal L2 attack of budget `eps`, the robust flow keeps the
 # data's mean and eigenvectors and lifts the small eigenvalues to a water level `tau`:
 # `Sigma* = V diag(max(s_i, tau)) V^T` with `sum_i (tau - s_i)_+ = eps^2`.
 #
@@ -32,7 +32,7 @@ budget = BUDGETS["smoke" if os.environ.get("FLOWROBUST_SMOKE") else "quick"]
 w = compute_waterfilling(budget.waterfill.eps, seed=0)
 print(f"digits pixels, eps = {w['eps']}: tau = {w['tau']:.4g}, {w['n_lifted']} eigenvalues lifted, "
       f"KL = {w['kl']:.4g} nats, worst rise {w['rise_mle']:.4g} -> {w['rise_robust']:.4g} nats")
-print("DESIGN's worked example (tau 1.125, KL 0.36649, rise 0.4444):", w["worked"]["tau"], w["worked"]["kl"],
+print("docs/theory.md's worked example (tau 1.125, KL 0.36649, rise 0.4444):", w["worked"]["tau"], w["worked"]["kl"],
       w["worked"]["rise_robust"])
 
 # %%

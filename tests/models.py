@@ -13,7 +13,7 @@ def perturb_parameters(model: nn.Module, scale: float = 0.1, seed: int = 0) -> n
     """Add ``scale * N(0, 1)`` noise (from ``seed``) to every floating parameter of ``model``, in place.
 
     A freshly built flow has zero-initialised last layers and is close to the identity, where a wrong
-    log-det or inverse can still pass; tests perturb every parameter first (DESIGN, Conventions for the deep
+    log-det or inverse can still pass; tests perturb every parameter first (docs/theory.md, Conventions of the deep
     part). Moved here from ``deepcheck.flows.base``: it is a test helper. Returns ``model``.
     """
     gen = torch.Generator().manual_seed(seed)

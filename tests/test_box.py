@@ -1,4 +1,4 @@
-"""linflow.box (DESIGN R3): L1 / L-infinity attacks against independent brute force, a second solver and
+"""linflow.box (R3): L1 / L-infinity attacks against independent brute force, a second solver and
 checked KKT conditions; certified intervals; universal versions through the public API; bad input.
 
 Reference values are never taken from linflow.box itself: they come from enumerating vertices with

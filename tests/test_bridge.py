@@ -1,5 +1,5 @@
 """The bridge: deepcheck's torch attacks and training, run on the torch LinearFlow in float64, reach the exact
-linear-flow optima of linflow (DESIGN R1-R6) with their DEFAULT settings.
+linear-flow optima of linflow (R1-R6) with their DEFAULT settings.
 
 References are independent of the code under test: linflow's closed forms / exact solvers, and a brute-force
 vertex enumeration written here for L-infinity. NLL values of attacked points are computed by linflow (numpy),
@@ -51,7 +51,7 @@ def _assert_budget(X: np.ndarray, x_adv: torch.Tensor, eps: float, norm: str) ->
 
 
 def _brute_linf(flow: LinearFlow, X: np.ndarray, eps: float) -> np.ndarray:
-    """max over the 2^d vertices of the box of dNLL(delta) = delta^T P v + 1/2 delta^T P delta (DESIGN R3)."""
+    """max over the 2^d vertices of the box of dNLL(delta) = delta^T P v + 1/2 delta^T P delta (R3)."""
     V = np.array(list(itertools.product([-eps, eps], repeat=flow.dim)))
     P = flow.precision
     G = (X - flow.mean) @ P @ V.T + 0.5 * np.einsum("kj,jl,kl->k", V, P, V)[None, :]
@@ -85,7 +85,7 @@ def test_l2_pgd_at_the_mean_and_near_the_hard_case():
         x_adv = pgd(model, torch.tensor(X), eps, norm="l2", clamp=None)
         got = _achieved(flow, X, x_adv)
         exact = optimal_nll_change(flow, X, eps, norm=2)
-        np.testing.assert_allclose(exact[0], eps**2 / (2 * flow.eigvals[0]), rtol=1e-12)  # DESIGN R1 hard case
+        np.testing.assert_allclose(exact[0], eps**2 / (2 * flow.eigvals[0]), rtol=1e-12)  # R1 hard case
         np.testing.assert_allclose(got, exact, rtol=REL, atol=0)
         # the random restart / kick is what rescues v = 0: without them the attack stays at delta = 0
         stuck = pgd(model, torch.tensor(X[:1]), eps, norm="l2", clamp=None, restarts=0, patience=10**6)
@@ -105,7 +105,7 @@ def test_linf_pgd_lowering_matches_vertex_enumeration():
 
 
 def test_linf_pgd_lowering_in_the_quadratic_regime_is_a_heuristic():
-    """eps * sqrt(d) >> ||v||: max of a convex quadratic over a box, NP-hard (DESIGN R3). PGD's local search
+    """eps * sqrt(d) >> ||v||: max of a convex quadratic over a box, NP-hard (R3). PGD's local search
     is not exact there; this pins how close it gets (measured: median 0.98, worst 0.87 of the optimum)."""
     rng = np.random.default_rng(5)
     ratios = []
@@ -151,7 +151,7 @@ def test_universal_matches_linflow(norm):
 
 # ------------------------------------------------------------------------------------------- training (R5, R6)
 def _whitened_data(n: int = 60) -> tuple[np.ndarray, float]:
-    """Data with mean (1, -1, 0.5) and covariance exactly diag(4, 1, 0.25) (DESIGN R7's worked example)."""
+    """Data with mean (1, -1, 0.5) and covariance exactly diag(4, 1, 0.25) (R7's worked example)."""
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((n, 3))
     Z -= Z.mean(axis=0)
@@ -170,7 +170,7 @@ def _train_in_phases(model, X, adversary):
 def test_universal_adversarial_training_reaches_water_filling():
     X, eps = _whitened_data()
     ref = adversarial_fit(X, eps, attack="universal")
-    np.testing.assert_allclose(np.sort(ref.eigvals), [1.125, 1.125, 4.0], rtol=1e-9)  # tau = 1.125 (DESIGN R5)
+    np.testing.assert_allclose(np.sort(ref.eigvals), [1.125, 1.125, 4.0], rtol=1e-9)  # tau = 1.125 (R5)
     model = _torch(LinearFlow.fit(X))
 
     seeds, last = itertools.count(), [None]

@@ -1,4 +1,4 @@
-"""The public L2 attacks of linflow.perturb (DESIGN R1, R2, R4) against independent methods.
+"""The public L2 attacks of linflow.perturb (R1, R2, R4) against independent methods.
 
 Independent references: cvxpy (the S-lemma SDP for R1, a convex QCQP for R2), brute force on the sphere (d <= 3),
 random feasible perturbations, and the optimality conditions checked with the flow's *precision matrix* (not the

@@ -1,4 +1,4 @@
-"""The batched trust-region kernel linflow.secular (DESIGN R1, R2) in eigen-coordinates.
+"""The batched trust-region kernel linflow.secular (R1, R2) in eigen-coordinates.
 
 The reference is an independent 50-digit bisection on the secular equation (mpmath,
 linflow.verification.l2.mp_lower_change / mp_raise_change), which decides the hard case exactly; values are

@@ -1,4 +1,4 @@
-"""The robustness-accuracy trade-off (DESIGN R7): closed forms, Pareto optimality by cvxpy, the sample case."""
+"""The robustness-accuracy trade-off (R7): closed forms, Pareto optimality by cvxpy, the sample case."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Adversarial training (DESIGN R5, R6): closed forms and fast solvers against cvxpy, duals and brute force."""
+"""Adversarial training (R5, R6): closed forms and fast solvers against cvxpy, duals and brute force."""
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ The attack solves, per sample ``x`` (``likelihood="decrease"``, the in-distribut
 .. math::  \max_{\|\delta\| \le \varepsilon,\; lo \le x+\delta \le hi} \mathrm{NLL}(x + \delta)
 
 or the minimisation (``likelihood="increase"``, the out-of-distribution attack). On the linear flow this is
-the trust-region subproblem of DESIGN R1 (a convex maximisation: the optimum is on the sphere, the KKT point
+the trust-region subproblem of R1 (a convex maximisation: the optimum is on the sphere, the KKT point
 ``(\eta I - P)\delta = P v`` with ``\eta \ge 1/s_{min}``), R2 (a convex minimisation) and R3 (L-infinity);
 ``tests/test_bridge.py`` checks that the defaults below reach those exact optima to 1e-3 relative.
 

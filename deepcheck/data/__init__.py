@@ -1,4 +1,4 @@
-"""Offline image datasets as integer levels, with deterministic splits (DESIGN "Conventions for the deep part").
+"""Offline image datasets as integer levels, with deterministic splits (docs/theory.md, "Conventions of the deep part").
 
 An image is stored as integer levels ``k in {0, ..., n_bins - 1}`` (a ``uint8`` tensor ``(N, C, H, W)``). The
 flows model the density of pixels ``y in [0, 1]^D``:

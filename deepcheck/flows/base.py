@@ -2,7 +2,7 @@ r"""What every flow in :mod:`deepcheck.flows` shares: the standard-normal prior,
 
 A flow is a bijection ``f`` from data ``x`` to latents ``z = f(x)`` whose latents are *standard normal*
 (learned priors, e.g. Glow's split priors, are written as conditional affine standardisations inside ``f``,
-so their log-dets are part of ``f``'s). Change of variables (DESIGN, Conventions for the deep part):
+so their log-dets are part of ``f``'s). Change of variables (docs/theory.md, "Conventions of the deep part"):
 
 .. math::  \log p(x) = \sum_j \log \mathcal N(z_j; 0, 1) + \log\lvert\det \partial f / \partial x\rvert .
 

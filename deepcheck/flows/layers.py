@@ -1,4 +1,4 @@
-r"""Invertible layers for image flows, each with an exact inverse and an exact log-det (DESIGN, deep part).
+r"""Invertible layers for image flows, each with an exact inverse and an exact log-det (docs/theory.md, deep part).
 
 Every bijective layer maps ``x -> (y, logdet)`` with ``logdet = log|det dy/dx|`` per sample, shape ``(B,)``,
 and has ``inverse(y) -> x``. Tensors are ``(B, C, H, W)``.

@@ -1,4 +1,4 @@
-r"""The torch twin of :class:`linflow.LinearFlow`: ``x = A z + b``, ``z ~ N(0, I_d)`` (DESIGN, Notation).
+r"""The torch twin of :class:`linflow.LinearFlow`: ``x = A z + b``, ``z ~ N(0, I_d)`` (docs/theory.md, Notation).
 
 ``forward`` maps data to latent, ``z = A^{-1} (x - b)`` (an LU solve, no explicit inverse), with log-det
 ``log|det dz/dx| = -log|det A|``; so

@@ -1,4 +1,4 @@
-r"""Training a flow: maximum likelihood, adversarial, or hybrid (DESIGN "Shape of the code", paper claim 4).
+r"""Training a flow: maximum likelihood, adversarial, or hybrid (paper claim 4).
 
 Objectives, per batch of pixels ``x`` (bits/dim, an increasing affine function of the NLL in nats, so each
 objective has the same minimiser as its NLL form):
@@ -9,7 +9,7 @@ objective has the same minimiser as its NLL form):
 
 with ``x_adv = adversary(model, x)``, approximately ``argmax_{||x' - x|| <= eps} NLL(x')`` (the inner maximisation
 of the robust objective ``min_theta E max_{delta} NLL(x + delta)``; for the linear flow its exact solution is
-DESIGN R1/R5/R6). The adversary runs with every module in eval mode and no parameter gradients; the step is
+R1/R5/R6). The adversary runs with every module in eval mode and no parameter gradients; the step is
 then taken in train mode. The default adversary is :func:`deepcheck.attacks.pgd` (``likelihood="decrease"``,
 ``attack_eps``, ``attack_norm``, ``attack_steps``, start at ``delta = 0``, a seed per step).
 

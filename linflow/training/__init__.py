@@ -1,4 +1,4 @@
-r"""Adversarial training of a linear flow (DESIGN R5, R6): exact closed forms, convex programs, a scalable solver.
+r"""Adversarial training of a linear flow (R5, R6): exact closed forms, convex programs, a scalable solver.
 
 The flow is ``N(mu, Sigma)`` with precision ``P = Sigma^{-1}`` and natural offset ``h = P mu``. With the
 (biased) sample covariance ``S`` of the data plus ``reg I``, the training objectives are
@@ -83,7 +83,7 @@ def _check_solver(solver: object) -> str | None:
 def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", norm: float | str = 2,
                     solver: str | None = None, reg: float = 0.0, return_info: bool = False,
                     **options: object) -> LinearFlow | tuple[LinearFlow, FitInfo]:
-    r"""Fit a linear flow to data ``X`` (n, d) by adversarial training (DESIGN R5, R6).
+    r"""Fit a linear flow to data ``X`` (n, d) by adversarial training (R5, R6).
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     if norm == np.inf:
         raise NotImplementedError(
             "L-infinity adversarial training is not implemented: the inner maximisation of a convex quadratic "
-            "over a box is NP-hard (DESIGN R3), so there is no exact convex program"
+            "over a box is NP-hard (R3), so there is no exact convex program"
         )
     t0 = time.perf_counter()
     if eps == 0.0:

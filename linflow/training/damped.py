@@ -78,7 +78,7 @@ def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tup
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
                    armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment") -> tuple[LinearFlow, FitInfo]:
-    r"""Damped minorise-and-step solver for DESIGN R6 (L2), with a certified optimality gap.
+    r"""Damped minorise-and-step solver for R6 (L2), with a certified optimality gap.
 
     At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
     ``y_i = x_i + delta_i``. Any mixture ``G_k(theta) = mean_i sum_j w_ij NLL_theta(x_i + delta_ij) + reg/2 tr P``

@@ -30,7 +30,7 @@ class FitInfo:
 
     ``objective`` is the training objective at the returned model. ``gap`` is a certified upper bound on
     ``objective - optimum`` where the solver provides one (the damped solver: the value of the minorant's
-    own minimum, DESIGN R6), else NaN. ``solver_value`` is the optimal value the convex solver itself reported
+    own minimum, R6), else NaN. ``solver_value`` is the optimal value the convex solver itself reported
     (cvxpy), to be compared with ``objective``, the exact objective re-evaluated at the returned model.
     ``history`` holds ``(objective, gap, step)`` per iteration.
     """
@@ -47,7 +47,7 @@ class FitInfo:
 
 
 def universal_objective(flow: LinearFlow, S: np.ndarray, eps: float, *, norm: float = 2) -> float:
-    r"""The universal training objective ``J_U`` (DESIGN R5) of ``flow`` on data of covariance ``S``, mean ``m=mu``.
+    r"""The universal training objective ``J_U`` (R5) of ``flow`` on data of covariance ``S``, mean ``m=mu``.
 
     ``1/2 [tr(P S) + log det Sigma + eps^2 c(P)] + d/2 log 2 pi`` with ``c = lambda_max(P)`` (L2) or
     ``max_j P_jj`` (L1): the worst expected NLL over a universal perturbation when the flow's mean is the data
@@ -64,7 +64,7 @@ def _universal_objective(flow: LinearFlow, S: np.ndarray, eps: float, norm: floa
     elif norm == 1:
         c = float(np.max(np.diag(P)))
     else:
-        raise NotImplementedError("universal L-infinity training is not a tractable exact program (DESIGN R3)")
+        raise NotImplementedError("universal L-infinity training is not a tractable exact program (R3)")
     return 0.5 * (float(np.sum(P * S)) + flow.logdet_cov + eps**2 * c) + 0.5 * flow.dim * _LOG_2PI
 
 
@@ -98,7 +98,7 @@ def _from_natural(P: np.ndarray, h: np.ndarray) -> LinearFlow:
 
 
 def sample_objective(flow: LinearFlow, X: np.ndarray, eps: float, *, norm: float = 2, reg: float = 0.0) -> float:
-    """The sample-specific training objective of DESIGN R6: ``robust_nll(flow, X, eps) + reg/2 tr(P)``."""
+    """The sample-specific training objective of R6: ``robust_nll(flow, X, eps) + reg/2 tr(P)``."""
     flow, X, eps, norm = _checked_robust(flow, X, eps, norm)
     return _sample_objective(flow, X, eps, norm, check_eps(reg, "reg"))
 
@@ -121,11 +121,11 @@ def robust_nll(flow: LinearFlow, X: np.ndarray, eps: float, *, attack: str = "sa
     r"""The adversarial objective of ``flow`` on data ``X``: the mean worst-case NLL (nats), computed exactly.
 
     * ``"sample"``: ``mean_i [NLL(x_i) + max_{||delta_i|| <= eps} dNLL(x_i, delta_i)]`` with the exact per-row
-      attack of :func:`linflow.perturb.optimal_nll_change` (DESIGN R1, R3).
+      attack of :func:`linflow.perturb.optimal_nll_change` (R1, R3).
     * ``"universal"``: ``mean_i NLL(x_i) + max_{||delta|| <= eps} [delta^T P (m - mu) + 1/2 delta^T P delta]``
-      (DESIGN R4: the mean NLL change is the change at the data mean ``m``), again by ``optimal_nll_change``.
+      (R4: the mean NLL change is the change at the data mean ``m``), again by ``optimal_nll_change``.
 
-    Exact for ``norm`` 2 and 1. For ``norm = inf`` (NP-hard, DESIGN R3) it is exact only while
+    Exact for ``norm`` 2 and 1. For ``norm = inf`` (NP-hard, R3) it is exact only while
     :mod:`linflow.box` enumerates the box's vertices (``d <= 20`` by default); beyond that it is the value of the
     best vertex found, a lower bound (use :func:`linflow.certified_perturbation` for the certified interval).
     """

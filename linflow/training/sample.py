@@ -16,7 +16,7 @@ from .objectives import _LOG_2PI, FitInfo, _from_natural, _sample_objective, _so
 
 
 def sample_program(X: np.ndarray, eps: float, reg: float = 0.0, norm: float = 2) -> tuple:
-    r"""The cvxpy pieces of DESIGN R6 in natural parameters: ``(P, h, robust, clean, constraints)``.
+    r"""The cvxpy pieces of R6 in natural parameters: ``(P, h, robust, clean, constraints)``.
 
     ``robust`` is an epigraph upper bound of ``mean_i max_{||delta|| <= eps} NLL(x_i + delta) + reg/2 tr P``,
     exact at the optimum of any program that minimises it or bounds it from above (see :func:`_sample_sdp` for
@@ -53,7 +53,7 @@ def sample_program(X: np.ndarray, eps: float, reg: float = 0.0, norm: float = 2)
 
 def _sample_sdp(X: np.ndarray, eps: float, reg: float, norm: float, backend: str,
                 options: dict) -> tuple[LinearFlow, FitInfo]:
-    r"""The exact convex program of DESIGN R6 in natural parameters ``(P, h = P mu)``, with the mean free.
+    r"""The exact convex program of R6 in natural parameters ``(P, h = P mu)``, with the mean free.
 
     Checked values (``X`` float64 ``(n, d)``, ``eps, reg >= 0``, ``norm`` 1.0 or 2.0, ``backend`` a cvxpy solver).
 

@@ -18,7 +18,7 @@ from .objectives import _LOG_2PI, FitInfo, _solve, _universal_objective
 
 
 def water_level(s: np.ndarray, eps: float) -> float:
-    r"""The water level ``tau`` of DESIGN R5: the unique root of ``sum_i (tau - s_i)_+ = eps^2``.
+    r"""The water level ``tau`` of R5: the unique root of ``sum_i (tau - s_i)_+ = eps^2``.
 
     Exact, no iteration: with ``s`` sorted ascending and ``c_k = s_1 + ... + s_k``, the candidates are
     ``tau_k = (eps^2 + c_k) / k``; the answer is ``tau_k`` for the largest ``k`` with ``s_k <= tau_k`` (the
@@ -42,7 +42,7 @@ def _water_level(s: np.ndarray, eps: float) -> float:
 
 
 def water_filling(S: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(eigvals of Sigma*, eigvecs V, tau)`` for a covariance ``S`` (DESIGN R5).
+    """``(eigvals of Sigma*, eigvecs V, tau)`` for a covariance ``S`` (R5).
 
     ``Sigma* = V diag(max(s, tau)) V^T`` with ``tau`` from :func:`water_level`.
     """
@@ -61,7 +61,7 @@ def _water_filling(S: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, f
 
 def _universal_cvxpy(m: np.ndarray, S: np.ndarray, eps: float, norm: float, backend: str,
                      options: dict) -> tuple[LinearFlow, FitInfo]:
-    """``min_P tr(P S) - log det P + eps^2 c(P)`` with cvxpy (``c`` = lambda_max or max diag; DESIGN R5).
+    """``min_P tr(P S) - log det P + eps^2 c(P)`` with cvxpy (``c`` = lambda_max or max diag; R5).
 
     Checked values: ``m``, ``S`` from :func:`linflow.validation.check_data`, ``eps >= 0``, ``norm`` 1.0 or 2.0,
     ``backend`` a cvxpy solver name."""

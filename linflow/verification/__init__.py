@@ -1,4 +1,4 @@
-"""Numerical and symbolic verification of DESIGN R1-R7: every closed form against an independent method.
+"""Numerical and symbolic verification of R1-R7: every closed form against an independent method.
 
 Each submodule (``l2``, ``box``, ``averaged``, ``training``, ``symbolic``) defines check functions decorated with
 :func:`check`. A check takes ``(rng, quick)`` and returns ``(worst_discrepancy, cases, detail)``; it passes when
@@ -23,7 +23,7 @@ SUBMODULES = ("l2", "box", "averaged", "training", "symbolic")
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One verified result: which DESIGN result, which two methods were compared, and how closely."""
+    """One verified result: which result (R1-R7 of docs/theory.md), which two methods were compared, and how closely."""
 
     result: str
     name: str

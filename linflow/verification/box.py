@@ -1,4 +1,4 @@
-r"""Verification of the L1 / L-infinity attacks (DESIGN R3) against independent methods.
+r"""Verification of the L1 / L-infinity attacks (R3) against independent methods.
 
 Reference methods (none calls :mod:`linflow.box`; they work from the precision matrix ``P`` alone):
 

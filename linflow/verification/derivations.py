@@ -26,7 +26,7 @@ import sympy as sp
 
 @dataclass(frozen=True)
 class SymbolicCheck:
-    """One symbolic derivation: which DESIGN result, what was shown, the key expressions and the verdict."""
+    """One symbolic derivation: which result (docs/theory.md), what was shown, the key expressions and the verdict."""
 
     result: str
     claim: str
@@ -40,7 +40,7 @@ def _is_zero(expr: sp.Expr) -> bool:
 
 
 def secular_equation_kkt() -> SymbolicCheck:
-    r"""DESIGN R1: the KKT system of ``max_{||delta||^2 <= eps^2} (w+delta)^T P (w+delta)`` gives the secular equation.
+    r"""R1: the KKT system of ``max_{||delta||^2 <= eps^2} (w+delta)^T P (w+delta)`` gives the secular equation.
 
     In the eigenbasis (``P = diag(1/s_i)``, ``d = 3``), stationarity of the Lagrangian
     ``(w+delta)^T P (w+delta) - eta (||delta||^2 - eps^2)`` is ``(eta I - P) delta = P w``, solved by
@@ -79,7 +79,7 @@ def secular_equation_kkt() -> SymbolicCheck:
 
 
 def expected_nll_change() -> SymbolicCheck:
-    r"""DESIGN R4: ``E[NLL(x + delta)] - E[NLL(x)] = delta^T P (m - mu) + 1/2 delta^T P delta`` for ``x`` of mean
+    r"""R4: ``E[NLL(x + delta)] - E[NLL(x)] = delta^T P (m - mu) + 1/2 delta^T P delta`` for ``x`` of mean
     ``m`` and covariance ``S`` (``d = 2``, general symmetric ``P`` and ``S``), from ``E[x x^T] = S + m m^T``.
 
     Scope: symbolic ``m, mu, delta`` and general symmetric ``P, S`` (every entry a symbol) with ``d = 2`` fixed;
@@ -106,14 +106,14 @@ def expected_nll_change() -> SymbolicCheck:
 
 
 def water_filling_conditions() -> SymbolicCheck:
-    r"""DESIGN R5: the optimality conditions of ``min_P tr(PS) - log det P + eps^2 lambda_max(P)`` give water-filling.
+    r"""R5: the optimality conditions of ``min_P tr(PS) - log det P + eps^2 lambda_max(P)`` give water-filling.
 
     In the eigenbasis of ``S`` (``d = 3``, ``s_1 <= s_2 < tau < s_3``, floor ``K = {1, 2}``) with ``p_i`` the
     eigenvalues of ``P``: stationarity is ``s_i - 1/p_i + eps^2 theta_i = 0`` where ``theta`` is a subgradient
     of ``lambda_max`` at ``P``: ``theta_i >= 0``, ``sum theta_i = 1``, supported where ``p_i = 1/tau`` is the
     largest. So ``theta_i = (tau - s_i)/eps^2`` on ``K``, ``p_3 = 1/s_3``, and ``sum theta = 1`` is exactly the
     water-level equation ``sum_i (tau - s_i)_+ = eps^2``: ``tau = (eps^2 + s_1 + s_2)/2``. Equivalently
-    ``Sigma* = S + eps^2 diag(theta)``. Also checked: the worked value of DESIGN R7 (``S = diag(4, 1, 1/4)``,
+    ``Sigma* = S + eps^2 diag(theta)``. Also checked: the worked value of R7 (``S = diag(4, 1, 1/4)``,
     ``eps = 1``: ``tau = 9/8``).
 
     Scope: symbolic ``s_1, s_2, s_3, eps, tau`` with ``d = 3`` and the floor ``{1, 2}`` fixed (one floor
@@ -140,7 +140,7 @@ def water_filling_conditions() -> SymbolicCheck:
 
 
 def tradeoff_kl() -> SymbolicCheck:
-    r"""DESIGN R7: the accuracy loss of water-filling and the signs of its derivatives.
+    r"""R7: the accuracy loss of water-filling and the signs of its derivatives.
 
     ``KL(N(m,S) || N(m,Sigma*)) = 1/2 [tr(Sigma*^{-1} S) - d + log det Sigma* - log det S]`` reduces (per
     coordinate, ``sigma_i = tau`` on the floor, ``= s_i`` off it) to ``1/2 sum_{s_i < tau} [s_i/tau - 1 -
@@ -183,7 +183,7 @@ def tradeoff_kl() -> SymbolicCheck:
 
 
 def s_lemma_lmi() -> SymbolicCheck:
-    r"""DESIGN R6: the homogenised LMI used by the sample-specific SDP encodes the robust constraint.
+    r"""R6: the homogenised LMI used by the sample-specific SDP encodes the robust constraint.
 
     In natural parameters (``h = P mu``) ``NLL(y) = 1/2 y^T P y - h^T y + 1/2 h^T P^{-1} h - 1/2 log det P +
     const`` (checked against the standard form, ``d = 2``). With ``q(delta) = 1/2 (x+delta)^T P (x+delta) -
@@ -218,7 +218,7 @@ def s_lemma_lmi() -> SymbolicCheck:
 
 
 def minorant_minimum() -> SymbolicCheck:
-    r"""DESIGN R6 (the damped solver's certificate): ``min_{mu, sigma} mean_i NLL(y_i) + reg/(2 sigma)`` over a
+    r"""R6 (the damped solver's certificate): ``min_{mu, sigma} mean_i NLL(y_i) + reg/(2 sigma)`` over a
     1-D Gaussian is ``1/2 (1 + log(c + reg) + log 2 pi)`` at ``mu = mean(y)``, ``sigma = c + reg``, with ``c`` the
     biased variance of the ``y_i`` (``n = 3`` symbolic points; ``d`` dimensions add coordinate-wise in the
     eigenbasis of the covariance).

@@ -1,4 +1,4 @@
-r"""Verification of the exact L2 attacks (DESIGN R1, R2) against independent methods (R4: ``averaged``).
+r"""Verification of the exact L2 attacks (R1, R2) against independent methods (R4: ``averaged``).
 
 Reference methods (each shares no code with :mod:`linflow.secular`; all take the precision matrix ``P`` or
 the flow's raw eigenvalues and solve the problem their own way):

@@ -1,4 +1,4 @@
-r"""Verification of adversarial training and the trade-off (DESIGN R5, R6, R7) against independent methods.
+r"""Verification of adversarial training and the trade-off (R5, R6, R7) against independent methods.
 
 * R5: water-filling against cvxpy's convex program (objective, not matrix: the objective is flat) and the water
   level against a bracketing root finder; universal L1 training (cvxpy) against its Lagrange dual
@@ -165,7 +165,7 @@ def worked_value(rng: np.random.Generator, quick: bool) -> tuple[float, int, str
     kl = 0.5 * (np.trace(np.linalg.solve(Sig, S)) - 3 + np.linalg.slogdet(Sig)[1] - np.linalg.slogdet(S)[1])
     errs = [abs(c.water_level[0] - 1.125), abs(c.accuracy_loss[0] - kl), abs(c.rise[0] - 4 / 9),
             abs(c.ml_robust_nll - c.ml_clean_nll - 2.0),
-            max(abs(c.accuracy_loss[0] - 0.36649) - 5e-6, 0.0)]  # DESIGN states 5 digits
+            max(abs(c.accuracy_loss[0] - 0.36649) - 5e-6, 0.0)]  # docs/theory.md states 5 digits
     return max(errs), len(errs), f"KL = {c.accuracy_loss[0]:.6f} nats, rise = {c.rise[0]:.6f}"
 
 
