@@ -101,14 +101,23 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The in-distribution attack on ``n`` test images: PGD lowering the likelihood in ``norm`` at each ``eps``;
-    ``norm`` is also the OOD attack's norm."""
+    """The in-distribution attack on ``n`` test images: PGD lowering the likelihood (``pgd_steps`` steps, a run
+    from zero and ``restarts`` random restarts) in each norm of ``norms``, at each budget of ``eps`` (L-inf) or
+    ``eps_l2`` (L2); ``norm`` is the teaser's and the OOD attack's norm. ``growth``: the bits/dim growth factor
+    whose eps is reported. The attack's strength: on the first ``strong_n`` images, the fraction of the NLL rise
+    that a stronger run (``strong_steps`` steps, ``strong_restarts`` restarts) finds (0: no check)."""
 
     norm: str = "linf"
     eps: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)
     pgd_steps: int = 20
     restarts: int = 0
     n: int = 128
+    norms: tuple[str, ...] = ("linf", "l2")
+    eps_l2: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    growth: float = 50.0
+    strong_n: int = 8
+    strong_steps: int = 80
+    strong_restarts: int = 3
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ class OODSettings:
     eps: float = 0.1
     pgd_steps: int = 40
     n: int = 128
+    eps_grid: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2)
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,48 @@ class TeaserSettings:
     model: str = "realnvp"
     eps: float = 0.05
     grid_images: int = 4
+
+
+@dataclass(frozen=True)
+class DequantSettings:
+    """Uniformly dequantised bits/dim (:mod:`deepcheck.dequant`) of ``n`` clean test images, ``k`` draws."""
+
+    k: int = 8
+    n: int = 256
+
+
+@dataclass(frozen=True)
+class TheorySettings:
+    """The linear theory against the deep flows: a ``linflow.LinearFlow`` fitted (ridge ``reg``) to the training
+    pixels; on ``n`` test images, L2 budgets ``eps``: the R1 optimum and the R4 direction ``+-eps u_min``
+    transferred to each maximum-likelihood deep flow, PGD on the deep flow (``pgd_steps``) and the deep
+    universal perturbation (``universal_steps`` steps of :func:`deepcheck.attacks.universal`)."""
+
+    reg: float = 1e-3
+    eps: tuple[float, ...] = (0.5, 1.0, 2.0)
+    n: int = 64
+    pgd_steps: int = 20
+    universal_steps: int = 20
+
+
+@dataclass(frozen=True)
+class DeepTradeoffSettings:
+    """The deep robustness-accuracy trade-off: ``model``'s maximum-likelihood flow fine-tuned for ``epochs``
+    epochs by hybrid training at each ``lambdas`` x ``eps_train`` (PGD in ``norm``, ``pgd_steps`` steps), then
+    measured on ``n`` test images clean and under PGD of budget ``eps_attack`` (``attack_steps`` steps); beside
+    it the linear R7 curve (universal L2) of a ``linflow.LinearFlow`` on the same pixels (``reg``)."""
+
+    model: str = "glow"
+    lambdas: tuple[float, ...] = (0.5, 1.0)
+    eps_train: tuple[float, ...] = (0.5, 1.0)
+    norm: str = "l2"
+    epochs: int = 1
+    pgd_steps: int = 2
+    eps_attack: float = 1.0
+    attack_steps: int = 20
+    n: int = 64
+    reg: float = 1e-3
+    linear_eps_train: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -147,6 +199,9 @@ class Budget:
     eval: EvalSettings = field(default_factory=EvalSettings)
     ood: OODSettings = field(default_factory=OODSettings)
     teaser: TeaserSettings = field(default_factory=TeaserSettings)
+    dequant: DequantSettings = field(default_factory=DequantSettings)
+    theory: TheorySettings = field(default_factory=TheorySettings)
+    deep_tradeoff: DeepTradeoffSettings = field(default_factory=DeepTradeoffSettings)
 
     def settings(self, sections: tuple[str, ...]) -> dict[str, Any]:
         """``{section: its fields}`` for the named sections (a step's cache key and its recorded settings)."""
@@ -164,8 +219,12 @@ BUDGETS: dict[str, Budget] = {
         tradeoff={"dim": 2, "n": 8, "eps_train": (0.0, 0.3, 1.0), "checks": 1},
         deep={"n_train": 128}, flows={"models": ("glow", "realnvp")},
         train={"epochs": 1, "finetune_epochs": 1, "pgd_steps": 2},
-        eval={"eps": (0.0, 0.05), "pgd_steps": 3, "n": 16}, ood={"pgd_steps": 3, "n": 16},
-        teaser={"grid_images": 2}),
+        eval={"eps": (0.0, 0.05), "pgd_steps": 3, "n": 16, "eps_l2": (0.0, 0.5), "strong_n": 4, "strong_steps": 4,
+              "strong_restarts": 1},
+        ood={"pgd_steps": 3, "n": 16, "eps_grid": (0.0, 0.1)}, teaser={"grid_images": 2},
+        dequant={"k": 2, "n": 16}, theory={"eps": (0.5,), "n": 8, "pgd_steps": 3, "universal_steps": 3},
+        deep_tradeoff={"lambdas": (0.5,), "eps_train": (0.5,), "pgd_steps": 1, "attack_steps": 3, "n": 8,
+                       "linear_eps_train": (0.0, 0.5)}),
     "quick": Budget("quick"),
     "full": Budget("full").with_settings(
         verify={"quick": False}, attack={"dim": 24, "points": 16, "pgd_steps": 300, "pgd_restarts": 5},

@@ -13,6 +13,7 @@ from .. import figures
 from ..checkpoint import load_checkpoint
 from . import compute_deep as deep
 from . import report as rep
+from . import steps_phenomena
 from .budget import Budget
 from .pipeline import Context, NotAvailable, Step, StepOutput
 
@@ -85,12 +86,9 @@ def step_deep_attack(ctx: Context) -> StepOutput:
     x = _pixels(deep.deep_data(b, ctx.seed).test, models, b.eval.n, ctx.device)
     res = deep.compute_bpd_vs_eps(models, x, b, seed=ctx.seed)
     out = StepOutput(results=res)
-    labels, eps_grid, curves = list(res["mean_bpd"]), res["eps"], res["mean_bpd"]
-    out.tables.append(ctx.table(
-        f"mean bits/dim of {len(x)} {b.deep.dataset} test images after PGD ({b.eval.norm}, lowering the likelihood, "
-        f"{b.eval.pgd_steps} steps, {b.eval.restarts} random restarts)",
-        ["eps"] + labels, [[e] + [curves[m][i] for m in labels] for i, e in enumerate(eps_grid)]))
+    eps_grid, curves = res["eps"], res["mean_bpd"]
     out.figures["bpd_vs_eps"] = figures.bpd_vs_eps_figure(eps_grid, curves, b.eval.norm)
+    steps_phenomena.attack_tables(ctx, out, res["norms"], b.deep.dataset)
     grid = res["grid"]
     out.figures["image_grid"] = figures.image_grid_figure(grid["clean"], grid["attacked"])
     out.notes.append(f"Image grid: {grid['model']}, eps = {b.teaser.eps:g} ({b.eval.norm}); bits/dim clean "
@@ -163,4 +161,11 @@ def deep_steps(budget: Budget) -> list[Step]:
              ("deep", "flows", "eval", "ood", "teaser"), names),
         Step("teaser", "Teaser: measured vs the paper", step_teaser, ("flows", "ood", "teaser"),
              ("deep_attack", "ood")),
+        Step("ood_curve", "Out-of-distribution attack against eps", steps_phenomena.step_ood_curve,
+             ("deep", "flows", "eval", "ood"), names),
+        Step("dequant", "Dequantised bits/dim", steps_phenomena.step_dequant, ("deep", "flows", "dequant"), names),
+        Step("theory", "The linear theory against the deep flows", steps_phenomena.step_theory,
+             ("deep", "flows", "theory"), names),
+        Step("deep_tradeoff", "Deep robustness-accuracy trade-off", steps_phenomena.step_deep_tradeoff,
+             ("deep", "train", "deep_tradeoff"), tuple(n for n in names if n.endswith("_mle"))),
     ]
