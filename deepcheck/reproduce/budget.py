@@ -105,7 +105,8 @@ class EvalSettings:
     from zero and ``restarts`` random restarts) in each norm of ``norms``, at each budget of ``eps`` (L-inf) or
     ``eps_l2`` (L2); ``norm`` is the teaser's and the OOD attack's norm. ``growth``: the bits/dim growth factor
     whose eps is reported. The attack's strength: on the first ``strong_n`` images, the fraction of the NLL rise
-    that a stronger run (``strong_steps`` steps, ``strong_restarts`` restarts) finds (0: no check)."""
+    that a stronger run (``strong_steps`` steps, ``strong_restarts`` restarts) finds (0: no check), at every
+    ``strong_stride``-th nonzero eps of each grid (and always at the largest)."""
 
     norm: str = "linf"
     eps: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)
@@ -118,6 +119,7 @@ class EvalSettings:
     strong_n: int = 8
     strong_steps: int = 80
     strong_restarts: int = 3
+    strong_stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -166,15 +168,17 @@ class TheorySettings:
 @dataclass(frozen=True)
 class DeepTradeoffSettings:
     """The deep robustness-accuracy trade-off: ``model``'s maximum-likelihood flow fine-tuned for ``epochs``
-    epochs by hybrid training at each ``lambdas`` x ``eps_train`` (PGD in ``norm``, ``pgd_steps`` steps), then
-    measured on ``n`` test images clean and under PGD of budget ``eps_attack`` (``attack_steps`` steps); beside
-    it the linear R7 curve (universal L2) of a ``linflow.LinearFlow`` on the same pixels (``reg``)."""
+    epochs by hybrid training on the first ``n_train`` training images (None: all) at each ``lambdas`` x
+    ``eps_train`` (PGD in ``norm``, ``pgd_steps`` steps), then measured on ``n`` test images clean and under PGD
+    of budget ``eps_attack`` (``attack_steps`` steps); beside it the linear R7 curve (universal L2) of a
+    ``linflow.LinearFlow`` on the same pixels (``reg``) trained at each ``linear_eps_train``."""
 
     model: str = "glow"
     lambdas: tuple[float, ...] = (0.5, 1.0)
     eps_train: tuple[float, ...] = (0.5, 1.0)
     norm: str = "l2"
     epochs: int = 1
+    n_train: int | None = None
     pgd_steps: int = 2
     eps_attack: float = 1.0
     attack_steps: int = 20

@@ -40,6 +40,12 @@ def first_eps(eps: list[float], reached: list[bool]) -> float | None:
     return next((e for e, r in zip(eps, reached) if r), None)
 
 
+def strength_mask(grid: list[float], stride: int) -> list[bool]:
+    """Which eps of ``grid`` (ascending, starting at 0) get the strength check: every ``stride``-th nonzero eps
+    and the largest."""
+    return [i > 0 and ((i - 1) % max(stride, 1) == 0 or i == len(grid) - 1) for i in range(len(grid))]
+
+
 def attack_strength(net: Any, x: Any, eps: float, clean: np.ndarray, weak: np.ndarray, budget: Budget, *,
                     norm: str, seed: int) -> dict[str, float]:
     """On ``x`` (the sample), the fraction ``mean(weak rise) / mean(best rise)`` where the rise is bits/dim above
@@ -81,11 +87,10 @@ def attack_curves(models: dict[str, Any], x: Any, budget: Budget, *, seed: int) 
             res["max_growth"][label] = max(means) / clean
             sn = min(ev.strong_n, int(len(x)))
             if sn > 0:
-                c0 = table[grid.index(0.0)][:sn]
+                c0, mask = table[grid.index(0.0)][:sn], strength_mask(grid, ev.strong_stride)
                 res["strength"][label] = [
-                    None if e == 0.0 else attack_strength(net, x[:sn], e, c0, table[i][:sn], budget, norm=norm,
-                                                          seed=seed)
-                    for i, e in enumerate(grid)]
+                    attack_strength(net, x[:sn], e, c0, table[i][:sn], budget, norm=norm, seed=seed) if mask[i]
+                    else None for i, e in enumerate(grid)]
         out[norm] = res
     return out
 

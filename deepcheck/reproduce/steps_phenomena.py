@@ -5,6 +5,7 @@ per norm is part of the ``deep_attack`` step, whose tables are drawn here by :fu
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .. import figures
@@ -152,6 +153,8 @@ def step_deep_tradeoff(ctx: Context) -> StepOutput:
         raise NotAvailable(f"the maximum-likelihood {dt.model} was not trained")
     mle = load_checkpoint(ctx.out / rec["results"]["checkpoint"]).model.to(ctx.device).eval()
     data = deep.deep_data(b, ctx.seed)
+    if dt.n_train is not None:
+        data = dataclasses.replace(data, train=data.train[:dt.n_train])
     x = _pixels(data.test, {"m": mle}, dt.n, ctx.device)
     base = tdeep.deep_point(mle, x, b, seed=ctx.seed)
     points = [{"label": "MLE", "lambda": 0.0, "eps_train": 0.0, **base, "loss": 0.0,
@@ -173,9 +176,9 @@ def step_deep_tradeoff(ctx: Context) -> StepOutput:
     out = StepOutput(results={"deep": points, "linear": lin, "model": dt.model, "norm": dt.norm,
                               "eps_attack": dt.eps_attack}, files=files)
     out.tables.append(ctx.table(
-        f"deep trade-off: {dt.model} fine-tuned {dt.epochs} epoch(s) by hybrid training ({dt.norm} PGD, "
-        f"{dt.pgd_steps} steps) on {b.deep.dataset}; {len(x)} test images, PGD {dt.norm} eps_a = {dt.eps_attack:g} "
-        f"({dt.attack_steps} steps)",
+        f"deep trade-off: {dt.model} fine-tuned {dt.epochs} epoch(s) on {len(data.train)} images by hybrid "
+        f"training ({dt.norm} PGD, {dt.pgd_steps} steps) on {b.deep.dataset}; {len(x)} test images, PGD {dt.norm} "
+        f"eps_a = {dt.eps_attack:g} ({dt.attack_steps} steps)",
         ["model", "clean bits/dim", "attacked bits/dim", "accuracy loss", "rise"],
         [[p["label"], p["clean"], p["attacked"], p["loss"], p["rise"]] for p in points]))
     out.tables.append(ctx.table(
