@@ -153,12 +153,14 @@ class DequantSettings:
 
 @dataclass(frozen=True)
 class TheorySettings:
-    """The linear theory against the deep flows: a ``linflow.LinearFlow`` fitted (ridge ``reg``) to the training
-    pixels; on ``n`` test images, L2 budgets ``eps``: the R1 optimum and the R4 direction ``+-eps u_min``
-    transferred to each maximum-likelihood deep flow, PGD on the deep flow (``pgd_steps``) and the deep
-    universal perturbation (``universal_steps`` steps of :func:`deepcheck.attacks.universal`)."""
+    """The linear theory against the deep flows: a ``linflow.LinearFlow`` fitted to the training pixels with
+    ridge ``reg`` (None: the variance ``1 / (12 n_bins^2)`` of uniform dequantisation, which makes it the
+    maximum-likelihood Gaussian of the dequantised pixels); on ``n`` test images at L2 budgets ``eps``: the R1
+    optimum and the R4 direction ``+-eps u_min`` transferred to each maximum-likelihood deep flow, PGD on the
+    deep flow (``pgd_steps``) and the deep universal perturbation (``universal_steps`` steps of
+    :func:`deepcheck.attacks.universal`)."""
 
-    reg: float = 1e-3
+    reg: float | None = None
     eps: tuple[float, ...] = (0.5, 1.0, 2.0)
     n: int = 64
     pgd_steps: int = 20
@@ -171,7 +173,8 @@ class DeepTradeoffSettings:
     epochs by hybrid training on the first ``n_train`` training images (None: all) at each ``lambdas`` x
     ``eps_train`` (PGD in ``norm``, ``pgd_steps`` steps), then measured on ``n`` test images clean and under PGD
     of budget ``eps_attack`` (``attack_steps`` steps); beside it the linear R7 curve (universal L2) of a
-    ``linflow.LinearFlow`` on the same pixels (``reg``) trained at each ``linear_eps_train``."""
+    ``linflow.LinearFlow`` on the same pixels (``reg`` as in :class:`TheorySettings`) trained at each
+    ``linear_eps_train``."""
 
     model: str = "glow"
     lambdas: tuple[float, ...] = (0.5, 1.0)
@@ -183,7 +186,7 @@ class DeepTradeoffSettings:
     eps_attack: float = 1.0
     attack_steps: int = 20
     n: int = 64
-    reg: float = 1e-3
+    reg: float | None = None
     linear_eps_train: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -233,8 +236,16 @@ BUDGETS: dict[str, Budget] = {
     "full": Budget("full").with_settings(
         verify={"quick": False}, attack={"dim": 24, "points": 16, "pgd_steps": 300, "pgd_restarts": 5},
         tradeoff={"dim": 4, "n": 60},
-        deep={"dataset": "fashion-mnist", "config": "small", "n_train": 20000},
-        train={"epochs": 20, "finetune_epochs": 5, "pgd_steps": 5},
-        eval={"eps": (0.0, 0.005, 0.01, 0.02, 0.05, 0.1), "pgd_steps": 50, "restarts": 2, "n": 1000},
-        ood={"sets": ("uniform-noise", "mnist5k"), "pgd_steps": 100, "n": 1000}, teaser={"grid_images": 6}),
+        deep={"dataset": "fashion-mnist", "config": "small", "n_train": 6000},
+        train={"epochs": 3, "finetune_epochs": 1, "pgd_steps": 2, "eps": 0.02},
+        eval={"eps": (0.0, 0.004, 0.008, 0.016, 0.031, 0.063, 0.125, 0.25), "pgd_steps": 20, "restarts": 0,
+              "n": 32, "eps_l2": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), "strong_n": 8, "strong_steps": 80,
+              "strong_restarts": 1, "strong_stride": 2},
+        ood={"sets": ("uniform-noise", "mnist5k"), "eps": 0.031, "pgd_steps": 20, "n": 32,
+             "eps_grid": (0.0, 0.016, 0.031, 0.063, 0.125, 0.25)},
+        teaser={"model": "glow", "eps": 0.031, "grid_images": 6},
+        dequant={"k": 8, "n": 256},
+        theory={"eps": (0.25, 0.5, 1.0, 2.0), "n": 32, "pgd_steps": 20, "universal_steps": 20},
+        deep_tradeoff={"model": "glow", "lambdas": (0.5, 1.0), "eps_train": (0.5, 1.0), "epochs": 1,
+                       "n_train": 1000, "pgd_steps": 2, "eps_attack": 1.0, "attack_steps": 20, "n": 32}),
 }

@@ -1,7 +1,8 @@
 r"""The linear theory held against the deep flows, on the same pixels.
 
-A :class:`linflow.LinearFlow` is fitted by maximum likelihood (ridge ``reg``: ``Sigma = S + reg I``) to the
-training images as vectors of mid-bin pixels in ``[0, 1]^D``. Its NLL changes are converted to bits/dim by
+A :class:`linflow.LinearFlow` is fitted by maximum likelihood (ridge ``reg``: ``Sigma = S + reg I``; by default
+``reg = 1 / (12 n_bins^2)``, :func:`resolve_reg`) to the training images as vectors of mid-bin pixels in
+``[0, 1]^D``. Its NLL changes are converted to bits/dim by
 ``/(D ln 2)`` (the ``D log n_bins`` term of bits/dim cancels in a difference). At each L2 budget ``eps``, on
 test images ``x``:
 
@@ -34,6 +35,13 @@ from .budget import Budget
 from .compute_phenomena import ATTACK_BATCH
 
 
+def resolve_reg(reg: float | None, n_bins: int) -> float:
+    """``reg``, or for None the variance ``1 / (12 n_bins^2)`` of uniform dequantisation noise: the covariance of
+    ``(k + u) / n_bins`` is that of the mid-bin pixels plus ``I / (12 n_bins^2)``, so the fit is then the
+    maximum-likelihood Gaussian of the dequantised data."""
+    return 1.0 / (12.0 * n_bins**2) if reg is None else float(reg)
+
+
 def fit_linear(x: torch.Tensor, reg: float) -> linflow.LinearFlow:
     """``linflow.LinearFlow.fit`` to the images ``x`` ``(N, C, H, W)`` flattened to ``(N, D)`` in float64."""
     return linflow.LinearFlow.fit(x.reshape(len(x), -1).double().cpu().numpy(), reg=reg)
@@ -59,7 +67,8 @@ def theory_vs_deep(models: dict[str, Any], x: torch.Tensor, flow: linflow.Linear
     to_bpd = 1.0 / (d * math.log(2.0))
     X = x.reshape(n, -1).double().cpu().numpy()
     u_min = flow.eigvecs[:, 0]
-    res: dict[str, Any] = {"eps": [float(e) for e in th.eps], "n": n, "dim": d, "reg": th.reg,
+    res: dict[str, Any] = {"eps": [float(e) for e in th.eps], "n": n, "dim": d,
+                           "reg": resolve_reg(th.reg, models_n_bins(models)),
                            "s_min": float(flow.eigvals[0]), "s_max": float(flow.eigvals[-1]),
                            "predicted_r1": [], "predicted_r4": [], "models": {}}
     deltas = {}

@@ -25,7 +25,7 @@ import linflow
 from ..evaluate import attack_in_batches, bpd_of
 from .budget import Budget
 from .compute_phenomena import ATTACK_BATCH
-from .compute_theory import linear_bpd
+from .compute_theory import linear_bpd, resolve_reg
 
 
 def deep_point(net: Any, x: torch.Tensor, budget: Budget, *, seed: int) -> dict[str, float]:
@@ -53,14 +53,15 @@ def linear_curve(x_train: torch.Tensor, x_test: torch.Tensor, n_bins: int, budge
     d = Xtr.shape[1]
     to_bpd = 1.0 / (d * math.log(2.0))
     grid = sorted({float(e) for e in dt.linear_eps_train} | {0.0})
+    reg = resolve_reg(dt.reg, n_bins)
     clean, attacked = [], []
     for e in grid:
-        flow = linflow.adversarial_fit(Xtr, e, attack="universal", norm=2, reg=dt.reg)
+        flow = linflow.adversarial_fit(Xtr, e, attack="universal", norm=2, reg=reg)
         c = linear_bpd(flow, Xte, n_bins)
         clean.append(float(c.mean()))
         attacked.append(float(np.mean(c + linflow.optimal_nll_change(flow, Xte, dt.eps_attack) * to_bpd)))
-    tc = linflow.tradeoff(Xtr, np.array(grid), dt.eps_attack, attack="universal", norm=2, reg=dt.reg)
-    return {"eps_train": grid, "clean": clean, "attacked": attacked,
+    tc = linflow.tradeoff(Xtr, np.array(grid), dt.eps_attack, attack="universal", norm=2, reg=reg)
+    return {"reg": reg, "eps_train": grid, "clean": clean, "attacked": attacked,
             "loss": [c - clean[0] for c in clean], "rise": [a - c for a, c in zip(attacked, clean)],
             "loss_universal": [float(v) * to_bpd for v in tc.accuracy_loss],
             "rise_universal": [float(v) * to_bpd for v in tc.rise],

@@ -116,7 +116,7 @@ def step_theory(ctx: Context) -> StepOutput:
     b = ctx.budget
     models = _mle_models(ctx)
     data = deep.deep_data(b, ctx.seed)
-    flow = theory.fit_linear(data.train.pixels(), b.theory.reg)
+    flow = theory.fit_linear(data.train.pixels(), theory.resolve_reg(b.theory.reg, data.train.n_bins))
     x = _pixels(data.test, models, b.theory.n, ctx.device)
     res = theory.theory_vs_deep(models, x.cpu(), flow, b, seed=ctx.seed)
     out = StepOutput(results=res)
@@ -125,7 +125,7 @@ def step_theory(ctx: Context) -> StepOutput:
                  r["transfer_r4"][i], r["universal"][i], r["transfer_r1"][i] / r["pgd"][i] if r["pgd"][i] else "n/a",
                  r["cos_pgd_r1"][i], r["cos_universal_umin"][i]] for i, e in enumerate(res["eps"])]
         out.tables.append(ctx.table(
-            f"{m}: mean bits/dim rise of {res['n']} test images under L2 attacks (linear flow: reg {res['reg']:g}, "
+            f"{m}: mean bits/dim rise of {res['n']} test images under L2 attacks (linear flow: reg {res['reg']:.3g}, "
             f"s_min {rep.fmt(res['s_min'])}, clean {rep.fmt(res['linear_clean_bpd'])} bits/dim; deep clean "
             f"{rep.fmt(r['clean_bpd'])})",
             ["eps", "linear predicted R1", "linear predicted R4", "deep PGD", "R1 optimum transferred",
@@ -182,7 +182,7 @@ def step_deep_tradeoff(ctx: Context) -> StepOutput:
         ["model", "clean bits/dim", "attacked bits/dim", "accuracy loss", "rise"],
         [[p["label"], p["clean"], p["attacked"], p["loss"], p["rise"]] for p in points]))
     out.tables.append(ctx.table(
-        f"linear trade-off (R5/R7 universal training of a LinearFlow on the same pixels, reg {dt.reg:g}): "
+        f"linear trade-off (R5/R7 universal training of a LinearFlow on the same pixels, reg {lin['reg']:.3g}): "
         f"bits/dim of the same test images, clean and under the exact L2 attack (R1) of eps_a = {dt.eps_attack:g}; "
         "the universal rise on the training pixels (R7)",
         ["eps_train", "clean", "attacked (R1)", "accuracy loss", "rise (R1)", "rise, universal (R7)"],
