@@ -166,12 +166,13 @@ def step_deep_tradeoff(ctx: Context) -> StepOutput:
             ckpt = ctx.checkpoints / deep.checkpoint_name(dt.model, f"tradeoff-l{lam:g}-e{e:g}", b2, ctx.seed,
                                                           ctx.device)
             init = load_checkpoint(ctx.out / rec["results"]["checkpoint"]).model
-            net, _ = deep.train_flow(dt.model, "hybrid", b2, data, seed=ctx.seed, device=ctx.device, checkpoint=ckpt,
-                                     init=init)
+            net, summary = deep.train_flow(dt.model, "hybrid", b2, data, seed=ctx.seed, device=ctx.device,
+                                           checkpoint=ckpt, init=init)
             files.append(str(ckpt.relative_to(ctx.out)))
             p = tdeep.deep_point(net, x, b, seed=ctx.seed)
             points.append({"label": f"lambda {lam:g}, eps {e:g}", "lambda": lam, "eps_train": e, **p,
-                           "loss": p["clean"] - base["clean"], "rise": p["attacked"] - p["clean"]})
+                           "loss": p["clean"] - base["clean"], "rise": p["attacked"] - p["clean"],
+                           "train_seconds": summary["train_seconds"]})
     lin = tdeep.linear_curve(data.train.pixels(), x.cpu(), data.train.n_bins, b)
     out = StepOutput(results={"deep": points, "linear": lin, "model": dt.model, "norm": dt.norm,
                               "eps_attack": dt.eps_attack}, files=files)

@@ -1,0 +1,78 @@
+"""Estimate the wall time of ``python -m deepcheck reproduce --full`` from a scaled-down copy of the full budget.
+
+The copy keeps every image count and batch size (so per-batch costs are those of the full run) and divides:
+the training images of each model (``deep.n_train``, ``deep_tradeoff.n_train``) by ``--train-scale`` and every
+PGD step count by ``--attack-scale``. Each deep step's time is then scaled back: training time by the train
+scale, attack time by the attack scale (an over-estimate: the clean evaluations and the first PGD pass do not
+shrink); the linear steps run unscaled. Prints a table and writes ``<out>/timing.json``.
+
+    PYTHONPATH=$PWD python bench/time_full_budget.py --out /tmp/full_scaled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+from deepcheck.reproduce import BUDGETS, run
+from deepcheck.reproduce.budget import Budget
+
+TRAIN_STEPS = ("train_glow_mle", "train_glow_hybrid", "train_realnvp_mle", "train_realnvp_hybrid")
+
+
+def scaled(full: Budget, train_scale: int, attack_scale: int) -> Budget:
+    """The full budget with training images / ``train_scale`` and PGD steps / ``attack_scale``."""
+    def s(steps: int) -> int:
+        return max(1, round(steps / attack_scale))
+
+    ev, o, th, dt, d = full.eval, full.ood, full.theory, full.deep_tradeoff, full.deep
+    return full.with_settings(
+        deep={"n_train": max(64, d.n_train // train_scale)},
+        eval={"pgd_steps": s(ev.pgd_steps), "strong_steps": s(ev.strong_steps)},
+        ood={"pgd_steps": s(o.pgd_steps)},
+        theory={"pgd_steps": s(th.pgd_steps), "universal_steps": s(th.universal_steps)},
+        deep_tradeoff={"n_train": max(64, (dt.n_train or d.n_train) // train_scale),
+                       "attack_steps": s(dt.attack_steps)})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/full_scaled")
+    ap.add_argument("--train-scale", type=int, default=10)
+    ap.add_argument("--attack-scale", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    budget = scaled(BUDGETS["full"], args.train_scale, args.attack_scale)
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    results = run(budget, Path(args.out), seed=args.seed, progress=False, force=True)
+    wall = time.perf_counter() - t0
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    rows, total = [], 0.0
+    for st in results["steps"]:
+        sec = float(st.get("seconds", 0.0))
+        if st["name"] in TRAIN_STEPS:
+            est = sec * args.train_scale
+        elif st["name"] == "deep_tradeoff":
+            train_s = sum(p.get("train_seconds", 0.0) for p in st["results"].get("deep", []))
+            est = train_s * args.train_scale + (sec - train_s) * args.attack_scale
+        elif st["name"] in ("deep_attack", "ood", "ood_curve", "theory", "teaser", "dequant"):
+            est = sec * args.attack_scale
+        else:
+            est = sec
+        total += est
+        rows.append({"step": st["name"], "status": st["status"], "scaled_s": sec, "full_estimate_s": est})
+        print(f"{st['name']:24s} {st['status']:8s} {sec:8.1f} s  -> full ~{est:8.1f} s")
+    print(f"scaled run: wall {wall:.0f} s, CPU {cpu:.0f} s; full estimate {total:.0f} s ({total / 60:.1f} min) "
+          "at the same machine load")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "timing.json").write_text(json.dumps(
+        {"train_scale": args.train_scale, "attack_scale": args.attack_scale, "wall_s": wall, "cpu_s": cpu,
+         "full_estimate_s": total, "steps": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
