@@ -5,7 +5,7 @@ PNG and PDF atomically. The experiments behind the figures are in :mod:`deepchec
 and :mod:`deepcheck.reproduce.compute_deep`.
 """
 
-from .deep import deep_tradeoff_figure, ood_curve_figure, theory_vs_deep_figure
+from .phenomena import deep_tradeoff_figure, ood_curve_figure, theory_vs_deep_figure
 from .plots import (
     bpd_vs_eps_figure,
     geometry_figure,
