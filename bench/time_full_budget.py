@@ -61,8 +61,14 @@ def main() -> None:
     ap.add_argument("--train-scale", type=int, default=10)
     ap.add_argument("--attack-scale", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--part", choices=("all", "linear", "deep"), default="all",
+                    help="run only the linear or only the deep steps (two processes can then run side by side)")
     args = ap.parse_args()
     budget = scaled(BUDGETS["full"], args.train_scale, args.attack_scale)
+    if args.part == "deep":
+        cli.steps_linear.STEPS = []
+    elif args.part == "linear":
+        cli.steps_deep.deep_steps = lambda budget: []
     step_cpu: dict[str, float] = {}
     cli.run_step = _timed_run_step(cli.run_step, step_cpu)
     t0, c0 = time.perf_counter(), _cpu()
