@@ -57,14 +57,16 @@ class DeepData:
 
 
 def deep_data(budget: Budget, seed: int) -> DeepData:
-    """``budget.deep.dataset`` (train limited to ``deep.n_train``, 512 validation images, enough test images)
+    """``budget.deep.dataset`` (train limited to ``deep.n_train``, 512 validation images, the first test images:
+    as many as the largest ``n`` of the steps that read them)
     and the out-of-distribution sets ``budget.ood.sets`` (``ood.n`` test images each) in the same shape,
     resampled bilinearly where the size differs. An OOD set with another number of levels is requantised to
     the model's: ``k' = floor(k n_bins / n_bins_ood)`` (uniform noise is drawn with the model's levels)."""
     d, n_ood = budget.deep, budget.ood.n
     train = load(d.dataset, "train", seed=seed, limit=d.n_train)
     val = load(d.dataset, "val", seed=seed, limit=512)
-    test = load(d.dataset, "test", seed=seed, limit=max(budget.eval.n, n_ood))
+    test = load(d.dataset, "test", seed=seed, limit=max(budget.eval.n, n_ood, budget.dequant.n, budget.theory.n,
+                                                         budget.deep_tradeoff.n))
     ood, missing = {}, {}
     for name in budget.ood.sets:
         if name == "uniform-noise":
