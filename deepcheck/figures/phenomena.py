@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def ood_curve_figure(eps: Sequence[float], medians: Mapping[str, Sequence[float]], in_medians: Mapping[str, float],
@@ -47,6 +48,7 @@ def deep_tradeoff_figure(deep: Sequence[Mapping[str, float | str]], linear: Mapp
     ax.set_xlabel("accuracy loss: clean bits/dim - MLE's")
     ax.set_ylabel(rf"rise under PGD ({norm}, $\epsilon_a$={eps_attack:g}), bits/dim")
     ax.set_title(f"deep: {model_label}, hybrid lambda x eps_train", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
     ax2.plot(linear["loss"], linear["rise"], "-s", ms=3, color="tab:red", label="sample-specific attack (R1)")
     if "rise_universal" in linear:
         ax2.plot(linear["loss_universal"], linear["rise_universal"], "-o", ms=3, color="tab:purple",
@@ -54,6 +56,7 @@ def deep_tradeoff_figure(deep: Sequence[Mapping[str, float | str]], linear: Mapp
     ax2.set_xlabel("accuracy loss: clean bits/dim - MLE's")
     ax2.set_ylabel(rf"rise at $\epsilon_a$={eps_attack:g} (L2), bits/dim")
     ax2.set_title("linear flow on the same pixels, universal training (R5, R7)", fontsize=9)
+    ax2.set_yscale("log")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     return fig
