@@ -237,18 +237,18 @@ BUDGETS: dict[str, Budget] = {
     "full": Budget("full").with_settings(
         verify={"quick": False}, attack={"dim": 24, "points": 16, "pgd_steps": 200, "pgd_restarts": 3},
         tradeoff={"dim": 4, "n": 60},
-        deep={"dataset": "fashion-mnist", "config": "small", "n_train": 4000},
-        train={"epochs": 3, "finetune_epochs": 1, "pgd_steps": 1, "eps": 0.02},
-        eval={"eps": (0.0, 0.016, 0.031, 0.063, 0.125, 0.25), "pgd_steps": 15, "restarts": 0, "n": 16,
-              "eps_l2": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0), "strong_n": 4, "strong_steps": 45, "strong_restarts": 1,
-              "strong_stride": 3},
-        ood={"sets": ("uniform-noise", "mnist5k"), "eps": 0.031, "pgd_steps": 15, "n": 16,
+        deep={"dataset": "fashion-mnist", "config": "small", "n_train": 20000},
+        train={"epochs": 4, "finetune_epochs": 1, "pgd_steps": 2, "eps": 0.031},
+        eval={"eps": (0.0, 0.008, 0.016, 0.031, 0.063, 0.125, 0.25), "pgd_steps": 40, "restarts": 0, "n": 64,
+              "eps_l2": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0), "strong_n": 8, "strong_steps": 160, "strong_restarts": 1,
+              "strong_stride": 2},
+        ood={"sets": ("uniform-noise", "mnist5k"), "eps": 0.031, "pgd_steps": 40, "n": 128,
              "eps_grid": (0.0, 0.031, 0.063, 0.125, 0.25)},
         teaser={"model": "glow", "eps": 0.031, "grid_images": 6},
-        dequant={"k": 8, "n": 128},
-        theory={"eps": (0.5, 1.0, 2.0), "n": 16, "pgd_steps": 15, "universal_steps": 15},
-        deep_tradeoff={"model": "glow", "lambdas": (0.5, 1.0), "eps_train": (0.5, 1.0), "epochs": 1,
-                       "n_train": 500, "pgd_steps": 2, "eps_attack": 1.0, "attack_steps": 15, "n": 16}),
+        dequant={"k": 8, "n": 512},
+        theory={"eps": (0.5, 1.0, 2.0), "n": 64, "pgd_steps": 40, "universal_steps": 40},
+        deep_tradeoff={"model": "glow", "lambdas": (0.25, 0.5, 1.0), "eps_train": (0.5, 1.0), "epochs": 1,
+                       "n_train": 3000, "pgd_steps": 2, "eps_attack": 1.0, "attack_steps": 40, "n": 64}),
 }
 BUDGETS["full-mnist5k"] = replace(BUDGETS["full"], name="full-mnist5k").with_settings(
     deep={"dataset": "mnist5k", "n_train": None}, ood={"sets": ("uniform-noise", "fashion-mnist")})
