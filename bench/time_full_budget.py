@@ -33,11 +33,12 @@ def scaled(full: Budget, train_scale: int, attack_scale: int) -> Budget:
 
     ev, o, th, dt, d = full.eval, full.ood, full.theory, full.deep_tradeoff, full.deep
     return full.with_settings(
-        deep={"n_train": max(64, d.n_train // train_scale)},
+        deep={"n_train": None if d.n_train is None or train_scale == 1 else max(64, d.n_train // train_scale)},
         eval={"pgd_steps": s(ev.pgd_steps), "strong_steps": s(ev.strong_steps)},
         ood={"pgd_steps": s(o.pgd_steps)},
         theory={"pgd_steps": s(th.pgd_steps), "universal_steps": s(th.universal_steps)},
-        deep_tradeoff={"n_train": max(64, (dt.n_train or d.n_train) // train_scale),
+        deep_tradeoff={"n_train": dt.n_train if train_scale == 1 or (dt.n_train or d.n_train) is None
+                       else max(64, (dt.n_train or d.n_train) // train_scale),
                        "attack_steps": s(dt.attack_steps)})
 
 
@@ -61,10 +62,11 @@ def main() -> None:
     ap.add_argument("--train-scale", type=int, default=10)
     ap.add_argument("--attack-scale", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget", default="full", help="the budget to scale (default full; quick with scales 1)")
     ap.add_argument("--part", choices=("all", "linear", "deep"), default="all",
                     help="run only the linear or only the deep steps (two processes can then run side by side)")
     args = ap.parse_args()
-    budget = scaled(BUDGETS["full"], args.train_scale, args.attack_scale)
+    budget = scaled(BUDGETS[args.budget], args.train_scale, args.attack_scale)
     if args.part == "deep":
         cli.steps_linear.STEPS = []
     elif args.part == "linear":
