@@ -445,4 +445,4 @@ def test_smoke_new_steps_are_consistent(smoke) -> None:
     for d in steps["dequant"]["results"]["models"].values():
         assert d["bound"] <= d["dequantized"] and d["k"] == 2
     pts = steps["deep_tradeoff"]["results"]["deep"]
-    assert pts[0]["label"] == "MLE" and pts[0]["loss"] == 0.0 and len(pts) == 2
+    assert pts[0]["lambda"] == 0.0 and pts[0]["loss"] == 0.0 and len(pts) == 2 and pts[1]["lambda"] == 0.5
