@@ -14,6 +14,7 @@ from ..checkpoint import load_checkpoint
 from . import compute_deep as deep
 from . import report as rep
 from . import steps_phenomena
+from .trained import model_pixels, trained_models
 from .budget import Budget
 from .pipeline import Context, NotAvailable, Step, StepOutput
 
@@ -58,32 +59,12 @@ def make_train_step(model: str, mode: str) -> Callable[[Context], StepOutput]:
     return step_train
 
 
-def trained_models(ctx: Context) -> dict[str, Any]:
-    """``{"glow / mle": model, ...}`` for every training step that finished, loaded from its checkpoint."""
-    models = {}
-    for m in ctx.budget.flows.models:
-        for mode in ctx.budget.flows.modes:
-            rec = ctx.records.get(f"train_{m}_{mode}", {})
-            if rec.get("status") in ("ok", "cached"):
-                net = load_checkpoint(ctx.out / rec["results"]["checkpoint"]).model
-                models[f"{m} / {mode}"] = net.to(ctx.device).eval()
-    if not models:
-        reasons = {r["name"]: r.get("reason", "") for n, r in ctx.records.items() if n.startswith("train_")}
-        raise NotAvailable(f"no trained deep flow ({reasons or 'no training step'})")
-    return models
-
-
-def _pixels(data: Any, models: dict[str, Any], n: int, device: str) -> Any:
-    dtype = next(next(iter(models.values())).parameters()).dtype
-    return data.pixels(dtype)[:n].to(device)
-
-
 def step_deep_attack(ctx: Context) -> StepOutput:
     """Bits/dim of test images against the budget of the likelihood-lowering PGD attack, per trained model;
     the image grid (clean, attacked at ``teaser.eps``, amplified difference) for the first model."""
     b = ctx.budget
     models = trained_models(ctx)
-    x = _pixels(deep.deep_data(b, ctx.seed).test, models, b.eval.n, ctx.device)
+    x = model_pixels(deep.deep_data(b, ctx.seed).test, models, b.eval.n, ctx.device)
     res = deep.compute_bpd_vs_eps(models, x, b, seed=ctx.seed)
     out = StepOutput(results=res)
     eps_grid, curves = res["eps"], res["mean_bpd"]
@@ -104,8 +85,8 @@ def step_ood(ctx: Context) -> StepOutput:
     b = ctx.budget
     models = trained_models(ctx)
     data = deep.deep_data(b, ctx.seed)
-    x_in = _pixels(data.test, models, b.ood.n, ctx.device)
-    sets = {name: deep.compute_ood(models, x_in, _pixels(o, models, b.ood.n, ctx.device), b, seed=ctx.seed,
+    x_in = model_pixels(data.test, models, b.ood.n, ctx.device)
+    sets = {name: deep.compute_ood(models, x_in, model_pixels(o, models, b.ood.n, ctx.device), b, seed=ctx.seed,
                                    ood_name=name) for name, o in data.ood.items()}
     out = StepOutput(results={"sets": sets, "eps": b.ood.eps, "norm": b.eval.norm})
     rows = [[label, name, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]]

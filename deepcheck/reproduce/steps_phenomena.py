@@ -16,6 +16,7 @@ from . import compute_theory as theory
 from . import compute_tradeoff_deep as tdeep
 from . import report as rep
 from .pipeline import Context, NotAvailable, StepOutput
+from .trained import model_pixels, trained_models
 
 
 def _strength_cell(s: dict[str, Any] | None) -> str:
@@ -50,13 +51,11 @@ def attack_tables(ctx: Context, out: StepOutput, norms: dict[str, Any], dataset:
 def step_ood_curve(ctx: Context) -> StepOutput:
     """The OOD attack against the budget (``ood.eps_grid``) per OOD set and model: median bits/dim, AUROC, and
     the smallest eps where the attacked OOD median reaches the in-distribution median."""
-    from .steps_deep import _pixels, trained_models
-
     b = ctx.budget
     models = trained_models(ctx)
     data = deep.deep_data(b, ctx.seed)
-    x_in = _pixels(data.test, models, b.ood.n, ctx.device)
-    sets = {name: phen.ood_curve(models, x_in, _pixels(o, models, b.ood.n, ctx.device), b, seed=ctx.seed)
+    x_in = model_pixels(data.test, models, b.ood.n, ctx.device)
+    sets = {name: phen.ood_curve(models, x_in, model_pixels(o, models, b.ood.n, ctx.device), b, seed=ctx.seed)
             for name, o in data.ood.items()}
     out = StepOutput(results={"sets": sets})
     for name, res in sets.items():
@@ -85,8 +84,6 @@ def step_ood_curve(ctx: Context) -> StepOutput:
 def step_dequant(ctx: Context) -> StepOutput:
     """Uniformly dequantised bits/dim (``dequant.k`` draws) beside the mid-bin value, clean test images."""
     b = ctx.budget
-    from .steps_deep import trained_models
-
     models = trained_models(ctx)
     test = deep.deep_data(b, ctx.seed).test
     test = test[: min(b.dequant.n, len(test))]
@@ -101,8 +98,6 @@ def step_dequant(ctx: Context) -> StepOutput:
 
 
 def _mle_models(ctx: Context) -> dict[str, Any]:
-    from .steps_deep import trained_models
-
     models = {k: v for k, v in trained_models(ctx).items() if k.endswith("/ mle")}
     if not models:
         raise NotAvailable("no maximum-likelihood deep flow was trained")
@@ -111,13 +106,11 @@ def _mle_models(ctx: Context) -> dict[str, Any]:
 
 def step_theory(ctx: Context) -> StepOutput:
     """The linear theory (R1, R4) against the maximum-likelihood deep flows (:mod:`.compute_theory`)."""
-    from .steps_deep import _pixels
-
     b = ctx.budget
     models = _mle_models(ctx)
     data = deep.deep_data(b, ctx.seed)
     flow = theory.fit_linear(data.train.pixels(), theory.resolve_reg(b.theory.reg, data.train.n_bins))
-    x = _pixels(data.test, models, b.theory.n, ctx.device)
+    x = model_pixels(data.test, models, b.theory.n, ctx.device)
     res = theory.theory_vs_deep(models, x.cpu(), flow, b, seed=ctx.seed)
     out = StepOutput(results=res)
     for m, r in res["models"].items():
@@ -145,8 +138,6 @@ def step_theory(ctx: Context) -> StepOutput:
 def step_deep_tradeoff(ctx: Context) -> StepOutput:
     """The deep robustness-accuracy trade-off grid beside the linear R7 curve (:mod:`.compute_tradeoff_deep`)."""
     from ..checkpoint import load_checkpoint
-    from .steps_deep import _pixels
-
     b, dt = ctx.budget, ctx.budget.deep_tradeoff
     rec = ctx.records.get(f"train_{dt.model}_mle", {})
     if rec.get("status") not in ("ok", "cached"):
@@ -156,7 +147,7 @@ def step_deep_tradeoff(ctx: Context) -> StepOutput:
     full_train = data.train
     if dt.n_train is not None:
         data = dataclasses.replace(data, train=data.train[:dt.n_train])
-    x = _pixels(data.test, {"m": mle}, dt.n, ctx.device)
+    x = model_pixels(data.test, {"m": mle}, dt.n, ctx.device)
     start = tdeep.deep_point(mle, x, b, seed=ctx.seed)
     points, files = [], []
     # lambda = 0: the MLE fine-tuned by maximum likelihood for as long: the baseline of the accuracy loss, so that
