@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -14,9 +13,9 @@ from ..checkpoint import load_checkpoint
 from . import compute_deep as deep
 from . import report as rep
 from . import steps_phenomena
-from .trained import model_pixels, trained_models
 from .budget import Budget
 from .pipeline import Context, NotAvailable, Step, StepOutput
+from .trained import model_pixels, trained_models
 
 
 def checkpoint_path(ctx: Context, model: str, mode: str) -> Path:
