@@ -27,9 +27,12 @@ EXPECTED_FIGURES = {
     "attack_vs_eps": ["nll_vs_eps"],
     "waterfilling": ["waterfilling"],
     "tradeoff": ["tradeoff"],
-    "deep_attack": ["bpd_vs_eps", "image_grid"],
+    "deep_attack": ["bpd_vs_eps", "bpd_vs_eps_l2", "image_grid"],
     "ood": ["ood_histograms"],
     "teaser": ["teaser"],
+    "ood_curve": ["ood_curve_uniform-noise"],
+    "theory": ["theory_vs_deep_glow", "theory_vs_deep_realnvp"],
+    "deep_tradeoff": ["deep_tradeoff"],
 }
 
 
@@ -53,7 +56,7 @@ def test_smoke_run_writes_results_and_report(smoke) -> None:
     steps = _steps(results)
     assert list(steps)[:5] == ["verify", "geometry", "attack_vs_eps", "waterfilling", "tradeoff"]
     assert {"train_glow_mle", "train_glow_hybrid", "train_realnvp_mle", "train_realnvp_hybrid", "deep_attack", "ood",
-            "teaser"} <= set(steps)
+            "teaser", "ood_curve", "dequant", "theory", "deep_tradeoff"} <= set(steps)
     for s in results["steps"]:
         assert s["status"] in ("ok", "not run"), (s["name"], s["status"], s.get("reason"), s.get("notes"))
         if s["status"] == "not run":
@@ -132,7 +135,7 @@ def test_report_numbers_equal_results_json(smoke) -> None:
     assert _close(row[0], wf["tau"]) and int(row[1]) == wf["n_lifted"] and _close(row[2], wf["kl"])
     if steps["verify"]["status"] == "ok":
         checks = steps["verify"]["results"]["checks"]
-        rows = _table_after(report, "verification of DESIGN R1-R7")
+        rows = _table_after(report, "verification of R1-R7 (docs/theory.md)")
         assert len(rows) == len(checks)
         for row, c in zip(rows, checks):
             assert row[1] == c["name"] and _close(row[3], c["worst"]) and int(row[5]) == c["cases"]
@@ -341,3 +344,105 @@ def test_figures_only_draw() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == "[]"
     assert "plots" in out[1] and not any(m in out[1] for m in ("'linear'", "'deep'", "'availability'"))
+
+
+# ---------------------------------------------------------------------------------------------- full-size steps
+class _ImageLinear(torch.nn.Module):
+    """deepcheck's torch LinearFlow on images (flattened): a deep-flow stand-in with exact linflow answers."""
+
+    def __init__(self, flow: object, shape: tuple[int, int, int], n_bins: int) -> None:
+        super().__init__()
+        from deepcheck.flows.linear import LinearFlow as TorchLinear
+
+        self.inner = TorchLinear.from_linflow(flow, n_bins=n_bins)
+        self.shape, self.n_bins = shape, n_bins
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.log_prob(x.reshape(len(x), -1))
+
+    def bpd(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.bpd(x.reshape(len(x), -1))
+
+
+def _mid_images(n: int, seed: int, n_bins: int = 17) -> torch.Tensor:
+    """Mid-bin images (1, 3, 3) with levels 5..11 of 17: small perturbations stay inside [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(5, 12, (n, 1, 3, 3), generator=g).double() + 0.5) / n_bins
+
+
+def test_theory_vs_deep_on_a_linear_flow_reproduces_linflow_exactly() -> None:
+    """With the 'deep' model equal to the fitted linear flow, transferring the R1 optimum gives exactly the
+    linear prediction (pixel mapping and bits/dim conversion), PGD reaches it, and nothing exceeds the optima."""
+    import linflow
+    from deepcheck.reproduce import compute_theory as theory
+
+    x_train, x_test = _mid_images(300, 0), _mid_images(20, 1)
+    flow = theory.fit_linear(x_train, theory.resolve_reg(None, 17))
+    assert theory.resolve_reg(None, 17) == pytest.approx(1 / (12 * 17**2))
+    net = _ImageLinear(flow, (1, 3, 3), 17)
+    b = reproduce.BUDGETS["smoke"].with_settings(theory={"eps": (0.03, 0.06), "n": 20, "pgd_steps": 100,
+                                                         "universal_steps": 100})
+    res = theory.theory_vs_deep({"lin / mle": net}, x_test, flow, b, seed=0)
+    r = res["models"]["lin / mle"]
+    X = x_test.reshape(20, -1).numpy()
+    for i, e in enumerate(res["eps"]):
+        assert (x_test.min() - e > 0) and (x_test.max() + e < 1)  # the clamp never binds here
+        pred = float(np.mean(linflow.optimal_nll_change(flow, X, e))) / (9 * np.log(2))
+        assert res["predicted_r1"][i] == pytest.approx(pred, rel=1e-12)
+        assert r["transfer_r1"][i] == pytest.approx(pred, rel=1e-9)
+        assert pred * 0.99 <= r["pgd"][i] <= pred * (1 + 1e-9)
+        assert r["cos_pgd_r1"][i] > 0.99
+        assert r["transfer_r4"][i] <= res["predicted_r4"][i] * (1 + 1e-9)
+        assert res["predicted_r4"][i] * 0.95 <= r["universal"][i] <= res["predicted_r4"][i] * (1 + 1e-9)
+        assert 0.0 <= r["cos_universal_umin"][i] <= 1.0 + 1e-12
+
+
+def test_linear_tradeoff_curve_starts_at_the_ml_fit_and_trades_accuracy_for_robustness() -> None:
+    """eps_train = 0 is the ML fit (no accuracy loss) whose universal rise is eps_a^2 / (2 s_min) (R4, with s_min
+    from an independent eigendecomposition); training lowers the rises and raises the clean bits/dim (R7)."""
+    from deepcheck.reproduce import compute_tradeoff_deep as tdeep
+
+    x_train, x_test = _mid_images(300, 0), _mid_images(20, 1)
+    b = reproduce.BUDGETS["smoke"].with_settings(deep_tradeoff={"eps_attack": 0.05,
+                                                                "linear_eps_train": (0.0, 0.02, 0.05, 0.1)})
+    lin = tdeep.linear_curve(x_train, x_test, 17, b)
+    X = x_train.reshape(300, -1).numpy()
+    s_min = np.linalg.eigvalsh(np.cov(X.T, bias=True) + np.eye(9) / (12 * 17**2))[0]
+    assert lin["loss"][0] == 0.0 and lin["loss_universal"][0] == pytest.approx(0.0, abs=1e-12)
+    assert lin["rise_universal"][0] == pytest.approx(0.05**2 / (2 * s_min) / (9 * np.log(2)), rel=1e-8)
+    assert np.all(np.diff(lin["rise_universal"]) < 0) and np.all(np.diff(lin["loss_universal"]) > 0)
+    assert np.all(np.array(lin["attacked"]) > np.array(lin["clean"]))
+
+
+def test_growth_threshold_and_strength_helpers() -> None:
+    from deepcheck.reproduce import compute_phenomena as phen
+
+    assert phen.first_eps([0.0, 0.1, 0.2], [False, False, True]) == 0.2
+    assert phen.first_eps([0.0, 0.1], [False, False]) is None
+    assert phen.strength_mask([0.0, 1, 2, 3, 4, 5], 2) == [False, True, False, True, False, True]
+    assert phen.strength_mask([0.0, 1, 2], 1) == [False, True, True]
+    b = reproduce.BUDGETS["full"]
+    grid = phen.eps_grid(b, "linf")
+    assert grid[0] == 0.0 and b.teaser.eps in grid and grid == sorted(grid)
+
+
+def test_smoke_new_steps_are_consistent(smoke) -> None:
+    """The full-size steps: strengths are fractions, AUROC in [0, 1], thresholds on the grid, dequantised
+    bits/dim above mid-bin (the mid-bin value misses the within-bin variance) and the trade-off's MLE point."""
+    steps = _steps(smoke[1])
+    for norm, r in steps["deep_attack"]["results"]["norms"].items():
+        for label, fr in r["strength"].items():
+            for s in fr:
+                if s is not None:
+                    assert 0.0 < s["fraction"] <= 1.0 + 1e-12, (norm, label, s)
+        for e in r["growth_eps"].values():
+            assert e is None or e in r["eps"]
+    for res in steps["ood_curve"]["results"]["sets"].values():
+        for m in res["models"].values():
+            assert all(0.0 <= a <= 1.0 for a in m["auroc"]) and len(m["median_bpd"]) == len(res["eps"])
+            t = m["threshold_eps"]
+            assert t is None or m["median_bpd"][res["eps"].index(t)] <= m["in_median"]
+    for d in steps["dequant"]["results"]["models"].values():
+        assert d["bound"] <= d["dequantized"] and d["k"] == 2
+    pts = steps["deep_tradeoff"]["results"]["deep"]
+    assert pts[0]["lambda"] == 0.0 and pts[0]["loss"] == 0.0 and len(pts) == 2 and pts[1]["lambda"] == 0.5

@@ -51,7 +51,7 @@ def geometry_figure(mean: Sequence[float], cov: Sequence[Sequence[float]], eps: 
                     points: Sequence[Sequence[float]], delta_decrease: Sequence[Sequence[float]],
                     delta_increase: Sequence[Sequence[float]], u_min: Sequence[float]) -> Figure:
     """Likelihood contours of a 2-D linear flow; per point the L2 ball of radius ``eps`` with its lowering
-    (red, DESIGN R1) and raising (blue, R2) optimal perturbations; the universal perturbation ``mu +- eps u_min``
+    (red, R1) and raising (blue, R2) optimal perturbations; the universal perturbation ``mu +- eps u_min``
     (purple, R4)."""
     mean, cov = np.asarray(mean, float), np.asarray(cov, float)
     pts = np.asarray(points, float)

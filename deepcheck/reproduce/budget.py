@@ -7,7 +7,8 @@ name is an AttributeError, not a silently empty key. Units: eps in data units (p
 
 Budgets (:data:`BUDGETS`): ``smoke`` (tests: every artifact, minimal settings), ``quick`` (default: the
 embedded 8x8 digits, tiny GLOW and RealNVP, minutes on 2 CPU cores), ``full`` (Fashion-MNIST 28x28 at the
-small configuration, MNIST-5k as a second OOD set, exhaustive verification; hours on a CPU).
+small configuration, MNIST-5k as a second OOD set, exhaustive verification; designed for about 50 minutes on
+an idle 2-core CPU, see ``bench/time_full_budget.py``) and ``full-mnist5k`` (MNIST-5k in distribution).
 """
 
 from __future__ import annotations
@@ -101,14 +102,25 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The in-distribution attack on ``n`` test images: PGD lowering the likelihood in ``norm`` at each ``eps``;
-    ``norm`` is also the OOD attack's norm."""
+    """The in-distribution attack on ``n`` test images: PGD lowering the likelihood (``pgd_steps`` steps, a run
+    from zero and ``restarts`` random restarts) in each norm of ``norms``, at each budget of ``eps`` (L-inf) or
+    ``eps_l2`` (L2); ``norm`` is the teaser's and the OOD attack's norm. ``growth``: the bits/dim growth factor
+    whose eps is reported. The attack's strength: on the first ``strong_n`` images, the fraction of the NLL rise
+    that a stronger run (``strong_steps`` steps, ``strong_restarts`` restarts) finds (0: no check), at every
+    ``strong_stride``-th nonzero eps of each grid (and always at the largest)."""
 
     norm: str = "linf"
     eps: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)
     pgd_steps: int = 20
     restarts: int = 0
     n: int = 128
+    norms: tuple[str, ...] = ("linf", "l2")
+    eps_l2: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    growth: float = 50.0
+    strong_n: int = 8
+    strong_steps: int = 80
+    strong_restarts: int = 3
+    strong_stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ class OODSettings:
     eps: float = 0.1
     pgd_steps: int = 40
     n: int = 128
+    eps_grid: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2)
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,53 @@ class TeaserSettings:
     model: str = "realnvp"
     eps: float = 0.05
     grid_images: int = 4
+
+
+@dataclass(frozen=True)
+class DequantSettings:
+    """Uniformly dequantised bits/dim (:mod:`deepcheck.dequant`) of ``n`` clean test images, ``k`` draws."""
+
+    k: int = 8
+    n: int = 256
+
+
+@dataclass(frozen=True)
+class TheorySettings:
+    """The linear theory against the deep flows: a ``linflow.LinearFlow`` fitted to the training pixels with
+    ridge ``reg`` (None: the variance ``1 / (12 n_bins^2)`` of uniform dequantisation, which makes it the
+    maximum-likelihood Gaussian of the dequantised pixels); on ``n`` test images at L2 budgets ``eps``: the R1
+    optimum and the R4 direction ``+-eps u_min`` transferred to each maximum-likelihood deep flow, PGD on the
+    deep flow (``pgd_steps``) and the deep universal perturbation (``universal_steps`` steps of
+    :func:`deepcheck.attacks.universal`)."""
+
+    reg: float | None = None
+    eps: tuple[float, ...] = (0.5, 1.0, 2.0)
+    n: int = 64
+    pgd_steps: int = 20
+    universal_steps: int = 20
+
+
+@dataclass(frozen=True)
+class DeepTradeoffSettings:
+    """The deep robustness-accuracy trade-off: ``model``'s maximum-likelihood flow fine-tuned for ``epochs``
+    epochs by hybrid training on the first ``n_train`` training images (None: all) at each ``lambdas`` x
+    ``eps_train`` (PGD in ``norm``, ``pgd_steps`` steps), then measured on ``n`` test images clean and under PGD
+    of budget ``eps_attack`` (``attack_steps`` steps); beside it the linear R7 curve (universal L2) of a
+    ``linflow.LinearFlow`` on the same pixels (``reg`` as in :class:`TheorySettings`) trained at each
+    ``linear_eps_train``."""
+
+    model: str = "glow"
+    lambdas: tuple[float, ...] = (0.5, 1.0)
+    eps_train: tuple[float, ...] = (0.5, 1.0)
+    norm: str = "l2"
+    epochs: int = 1
+    n_train: int | None = None
+    pgd_steps: int = 2
+    eps_attack: float = 1.0
+    attack_steps: int = 20
+    n: int = 64
+    reg: float | None = None
+    linear_eps_train: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -147,6 +207,9 @@ class Budget:
     eval: EvalSettings = field(default_factory=EvalSettings)
     ood: OODSettings = field(default_factory=OODSettings)
     teaser: TeaserSettings = field(default_factory=TeaserSettings)
+    dequant: DequantSettings = field(default_factory=DequantSettings)
+    theory: TheorySettings = field(default_factory=TheorySettings)
+    deep_tradeoff: DeepTradeoffSettings = field(default_factory=DeepTradeoffSettings)
 
     def settings(self, sections: tuple[str, ...]) -> dict[str, Any]:
         """``{section: its fields}`` for the named sections (a step's cache key and its recorded settings)."""
@@ -164,14 +227,30 @@ BUDGETS: dict[str, Budget] = {
         tradeoff={"dim": 2, "n": 8, "eps_train": (0.0, 0.3, 1.0), "checks": 1},
         deep={"n_train": 128}, flows={"models": ("glow", "realnvp")},
         train={"epochs": 1, "finetune_epochs": 1, "pgd_steps": 2},
-        eval={"eps": (0.0, 0.05), "pgd_steps": 3, "n": 16}, ood={"pgd_steps": 3, "n": 16},
-        teaser={"grid_images": 2}),
+        eval={"eps": (0.0, 0.05), "pgd_steps": 3, "n": 16, "eps_l2": (0.0, 0.5), "strong_n": 4, "strong_steps": 4,
+              "strong_restarts": 1},
+        ood={"pgd_steps": 3, "n": 16, "eps_grid": (0.0, 0.1)}, teaser={"grid_images": 2},
+        dequant={"k": 2, "n": 16}, theory={"eps": (0.5,), "n": 8, "pgd_steps": 3, "universal_steps": 3},
+        deep_tradeoff={"lambdas": (0.5,), "eps_train": (0.5,), "pgd_steps": 1, "attack_steps": 3, "n": 8,
+                       "linear_eps_train": (0.0, 0.5)}),
     "quick": Budget("quick"),
     "full": Budget("full").with_settings(
-        verify={"quick": False}, attack={"dim": 24, "points": 16, "pgd_steps": 300, "pgd_restarts": 5},
+        verify={"quick": False}, attack={"dim": 24, "points": 16, "pgd_steps": 200, "pgd_restarts": 3},
         tradeoff={"dim": 4, "n": 60},
         deep={"dataset": "fashion-mnist", "config": "small", "n_train": 20000},
-        train={"epochs": 20, "finetune_epochs": 5, "pgd_steps": 5},
-        eval={"eps": (0.0, 0.005, 0.01, 0.02, 0.05, 0.1), "pgd_steps": 50, "restarts": 2, "n": 1000},
-        ood={"sets": ("uniform-noise", "mnist5k"), "pgd_steps": 100, "n": 1000}, teaser={"grid_images": 6}),
+        train={"epochs": 4, "finetune_epochs": 1, "pgd_steps": 2, "eps": 0.031},
+        eval={"eps": (0.0, 0.008, 0.016, 0.031, 0.063, 0.125, 0.25), "pgd_steps": 40, "restarts": 0, "n": 64,
+              "eps_l2": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0), "strong_n": 8, "strong_steps": 160, "strong_restarts": 1,
+              "strong_stride": 2},
+        ood={"sets": ("uniform-noise", "mnist5k"), "eps": 0.031, "pgd_steps": 40, "n": 128,
+             "eps_grid": (0.0, 0.031, 0.063, 0.125, 0.25)},
+        teaser={"model": "glow", "eps": 0.031, "grid_images": 6},
+        dequant={"k": 8, "n": 512},
+        theory={"eps": (0.5, 1.0, 2.0), "n": 64, "pgd_steps": 40, "universal_steps": 40},
+        deep_tradeoff={"model": "glow", "lambdas": (0.25, 0.5, 1.0), "eps_train": (0.5, 1.0), "epochs": 1,
+                       "n_train": 3000, "pgd_steps": 2, "eps_attack": 1.0, "attack_steps": 40, "n": 64}),
 }
+BUDGETS["full-mnist5k"] = replace(BUDGETS["full"], name="full-mnist5k").with_settings(
+    deep={"dataset": "mnist5k", "n_train": None}, ood={"sets": ("uniform-noise", "fashion-mnist")})
+"""The full budget with MNIST-5k (all 3600 training images) in distribution and Fashion-MNIST out of it: the
+other direction of the Fashion-MNIST <-> MNIST comparison (its linear steps are those of ``full``)."""

@@ -28,7 +28,7 @@ NOT_REPRODUCED = [
     "MNIST-5k) instead, so bits/dim are comparable with the paper's in shape only, not in value.",
     "The paper's exact architectures, training settings, norms, budgets and hybrid objective are not available "
     "(only its abstract and teaser figure are); the settings used here are listed under each step.",
-    "Theorem statements of the paper: the linear-flow results verified here are DESIGN R1-R7, derived afresh.",
+    "Theorem statements of the paper: the linear-flow results verified here are R1-R7 of docs/theory.md, derived anew.",
 ]
 
 

@@ -10,7 +10,7 @@
   likelihood of OOD images) and the AUROC of the likelihood score before and after;
 * :func:`teaser_rows` -- the measured numbers next to the paper's teaser (:data:`PAPER_TEASER`).
 
-Pixels are mid-bin ``y = (k + 0.5) / n_bins`` for attacks and evaluation (DESIGN, deep conventions); every
+Pixels are mid-bin ``y = (k + 0.5) / n_bins`` for attacks and evaluation (docs/theory.md, deep conventions); every
 attack is clamped to ``[0, 1]``. ``budget`` is a :class:`deepcheck.reproduce.budget.Budget`.
 """
 
@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..data import load
-from ..evaluate import attack_in_batches, auroc, bpd_against_eps, bpd_of, ood_attack
+from ..evaluate import attack_in_batches, auroc, bpd_of, ood_attack
 from ..flows import build
 from ..train import train
 from .budget import Budget
+from .compute_phenomena import ATTACK_BATCH, attack_curves  # ATTACK_BATCH: images per PGD batch
 
 PAPER_TEASER = {"clean": 1.6, "attacked": 150.0, "noise": 11.0, "noise_attacked": 4.2, "robust_clean": 1.7,
                 "robust_attacked": 2.7}
@@ -36,9 +35,6 @@ PAPER_TEASER = {"clean": 1.6, "attacked": 150.0, "noise": 11.0, "noise_attacked"
 
 TRAIN_SECTIONS = ("deep", "train")
 """The :class:`Budget` sections that change a trained model."""
-
-ATTACK_BATCH = 256
-"""Images per PGD batch in the deep attacks (batch ``i`` is seeded ``seed + i``)."""
 
 
 def checkpoint_name(model: str, mode: str, budget: Budget, seed: int, device: str = "cpu") -> str:
@@ -61,14 +57,16 @@ class DeepData:
 
 
 def deep_data(budget: Budget, seed: int) -> DeepData:
-    """``budget.deep.dataset`` (train limited to ``deep.n_train``, 512 validation images, enough test images)
+    """``budget.deep.dataset`` (train limited to ``deep.n_train``, 512 validation images, the first test images:
+    as many as the largest ``n`` of the steps that read them)
     and the out-of-distribution sets ``budget.ood.sets`` (``ood.n`` test images each) in the same shape,
     resampled bilinearly where the size differs. An OOD set with another number of levels is requantised to
     the model's: ``k' = floor(k n_bins / n_bins_ood)`` (uniform noise is drawn with the model's levels)."""
     d, n_ood = budget.deep, budget.ood.n
     train = load(d.dataset, "train", seed=seed, limit=d.n_train)
     val = load(d.dataset, "val", seed=seed, limit=512)
-    test = load(d.dataset, "test", seed=seed, limit=max(budget.eval.n, n_ood))
+    test = load(d.dataset, "test", seed=seed, limit=max(budget.eval.n, n_ood, budget.dequant.n, budget.theory.n,
+                                                         budget.deep_tradeoff.n))
     ood, missing = {}, {}
     for name in budget.ood.sets:
         if name == "uniform-noise":
@@ -120,28 +118,29 @@ def train_flow(model: str, mode: str, budget: Budget, data: DeepData, *, seed: i
 
 
 def compute_bpd_vs_eps(models: dict[str, Any], x: Any, budget: Budget, *, seed: int) -> dict[str, Any]:
-    """Mean and median bits/dim of the images ``x`` after the likelihood-lowering PGD attack (``eval.norm``,
-    ``eval.pgd_steps`` steps, a run from zero and ``eval.restarts`` random restarts) for each budget of
-    ``eval.eps`` and ``teaser.eps``, per model (:func:`deepcheck.evaluate.bpd_against_eps`); and the first
-    ``teaser.grid_images`` images, clean and attacked at ``teaser.eps``, for the maximum-likelihood
+    """Mean and median bits/dim of the images ``x`` after the likelihood-lowering PGD attack (``eval.pgd_steps``
+    steps, a run from zero and ``eval.restarts`` random restarts) against the budget, in each norm of
+    ``eval.norms`` (:func:`.compute_phenomena.attack_curves`: also the eps of ``eval.growth``-fold growth and the
+    attack's strength), per model; the top-level curves are those of ``eval.norm`` (with ``teaser.eps``); and
+    the first ``teaser.grid_images`` images, clean and attacked at ``teaser.eps``, for the maximum-likelihood
     ``teaser.model`` (else the first model): the image grid."""
     ev, ts = budget.eval, budget.teaser
-    eps_grid = sorted(set(ev.eps) | {0.0, ts.eps})
+    norms = budget.with_settings(eval={"norms": tuple(dict.fromkeys((ev.norm, *ev.norms)))})
+    per_norm = attack_curves(models, x, norms, seed=seed)
+    main = per_norm[ev.norm]
+    eps_grid, curves, medians = main["eps"], main["mean_bpd"], main["median_bpd"]
+    teaser = {label: {"clean": curves[label][eps_grid.index(0.0)], "attacked": curves[label][eps_grid.index(ts.eps)]}
+              for label in models}
     kw = dict(norm=ev.norm, likelihood="decrease", steps=ev.pgd_steps, restarts=ev.restarts, seed=seed)
-    curves, medians, teaser = {}, {}, {}
-    for label, net in models.items():
-        table = bpd_against_eps(net, x, eps_grid, batch_size=ATTACK_BATCH, **kw)
-        curves[label] = [float(v.mean()) for v in table]
-        medians[label] = [float(np.median(v)) for v in table]
-        teaser[label] = {"clean": curves[label][eps_grid.index(0.0)],
-                         "attacked": curves[label][eps_grid.index(ts.eps)]}
     label = f"{ts.model} / mle" if f"{ts.model} / mle" in models else next(iter(models))
     net, xg = models[label], x[:ts.grid_images]
     xa = attack_in_batches(net, xg, ts.eps, batch_size=ATTACK_BATCH, **kw)
     grid = {"model": label, "clean": xg.cpu().numpy(), "attacked": xa.cpu().numpy(), "bpd_clean": bpd_of(net, xg),
             "bpd_attacked": bpd_of(net, xa)}
+    for r in per_norm.values():
+        r.pop("per_image")
     return {"eps": eps_grid, "norm": ev.norm, "n_images": int(len(x)), "mean_bpd": curves,
-            "median_bpd": medians, "at_teaser_eps": teaser, "teaser_eps": ts.eps, "grid": grid}
+            "median_bpd": medians, "at_teaser_eps": teaser, "teaser_eps": ts.eps, "grid": grid, "norms": per_norm}
 
 
 def compute_ood(models: dict[str, Any], x_in: Any, x_ood: Any, budget: Budget, *, seed: int,

@@ -1,9 +1,9 @@
-"""The linear-flow experiments of ``reproduce`` (DESIGN R1-R7), shared with the notebooks.
+"""The linear-flow experiments of ``reproduce`` (R1-R7 of docs/theory.md), shared with the notebooks.
 
 Each ``compute_*`` function takes explicit settings and a seed and returns a JSON-able dictionary of arrays:
 the geometry of the optimal L2 perturbations of a 2-D flow (R1, R2, R4) against brute force; the NLL rise
 against the budget, exact (R1) vs PGD on the torch LinearFlow vs the certified L-infinity interval (R3);
-water-filling on the digits pixels (R5) with DESIGN's worked example; the robustness-accuracy trade-off (R7)
+water-filling on the digits pixels (R5) with the worked example (docs/theory.md); the robustness-accuracy trade-off (R7)
 with cvxpy's Pareto points. Everything numerical comes from :mod:`linflow` and :mod:`deepcheck.attacks`.
 """
 
@@ -132,7 +132,7 @@ def worked_example_data() -> np.ndarray:
 
 def compute_waterfilling(eps: float, seed: int) -> dict[str, Any]:
     """R5 on the digits pixels: the MLE flow vs ``adversarial_fit(X, eps, attack="universal")``, the flow
-    trained against the universal L2 attack of budget ``eps``; plus DESIGN's worked example (S = diag(4, 1,
+    trained against the universal L2 attack of budget ``eps``; plus the worked example of docs/theory.md (S = diag(4, 1,
     0.25), eps = 1: tau = 1.125, KL = 0.36649 nats, worst rise 0.4444 nats vs 2.0 for the MLE flow).
     The water level is read off the trained flow (its smallest eigenvalue, when it lifted any)."""
     X = digits_pixels(seed)

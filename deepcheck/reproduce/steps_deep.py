@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .. import figures
 from ..checkpoint import load_checkpoint
-from ..data import as_pixels
 from . import compute_deep as deep
 from . import report as rep
+from . import steps_phenomena
 from .budget import Budget
 from .pipeline import Context, NotAvailable, Step, StepOutput
+from .trained import model_pixels, trained_models
 
 
 def checkpoint_path(ctx: Context, model: str, mode: str) -> Path:
@@ -58,40 +58,17 @@ def make_train_step(model: str, mode: str) -> Callable[[Context], StepOutput]:
     return step_train
 
 
-def trained_models(ctx: Context) -> dict[str, Any]:
-    """``{"glow / mle": model, ...}`` for every training step that finished, loaded from its checkpoint."""
-    models = {}
-    for m in ctx.budget.flows.models:
-        for mode in ctx.budget.flows.modes:
-            rec = ctx.records.get(f"train_{m}_{mode}", {})
-            if rec.get("status") in ("ok", "cached"):
-                net = load_checkpoint(ctx.out / rec["results"]["checkpoint"]).model
-                models[f"{m} / {mode}"] = net.to(ctx.device).eval()
-    if not models:
-        reasons = {r["name"]: r.get("reason", "") for n, r in ctx.records.items() if n.startswith("train_")}
-        raise NotAvailable(f"no trained deep flow ({reasons or 'no training step'})")
-    return models
-
-
-def _pixels(data: Any, models: dict[str, Any], n: int) -> Any:
-    """The first ``n`` mid-bin pixel images of ``data`` in the dtype and device of the (first) trained model."""
-    return as_pixels(data, like=next(iter(models.values())))[:n]
-
-
 def step_deep_attack(ctx: Context) -> StepOutput:
     """Bits/dim of test images against the budget of the likelihood-lowering PGD attack, per trained model;
     the image grid (clean, attacked at ``teaser.eps``, amplified difference) for the first model."""
     b = ctx.budget
     models = trained_models(ctx)
-    x = _pixels(deep.deep_data(b, ctx.seed).test, models, b.eval.n)
+    x = model_pixels(deep.deep_data(b, ctx.seed).test, models, b.eval.n, ctx.device)
     res = deep.compute_bpd_vs_eps(models, x, b, seed=ctx.seed)
     out = StepOutput(results=res)
-    labels, eps_grid, curves = list(res["mean_bpd"]), res["eps"], res["mean_bpd"]
-    out.tables.append(ctx.table(
-        f"mean bits/dim of {len(x)} {b.deep.dataset} test images after PGD ({b.eval.norm}, lowering the likelihood, "
-        f"{b.eval.pgd_steps} steps, {b.eval.restarts} random restarts)",
-        ["eps"] + labels, [[e] + [curves[m][i] for m in labels] for i, e in enumerate(eps_grid)]))
+    eps_grid, curves = res["eps"], res["mean_bpd"]
     out.figures["bpd_vs_eps"] = figures.bpd_vs_eps_figure(eps_grid, curves, b.eval.norm)
+    steps_phenomena.attack_tables(ctx, out, res["norms"], b.deep.dataset)
     grid = res["grid"]
     out.figures["image_grid"] = figures.image_grid_figure(grid["clean"], grid["attacked"])
     out.notes.append(f"Image grid: {grid['model']}, eps = {b.teaser.eps:g} ({b.eval.norm}); bits/dim clean "
@@ -107,8 +84,8 @@ def step_ood(ctx: Context) -> StepOutput:
     b = ctx.budget
     models = trained_models(ctx)
     data = deep.deep_data(b, ctx.seed)
-    x_in = _pixels(data.test, models, b.ood.n)
-    sets = {name: deep.compute_ood(models, x_in, _pixels(o, models, b.ood.n), b, seed=ctx.seed,
+    x_in = model_pixels(data.test, models, b.ood.n, ctx.device)
+    sets = {name: deep.compute_ood(models, x_in, model_pixels(o, models, b.ood.n, ctx.device), b, seed=ctx.seed,
                                    ood_name=name) for name, o in data.ood.items()}
     out = StepOutput(results={"sets": sets, "eps": b.ood.eps, "norm": b.eval.norm})
     rows = [[label, name, r["in_mean"], r["ood_mean"], r["ood_attacked_mean"], r["auroc_before"], r["auroc_after"]]
@@ -164,4 +141,11 @@ def deep_steps(budget: Budget) -> list[Step]:
              ("deep", "flows", "eval", "ood", "teaser"), names),
         Step("teaser", "Teaser: measured vs the paper", step_teaser, ("flows", "ood", "teaser"),
              ("deep_attack", "ood")),
+        Step("ood_curve", "Out-of-distribution attack against eps", steps_phenomena.step_ood_curve,
+             ("deep", "flows", "eval", "ood"), names),
+        Step("dequant", "Dequantised bits/dim", steps_phenomena.step_dequant, ("deep", "flows", "dequant"), names),
+        Step("theory", "The linear theory against the deep flows", steps_phenomena.step_theory,
+             ("deep", "flows", "theory"), names),
+        Step("deep_tradeoff", "Deep robustness-accuracy trade-off", steps_phenomena.step_deep_tradeoff,
+             ("deep", "train", "deep_tradeoff"), tuple(n for n in names if n.endswith("_mle"))),
     ]

@@ -16,7 +16,7 @@ from .pipeline import Context, Step, StepOutput
 
 
 def step_verify(ctx: Context) -> StepOutput:
-    """DESIGN R1-R7: ``linflow.verification.run_checks`` (the same as ``python -m linflow verify``)."""
+    """R1-R7 (docs/theory.md): ``linflow.verification.run_checks`` (the same as ``python -m linflow verify``)."""
     v = ctx.budget.verify
     only = v.only
     if only is None:
@@ -31,7 +31,7 @@ def step_verify(ctx: Context) -> StepOutput:
     failed = [r for r in results if not r.passed]
     out = StepOutput(results={"checks": [r.as_dict() for r in results], "n_checks": len(results),
                               "n_failed": len(failed)}, passed=not failed)
-    out.tables.append(ctx.table("verification of DESIGN R1-R7 (closed form against an independent method)",
+    out.tables.append(ctx.table("verification of R1-R7 (docs/theory.md) (closed form against an independent method)",
                                 ["result", "check", "methods compared", "worst discrepancy", "tol", "cases",
                                  "time (s)", "verdict"], rows))
     out.notes.append(f"{len(results) - len(failed)} of {len(results)} checks passed"
@@ -95,8 +95,8 @@ def step_waterfilling(ctx: Context) -> StepOutput:
          "worst rise, robust flow (nats)"],
         [[r["tau"], r["n_lifted"], r["kl"], r["rise_mle"], r["rise_robust"]]]))
     out.tables.append(ctx.table(
-        "DESIGN R7 worked example, S = diag(4, 1, 0.25), eps = 1 (expected values from DESIGN.md)",
-        ["quantity", "measured", "DESIGN"],
+        "R7 worked example, S = diag(4, 1, 0.25), eps = 1 (expected values from docs/theory.md)",
+        ["quantity", "measured", "docs/theory.md"],
         [["tau", w["tau"], 1.125], ["robust eigenvalues", " ".join(rep.fmt(v) for v in w["eigvals"]), "1.125 1.125 4"],
          ["KL (nats)", w["kl"], 0.36649], ["worst rise at eps_a = 1, robust (nats)", w["rise_robust"], 0.4444],
          ["worst rise at eps_a = 1, MLE (nats)", w["rise_mle"], 2.0]]))
@@ -149,7 +149,7 @@ def step_tradeoff(ctx: Context) -> StepOutput:
 
 
 STEPS: list[Step] = [
-    Step("verify", "Verification of DESIGN R1-R7", step_verify, ("verify",)),
+    Step("verify", "Verification of R1-R7 (docs/theory.md)", step_verify, ("verify",)),
     Step("geometry", "Geometry of the optimal perturbations (2-D linear flow)", step_geometry, ("geometry",)),
     Step("attack_vs_eps", "NLL rise against eps: exact vs PGD vs certified interval", step_attack_vs_eps,
          ("attack",)),
