@@ -81,7 +81,7 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
      "(choose from 'train', 'attack', 'evaluate', 'reproduce', 'certify')"),
     ("an unknown budget",
      "python -m deepcheck reproduce --budget huge",
-     "error: argument --budget: invalid choice: 'huge' (choose from 'full', 'quick', 'smoke')"),
+     "error: argument --budget: invalid choice: 'huge' (choose from 'full', 'full-mnist5k', 'quick', 'smoke')"),
     ("an unknown result tag",
      "python -m linflow verify --only R9",
      "error: only='R9' names no verification check; valid tags: R1, R2, R3, R4, R5, R6, R7, SYM (or the name of "

@@ -10,7 +10,7 @@ from ..commandline import nonneg_int, show_progress, writable_dir
 from .common import start
 
 # sorted(deepcheck.reproduce.BUDGETS) (tests/test_cli.py checks they agree)
-BUDGET_NAMES = ("full", "quick", "smoke")
+BUDGET_NAMES = ("full", "full-mnist5k", "quick", "smoke")
 
 
 def configure_parser(name: str, parser: argparse.ArgumentParser) -> None:
