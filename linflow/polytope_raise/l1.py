@@ -1,0 +1,238 @@
+"""Raising over the L1 ball (:mod:`linflow.polytope_raise`, "L1 ball"): batched active sets on the bordered
+system, and the finite primal active-set method."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import (
+    _ROUND,
+    DEFAULT_KKT_TOL,
+    RaiseResult,
+    _check,
+    _finish,
+    _padded,
+    _quad,
+    _rows_per_chunk,
+    _size_groups,
+    _stacked_solve,
+)
+
+
+def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""Support and signs of ``argmin g^T d + d^T diag(P) d / 2`` s.t. ``||d||_1 <= eps`` (constraint active):
+    ``d_i = -sign(g_i) (|g_i| - lambda)_+ / P_ii`` with ``lambda`` from ``sum_i (|g_i| - lambda)_+ / P_ii = eps``
+    (piecewise linear and decreasing in ``lambda``: exact after sorting ``|g|``)."""
+    c = np.diag(P)
+    a = np.abs(G0)
+    order = np.argsort(-a, axis=1)
+    a_s = np.take_along_axis(a, order, axis=1)
+    w_s = 1.0 / c[order]
+    cw = np.cumsum(w_s, axis=1)
+    caw = np.cumsum(a_s * w_s, axis=1)
+    # with the k largest in the support: lambda_k = (caw_k - eps) / cw_k; valid while lambda_k >= a_(k+1)
+    lam = (caw - eps) / cw
+    nxt = np.concatenate([a_s[:, 1:], np.zeros((a.shape[0], 1))], axis=1)
+    ok = lam >= nxt
+    k = np.argmax(ok, axis=1)  # first valid k (always exists: lambda_d >= 0 iff ||d||_1 constraint binds)
+    lam_k = np.maximum(lam[np.arange(a.shape[0]), k], 0.0)
+    S = a > lam_k[:, None]
+    S[np.arange(a.shape[0]), order[:, 0]] = True  # at least the steepest coordinate
+    sig = np.where(G0 > 0.0, -1.0, 1.0)
+    return S, sig
+
+
+def _bordered(B: np.ndarray, border: np.ndarray, corner: np.ndarray, valid: np.ndarray, R: np.ndarray,
+              last: np.ndarray) -> np.ndarray:
+    """Solve ``[[B, b], [b^T, c]] [y; t] = [R; last]`` per row, the invalid (padding) part of ``B`` replaced by the
+    identity (and zeroed in ``b`` and ``R``, so that ``y`` is 0 there)."""
+    m, k = valid.shape
+    vf = valid.astype(np.float64)
+    M = np.empty((m, k + 1, k + 1))
+    Mk = M[:, :k, :k]
+    Mk[...] = B
+    if not valid.all():
+        Mk *= vf[:, :, None]
+        Mk *= vf[:, None, :]
+    idx = np.arange(k)
+    M[:, idx, idx] += 1.0 - vf
+    M[:, :k, k] = M[:, k, :k] = border * vf
+    M[:, k, k] = corner
+    return _stacked_solve(M, np.concatenate([R * vf, last[:, None]], axis=1))
+
+
+def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
+              eps: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(delta, lambda)`` of the face problem ``min f`` s.t. ``delta_i = 0`` off ``S``, ``sigma_S^T delta_S = eps``.
+
+    Rows with a small support solve the bordered system on ``S`` (size ``|S| + 1``). Rows with a large one use the
+    complement: with ``Sigma = P^{-1}`` and ``Sigma g = v``, stationarity ``P delta + g + E nu + lambda sigma = 0``
+    (``E`` the columns off ``S``) gives ``delta = -v - Sigma (E nu + lambda sigma)``, and the constraints give
+    ``[[Sigma_CC, (Sigma sigma)_C], [., sigma^T Sigma sigma]] [nu; lambda] = [-v_C; -eps - sigma^T v]``
+    (size ``|C| + 1``, ``C`` the complement). Systems are padded to the largest size in the group and stacked.
+    """
+    m, d = S.shape
+    D = np.zeros((m, d))
+    lam = np.zeros(m)
+    k = S.sum(axis=1)
+    small = k <= d - k
+    step = _rows_per_chunk(d)
+    for group, direct in ((np.flatnonzero(small), True), (np.flatnonzero(~small), False)):
+        for r in _size_groups(group, np.minimum(k, d - k)[group], step):
+            Sr, sr = S[r], sig[r] * S[r]
+            rows = np.arange(r.size)[:, None]
+            if direct:
+                I, valid = _padded(k[r], Sr)
+                sol = _bordered(P[I[:, :, None], I[:, None, :]], sr[rows, I], np.zeros(r.size), valid,
+                                -G0[r][rows, I], np.full(r.size, eps))
+                Dr = np.zeros((r.size, d))
+                Dr[rows, I] = np.where(valid, sol[:, :-1], 0.0)
+            else:
+                J, valid = _padded(d - k[r], ~Sr)
+                w = sr @ Sig
+                Vr = V[r]
+                sol = _bordered(Sig[J[:, :, None], J[:, None, :]], w[rows, J], np.sum(sr * w, axis=1), valid,
+                                -Vr[rows, J], -eps - np.sum(sr * Vr, axis=1))
+                nu = np.zeros((r.size, d))
+                nu[rows, J] = np.where(valid, sol[:, :-1], 0.0)
+                Dr = np.where(Sr, -Vr - nu @ Sig - sol[:, -1:] * w, 0.0)
+            D[r], lam[r] = Dr, sol[:, -1]
+    return D, lam
+
+
+def _l1_primal_active_set(P: np.ndarray, g: np.ndarray, x: np.ndarray, eps: float,
+                          max_iter: int) -> tuple[np.ndarray, bool, int]:
+    r"""The primal active-set method on the L1 ball for one row, from a feasible ``x``: finite.
+
+    Inside the orthant of the current signs ``sigma`` the ball is ``{sigma_i x_i >= 0, sigma^T x <= eps}``. The
+    working set holds ``x_i = 0`` for ``i`` outside the support ``S`` and, when flagged, the budget
+    ``sigma_S^T x_S = eps``. Face minimum: the bordered system (budget on) or ``P_SS z_S = -g_S`` (off). If ``z``
+    is feasible it becomes ``x``; with ``G = g + P x`` and ``Lambda = -sigma_i G_i`` (``i in S``, budget on; else 0)
+    the multiplier of ``x_i = 0`` is ``Lambda - |G_i|`` in the orthant ``sigma_i = -sign G_i``: the most negative
+    one joins ``S``; if none, ``Lambda < 0`` releases the budget; otherwise ``x`` is a KKT point. If ``z`` is not
+    feasible, ``x`` moves towards it until a coordinate reaches 0 (it leaves ``S``) or the budget is reached (it
+    joins the working set). Returns ``(x, optimal, iterations)``.
+    """
+    x = x.copy()
+    S = x != 0.0
+    sig = np.where(x > 0.0, 1.0, -1.0)
+    on = bool(np.abs(x).sum() >= eps * (1.0 - 1e-15))
+    for it in range(1, max_iter + 1):
+        z = np.zeros_like(x)
+        lam = 0.0
+        k = int(S.sum())
+        if k:
+            Pss = P[np.ix_(S, S)]
+            try:
+                if on:
+                    K = np.zeros((k + 1, k + 1))
+                    K[:k, :k] = Pss
+                    K[:k, k] = K[k, :k] = sig[S]
+                    sol = np.linalg.solve(K, np.concatenate([-g[S], [eps]]))
+                    z[S], lam = sol[:k], float(sol[k])
+                else:
+                    z[S] = np.linalg.solve(Pss, -g[S])
+            except np.linalg.LinAlgError:
+                return x, False, it
+        wrong = S & (sig * z < 0.0)
+        over = (not on) and float(sig[S] @ z[S]) > eps
+        if not wrong.any() and not over:
+            x = z
+            G = g + P @ x
+            mu = np.where(S, np.inf, lam - np.abs(G))
+            j = int(np.argmin(mu))
+            if mu[j] < -_ROUND * (np.abs(P[j]) @ np.abs(x) + abs(g[j])):
+                S[j] = True
+                sig[j] = -1.0 if G[j] > 0.0 else 1.0
+                continue
+            if on and lam < 0.0:
+                on = False
+                continue
+            return x, True, it
+        p = z - x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(wrong, x / (x - z), np.inf)
+        j = int(np.argmin(room))
+        a_coord = float(room[j])
+        a_sum = np.inf
+        if over:
+            sx, sz = float(sig[S] @ x[S]), float(sig[S] @ z[S])
+            a_sum = (eps - sx) / (sz - sx)
+        alpha = min(max(min(a_coord, a_sum), 0.0), 1.0)
+        x = x + alpha * p
+        if a_coord <= a_sum:
+            x[j] = 0.0
+            S[j] = False
+        else:
+            on = True
+        x[S] = np.where(sig[S] * x[S] < 0.0, 0.0, x[S])
+    return x, False, max_iter
+
+
+def _l1_feasible_start(P: np.ndarray, g: np.ndarray, x: np.ndarray, S: np.ndarray, sig: np.ndarray,
+                       eps: float) -> np.ndarray:
+    """A feasible point from an active-set iterate: wrong-signed entries dropped, then scaled onto the budget; or
+    the diagonal-model solution if that is better."""
+    y = np.where(S & (sig * x > 0.0), x, 0.0)
+    l1 = float(np.abs(y).sum())
+    y = y * (eps / l1) if l1 > 0 else y
+    c = np.diag(P)
+    a = np.abs(g)
+    order = np.argsort(-a)
+    lam = (np.cumsum(a[order] / c[order]) - eps) / np.cumsum(1.0 / c[order])
+    k = int(np.argmax(lam >= np.append(a[order][1:], 0.0)))
+    z = -np.sign(g) * np.maximum(a - max(lam[k], 0.0), 0.0) / c
+    return y if (l1 > 0 and _quad(P, g[None], y[None])[0] <= _quad(P, g[None], z[None])[0]) else z
+
+
+def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
+             kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
+    """``argmin g^T delta + delta^T P delta / 2`` s.t. ``||delta||_1 <= eps`` for every row ``v`` of ``V``.
+
+    Batched primal-dual active set on the support and signs (module docstring), at most ``max_iter`` iterations;
+    rows whose sets did not settle continue with the finite primal active-set method, one row at a time, from a
+    feasible point made of the last iterate. Rows with ``||v||_1 <= eps`` get ``delta = -v`` (interior).
+    """
+    P, V, eps = _check(P, V, eps)
+    n, d = V.shape
+    D = -V.copy()
+    iters = np.zeros(n, dtype=np.int64)
+    settled = np.ones(n, dtype=bool)
+    rows = np.flatnonzero(np.sum(np.abs(V), axis=1) > eps)
+    if rows.size:
+        G0 = V[rows] @ P
+        Sig = np.linalg.inv(P)
+        Sig = 0.5 * (Sig + Sig.T)
+        S, sig = _diag_l1_support(P, G0, eps)
+        X = np.zeros_like(G0)
+        act = np.arange(rows.size)
+        done = np.zeros(rows.size, dtype=bool)
+        for it in range(1, max_iter + 1):
+            Xa, lam = _l1_solve(P, Sig, V[rows[act]], G0[act], S[act], sig[act], eps)
+            X[act] = Xa
+            iters[rows[act]] = it
+            G = G0[act] + Xa @ P
+            Sa, sa = S[act], sig[act]
+            leave = Sa & (sa * Xa < 0.0)
+            join = ~Sa & (np.abs(G) > lam[:, None])
+            nS = (Sa & ~leave) | join
+            nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
+            same = ~np.any(leave | join, axis=1) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
+            nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
+            done[act[same]] = True
+            S[act], sig[act] = nS, nsig
+            act = act[~same]
+            if act.size == 0:
+                break
+        X = np.nan_to_num(X)
+        for j in np.flatnonzero(~done):  # the finite method, warm-started from the last active-set iterate
+            x0 = _l1_feasible_start(P, G0[j], X[j], S[j], sig[j], eps)
+            X[j], done[j], k = _l1_primal_active_set(P, G0[j], x0, eps, 8 * d + 50)
+            iters[rows[j]] += k
+        l1 = np.sum(np.abs(X), axis=1)
+        over = l1 > eps
+        X[over] *= (eps / l1[over])[:, None]  # rounding only
+        settled[rows] = done
+        D[rows] = X
+    return _finish(P, V, D, eps, 1.0, settled, iters, kkt_tol)
+
