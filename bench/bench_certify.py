@@ -104,32 +104,22 @@ def linear_vs_sdp(d: int = 8, cond: float = 10.0, n: int = 8, eps=(0.01, 0.1, 0.
 
 
 def figure(rows: list[dict], path: Path = FIGURE, method: str = "zonotope") -> Path:
+    """The certified band against PGD against eps (:func:`deepcheck.figures.certified_band_figure`), as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from deepcheck.report import atomic_write_bytes
 
-    models = sorted({r["model"] for r in rows}, key=lambda m: (m != "mle", m))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), sharey=True)
-    for ax, name in zip(np.atleast_1d(axes), models):
-        rs = sorted((r for r in rows if r["model"] == name and r["method"] == method), key=lambda r: r["eps"])
-        e = np.array([r["eps"] * 255 for r in rs])
-        lo, up = np.array([r["lower_bpd"] for r in rs]), np.array([r["upper_bpd"] for r in rs])
-        ax.axhline(rs[0]["clean_bpd"], color="gray", ls=":", label="clean")
-        ax.fill_between(e, lo, up, color="tab:green", alpha=0.3, label=f"certified band ({method})")
-        ax.plot(e, up, "g-", marker="o", label="certified upper")
-        ax.plot(e, lo, color="tab:orange", marker="s", label="PGD (attained)")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("eps x 255 (L-inf)")
-        ax.set_title(f"tiny GLOW, digits, {name}")
-    np.atleast_1d(axes)[0].set_ylabel("mean bits/dim (log scale)")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
+    from deepcheck.figures import certified_band_figure
+    from deepcheck.fileio import atomic_write
+
+    chosen = [r for r in rows if r["method"] == method]
+    fig = certified_band_figure(sorted(chosen, key=lambda r: (r["model"] != "mle", r["model"])), method=method,
+                                title="tiny GLOW, digits, ")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue())
 
 
 def main() -> None:

@@ -145,6 +145,21 @@ class TeaserSettings:
 
 
 @dataclass(frozen=True)
+class CertifySettings:
+    """Certified bounds (:func:`deepcheck.certify.nll_bounds`, ``method``) on the worst NLL over the L-inf ball
+    of each budget of ``eps`` around ``n`` test images, for the trained ``model`` (MLE and hybrid), beside the NLL
+    a PGD run (``steps`` steps, ``restarts`` restarts) attains."""
+
+    model: str = "glow"
+    eps: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255, 4 / 255)
+    n: int = 16
+    method: str = "zonotope"
+    steps: int = 100
+    restarts: int = 2
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
 class DequantSettings:
     """Uniformly dequantised bits/dim (:mod:`deepcheck.dequant`) of ``n`` clean test images, ``k`` draws."""
 
@@ -210,6 +225,7 @@ class Budget:
     dequant: DequantSettings = field(default_factory=DequantSettings)
     theory: TheorySettings = field(default_factory=TheorySettings)
     deep_tradeoff: DeepTradeoffSettings = field(default_factory=DeepTradeoffSettings)
+    certify: CertifySettings = field(default_factory=CertifySettings)
 
     def settings(self, sections: tuple[str, ...]) -> dict[str, Any]:
         """``{section: its fields}`` for the named sections (a step's cache key and its recorded settings)."""
@@ -232,7 +248,8 @@ BUDGETS: dict[str, Budget] = {
         ood={"pgd_steps": 3, "n": 16, "eps_grid": (0.0, 0.1)}, teaser={"grid_images": 2},
         dequant={"k": 2, "n": 16}, theory={"eps": (0.5,), "n": 8, "pgd_steps": 3, "universal_steps": 3},
         deep_tradeoff={"lambdas": (0.5,), "eps_train": (0.5,), "pgd_steps": 1, "attack_steps": 3, "n": 8,
-                       "linear_eps_train": (0.0, 0.5)}),
+                       "linear_eps_train": (0.0, 0.5)},
+        certify={"eps": (1 / 255,), "n": 2, "steps": 3, "restarts": 0}),
     "quick": Budget("quick"),
     "full": Budget("full").with_settings(
         verify={"quick": False}, attack={"dim": 24, "points": 16, "pgd_steps": 200, "pgd_restarts": 3},
@@ -248,7 +265,8 @@ BUDGETS: dict[str, Budget] = {
         dequant={"k": 8, "n": 512},
         theory={"eps": (0.5, 1.0, 2.0), "n": 64, "pgd_steps": 40, "universal_steps": 40},
         deep_tradeoff={"model": "glow", "lambdas": (0.25, 0.5, 1.0), "eps_train": (0.5, 1.0), "epochs": 1,
-                       "n_train": 3000, "pgd_steps": 2, "eps_attack": 1.0, "attack_steps": 40, "n": 64}),
+                       "n_train": 3000, "pgd_steps": 2, "eps_attack": 1.0, "attack_steps": 40, "n": 64},
+        certify={"n": 4, "batch_size": 1}),
 }
 BUDGETS["full-mnist5k"] = replace(BUDGETS["full"], name="full-mnist5k").with_settings(
     deep={"dataset": "mnist5k", "n_train": None}, ood={"sets": ("uniform-noise", "fashion-mnist")})

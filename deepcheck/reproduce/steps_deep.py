@@ -12,7 +12,7 @@ from .. import figures
 from ..checkpoint import load_checkpoint
 from . import compute_deep as deep
 from . import report as rep
-from . import steps_phenomena
+from . import steps_certify, steps_phenomena
 from .budget import Budget
 from .pipeline import Context, NotAvailable, Step, StepOutput
 from .trained import model_pixels, trained_models
@@ -148,4 +148,6 @@ def deep_steps(budget: Budget) -> list[Step]:
              ("deep", "flows", "theory"), names),
         Step("deep_tradeoff", "Deep robustness-accuracy trade-off", steps_phenomena.step_deep_tradeoff,
              ("deep", "train", "deep_tradeoff"), tuple(n for n in names if n.endswith("_mle"))),
+        Step("certify", "Certified bounds on the worst-case NLL", steps_certify.step_certify,
+             ("deep", "flows", "certify"), names),
     ]
