@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .secular_start import _CHUNK, _prepare, _row_norm_scaled
 from .validation import as_float_array, check_eps
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -97,12 +98,6 @@ def _check_inputs(s: object, W: object, eps: object) -> tuple[np.ndarray, np.nda
     if W.shape[1] != s.shape[0]:
         raise ValueError(f"W must have shape (n, {s.shape[0]}) to match s, got {W.shape}")
     return s, W, check_eps(eps)
-
-
-def _row_norm_scaled(X: np.ndarray) -> np.ndarray:
-    m = np.max(np.abs(X), axis=1)
-    safe = np.where(m > 0, m, 1.0)
-    return m * np.sqrt(np.sum((X / safe[:, None]) ** 2, axis=1))
 
 
 def _row_norm(X: np.ndarray) -> np.ndarray:
@@ -145,7 +140,6 @@ def _ratio_and_slope_scaled(A: np.ndarray, gaps: np.ndarray, g: np.ndarray,
     return r, q, np.where(np.isfinite(t), t, 1.0)
 
 
-_CHUNK = 1 << 16  # elements per block of rows (512 KiB per buffer): in cache, yet few Python-level calls
 
 
 def _sums(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, rows: np.ndarray | None, n: int,
@@ -231,96 +225,6 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray 
         if norms[r] > 0:
             C[r] *= target / norms[r]
     return C, norms
-
-
-_GROUPS = 40  # eigenvalue groups of the start's model (Jensen within each group)
-
-
-def _group_cuts(gaps: np.ndarray) -> np.ndarray:
-    """Start columns of at most ``_GROUPS`` groups of columns with similar ``gap``: the zero gaps (the s_min block,
-    always first) on their own, then runs log-spaced in ``gap``. ``gaps`` is monotone in the column (``s`` is
-    sorted), so every group is a contiguous run of columns and ``np.add.reduceat`` sums it."""
-    d = gaps.size
-    z = int(np.count_nonzero(gaps == 0.0))
-    cuts = [0] if z else []
-    if z < d:
-        lg = np.log(gaps[z:])
-        lo, hi = float(lg.min()), float(lg.max())
-        lab = np.minimum(((lg - lo) / max(hi - lo, 1e-300) * (_GROUPS - 1)).astype(np.int64), _GROUPS - 2)
-        cuts += [z, *(z + 1 + np.flatnonzero(np.diff(lab))).tolist()]
-    return np.array(cuts, dtype=np.int64)
-
-
-def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters: int = 30) -> np.ndarray:
-    r"""The root of the grouped model ``sum_G W_G / (g + m_G)^2 = eps^2`` (``m_G = GG / W_G``, the weighted mean
-    gap) by Newton on the concave ``eps / ||c_model|| - 1`` from ``g``, a point left of it. By Jensen
-    (``1 / (g + x)^2`` is convex) each group's term is at most that group's part of ``||c(g)||^2``, so the model
-    lies below ``||c||^2`` and its root is a lower bound on the true root; a tighter one than the one-group
-    (Jensen) bound it starts from."""
-    g = np.array(g, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        m = np.where(WG > 0, GG / np.where(WG > 0, WG, 1.0), np.inf)  # an empty group has no pole (u = 0)
-        act = np.arange(g.size)
-        for _ in range(iters):
-            u = 1.0 / (g[act, None] + m[act])
-            t = WG[act] * u * u
-            N2 = t.sum(axis=1)
-            t *= u
-            S = t.sum(axis=1)
-            step = (np.sqrt(N2) / eps - 1.0) * N2 / S
-            step[~(step > 0)] = 0.0  # at or past the model's root (rounding), or NaN: stop there
-            g[act] += step
-            act = act[step > 3e-4 * g[act]]
-            if act.size == 0:
-                break
-    return g
-
-
-def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
-             k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``), ``||a||``, ``||a_B||`` (first ``k`` columns)
-    and the start of the root: the root of the grouped Jensen model (:func:`_group_root`, started from the
-    one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``), a lower bound on the root (rounding may push it
-    past: see :func:`secular_root`'s ``start``); 0 where the sums overflow (the root is >= 0)."""
-    n, d = W.shape
-    A = np.empty_like(W)
-    a_norm = np.empty(n)
-    aB_norm = np.empty(n)
-    jensen_all = np.empty(n)
-    cuts = _group_cuts(gaps)
-    K = cuts.size
-    WG = np.empty((n, 2 * K))
-    step = max(1, _CHUNK // max(d, 1))
-    buf = np.empty((min(step, n), d))
-    for i in range(0, n, step):
-        j = min(i + step, n)
-        a_, b_ = A[i:j], buf[: j - i]
-        np.multiply(W[i:j], p, out=a_)
-        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            np.multiply(a_, a_, out=b_)
-            n2 = b_.sum(axis=1)
-            nb2 = b_[:, :k].sum(axis=1)
-            WG[i:j, :K] = np.add.reduceat(b_, cuts, axis=1)  # groups are contiguous runs of columns
-            b_ *= gaps
-            WG[i:j, K:] = np.add.reduceat(b_, cuts, axis=1)
-            jg = WG[i:j, K:].sum(axis=1)
-        bad = ~np.isfinite(n2) | (n2 < 1e-250)
-        an, abn = np.sqrt(n2), np.sqrt(nb2)
-        if np.any(bad):
-            an[bad] = _row_norm_scaled(a_[bad])
-            abn[bad] = _row_norm_scaled(a_[bad][:, :k]) if k else 0.0
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            jensen = np.where(bad, np.nan, an / eps - jg / n2)
-        jensen_all[i:j] = jensen
-        a_norm[i:j], aB_norm[i:j] = an, abn
-    fine = np.all(np.isfinite(WG), axis=1)
-    if np.any(fine):  # one group alone: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G)/eps - m_G
-        Wf, Gf = WG[fine, :K], WG[fine, K:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            group_bound = np.max(np.where(Wf > 0, np.sqrt(Wf) / eps - Gf / np.where(Wf > 0, Wf, 1.0), 0.0), axis=1)
-        left = np.fmax(np.fmax(jensen_all[fine], 0.0), group_bound)
-        jensen_all[fine] = _group_root(Wf, Gf, eps, left)
-    return A, a_norm, aB_norm, np.fmax(jensen_all, 0.0)
 
 
 def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
