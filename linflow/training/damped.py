@@ -15,7 +15,11 @@ import scipy.linalg
 from ..model import LinearFlow
 from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo, _from_natural, _natural
+from .spread import _spread_minorant
 from .universal import _water_filling
+
+_CLUSTERS = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
+DEBUG = False
 
 
 def _mixture_minorant(E0: np.ndarray, M0: np.ndarray, Za: np.ndarray, Zm: np.ndarray, reg: float, n: int,
@@ -77,7 +81,8 @@ def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tup
 
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
-                   armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment") -> tuple[LinearFlow, FitInfo]:
+                   armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment",
+                   minorant: str = "spread", clusters: tuple[float, ...] = _CLUSTERS) -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for R6 (L2), with a certified optimality gap.
 
     At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
@@ -131,6 +136,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     gap = float("inf")
     converged = False
     alpha_prev = 1.0
+    best_lb = -np.inf
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
     for _ in bar:
         # everything in the flow's eigen-coordinates, relative to its mean: y - mu = U (w + c)
@@ -169,6 +175,17 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 Gmin, MY, CY = G2, M2, C2
                 gap = max(F - Gmin, 0.0)
                 slack = float(np.sum((1.0 - om) * loss[amb]) / n)
+        if minorant == "spread":
+            for r_c in sorted({int(np.count_nonzero(s <= s[0] * (1.0 + k))) for k in clusters}):
+                G3, M3, C3 = _spread_minorant(Wc, Cc, reg, r_c)
+                G3 = 0.5 * (d + G3 + d * _LOG_2PI)
+                if DEBUG:
+                    print(f"    r {r_c}: G {G3:.10g} vs {Gmin:.10g} F {F:.10g}")
+                if G3 > Gmin:
+                    Gmin, MY, CY, slack = G3, M3, C3, 0.0
+                    gap = max(F - Gmin, 0.0)
+        best_lb = max(best_lb, Gmin)
+        gap = max(F - best_lb, 0.0)
         if gap <= tol * max(1.0, abs(F)):
             history.append((F, gap, 0.0))
             converged = True
