@@ -30,13 +30,16 @@ import numpy as np
 import scipy.linalg
 from scipy.optimize import minimize
 
+from .objectives import _LOG_2PI
 from .universal import _water_level
 
+# cluster widths: the first r eigen-coordinates with s_j <= s_min (1 + kappa) for each kappa
+_CLUSTERS = (1e-2, 0.1, 0.5)
 
-def _spread_parts(E0: np.ndarray, M0: np.ndarray, Ya: np.ndarray, CE: np.ndarray, rho2: np.ndarray,
+
+def _spread_parts(E0: np.ndarray, M0: np.ndarray, Ya: np.ndarray, CE: np.ndarray, n: int,
                   reg: float, om: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(M, C)`` of the mixture with weights ``om`` and spread ``R`` (r x r, already scaled by ``T``)."""
-    n = Ya.shape[0]
     r = CE.shape[1]
     a = (1.0 - om) / n
     M = M0.copy()
@@ -52,8 +55,8 @@ def _spread_parts(E0: np.ndarray, M0: np.ndarray, Ya: np.ndarray, CE: np.ndarray
     return M, 0.5 * (C + C.T)
 
 
-def _spread_minorant(Wc: np.ndarray, Cc: np.ndarray, reg: float, r: int, *, rounds: int = 3,
-                     maxiter: int = 60) -> tuple[float, np.ndarray, np.ndarray]:
+def _spread_minorant(Wc: np.ndarray, Cc: np.ndarray, reg: float, r: int, *, rounds: int = 1,
+                     maxiter: int = 30, min_share: float = 1e-3) -> tuple[float, np.ndarray, np.ndarray]:
     r"""``(log det C, M, C)`` of the best spread minorant found for the cluster of the first ``r`` coordinates.
 
     ``Wc`` (n, d) the points and ``Cc`` (n, d) their worst perturbations, in the flow's eigen-coordinates relative
@@ -62,18 +65,27 @@ def _spread_minorant(Wc: np.ndarray, Cc: np.ndarray, reg: float, r: int, *, roun
     ``E``-parts spread), then alternates water-filling and L-BFGS-B for ``rounds`` rounds.
     """
     n, d = Wc.shape
-    Ya = Wc + Cc
-    CE = np.ascontiguousarray(Cc[:, :r])
-    rho2 = np.sum(CE**2, axis=1)
-    E0 = Ya.T @ Ya / n
-    M0 = Ya.mean(axis=0)
+    rho2_all = np.sum(Cc[:, :r] ** 2, axis=1)
+    # only points spending a share of their budget in E get a free weight (the others keep omega = 1)
+    free = rho2_all > min_share * float(np.max(np.sum(Cc**2, axis=1)))
+    Yall = Wc + Cc
+    E0 = Yall.T @ Yall / n
+    M0 = Yall.mean(axis=0)
+    Ya = np.ascontiguousarray(Yall[free])
+    CE = np.ascontiguousarray(Cc[free, :r])
+    rho2 = rho2_all[free]
+    if not np.any(free):
+        C = E0 - np.outer(M0, M0)
+        C[np.diag_indices_from(C)] += reg
+        return float(np.linalg.slogdet(C)[1]), M0, C
+    k_free = Ya.shape[0]
     eye_r = np.eye(d)[:, :r]
 
     def water(om: np.ndarray) -> np.ndarray:
         T = float(np.sum((1.0 - om) * rho2)) / n
         if T <= 0.0:
             return np.zeros((r, r))
-        _, C0 = _spread_parts(E0, M0, Ya, CE, rho2, reg, om, np.zeros((r, r)))
+        _, C0 = _spread_parts(E0, M0, Ya, CE, n, reg, om, np.zeros((r, r)))
         K = scipy.linalg.cho_solve(scipy.linalg.cho_factor(C0), eye_r)[:r]
         k, V = scipy.linalg.eigh(0.5 * (K + K.T))
         inv = 1.0 / np.maximum(k, 1e-300)
@@ -82,7 +94,7 @@ def _spread_minorant(Wc: np.ndarray, Cc: np.ndarray, reg: float, r: int, *, roun
 
     def negf(om: np.ndarray, B: np.ndarray) -> tuple[float, np.ndarray]:
         T = float(np.sum((1.0 - om) * rho2)) / n
-        M, C = _spread_parts(E0, M0, Ya, CE, rho2, reg, om, T * B)
+        M, C = _spread_parts(E0, M0, Ya, CE, n, reg, om, T * B)
         try:
             cf = scipy.linalg.cho_factor(C)
         except np.linalg.LinAlgError:
@@ -96,17 +108,17 @@ def _spread_minorant(Wc: np.ndarray, Cc: np.ndarray, reg: float, r: int, *, roun
         grad = -(dq + rho2 * float(np.sum(KEE * B))) / n - 2.0 / n * (CE @ CiM_E)
         return -logdet, -grad
 
-    om = np.zeros(n)
+    om = np.zeros(k_free)
     best = (-np.inf, None, None)
     for _ in range(rounds):
         R = water(om)
         T = float(np.sum((1.0 - om) * rho2)) / n
         B = R / T if T > 0 else np.eye(r) / r
-        res = minimize(negf, om, args=(B,), jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * n,
+        res = minimize(negf, om, args=(B,), jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * k_free,
                        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-12})
         cand = res.x if res.fun <= negf(om, B)[0] else om
         T = float(np.sum((1.0 - cand) * rho2)) / n
-        M, C = _spread_parts(E0, M0, Ya, CE, rho2, reg, cand, T * B)
+        M, C = _spread_parts(E0, M0, Ya, CE, n, reg, cand, T * B)
         sign, logdet = np.linalg.slogdet(C)
         if sign > 0 and logdet > best[0]:
             best = (float(logdet), M, C)
@@ -114,3 +126,19 @@ def _spread_minorant(Wc: np.ndarray, Cc: np.ndarray, reg: float, r: int, *, roun
             break
         om = cand
     return best  # type: ignore[return-value]
+
+
+def _spread_bound(Wc: np.ndarray, Cc: np.ndarray, s: np.ndarray, reg: float, clusters: tuple[float, ...] = _CLUSTERS,
+                  max_rank: int = 256) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(G, M, C)``: the best spread minorant over the cluster sizes ``r = #{s_j <= s_min (1 + kappa)}``
+    (``kappa`` in ``clusters``, ``r <= max_rank``), ``G = 1/2 (d + log det C + d log 2 pi)`` its minimum, a lower
+    bound on ``min F`` (R6); ``s`` the flow's eigenvalues (ascending), ``Wc``, ``Cc`` as in
+    :func:`_spread_minorant`."""
+    d = Wc.shape[1]
+    best: tuple[float, np.ndarray, np.ndarray] = (-np.inf, np.zeros(d), np.eye(d))
+    for r in sorted({min(int(np.count_nonzero(s <= s[0] * (1.0 + k))), max_rank) for k in clusters}):
+        logdet, M, C = _spread_minorant(Wc, Cc, reg, r)
+        G = 0.5 * (d + logdet + d * _LOG_2PI)
+        if G > best[0]:
+            best = (G, M, C)
+    return best
