@@ -76,6 +76,34 @@ def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tup
     return float(F), W, C
 
 
+def _line_search(flow: LinearFlow, F: float, MY: np.ndarray, CY: np.ndarray, decrease: float, alpha: float,
+                 X: np.ndarray, eps: float, reg: float, armijo: float,
+                 step: str) -> tuple[LinearFlow, float, np.ndarray, np.ndarray, float]:
+    """The damped step of :func:`_sample_damped` from ``flow`` (objective ``F``) towards the ML fit ``(MY, CY)``
+    of a minorant (given in the flow's eigen-coordinates relative to its mean): ``alpha`` halved from the given
+    value until ``F`` decreases by ``armijo * alpha * decrease`` (or ``alpha < 1e-12``).
+    Returns ``(candidate, F(candidate), W, C, alpha)``."""
+    U = flow.eigvecs
+    CY = (U @ (0.5 * (CY + CY.T))) @ U.T  # back to the original coordinates
+    MY = U @ MY + flow.mean
+    P, h = _natural(flow)
+    P_ml = np.linalg.inv(0.5 * (CY + CY.T))
+    P_ml = 0.5 * (P_ml + P_ml.T)
+    h_ml = P_ml @ MY
+    while True:
+        if step == "natural":
+            cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
+        else:  # moments of the mixture (1 - alpha) N(theta_k) + alpha (adversarial points), moment-matched
+            mu_a = (1 - alpha) * flow.mean + alpha * MY
+            dk, dy = flow.mean - mu_a, MY - mu_a
+            cov_a = (1 - alpha) * (flow.cov + np.outer(dk, dk)) + alpha * (CY + np.outer(dy, dy))
+            cand = LinearFlow.from_gaussian(mu_a, 0.5 * (cov_a + cov_a.T))
+        Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
+        if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
+            return cand, Fc, Wn, Cn, alpha
+        alpha *= 0.5
+
+
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
                    armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment",
@@ -177,8 +205,9 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 Gmin, MY, CY = G2, M2, C2
                 gap = max(F - Gmin, 0.0)
                 slack = float(np.sum((1.0 - om) * loss[amb]) / n)
+        mix, spread = (MY, CY, slack), None
         if minorant == "spread" or (bound_every and it % bound_every == bound_every - 1):
-            G3, M3, C3 = _spread_bound(Wc, Cc, s, reg, clusters)
+            spread = G3, M3, C3 = _spread_bound(Wc, Cc, s, reg, clusters)
             if minorant == "spread" and G3 > Gmin:  # the step goes to this minorant's minimiser
                 Gmin, MY, CY, slack = G3, M3, C3, 0.0
             best_lb = max(best_lb, G3)
@@ -188,26 +217,17 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             history.append((F, gap, 0.0))
             converged = True
             break
-        CY = (U @ (0.5 * (CY + CY.T))) @ U.T  # back to the original coordinates
-        MY = U @ MY + flow.mean
-        P, h = _natural(flow)
-        P_ml = np.linalg.inv(0.5 * (CY + CY.T))
-        P_ml = 0.5 * (P_ml + P_ml.T)
-        h_ml = P_ml @ MY
-        decrease = max(gap - slack, 0.0)
-        alpha = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
-        while True:
-            if step == "natural":
-                cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
-            else:  # moments of the mixture (1 - alpha) N(theta_k) + alpha (adversarial points), moment-matched
-                mu_a = (1 - alpha) * flow.mean + alpha * MY
-                dk, dy = flow.mean - mu_a, MY - mu_a
-                cov_a = (1 - alpha) * (flow.cov + np.outer(dk, dk)) + alpha * (CY + np.outer(dy, dy))
-                cand = LinearFlow.from_gaussian(mu_a, 0.5 * (cov_a + cov_a.T))
-            Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
-            if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
-                break
-            alpha *= 0.5
+        alpha0 = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
+        cand, Fc, Wn, Cn, alpha = _line_search(flow, F, MY, CY, max(gap - slack, 0.0), alpha0, X, eps, reg,
+                                               armijo, step)
+        if Fc >= F and bound_every:  # stalled at a kink: try the other minorant's minimiser once
+            if minorant == "spread":
+                MY, CY, slack = mix
+            else:
+                _, MY, CY = spread if spread is not None else _spread_bound(Wc, Cc, s, reg, clusters)
+                slack = 0.0
+            cand, Fc, Wn, Cn, alpha = _line_search(flow, F, MY, CY, max(gap - slack, 0.0), 1.0, X, eps, reg,
+                                                   armijo, step)
         if Fc >= F:  # no decrease even at the smallest step: stop (not certified)
             history.append((F, gap, 0.0))
             break
@@ -218,7 +238,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     if not converged and bound_every:  # the certificate at the returned model (any valid bound counts)
         best_lb = max(best_lb, _spread_bound(Wc, Cc, flow.eigvals, reg, clusters)[0])
         gap = max(F - best_lb, 0.0)
-        converged = gap <= tol * max(1.0, abs(F))
+        converged = bool(gap <= tol * max(1.0, abs(F)))
     info = FitInfo("damped", "converged" if converged else "stopped", F, gap=gap, iterations=len(history),
                    converged=converged, seconds=time.perf_counter() - t0, history=tuple(history))
     return flow, info
