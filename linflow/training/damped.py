@@ -76,6 +76,43 @@ def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tup
     return float(F), W, C
 
 
+def _dual_mix(dual: tuple | None, flow: LinearFlow, MY: np.ndarray, CY: np.ndarray,
+              reg: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Mix the moments ``(E, M)`` of a remembered feasible mixture with those of a new minorant (``MY, CY`` in the
+    flow's eigen-coordinates) with the weight maximising ``log det(E - M M^T + reg I)``: the per-point mixtures
+    of feasible distributions stay feasible, so the value is again a lower bound (R6)."""
+    from scipy.optimize import minimize_scalar
+
+    U = flow.eigvecs
+    d = U.shape[0]
+    Mo = U @ MY + flow.mean
+    Co = (U @ (0.5 * (CY + CY.T))) @ U.T
+    Eo = Co + np.outer(Mo, Mo)
+    Eo[np.diag_indices(d)] -= reg
+
+    def value(E: np.ndarray, M: np.ndarray) -> float:
+        C = E - np.outer(M, M)
+        C[np.diag_indices(d)] += reg
+        sign, ld = np.linalg.slogdet(0.5 * (C + C.T))
+        return ld if sign > 0 else -np.inf
+
+    if dual is not None:
+        Ed, Md = dual
+        res = minimize_scalar(lambda g: -value((1 - g) * Ed + g * Eo, (1 - g) * Md + g * Mo), bounds=(0.0, 1.0),
+                              method="bounded", options={"xatol": 1e-8})
+        g = float(res.x) if -res.fun >= max(value(Ed, Md), value(Eo, Mo)) else (0.0 if value(Ed, Md) > value(Eo, Mo) else 1.0)
+        Eo, Mo = (1 - g) * Ed + g * Eo, (1 - g) * Md + g * Mo
+    return (Eo, Mo), 0.5 * (d + value(Eo, Mo) + d * _LOG_2PI)
+
+
+def _to_eigen(flow: LinearFlow, dual: tuple, reg: float) -> tuple[np.ndarray, np.ndarray]:
+    E, M = dual
+    C = E - np.outer(M, M)
+    C[np.diag_indices_from(C)] += reg
+    U = flow.eigvecs
+    return U.T @ (M - flow.mean), U.T @ C @ U
+
+
 def _line_search(flow: LinearFlow, F: float, MY: np.ndarray, CY: np.ndarray, decrease: float, alpha: float,
                  X: np.ndarray, eps: float, reg: float, armijo: float,
                  step: str) -> tuple[LinearFlow, float, np.ndarray, np.ndarray, float]:
@@ -108,7 +145,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
                    armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment",
                    minorant: str = "mixture", bound_every: int = 10,
-                   clusters: tuple[float, ...] = _CLUSTERS) -> tuple[LinearFlow, FitInfo]:
+                   clusters: tuple[float, ...] = _CLUSTERS, memory: bool = False) -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for R6 (L2), with a certified optimality gap.
 
     At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
@@ -167,6 +204,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     converged = False
     alpha_prev = 1.0
     best_lb = -np.inf
+    dual = None
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
     for it in bar:
         # everything in the flow's eigen-coordinates, relative to its mean: y - mu = U (w + c)
@@ -211,6 +249,10 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if minorant == "spread" and G3 > Gmin:  # the step goes to this minorant's minimiser
                 Gmin, MY, CY, slack = G3, M3, C3, 0.0
             best_lb = max(best_lb, G3)
+        if memory:  # Frank-Wolfe on the dual: mix the new minorant's moments with the remembered ones
+            dual, Gd = _dual_mix(dual, flow, MY, CY, reg)
+            (MY, CY), slack = _to_eigen(flow, dual, reg), 0.0
+            best_lb = max(best_lb, Gd)
         best_lb = max(best_lb, Gmin)
         gap = max(F - best_lb, 0.0)
         if gap <= tol * max(1.0, abs(F)):
