@@ -56,12 +56,12 @@ def test_spread_solver_reaches_the_sdp_and_its_certificate_never_exceeds_it(fits
 
 @pytest.mark.parametrize("case", CASES[1:3])
 def test_steps_to_the_spread_minorant_and_the_old_solver(fits, case):
-    """Steps to the spread minorant's minimiser (``minorant="spread"``) and the old solver (no spread bound,
-    ``bound_every=0``): certificates below the optimum, objectives above it."""
+    """Without the dual memory: steps to the spread minorant's minimiser (``minorant="spread"``), the old solver (no
+    spread bound, ``bound_every=0``) and the old one with the spread bound: certificates below the optimum."""
     X, sdp, _ = fits[case]
     Xc, m, S = check_data(X, REG)
     scale = max(1.0, abs(sdp.objective))
-    for opts in ({"minorant": "spread"}, {"bound_every": 0}):
+    for opts in ({"minorant": "spread", "memory": False}, {"bound_every": 0, "memory": False}, {"memory": False}):
         _, info = _sample_damped(Xc, m, S, case[1], REG, max_iter=3000, **opts)
         assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
         assert info.objective >= sdp.objective - 1e-7 * scale

@@ -145,7 +145,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
                    armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment",
                    minorant: str = "mixture", bound_every: int = 10,
-                   clusters: tuple[float, ...] = _CLUSTERS, memory: bool = False) -> tuple[LinearFlow, FitInfo]:
+                   clusters: tuple[float, ...] = _CLUSTERS, memory: bool = True) -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for R6 (L2), with a certified optimality gap.
 
     At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
