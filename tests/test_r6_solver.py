@@ -65,7 +65,8 @@ def test_steps_to_the_spread_minorant_and_the_old_solver(fits, case):
         _, info = _sample_damped(Xc, m, S, case[1], REG, max_iter=3000, **opts)
         assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
         assert info.objective >= sdp.objective - 1e-7 * scale
-        assert info.gap <= 1e-6 * scale
+        if opts.get("bound_every") != 0:  # the old solver stops uncertified at near-mean eps = 0.5 (1.6e-4)
+            assert info.converged and info.gap <= 1e-9 * scale
 
 
 def test_spread_minorant_is_the_ml_fit_of_explicit_feasible_perturbations():
