@@ -139,7 +139,8 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     elif attack == "universal":
         flow, info = _universal_cvxpy(m, S, eps, norm, backend or "CLARABEL", dict(options))
     elif norm == 2 and backend is None:
-        allowed = {"max_iter", "tol", "progress", "init", "armijo", "max_mixed", "step", "minorant", "bound_every", "clusters", "memory"}
+        allowed = {"max_iter", "tol", "progress", "init", "armijo", "max_mixed", "step", "minorant", "bound_every",
+                   "clusters", "memory", "max_seconds"}
         if set(options) - allowed:
             raise TypeError(f"unexpected options for the damped solver: {sorted(set(options) - allowed)}")
         flow, info = _sample_damped(X, m, S, eps, reg, **options)  # type: ignore[arg-type]
