@@ -180,6 +180,23 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     repeated ``s_min`` (every point, in directions where the data are constant) take the uniform spread, which
     is what the optimum's rotational symmetry there requires.
 
+    Three additions (issue 14), all keeping ``min G <= min F`` for every bound used:
+
+    * ``memory=True`` (default): Frank-Wolfe on the dual. The moments ``(E, M)`` of the best feasible mixture
+      found so far are kept; each new minorant's moments are mixed in with the weight maximising
+      ``log det(E - M M^T + reg I)`` (:func:`_dual_mix`; a convex combination of per-point feasible mixtures is
+      feasible), and the step goes to the ML fit of that remembered mixture. On the small hard-case tests it cut
+      the iterations 2-11 times (927 -> 83); on the 8x8 digits (d = 64, eps 0.3-3) the certified gap after 150
+      iterations fell 10-70 times. It converges sublinearly, like Frank-Wolfe.
+    * the spread minorant (:mod:`linflow.training.spread`: hard-case points spread over a cluster of small
+      eigenvalues, water-filled shape), computed every ``bound_every`` iterations (10; 0 = never) and at the
+      returned model: a tighter certificate. ``minorant="spread"`` also steps to its minimiser.
+    * the certificate is ``F(theta_k) - max_j min G_j`` over all iterations; when the step to one minorant's
+      minimiser finds no decrease (a kink), the other (mixture <-> spread) is tried before stopping.
+
+    ``bound_every=0, memory=False`` is the solver as it was before these additions. ``max_seconds`` stops after
+    that many CPU seconds (process time; the result then depends on the machine's speed).
+
     Cost per iteration: eigendecompositions and one batched exact attack, ``O(d^3 + n d^2)``.
     Stops when ``gap_k <= tol * max(1, |F|)``.
     """

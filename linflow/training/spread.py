@@ -21,7 +21,8 @@ perturbations gives a minorant of ``F`` (R6), so this module builds, for a clust
 Every value returned is the minimum of a true minorant (feasible perturbations), so it is a valid lower bound on
 ``min F`` whatever the cluster, the starting weights or the number of rounds: these only affect how tight it is.
 The costs use that the alternatives differ from the points only in ``E``: one Cholesky factorisation plus
-``O(d^2 r + n d r)`` per evaluation.
+``O(d^2 r + n d r)`` per evaluation; only points with a share of their budget in ``E`` (above ``min_share``
+of the largest) get a free weight, the others keep ``omega_i = 1``.
 """
 
 from __future__ import annotations
