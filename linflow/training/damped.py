@@ -102,7 +102,7 @@ def _dual_mix(dual: tuple | None, flow: LinearFlow, MY: np.ndarray, CY: np.ndarr
     if dual is not None:
         Ed, Md = dual
         res = minimize_scalar(lambda g: -value((1 - g) * Ed + g * Eo, (1 - g) * Md + g * Mo), bounds=(0.0, 1.0),
-                              method="bounded", options={"xatol": 1e-5})
+                              method="bounded", options={"xatol": 1e-9})
         ends = (value(Ed, Md), value(Eo, Mo))
         g = float(res.x) if -res.fun >= max(ends) else (0.0 if ends[0] > ends[1] else 1.0)
         Eo, Mo = (1 - g) * Ed + g * Eo, (1 - g) * Md + g * Mo
@@ -286,8 +286,14 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         alpha0 = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
         cand, Fc, Wn, Cn, alpha = _line_search(flow, F, MY, CY, max(gap - slack, 0.0), alpha0, X, eps, reg,
                                                armijo, step)
-        if Fc >= F and bound_every:  # stalled at a kink: try the other minorant's minimiser once
-            if minorant == "spread":
+        # stalled at a kink: try the other targets (the iterate's own mixture minorant, the spread minorant) once
+        fallbacks = ["mix"] if memory or minorant == "spread" else []
+        if (bound_every or minorant == "spread") and (memory or minorant != "spread"):
+            fallbacks.append("spread")
+        for target in fallbacks:
+            if Fc < F:
+                break
+            if target == "mix":
                 MY, CY, slack = mix
             else:
                 _, MY, CY = spread if spread is not None else _spread_bound(Wc, Cc, s, reg, clusters)
