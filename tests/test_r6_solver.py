@@ -28,7 +28,8 @@ def _data(kind: str, seed: int) -> np.ndarray:
     return X
 
 
-CASES = [("skewed", 1.0, 0), ("near-mean", 0.5, 1), ("near-mean", 2.0, 2), ("constant", 1.0, 3)]
+# near-mean (13, eps 1) and (1, eps 0.5): the old solver stopped uncertified there (5 of 54 random small cases)
+CASES = [("skewed", 1.0, 0), ("near-mean", 0.5, 1), ("near-mean", 2.0, 2), ("constant", 1.0, 3), ("near-mean", 1.0, 13)]
 
 
 @pytest.fixture(scope="module")
