@@ -148,7 +148,7 @@ def _line_search(flow: LinearFlow, F: float, MY: np.ndarray, CY: np.ndarray, dec
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
                    armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment",
-                   minorant: str = "mixture", bound_every: int = 10,
+                   minorant: str = "mixture", bound_every: int = 20,
                    clusters: tuple[float, ...] = _CLUSTERS, memory: bool = True,
                    max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for R6 (L2), with a certified optimality gap.
@@ -226,7 +226,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     history: list[tuple[float, float, float]] = []
     gap = float("inf")
     converged = False
-    alpha_prev = 1.0
+    alpha_prev = alpha_mix = 1.0
     best_lb = -np.inf
     dual = None
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
@@ -286,8 +286,15 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         alpha0 = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
         cand, Fc, Wn, Cn, alpha = _line_search(flow, F, MY, CY, max(gap - slack, 0.0), alpha0, X, eps, reg,
                                                armijo, step)
+        alpha_prev = alpha if Fc < F else alpha_prev
+        if memory:  # also the step to the iterate's own minorant (the old solver's step); keep the better
+            res = _line_search(flow, F, mix[0], mix[1], max(F - Gmin - mix[2], 0.0), min(1.0, 2.0 * alpha_mix), X,
+                               eps, reg, armijo, step)
+            alpha_mix = res[4] if res[1] < F else alpha_mix
+            if res[1] < Fc:
+                cand, Fc, Wn, Cn, alpha = res
         # stalled at a kink: try the other targets (the iterate's own mixture minorant, the spread minorant) once
-        fallbacks = ["mix"] if memory or minorant == "spread" else []
+        fallbacks = ["mix"] if minorant == "spread" and not memory else []
         if (bound_every or minorant == "spread") and (memory or minorant != "spread"):
             fallbacks.append("spread")
         for target in fallbacks:
@@ -303,7 +310,7 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         if Fc >= F:  # no decrease even at the smallest step: stop (not certified)
             history.append((F, gap, 0.0))
             break
-        flow, F, Wc, Cc, alpha_prev = cand, Fc, Wn, Cn, alpha
+        flow, F, Wc, Cc = cand, Fc, Wn, Cn
         history.append((F, gap, alpha))
         bar.set_postfix(objective=f"{F:.10g}", gap=f"{gap:.2e}", step=alpha)
         if max_seconds is not None and time.process_time() - c0 > max_seconds:

@@ -35,7 +35,7 @@ from .objectives import _LOG_2PI
 from .universal import _water_level
 
 # cluster widths: the first r eigen-coordinates with s_j <= s_min (1 + kappa) for each kappa
-_CLUSTERS = (1e-2, 0.1, 0.5)
+_CLUSTERS = (0.02, 0.2)
 
 
 def _spread_parts(E0: np.ndarray, M0: np.ndarray, Ya: np.ndarray, CE: np.ndarray, n: int,
@@ -130,7 +130,7 @@ def _spread_minorant(Wc: np.ndarray, Cc: np.ndarray, reg: float, r: int, *, roun
 
 
 def _spread_bound(Wc: np.ndarray, Cc: np.ndarray, s: np.ndarray, reg: float, clusters: tuple[float, ...] = _CLUSTERS,
-                  max_rank: int = 256) -> tuple[float, np.ndarray, np.ndarray]:
+                  max_rank: int = 128) -> tuple[float, np.ndarray, np.ndarray]:
     """``(G, M, C)``: the best spread minorant over the cluster sizes ``r = #{s_j <= s_min (1 + kappa)}``
     (``kappa`` in ``clusters``, ``r <= max_rank``), ``G = 1/2 (d + log det C + d log 2 pi)`` its minimum, a lower
     bound on ``min F`` (R6); ``s`` the flow's eigenvalues (ascending), ``Wc``, ``Cc`` as in
