@@ -101,7 +101,7 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     options : for the damped solver ``max_iter`` (1000: optima with points near the hard case converge
         sublinearly, 747 iterations were seen at d = 8, eps = 1), ``tol`` (1e-10, relative certified gap),
         ``progress`` (False, a tqdm bar), ``init`` (a starting LinearFlow), ``step`` (``"moment"`` or ``"natural"``),
-        ``armijo`` (1e-4), ``max_mixed`` (64), ``memory`` (True: Frank-Wolfe memory on the dual), ``bound_every`` (10:
+        ``armijo`` (1e-4), ``max_mixed`` (64), ``memory`` (True: Frank-Wolfe memory on the dual), ``bound_every`` (20:
         the spread certificate's period; 0 with ``memory=False`` is the solver before issue 14), ``minorant``
         (``"mixture"`` or ``"spread"``), ``clusters``, ``max_seconds`` (None, a CPU-time cap); for cvxpy, keyword
         arguments of ``solve``.
