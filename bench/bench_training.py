@@ -17,6 +17,7 @@ Printed:
 4. old against new on scikit-learn's 8x8 digits (d = 64) at eps in {0.3, 1, 3}, 150 iterations each.
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).
+Only part 3: ``PYTHONPATH=. python bench/bench_training.py --large-only``.
 """
 
 from __future__ import annotations
