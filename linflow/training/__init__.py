@@ -101,7 +101,10 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     options : for the damped solver ``max_iter`` (1000: optima with points near the hard case converge
         sublinearly, 747 iterations were seen at d = 8, eps = 1), ``tol`` (1e-10, relative certified gap),
         ``progress`` (False, a tqdm bar), ``init`` (a starting LinearFlow), ``step`` (``"moment"`` or ``"natural"``),
-        ``armijo`` (1e-4), ``max_mixed`` (64); for cvxpy, keyword arguments of ``solve``.
+        ``armijo`` (1e-4), ``max_mixed`` (64), ``memory`` (True: Frank-Wolfe memory on the dual), ``bound_every`` (20:
+        the spread certificate's period; 0 with ``memory=False`` is the solver before issue 14), ``minorant``
+        (``"mixture"`` or ``"spread"``), ``clusters``, ``max_seconds`` (None, a CPU-time cap); for cvxpy, keyword
+        arguments of ``solve``.
 
     The result is deterministic (no randomness is involved). The arguments are validated here, once; the
     solvers of :mod:`linflow.training.universal`, :mod:`~linflow.training.sample` and
@@ -139,7 +142,8 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
     elif attack == "universal":
         flow, info = _universal_cvxpy(m, S, eps, norm, backend or "CLARABEL", dict(options))
     elif norm == 2 and backend is None:
-        allowed = {"max_iter", "tol", "progress", "init", "armijo", "max_mixed", "step"}
+        allowed = {"max_iter", "tol", "progress", "init", "armijo", "max_mixed", "step", "minorant", "bound_every",
+                   "clusters", "memory", "max_seconds"}
         if set(options) - allowed:
             raise TypeError(f"unexpected options for the damped solver: {sorted(set(options) - allowed)}")
         flow, info = _sample_damped(X, m, S, eps, reg, **options)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import scipy.linalg
 from ..model import LinearFlow
 from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo, _from_natural, _natural
+from .spread import _CLUSTERS, _spread_bound
 from .universal import _water_filling
 
 
@@ -75,9 +76,81 @@ def _damped_eval(flow: LinearFlow, X: np.ndarray, eps: float, reg: float) -> tup
     return float(F), W, C
 
 
+def _dual_mix(dual: tuple | None, flow: LinearFlow, MY: np.ndarray, CY: np.ndarray,
+              reg: float) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Mix the moments ``(E, M)`` of a remembered feasible mixture with those of a new minorant (``MY, CY`` in the
+    flow's eigen-coordinates) with the weight maximising ``log det(E - M M^T + reg I)``: the per-point mixtures
+    of feasible distributions stay feasible, so the value is again a lower bound (R6)."""
+    from scipy.optimize import minimize_scalar
+
+    U = flow.eigvecs
+    d = U.shape[0]
+    Mo = U @ MY + flow.mean
+    Co = (U @ (0.5 * (CY + CY.T))) @ U.T
+    Eo = Co + np.outer(Mo, Mo)
+    Eo[np.diag_indices(d)] -= reg
+
+    def value(E: np.ndarray, M: np.ndarray) -> float:
+        C = E - np.outer(M, M)
+        C[np.diag_indices(d)] += reg
+        try:
+            cf = scipy.linalg.cho_factor(C, check_finite=False)
+        except np.linalg.LinAlgError:
+            return -np.inf
+        return 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+
+    if dual is not None:
+        Ed, Md = dual
+        res = minimize_scalar(lambda g: -value((1 - g) * Ed + g * Eo, (1 - g) * Md + g * Mo), bounds=(0.0, 1.0),
+                              method="bounded", options={"xatol": 1e-9})
+        ends = (value(Ed, Md), value(Eo, Mo))
+        g = float(res.x) if -res.fun >= max(ends) else (0.0 if ends[0] > ends[1] else 1.0)
+        Eo, Mo = (1 - g) * Ed + g * Eo, (1 - g) * Md + g * Mo
+    return (Eo, Mo), 0.5 * (d + value(Eo, Mo) + d * _LOG_2PI)
+
+
+def _to_eigen(flow: LinearFlow, dual: tuple, reg: float) -> tuple[np.ndarray, np.ndarray]:
+    E, M = dual
+    C = E - np.outer(M, M)
+    C[np.diag_indices_from(C)] += reg
+    U = flow.eigvecs
+    return U.T @ (M - flow.mean), U.T @ C @ U
+
+
+def _line_search(flow: LinearFlow, F: float, MY: np.ndarray, CY: np.ndarray, decrease: float, alpha: float,
+                 X: np.ndarray, eps: float, reg: float, armijo: float,
+                 step: str) -> tuple[LinearFlow, float, np.ndarray, np.ndarray, float]:
+    """The damped step of :func:`_sample_damped` from ``flow`` (objective ``F``) towards the ML fit ``(MY, CY)``
+    of a minorant (given in the flow's eigen-coordinates relative to its mean): ``alpha`` halved from the given
+    value until ``F`` decreases by ``armijo * alpha * decrease`` (or ``alpha < 1e-12``).
+    Returns ``(candidate, F(candidate), W, C, alpha)``."""
+    U = flow.eigvecs
+    CY = (U @ (0.5 * (CY + CY.T))) @ U.T  # back to the original coordinates
+    MY = U @ MY + flow.mean
+    P, h = _natural(flow)
+    P_ml = np.linalg.inv(0.5 * (CY + CY.T))
+    P_ml = 0.5 * (P_ml + P_ml.T)
+    h_ml = P_ml @ MY
+    while True:
+        if step == "natural":
+            cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
+        else:  # moments of the mixture (1 - alpha) N(theta_k) + alpha (adversarial points), moment-matched
+            mu_a = (1 - alpha) * flow.mean + alpha * MY
+            dk, dy = flow.mean - mu_a, MY - mu_a
+            cov_a = (1 - alpha) * (flow.cov + np.outer(dk, dk)) + alpha * (CY + np.outer(dy, dy))
+            cand = LinearFlow.from_gaussian(mu_a, 0.5 * (cov_a + cov_a.T))
+        Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
+        if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
+            return cand, Fc, Wn, Cn, alpha
+        alpha *= 0.5
+
+
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
-                   armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment") -> tuple[LinearFlow, FitInfo]:
+                   armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment",
+                   minorant: str = "mixture", bound_every: int = 20,
+                   clusters: tuple[float, ...] = _CLUSTERS, memory: bool = True,
+                   max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for R6 (L2), with a certified optimality gap.
 
     At the iterate ``theta_k = (P_k, h_k)`` let ``delta_i`` be the exact worst perturbation of ``x_i`` and
@@ -107,6 +180,24 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     repeated ``s_min`` (every point, in directions where the data are constant) take the uniform spread, which
     is what the optimum's rotational symmetry there requires.
 
+    Three additions (issue 14), all keeping ``min G <= min F`` for every bound used:
+
+    * ``memory=True`` (default): Frank-Wolfe on the dual. The moments ``(E, M)`` of the best feasible mixture
+      found so far are kept; each new minorant's moments are mixed in with the weight maximising
+      ``log det(E - M M^T + reg I)`` (:func:`_dual_mix`; a convex combination of per-point feasible mixtures is
+      feasible). Each iteration line-searches towards the ML fit of that remembered mixture and towards the
+      iterate's own minorant's (the old step) and keeps the lower ``F``. On the small hard-case tests it cut the
+      iterations 2-11 times (898 -> 81); on the 8x8 digits (d = 64, eps 0.3-3) the certified gap after 150
+      iterations fell 25-50 times. It converges sublinearly, like Frank-Wolfe.
+    * the spread minorant (:mod:`linflow.training.spread`: hard-case points spread over a cluster of small
+      eigenvalues, water-filled shape), computed every ``bound_every`` iterations (20; 0 = never) and at the
+      returned model: a tighter certificate. ``minorant="spread"`` also steps to its minimiser.
+    * the certificate is ``F(theta_k) - max_j min G_j`` over all iterations; when the step to one minorant's
+      minimiser finds no decrease (a kink), the other (mixture <-> spread) is tried before stopping.
+
+    ``bound_every=0, memory=False`` is the solver as it was before these additions. ``max_seconds`` stops after
+    that many CPU seconds (process time; the result then depends on the machine's speed).
+
     Cost per iteration: eigendecompositions and one batched exact attack, ``O(d^3 + n d^2)``.
     Stops when ``gap_k <= tol * max(1, |F|)``.
     """
@@ -119,9 +210,15 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
     if step not in ("natural", "moment"):
         raise ValueError(f"step must be 'natural' or 'moment', got {step!r}")
+    if isinstance(bound_every, bool) or not isinstance(bound_every, int | np.integer) or bound_every < 0:
+        raise ValueError(f"bound_every must be a non-negative int, got {bound_every!r}")
+    if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
+    if minorant not in ("spread", "mixture"):
+        raise ValueError(f"minorant must be 'spread' or 'mixture', got {minorant!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
         raise TypeError(f"init must be a LinearFlow of dimension {d}, got {init!r}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if init is None:
         sig, V, _ = _water_filling(S, eps)
         init = LinearFlow.from_gaussian(m, (V * sig) @ V.T)
@@ -130,11 +227,13 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     history: list[tuple[float, float, float]] = []
     gap = float("inf")
     converged = False
-    alpha_prev = 1.0
+    alpha_prev = alpha_mix = 1.0
+    best_lb = -np.inf
+    dual = None
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample)", disable=not progress, leave=False)
-    for _ in bar:
+    for it in bar:
         # everything in the flow's eigen-coordinates, relative to its mean: y - mu = U (w + c)
-        U, s = flow.eigvecs, flow.eigvals
+        s = flow.eigvals
         Yc = Wc + Cc
         gain = np.sum(Cc * (Wc + 0.5 * Cc) / s, axis=1)
         r = int(np.count_nonzero(s <= s[0] * (1.0 + 1e-9)))  # multiplicity of s_min (to rounding)
@@ -169,37 +268,59 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 Gmin, MY, CY = G2, M2, C2
                 gap = max(F - Gmin, 0.0)
                 slack = float(np.sum((1.0 - om) * loss[amb]) / n)
+        mix, spread = (MY, CY, slack), None
+        if minorant == "spread" or (bound_every and it % bound_every == bound_every - 1):
+            spread = G3, M3, C3 = _spread_bound(Wc, Cc, s, reg, clusters)
+            if minorant == "spread" and G3 > Gmin:  # the step goes to this minorant's minimiser
+                Gmin, MY, CY, slack = G3, M3, C3, 0.0
+            best_lb = max(best_lb, G3)
+        if memory:  # Frank-Wolfe on the dual: mix the new minorant's moments with the remembered ones
+            dual, Gd = _dual_mix(dual, flow, MY, CY, reg)
+            (MY, CY), slack = _to_eigen(flow, dual, reg), 0.0
+            best_lb = max(best_lb, Gd)
+        best_lb = max(best_lb, Gmin)
+        gap = max(F - best_lb, 0.0)
         if gap <= tol * max(1.0, abs(F)):
             history.append((F, gap, 0.0))
             converged = True
             break
-        CY = (U @ (0.5 * (CY + CY.T))) @ U.T  # back to the original coordinates
-        MY = U @ MY + flow.mean
-        P, h = _natural(flow)
-        P_ml = np.linalg.inv(0.5 * (CY + CY.T))
-        P_ml = 0.5 * (P_ml + P_ml.T)
-        h_ml = P_ml @ MY
-        decrease = max(gap - slack, 0.0)
-        alpha = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
-        while True:
-            if step == "natural":
-                cand = _from_natural(P + alpha * (P_ml - P), h + alpha * (h_ml - h))
-            else:  # moments of the mixture (1 - alpha) N(theta_k) + alpha (adversarial points), moment-matched
-                mu_a = (1 - alpha) * flow.mean + alpha * MY
-                dk, dy = flow.mean - mu_a, MY - mu_a
-                cov_a = (1 - alpha) * (flow.cov + np.outer(dk, dk)) + alpha * (CY + np.outer(dy, dy))
-                cand = LinearFlow.from_gaussian(mu_a, 0.5 * (cov_a + cov_a.T))
-            Fc, Wn, Cn = _damped_eval(cand, X, eps, reg)
-            if Fc <= F - armijo * alpha * decrease or alpha < 1e-12:
+        alpha0 = min(1.0, 2.0 * alpha_prev)  # start from twice the last accepted step
+        cand, Fc, Wn, Cn, alpha = _line_search(flow, F, MY, CY, max(gap - slack, 0.0), alpha0, X, eps, reg,
+                                               armijo, step)
+        alpha_prev = alpha if Fc < F else alpha_prev
+        if memory:  # also the step to the iterate's own minorant (the old solver's step); keep the better
+            res = _line_search(flow, F, mix[0], mix[1], max(F - Gmin - mix[2], 0.0), min(1.0, 2.0 * alpha_mix), X,
+                               eps, reg, armijo, step)
+            alpha_mix = res[4] if res[1] < F else alpha_mix
+            if res[1] < Fc:
+                cand, Fc, Wn, Cn, alpha = res
+        # stalled at a kink: try the other targets (the iterate's own mixture minorant, the spread minorant) once
+        fallbacks = ["mix"] if minorant == "spread" and not memory else []
+        if (bound_every or minorant == "spread") and (memory or minorant != "spread"):
+            fallbacks.append("spread")
+        for target in fallbacks:
+            if Fc < F:
                 break
-            alpha *= 0.5
+            if target == "mix":
+                MY, CY, slack = mix
+            else:
+                _, MY, CY = spread if spread is not None else _spread_bound(Wc, Cc, s, reg, clusters)
+                slack = 0.0
+            cand, Fc, Wn, Cn, alpha = _line_search(flow, F, MY, CY, max(gap - slack, 0.0), 1.0, X, eps, reg,
+                                                   armijo, step)
         if Fc >= F:  # no decrease even at the smallest step: stop (not certified)
             history.append((F, gap, 0.0))
             break
-        flow, F, Wc, Cc, alpha_prev = cand, Fc, Wn, Cn, alpha
+        flow, F, Wc, Cc = cand, Fc, Wn, Cn
         history.append((F, gap, alpha))
         bar.set_postfix(objective=f"{F:.10g}", gap=f"{gap:.2e}", step=alpha)
+        if max_seconds is not None and time.process_time() - c0 > max_seconds:
+            break
     bar.close()
+    if not converged and bound_every:  # the certificate at the returned model (any valid bound counts)
+        best_lb = max(best_lb, _spread_bound(Wc, Cc, flow.eigvals, reg, clusters)[0])
+        gap = max(F - best_lb, 0.0)
+        converged = bool(gap <= tol * max(1.0, abs(F)))
     info = FitInfo("damped", "converged" if converged else "stopped", F, gap=gap, iterations=len(history),
                    converged=converged, seconds=time.perf_counter() - t0, history=tuple(history))
     return flow, info
