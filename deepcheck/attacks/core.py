@@ -65,6 +65,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..adapt import as_log_prob
 from .search import _bcast, apgd, flip_search, sparse_start
 from .spec import AttackSpec, Gen, LossFn, _draw
 
@@ -77,19 +78,10 @@ FLIP_PROB = 0.25
 @contextmanager
 def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every submodule in eval mode and switch off ``requires_grad`` of every parameter; restore each
-    module's own mode and each parameter's flag on exit (also on error)."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
+    module's own mode and each parameter's flag on exit (also on error): :meth:`deepcheck.adapt.LogProbModel.frozen`
+    of the module."""
+    with as_log_prob(model, strict=False).frozen():
         yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 # ---------------------------------------------------------------------------------------------- per-norm core

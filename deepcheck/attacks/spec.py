@@ -52,7 +52,9 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _check_clamp(clamp: object) -> tuple[float, float] | None:
+def check_clamp(clamp: object) -> tuple[float, float] | None:
+    """``None``, or ``clamp`` as a pair of floats ``(lo, hi)`` with ``lo < hi``; a ``TypeError``/``ValueError`` naming
+    ``clamp`` otherwise."""
     if clamp is None:
         return None
     try:
@@ -155,7 +157,7 @@ class AttackSpec:
             raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {o['nonfinite']!r}")
         return cls(eps=check_eps(eps), norm=_check_norm(o["norm"]), likelihood=check_likelihood(o["likelihood"]),
                    steps=_check_int("steps", o["steps"], 0), step_size=step_size, random_start=o["random_start"],
-                   restarts=_check_int("restarts", o["restarts"], 0), clamp=_check_clamp(o["clamp"]),
+                   restarts=_check_int("restarts", o["restarts"], 0), clamp=check_clamp(o["clamp"]),
                    loss_fn=o["loss_fn"], adaptive=bool(o["adaptive"]), patience=o["patience"],
                    seed=_check_int("seed", o["seed"], 0), nonfinite=o["nonfinite"],
                    sample_seeds=_check_seeds(o["sample_seeds"]))

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..attacks.spec import check_clamp
 from ..flows.base import bits_per_dim, parameter_dtype
 from .flows import MODEL_RULES, latents
 from .forms import MODES, Form, InputSet, U
@@ -111,14 +112,7 @@ def _check(model: object, x: object, eps: object, norm: object, clamp: object, m
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if clamp is not None:
-        try:
-            lo, hi = (float(c) for c in clamp)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise TypeError(f"clamp must be None or a pair (lo, hi), got {clamp!r}") from None
-        if not lo < hi:
-            raise ValueError(f"clamp must satisfy lo < hi, got {clamp!r}")
-        clamp = (lo, hi)
+    clamp = check_clamp(clamp)
     return float(eps), clamp
 
 
