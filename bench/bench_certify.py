@@ -123,12 +123,12 @@ def figure(rows: list[dict], path: Path = FIGURE, method: str = "zonotope") -> P
 
 
 def main() -> None:
-    from deepcheck.report import atomic_write_bytes
+    from deepcheck.fileio import atomic_write
 
     torch.set_num_threads(1)
     paths = train_models()
     rows = tightness(paths, n=int(os.environ.get("BENCH_CERTIFY_N", "32")))
-    atomic_write_bytes(OUT / "bench_certify.json", json.dumps(rows, indent=1).encode())
+    atomic_write(OUT / "bench_certify.json", json.dumps(rows, indent=1))
     print(f"wrote {figure(rows)}")
     linear_vs_sdp()
 
