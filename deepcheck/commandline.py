@@ -84,44 +84,26 @@ def _number(text: str, kind: type) -> int | float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An ``int >= 1``."""
-    value = int(_number(text, int))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def _bounded(kind: type, ok: Callable[[float], bool], phrase: str, name: str) -> Callable[[str], int | float]:
+    """An argparse ``type``: ``text`` as ``kind`` (finite for floats, :func:`_number`) that satisfies ``ok``, else
+    ``must be <phrase>, got '<text>'``."""
+
+    def parse(text: str) -> int | float:
+        value = kind(_number(text, kind))
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {phrase}, got {text!r}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = f"{phrase[0].upper()}{phrase[1:]}."
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    """An ``int >= 0``."""
-    value = int(_number(text, int))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    """A finite ``float >= 0``."""
-    value = float(_number(text, float))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite ``float > 0``."""
-    value = float(_number(text, float))
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A ``float`` in ``[0, 1]``."""
-    value = float(_number(text, float))
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
+positive_int = _bounded(int, lambda v: v >= 1, "an integer >= 1", "positive_int")
+nonneg_int = _bounded(int, lambda v: v >= 0, "an integer >= 0", "nonneg_int")
+nonneg_float = _bounded(float, lambda v: v >= 0, "a finite number >= 0", "nonneg_float")
+positive_float = _bounded(float, lambda v: v > 0, "a finite number > 0", "positive_float")
+fraction = _bounded(float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "fraction")
 
 
 # ------------------------------------------------------------------------------------ outputs
