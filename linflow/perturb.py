@@ -56,10 +56,11 @@ def _check_l2_options(options: dict) -> None:
 
 
 def _solve_l2(flow: LinearFlow, W: np.ndarray, eps: float, likelihood: str) -> np.ndarray:
-    """The optimal ``C = U^T delta`` for the rows ``W = U^T v`` (R1 or R2)."""
+    """The optimal ``C = U^T delta`` for the rows ``W = U^T v`` (R1 or R2). ``W`` must be a temporary: the kernel
+    reuses its memory (``C`` is returned in it)."""
     if likelihood == "decrease":
-        return secular._lower_likelihood(flow.eigvals, W, eps).C
-    return secular._raise_likelihood(flow.eigvals, W, eps).C
+        return secular._lower_likelihood(flow.eigvals, W, eps, overwrite=True).C
+    return secular._raise_likelihood(flow.eigvals, W, eps, overwrite=True).C
 
 
 def _box_module(norm: float) -> Any:

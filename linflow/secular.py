@@ -58,7 +58,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .secular_start import _CHUNK, _prepare, _row_norm_scaled
+from .secular_passes import _ratio_and_slope, _row_norm, _solution
+from .secular_start import _prepare
 from .validation import as_float_array, check_eps
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -100,131 +101,9 @@ def _check_inputs(s: object, W: object, eps: object) -> tuple[np.ndarray, np.nda
     return s, W, check_eps(eps)
 
 
-def _row_norm(X: np.ndarray) -> np.ndarray:
-    """Euclidean norm of each row; rows whose sum of squares overflows or underflows are recomputed scaled by
-    their largest entry."""
-    with np.errstate(over="ignore"):
-        N2 = np.einsum("ij,ij->i", X, X)
-    out = np.sqrt(N2)
-    bad = ~np.isfinite(N2) | (N2 < 1e-250)
-    if np.any(bad):
-        out[bad] = _row_norm_scaled(X[bad])
-    return out
-
-
 def block_size(s: np.ndarray, block_rtol: float = DEFAULT_BLOCK_RTOL) -> int:
     """Number ``k`` of eigenvalues in the s_min block: ``s_i <= s_min (1 + block_rtol)`` (``s`` ascending)."""
     return int(np.searchsorted(s, s[0] * (1.0 + block_rtol), side="right"))
-
-
-def _ratio_and_slope_scaled(A: np.ndarray, gaps: np.ndarray, g: np.ndarray,
-                            eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_ratio_and_slope` with each row's ``c`` scaled by its largest ``|c_i|`` and its ``1/(g + gap_i)``
-    by the largest of those (over entries with ``c_i != 0``): every sum is O(1), nothing overflows."""
-    den = g[:, None] + gaps[None, :]
-    nz = A != 0
-    C = np.divide(A, den, out=np.zeros_like(A), where=nz)
-    m = np.max(np.abs(C), axis=1)
-    Ch = C / np.where(m > 0, m, 1.0)[:, None]
-    dmin = np.min(np.where(nz, den, np.inf), axis=1)
-    dmin = np.where(np.isfinite(dmin), dmin, 1.0)
-    Uh = np.divide(dmin[:, None], den, out=np.zeros_like(den), where=nz)  # in (0, 1]
-    W2 = Ch * Ch
-    N2 = np.sum(W2, axis=1)
-    S1h = np.sum(W2 * Uh, axis=1)
-    S2h = np.sum(W2 * Uh * Uh, axis=1)
-    r = m * np.sqrt(N2) / eps
-    pos = S1h > 0
-    q = np.divide(N2 * dmin, S1h, out=np.full(N2.shape, np.inf), where=pos)
-    t = np.divide(S2h * N2, S1h * S1h, out=np.ones(N2.shape), where=pos)
-    return r, q, np.where(np.isfinite(t), t, 1.0)
-
-
-
-
-def _sums(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, rows: np.ndarray | None, n: int,
-          d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``sum_i c_i^2``, ``sum_i c_i^2 / (g + gap_i)`` and ``sum_i c_i^2 / (g + gap_i)^2`` per row, in
-    cache-sized blocks of rows."""
-    N2 = np.empty(n)
-    S = np.empty(n)
-    S2 = np.empty(n)
-    step = max(1, _CHUNK // max(d, 1))
-    R = np.empty((min(step, n), d))
-    C = np.empty_like(R)
-    for i in range(0, n, step):
-        j = min(i + step, n)
-        r_, c_ = R[: j - i], C[: j - i]
-        np.add(g[i:j, None], gaps[None, :], out=r_)
-        if np.any(g[i:j] == 0.0):
-            r_[r_ == 0.0] = np.inf  # a_i = 0 there: c_i = 0
-        np.divide(1.0, r_, out=r_)
-        np.multiply(A[i:j] if rows is None else A[rows[i:j]], r_, out=c_)
-        N2[i:j] = np.einsum("ij,ij->i", c_, c_)
-        np.multiply(c_, r_, out=r_)
-        S[i:j] = np.einsum("ij,ij->i", c_, r_)
-        S2[i:j] = np.einsum("ij,ij->i", r_, r_)
-    return N2, S, S2
-
-
-def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float,
-                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row (of ``A``, or of ``A[rows]`` with ``g`` matching ``rows``): ``r = ||c(g)|| / eps``, the Newton
-    step numerator ``q = ||c||^2 / S1`` and the curvature ratio ``t = S2 ||c||^2 / S1^2 >= 1``, where
-    ``S_k = sum_i c_i^2 / (g + gap_i)^k``. With ``psi = eps/||c|| - 1``: ``psi' = 1/(r q)`` and
-    ``psi'' = 3 (1 - t) / (r q^2) <= 0``.
-
-    ``c_i = a_i / (g + gap_i)``; a zero denominator only occurs where ``a_i = 0`` (a row at ``g = 0`` has no
-    mass on the zero gaps), and that entry counts as 0. Fast path: plain sums of squares, computed in blocks
-    of rows that fit in cache; rows whose sums overflow or underflow are recomputed with a per-row scale.
-    """
-    n = A.shape[0] if rows is None else rows.size
-    d = A.shape[1]
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        N2, S, S2 = _sums(A, gaps, g, rows, n, d)
-    with np.errstate(over="ignore", invalid="ignore"):  # such rows are redone below
-        r = np.sqrt(N2) / eps
-        q = np.divide(N2, S, out=np.full(n, np.inf), where=S > 0)
-        t = np.divide(S2, S, out=np.ones(n), where=S > 0) * np.where(S > 0, q, 1.0)
-    bad = ~np.isfinite(N2) | ~np.isfinite(S2) | ~np.isfinite(t) | (N2 < 1e-250)
-    if np.any(bad):
-        Ab = A[bad] if rows is None else A[rows[bad]]
-        r[bad], q[bad], t[bad] = _ratio_and_slope_scaled(Ab, gaps, g[bad], eps)
-    return r, q, t
-
-
-def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray | None = None,
-              target: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """``C = a_i / (g + gap_i)`` (0 where ``a_i = 0``) and its row norms, in cache-sized blocks of rows; rows with
-    ``scale`` true are then rescaled in the same block to norm ``|target|`` (sign of ``target``), so that ``C``
-    is written once. Rows whose sum of squares overflows or underflows get a scaled norm and are rescaled after."""
-    n, d = A.shape
-    C = np.empty_like(A)
-    norms = np.empty(n)
-    step = max(1, _CHUNK // max(d, 1))
-    late = []
-    for i in range(0, n, step):
-        j = min(i + step, n)
-        c_ = C[i:j]
-        np.add(g[i:j, None], gaps[None, :], out=c_)
-        if np.any(g[i:j] == 0.0):
-            c_[c_ == 0.0] = np.inf
-        np.divide(A[i:j], c_, out=c_)
-        with np.errstate(over="ignore"):
-            n2 = np.einsum("ij,ij->i", c_, c_)
-        nb = np.sqrt(n2)
-        bad = ~np.isfinite(n2) | (n2 < 1e-250)
-        if np.any(bad):
-            nb[bad] = _row_norm_scaled(c_[bad])
-            late.extend((i + np.flatnonzero(bad & (scale[i:j] if scale is not None else False))).tolist())
-        norms[i:j] = nb
-        if scale is not None:
-            ok = scale[i:j] & (nb > 0) & ~bad
-            c_ *= np.where(ok, target / np.where(ok, nb, 1.0), 1.0)[:, None]
-    for r in late:
-        if norms[r] > 0:
-            C[r] *= target / norms[r]
-    return C, norms
 
 
 def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi: np.ndarray,
@@ -241,14 +120,14 @@ def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi
     lo = np.array(lo, dtype=np.float64)
     hi = np.array(hi, dtype=np.float64)
     start = lo.copy() if start is None else np.minimum(np.maximum(start, lo), hi)
-    r_lo, q_lo, t_lo = _ratio_and_slope(A, gaps, start, eps)
+    r_lo, q_lo, t_lo = _ratio_and_slope(A, gaps, start, eps, curvature=False)  # t only after a loop step
     right = r_lo < 1.0 - 4 * _EPS
     if np.any(right):  # the guess overshot: it is an upper end, and its Newton point a lower one
         j = np.flatnonzero(right)
         hi[j] = start[j]
         newton = start[j] + (r_lo[j] - 1.0) * q_lo[j]
         lo[j] = np.fmax(lo[j], np.minimum(newton, start[j]))
-        r_lo[j], q_lo[j], t_lo[j] = _ratio_and_slope(A, gaps, lo[j], eps, rows=j)
+        r_lo[j], q_lo[j], t_lo[j] = _ratio_and_slope(A, gaps, lo[j], eps, rows=j, curvature=False)
     lo[~right] = start[~right]
     active = r_lo - 1.0 > 4 * _EPS
     bisect = np.zeros(lo.shape, dtype=bool)
@@ -303,9 +182,11 @@ def lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *, block_rtol: fl
 
 
 def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: float = DEFAULT_BLOCK_RTOL,
-                      maxiter: int = DEFAULT_MAXITER) -> TRSolution:
+                      maxiter: int = DEFAULT_MAXITER, overwrite: bool = False) -> TRSolution:
     """:func:`lower_likelihood` for checked values (``s`` float64 ascending positive, ``W`` float64 ``(n, d)``,
-    ``eps`` a float ``>= 0``): the kernel behind :mod:`linflow.perturb`, which validates its arguments once."""
+    ``eps`` a float ``>= 0``): the kernel behind :mod:`linflow.perturb`, which validates its arguments once.
+    ``overwrite=True`` lets it use ``W``'s memory (C-contiguous ``W`` only) for ``A`` and then for ``C``: the
+    caller's ``W`` is then lost (``C`` is returned in it)."""
     n, d = W.shape
     s_min = s[0]
     p = 1.0 / s
@@ -315,7 +196,8 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
     k = block_size(s, block_rtol)
     gaps = (s - s_min) / (s * s_min)
     gaps[:k] = 0.0
-    A, a_norm, aB_norm, start = _prepare(W, p, gaps, eps, k)  # a_i = w_i / s_i, and the start of the root
+    own = overwrite and W.flags.c_contiguous and W.flags.writeable
+    A, a_norm, aB_norm, start = _prepare(W, p, gaps, eps, k, out=W if own else None)  # a_i = w_i / s_i, the start
     hi = a_norm / eps
     lo = np.minimum(aB_norm / eps, hi)
     start = np.fmax(lo, start)
@@ -324,7 +206,7 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
     hard = np.zeros(n, dtype=bool)
     if np.any(maybe_hard):
         idx = np.flatnonzero(maybe_hard)
-        r0, _, _ = _ratio_and_slope(A[idx], gaps, np.zeros(idx.size), eps)
+        r0, _, _ = _ratio_and_slope(A, gaps, np.zeros(idx.size), eps, rows=idx, curvature=False)
         hard[idx[r0 <= 1.0]] = True
     g = np.zeros(n)
     iters = 0
@@ -333,7 +215,7 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
         g, iters = secular_root(A, gaps, eps, lo, hi, maxiter, start)
     elif np.any(easy):
         g[easy], iters = secular_root(A[easy], gaps, eps, lo[easy], hi[easy], maxiter, start[easy])
-    C, norms = _solution(A, gaps, g, easy, eps)  # easy rows rescaled: ||c|| = eps exactly (to rounding)
+    C, norms = _solution(A, gaps, g, easy, eps, out=A if own else None)  # easy rows rescaled: ||c|| = eps
     if np.any(hard):
         off = norms[hard]
         fill = np.sqrt(np.maximum((eps - off) * (eps + off), 0.0))
@@ -353,8 +235,9 @@ def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
     return _raise_likelihood(s, W, eps, maxiter)
 
 
-def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = DEFAULT_MAXITER) -> TRSolution:
-    """:func:`raise_likelihood` for checked values (as :func:`_lower_likelihood`)."""
+def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = DEFAULT_MAXITER,
+                      overwrite: bool = False) -> TRSolution:
+    """:func:`raise_likelihood` for checked values (as :func:`_lower_likelihood`, ``overwrite`` too)."""
     n, d = W.shape
     if eps == 0.0:
         z = np.zeros(n)
@@ -368,15 +251,16 @@ def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = D
         return TRSolution(-W, eta, eta.copy(), inside, iters)
     p = 1.0 / s
     everyone = bool(np.all(out))
+    own = overwrite and W.flags.c_contiguous and W.flags.writeable
     Wo = W if everyone else W[out]
-    A, a_norm, _, start = _prepare(Wo, p, p, eps, 0)
+    A, a_norm, _, start = _prepare(Wo, p, p, eps, 0, out=Wo if own else None)
     hi = a_norm / eps
     eta_o, iters = secular_root(A, p, eps, np.zeros(A.shape[0]), hi, maxiter, start)
     # a_i / (eta + p_i) = w_i / (1 + eta s_i), rescaled to norm eps with the sign of a descent
-    Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), -eps)
+    Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), -eps, out=A if own else None)
     if everyone:
         return TRSolution(Co, eta_o, eta_o.copy(), inside, iters)
-    C = -W
+    C = np.negative(W, out=W if own else None)
     C[out] = Co
     eta[out] = eta_o
     return TRSolution(C, eta, eta.copy(), inside, iters)

@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHUNK = 1 << 16  # elements per block of rows (512 KiB per buffer): in cache, yet few Python-level calls
-
-
-def _row_norm_scaled(X: np.ndarray) -> np.ndarray:
-    """Euclidean norm of each row computed after dividing by its largest entry (no overflow or underflow)."""
-    m = np.max(np.abs(X), axis=1)
-    safe = np.where(m > 0, m, 1.0)
-    return m * np.sqrt(np.sum((X / safe[:, None]) ** 2, axis=1))
-
+from .secular_passes import _block_rows, _row_norm_scaled
 
 _GROUPS = 40  # eigenvalue groups of the start's model (Jensen within each group)
 
@@ -62,48 +54,49 @@ def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters
     return g
 
 
-def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float,
-             k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``), ``||a||``, ``||a_B||`` (first ``k`` columns)
-    and the start of the root: the root of the grouped Jensen model (:func:`_group_root`, started from the
-    one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``), a lower bound on the root (rounding may push it
-    past: see :func:`secular_root`'s ``start``); 0 where the sums overflow (the root is >= 0)."""
+def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float, k: int,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``; written to ``out``, which may be ``W`` itself),
+    ``||a||``, ``||a_B||`` (first ``k`` columns) and the start of the root: the root of the grouped Jensen model
+    (:func:`_group_root`, started from the one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``), a lower
+    bound on the root (rounding may push it past: see :func:`linflow.secular.secular_root`'s ``start``); 0 where
+    the sums overflow (the root is >= 0). The norms are sums of the group sums (the groups partition the columns)."""
     n, d = W.shape
-    A = np.empty_like(W)
-    a_norm = np.empty(n)
-    aB_norm = np.empty(n)
-    jensen_all = np.empty(n)
+    A = np.empty_like(W) if out is None else out
     cuts = _group_cuts(gaps)
     K = cuts.size
+    block_first = k > 0 and (cuts[1] if K > 1 else d) == k  # the s_min block is exactly the first group
     WG = np.empty((n, 2 * K))
-    step = max(1, _CHUNK // max(d, 1))
+    nb2 = np.zeros(n)
+    step = _block_rows(d)
     buf = np.empty((min(step, n), d))
-    for i in range(0, n, step):
-        j = min(i + step, n)
-        a_, b_ = A[i:j], buf[: j - i]
-        np.multiply(W[i:j], p, out=a_)
-        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        for i in range(0, n, step):
+            j = min(i + step, n)
+            a_, b_ = A[i:j], buf[: j - i]
+            np.multiply(W[i:j], p, out=a_)
             np.multiply(a_, a_, out=b_)
-            n2 = b_.sum(axis=1)
-            nb2 = b_[:, :k].sum(axis=1)
             WG[i:j, :K] = np.add.reduceat(b_, cuts, axis=1)  # groups are contiguous runs of columns
+            if k and not block_first:
+                nb2[i:j] = b_[:, :k].sum(axis=1)
             b_ *= gaps
             WG[i:j, K:] = np.add.reduceat(b_, cuts, axis=1)
-            jg = WG[i:j, K:].sum(axis=1)
-        bad = ~np.isfinite(n2) | (n2 < 1e-250)
-        an, abn = np.sqrt(n2), np.sqrt(nb2)
-        if np.any(bad):
-            an[bad] = _row_norm_scaled(a_[bad])
-            abn[bad] = _row_norm_scaled(a_[bad][:, :k]) if k else 0.0
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            jensen = np.where(bad, np.nan, an / eps - jg / n2)
-        jensen_all[i:j] = jensen
-        a_norm[i:j], aB_norm[i:j] = an, abn
+        n2 = WG[:, :K].sum(axis=1)
+        if block_first:
+            nb2 = WG[:, 0].copy()
+        jg = WG[:, K:].sum(axis=1)
+    bad = ~np.isfinite(n2) | (n2 < 1e-250)
+    a_norm, aB_norm = np.sqrt(n2), np.sqrt(nb2)
+    if np.any(bad):
+        a_norm[bad] = _row_norm_scaled(A[bad])
+        aB_norm[bad] = _row_norm_scaled(A[bad][:, :k]) if k else 0.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        start = np.where(bad, np.nan, a_norm / eps - jg / n2)
     fine = np.all(np.isfinite(WG), axis=1)
     if np.any(fine):  # one group alone: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G)/eps - m_G
         Wf, Gf = WG[fine, :K], WG[fine, K:]
         with np.errstate(divide="ignore", invalid="ignore"):
             group_bound = np.max(np.where(Wf > 0, np.sqrt(Wf) / eps - Gf / np.where(Wf > 0, Wf, 1.0), 0.0), axis=1)
-        left = np.fmax(np.fmax(jensen_all[fine], 0.0), group_bound)
-        jensen_all[fine] = _group_root(Wf, Gf, eps, left)
-    return A, a_norm, aB_norm, np.fmax(jensen_all, 0.0)
+        left = np.fmax(np.fmax(start[fine], 0.0), group_bound)
+        start[fine] = _group_root(Wf, Gf, eps, left)
+    return A, a_norm, aB_norm, np.fmax(start, 0.0)
