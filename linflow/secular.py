@@ -142,7 +142,7 @@ def secular_root(A: np.ndarray, gaps: np.ndarray, eps: float, lo: np.ndarray, hi
         trial = np.where(bisect[idx] & (newton < geo), geo, newton)
         bad = ~(trial > l) | ~(trial < h)
         trial = np.where(bad, 0.5 * (l + h), trial)
-        r, q, t = _ratio_and_slope(A, gaps, trial, eps, rows=idx)
+        r, q, t = _ratio_and_slope(A, gaps, trial, eps, rows=None if idx.size == lo.size else idx)
         # ||c(trial)|| = eps to rounding: trial is the root (treated as a lower end, ending the iteration)
         left = (r >= 1.0) | (np.abs(r - 1.0) <= 4 * _EPS)
         # left of the root (||c|| >= eps): new lower end; right of it: new upper end.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_CHUNK = 1 << 16  # elements per block of rows (512 KiB per buffer): in cache, yet few Python-level calls
+_CHUNK = 1 << 17  # elements per block of rows (1 MiB per buffer): in cache, yet few Python-level calls
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
 
 
@@ -29,19 +29,19 @@ def _block_rows(d: int) -> int:
     return max(1, _CHUNK // max(d, 1))
 
 
-def _shift_matrix(gaps: np.ndarray) -> np.ndarray:
-    """``[1; gap]``, the right factor of :func:`_outer_sum`."""
-    return np.vstack((np.ones_like(gaps), gaps))
-
-
-def _outer_sum(g: np.ndarray, Q: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[r, i] = g[r] + gap_i`` as the product ``[g, 1] @ Q`` with ``Q = [1; gap]`` (:func:`_shift_matrix`).
-
-    Each entry is ``g * 1 + 1 * gap_i``: both products are exact, so the one rounding of their sum gives exactly
-    ``g + gap_i`` (finite values); BLAS writes the block faster than ``np.add.outer``."""
+def _shift_factors(g: np.ndarray, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[g, 1]`` (one row per shift) and ``[1; gap]``: their product is the table ``g + gap_i``
+    (:func:`_outer_sum`)."""
     G = np.empty((g.size, 2))
     G[:, 0] = g
     G[:, 1] = 1.0
+    return G, np.vstack((np.ones_like(gaps), gaps))
+
+
+def _outer_sum(G: np.ndarray, Q: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[r, i] = g[r] + gap_i`` as the product ``G @ Q`` of :func:`_shift_factors` (``G = [g, 1]``,
+    ``Q = [1; gap]``). Each entry is ``g * 1 + 1 * gap_i``: both products are exact, so the one rounding of their
+    sum gives exactly ``g + gap_i`` (finite values); BLAS writes the block faster than ``np.add.outer``."""
     return np.matmul(G, Q, out=out)
 
 
@@ -97,19 +97,19 @@ def _sums(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, rows: np.ndarray | Non
     S = np.empty(n)
     S2 = np.empty(n) if curvature else None
     step = _block_rows(d)
-    Q = _shift_matrix(gaps)
+    G, Q = _shift_factors(g, gaps)
+    zero = bool(np.any(g == 0.0))
     R = np.empty((min(step, n), d))
     C = np.empty_like(R)
     for i in range(0, n, step):
         j = min(i + step, n)
         r_, c_ = R[: j - i], C[: j - i]
-        _outer_sum(g[i:j], Q, r_)
-        if np.any(g[i:j] == 0.0):
-            r_[r_ == 0.0] = np.inf  # a_i = 0 there: c_i = 0
-        np.divide(1.0, r_, out=r_)
-        np.multiply(A[i:j] if rows is None else A[rows[i:j]], r_, out=c_)
+        _outer_sum(G[i:j], Q, r_)
+        if zero:
+            r_[r_ == 0.0] = np.inf  # a_i = 0 there: c_i = 0 (and so is c_i / (g + gap_i))
+        np.divide(A[i:j] if rows is None else A[rows[i:j]], r_, out=c_)
         N2[i:j] = _rowdot(c_, c_)
-        np.multiply(c_, r_, out=r_)
+        np.divide(c_, r_, out=r_)  # c_i / (g + gap_i)
         S[i:j] = _rowdot(c_, r_)
         if curvature:
             S2[i:j] = _rowdot(r_, r_)
@@ -156,14 +156,15 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray 
     C = np.empty_like(A) if out is None else out
     norms = np.empty(n)
     step = _block_rows(d)
-    Q = _shift_matrix(gaps)
+    G, Q = _shift_factors(g, gaps)
+    zero = bool(np.any(g == 0.0))
     R = np.empty((min(step, n), d))
     late = []
     for i in range(0, n, step):
         j = min(i + step, n)
         c_, r_ = C[i:j], R[: j - i]
-        _outer_sum(g[i:j], Q, r_)
-        if np.any(g[i:j] == 0.0):
+        _outer_sum(G[i:j], Q, r_)
+        if zero:
             r_[r_ == 0.0] = np.inf
         np.divide(A[i:j], r_, out=c_)
         with np.errstate(over="ignore", under="ignore"):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .secular_passes import _block_rows, _row_norm_scaled
+from .secular_passes import _block_rows, _row_norm_scaled, _rowdot
 
 _GROUPS = 40  # eigenvalue groups of the start's model (Jensen within each group)
+# A row of the model's Newton iteration stops once its step is below this fraction of g: by quadratic convergence
+# it is then within ~1e-6 of the model's root, well inside the model's own distance to the true root (~1e-3).
+_GROUP_TOL = 3e-3
 
 
 def _group_cuts(gaps: np.ndarray) -> np.ndarray:
@@ -38,19 +41,24 @@ def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters
     g = np.array(g, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         m = np.where(WG > 0, GG / np.where(WG > 0, WG, 1.0), np.inf)  # an empty group has no pole (u = 0)
-        act = np.arange(g.size)
+        rows = np.arange(g.size)
+        ga, Wa, ma = g[rows], WG, m  # the rows still iterated (all, until fewer than half of them move)
         for _ in range(iters):
-            u = 1.0 / (g[act, None] + m[act])
-            t = WG[act] * u * u
-            N2 = t.sum(axis=1)
+            u = np.add(ma, ga[:, None])
+            np.divide(1.0, u, out=u)
+            t = u * u
+            N2 = _rowdot(Wa, t)
             t *= u
-            S = t.sum(axis=1)
-            step = (np.sqrt(N2) / eps - 1.0) * N2 / S
-            step[~(step > 0)] = 0.0  # at or past the model's root (rounding), or NaN: stop there
-            g[act] += step
-            act = act[step > 3e-4 * g[act]]
-            if act.size == 0:
+            step = (np.sqrt(N2) / eps - 1.0) * N2 / _rowdot(Wa, t)
+            step[~(step > 0)] = 0.0  # at or past the model's root (rounding), or NaN: it stays there
+            ga += step
+            moving = step > _GROUP_TOL * ga
+            if not np.any(moving):
                 break
+            if 2 * np.count_nonzero(moving) < moving.size:  # a Newton step from the left stays left: rows that
+                g[rows] = ga  # are not dropped may keep iterating
+                rows, ga, Wa, ma = rows[moving], ga[moving], Wa[moving], ma[moving]
+        g[rows] = ga
     return g
 
 
@@ -92,11 +100,14 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float, k: int,
         aB_norm[bad] = _row_norm_scaled(A[bad][:, :k]) if k else 0.0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         start = np.where(bad, np.nan, a_norm / eps - jg / n2)
-    fine = np.all(np.isfinite(WG), axis=1)
-    if np.any(fine):  # one group alone: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G)/eps - m_G
-        Wf, Gf = WG[fine, :K], WG[fine, K:]
+    fine = np.isfinite(n2) & np.isfinite(jg)  # every group sum is finite (they are non-negative)
+    every = bool(np.all(fine))
+    if every or np.any(fine):  # one group: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G)/eps - m_G
+        Wf, Gf = (WG[:, :K], WG[:, K:]) if every else (WG[fine, :K], WG[fine, K:])
         with np.errstate(divide="ignore", invalid="ignore"):
             group_bound = np.max(np.where(Wf > 0, np.sqrt(Wf) / eps - Gf / np.where(Wf > 0, Wf, 1.0), 0.0), axis=1)
-        left = np.fmax(np.fmax(start[fine], 0.0), group_bound)
-        start[fine] = _group_root(Wf, Gf, eps, left)
+        if every:
+            start = _group_root(Wf, Gf, eps, np.fmax(np.fmax(start, 0.0), group_bound))
+        else:
+            start[fine] = _group_root(Wf, Gf, eps, np.fmax(np.fmax(start[fine], 0.0), group_bound))
     return A, a_norm, aB_norm, np.fmax(start, 0.0)
