@@ -32,15 +32,14 @@ def _group_cuts(gaps: np.ndarray) -> np.ndarray:
     return np.array(cuts, dtype=np.int64)
 
 
-def _group_root(WG: np.ndarray, GG: np.ndarray, eps: float, g: np.ndarray, iters: int = 30) -> np.ndarray:
-    r"""The root of the grouped model ``sum_G W_G / (g + m_G)^2 = eps^2`` (``m_G = GG / W_G``, the weighted mean
-    gap) by Newton on the concave ``eps / ||c_model|| - 1`` from ``g``, a point left of it. By Jensen
-    (``1 / (g + x)^2`` is convex) each group's term is at most that group's part of ``||c(g)||^2``, so the model
-    lies below ``||c||^2`` and its root is a lower bound on the true root; a tighter one than the one-group
-    (Jensen) bound it starts from."""
+def _group_root(WG: np.ndarray, m: np.ndarray, eps: float, g: np.ndarray, iters: int = 30) -> np.ndarray:
+    r"""The root of the grouped model ``sum_G W_G / (g + m_G)^2 = eps^2`` (``m_G``: the group's ``a^2``-weighted mean
+    gap, ``inf`` for an empty group: no pole, no term) by Newton on the concave ``eps / ||c_model|| - 1`` from
+    ``g``, a point left of it. By Jensen (``1 / (g + x)^2`` is convex) each group's term is at most that group's part
+    of ``||c(g)||^2``, so the model lies below ``||c||^2`` and its root is a lower bound on the true root; a tighter
+    one than the one-group (Jensen) bounds it starts from."""
     g = np.array(g, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        m = np.where(WG > 0, GG / np.where(WG > 0, WG, 1.0), np.inf)  # an empty group has no pole (u = 0)
         rows = np.arange(g.size)
         ga, Wa, ma = g[rows], WG, m  # the rows still iterated (all, until fewer than half of them move)
         for _ in range(iters):
@@ -102,12 +101,14 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float, k: int,
         start = np.where(bad, np.nan, a_norm / eps - jg / n2)
     fine = np.isfinite(n2) & np.isfinite(jg)  # every group sum is finite (they are non-negative)
     every = bool(np.all(fine))
-    if every or np.any(fine):  # one group: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G)/eps - m_G
+    if every or np.any(fine):
         Wf, Gf = (WG[:, :K], WG[:, K:]) if every else (WG[fine, :K], WG[fine, K:])
         with np.errstate(divide="ignore", invalid="ignore"):
-            group_bound = np.max(np.where(Wf > 0, np.sqrt(Wf) / eps - Gf / np.where(Wf > 0, Wf, 1.0), 0.0), axis=1)
+            m = np.divide(Gf, Wf, out=np.full(Wf.shape, np.inf), where=Wf > 0)  # weighted mean gap per group
+            # one group alone: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G) / eps - m_G
+            left = np.fmax(np.max(np.sqrt(Wf) / eps - m, axis=1), 0.0)
         if every:
-            start = _group_root(Wf, Gf, eps, np.fmax(np.fmax(start, 0.0), group_bound))
+            start = _group_root(Wf, m, eps, np.fmax(start, left))
         else:
-            start[fine] = _group_root(Wf, Gf, eps, np.fmax(np.fmax(start[fine], 0.0), group_bound))
+            start[fine] = _group_root(Wf, m, eps, np.fmax(start[fine], left))
     return A, a_norm, aB_norm, np.fmax(start, 0.0)
