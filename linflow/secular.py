@@ -47,9 +47,9 @@ steep start of a near-hard case), the next trial is the geometric midpoint ``sqr
 ``||c||/eps - 1`` is below 1e-5 after a successful step, one last Halley step (cubic: excess ~1e-15) is taken
 without evaluation, using ``psi'' = 3 (1 - t) / (r q^2)`` from one more sum in the same pass.
 Sums of squares are computed in cache-sized blocks of rows, with a per-row rescaling wherever they overflow or
-underflow. At the end ``c`` is rescaled to norm exactly ``eps`` (to rounding). 2 passes over the batch (plus one to
-build the start and one to write ``c``) are typical, at most ~10 iterations on the hardest rows seen (near-hard,
-cond 1e10).
+underflow (:mod:`linflow.secular_passes`). At the end ``||c|| = eps`` to 4 ulps (the rare row further off is
+rescaled to it). 2 passes over the batch (plus one to build the start and one to write ``c``) are typical, at
+most ~10 iterations on the hardest rows seen (near-hard, cond 1e10).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
         g, iters = secular_root(A, gaps, eps, lo, hi, maxiter, start)
     elif np.any(easy):
         g[easy], iters = secular_root(A[easy], gaps, eps, lo[easy], hi[easy], maxiter, start[easy])
-    C, norms = _solution(A, gaps, g, easy, eps, out=A if own else None)  # easy rows rescaled: ||c|| = eps
+    C, norms = _solution(A, gaps, g, easy, eps, out=A if own else None)  # easy rows: ||c|| = eps (4 ulps)
     if np.any(hard):
         off = norms[hard]
         fill = np.sqrt(np.maximum((eps - off) * (eps + off), 0.0))
@@ -256,8 +256,8 @@ def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = D
     A, a_norm, _, start = _prepare(Wo, p, p, eps, 0, out=Wo if own else None)
     hi = a_norm / eps
     eta_o, iters = secular_root(A, p, eps, np.zeros(A.shape[0]), hi, maxiter, start)
-    # a_i / (eta + p_i) = w_i / (1 + eta s_i), rescaled to norm eps with the sign of a descent
-    Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), -eps, out=A if own else None)
+    # -a_i / (eta + p_i) = -w_i / (1 + eta s_i) (the sign of a descent), norm eps to 4 ulps
+    Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), eps, negate=True, out=A if own else None)
     if everyone:
         return TRSolution(Co, eta_o, eta_o.copy(), inside, iters)
     C = np.negative(W, out=W if own else None)

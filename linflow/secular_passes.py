@@ -17,6 +17,7 @@ import numpy as np
 
 _CHUNK = 1 << 17  # elements per block of rows (1 MiB per buffer): in cache, yet few Python-level calls
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
+_RESCALE_ULPS = 4  # a solution row whose norm is this close to eps (in ulps) is left as it is (see _solution)
 
 
 def _rowdot(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -146,20 +147,28 @@ def _ratio_and_slope(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, eps: float,
     return r, q, t
 
 
-def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray | None = None,
-              target: float = 0.0, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``C = a_i / (g + gap_i)`` (0 where ``a_i = 0``) and its row norms, in cache-sized blocks of rows; rows with
-    ``scale`` true are then rescaled in the same block to norm ``|target|`` (sign of ``target``), so that ``C``
-    is written once. Rows whose sum of squares overflows or underflows get a scaled norm and are rescaled after.
-    ``out`` (``A`` itself is allowed: each block is read before it is written) receives ``C``."""
+def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray | None = None, radius: float = 0.0,
+              *, negate: bool = False, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``C = a_i / (g + gap_i)`` (``-a_i / (g + gap_i)`` if ``negate``; 0 where ``a_i = 0``) and its row norms, in
+    cache-sized blocks of rows; ``out`` (``A`` itself is allowed: each block is read before it is written) receives
+    ``C``, which is written once.
+
+    Rows with ``scale`` true get norm ``radius``: those whose norm is further than ``_RESCALE_ULPS`` ulps from it are
+    rescaled in the same block (rows of a root found by :func:`linflow.secular.secular_root` are within 4 ulps, so
+    this is rare: a rescaling would move them by rounding only). Rows whose sum of squares overflows or underflows get
+    a scaled norm and are rescaled after. With ``negate`` the denominators are ``[-g, -1] @ [1; gap] = -(g + gap)``
+    exactly, so the sign costs nothing."""
     n, d = A.shape
     C = np.empty_like(A) if out is None else out
     norms = np.empty(n)
     step = _block_rows(d)
     G, Q = _shift_factors(g, gaps)
+    if negate:
+        np.negative(G, out=G)
     zero = bool(np.any(g == 0.0))
     R = np.empty((min(step, n), d))
     late = []
+    tol = _RESCALE_ULPS * np.finfo(np.float64).eps
     for i in range(0, n, step):
         j = min(i + step, n)
         c_, r_ = C[i:j], R[: j - i]
@@ -176,9 +185,12 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray 
             late.extend((i + np.flatnonzero(bad & (scale[i:j] if scale is not None else False))).tolist())
         norms[i:j] = nb
         if scale is not None:
-            ok = scale[i:j] & (nb > 0) & ~bad
-            c_ *= np.where(ok, target / np.where(ok, nb, 1.0), 1.0)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = radius / nb
+            fix = np.flatnonzero(scale[i:j] & (nb > 0) & ~bad & (np.abs(f - 1.0) > tol))
+            if fix.size:
+                c_[fix] *= f[fix, None]
     for r in late:
         if norms[r] > 0:
-            C[r] *= target / norms[r]
+            C[r] *= radius / norms[r]
     return C, norms
