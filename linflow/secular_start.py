@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .secular_passes import _block_rows, _row_norm_scaled, _rowdot
+from .secular_passes import _block_rows, _row_norm_scaled
 
 _GROUPS = 40  # eigenvalue groups of the start's model (Jensen within each group)
 # A row of the model's Newton iteration stops once its step is below this fraction of g: by quadratic convergence
@@ -37,18 +37,20 @@ def _group_root(WG: np.ndarray, m: np.ndarray, eps: float, g: np.ndarray, iters:
     gap, ``inf`` for an empty group: no pole, no term) by Newton on the concave ``eps / ||c_model|| - 1`` from
     ``g``, a point left of it. By Jensen (``1 / (g + x)^2`` is convex) each group's term is at most that group's part
     of ``||c(g)||^2``, so the model lies below ``||c||^2`` and its root is a lower bound on the true root; a tighter
-    one than the one-group (Jensen) bounds it starts from."""
+    one than the one-group (Jensen) bounds it starts from. ``WG`` and ``m`` are group-major, ``(groups, rows)``:
+    every operation below is then a long elementwise one."""
     g = np.array(g, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rows = np.arange(g.size)
         ga, Wa, ma = g[rows], WG, m  # the rows still iterated (all, until fewer than half of them move)
         for _ in range(iters):
-            u = np.add(ma, ga[:, None])
+            u = np.add(ma, ga)
             np.divide(1.0, u, out=u)
             t = u * u
-            N2 = _rowdot(Wa, t)
+            t *= Wa
+            N2 = t.sum(axis=0)
             t *= u
-            step = (np.sqrt(N2) / eps - 1.0) * N2 / _rowdot(Wa, t)
+            step = (np.sqrt(N2) / eps - 1.0) * N2 / t.sum(axis=0)
             step[~(step > 0)] = 0.0  # at or past the model's root (rounding), or NaN: it stays there
             ga += step
             moving = step > _GROUP_TOL * ga
@@ -56,7 +58,7 @@ def _group_root(WG: np.ndarray, m: np.ndarray, eps: float, g: np.ndarray, iters:
                 break
             if 2 * np.count_nonzero(moving) < moving.size:  # a Newton step from the left stays left: rows that
                 g[rows] = ga  # are not dropped may keep iterating
-                rows, ga, Wa, ma = rows[moving], ga[moving], Wa[moving], ma[moving]
+                rows, ga, Wa, ma = rows[moving], ga[moving], Wa[:, moving], ma[:, moving]
         g[rows] = ga
     return g
 
@@ -65,15 +67,16 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float, k: int,
              out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One blocked pass over ``W``: ``A = W p`` (``a_i = w_i / s_i``; written to ``out``, which may be ``W`` itself),
     ``||a||``, ``||a_B||`` (first ``k`` columns) and the start of the root: the root of the grouped Jensen model
-    (:func:`_group_root`, started from the one-group bound ``||a|| / eps - sum_i a_i^2 gap_i / ||a||^2``), a lower
-    bound on the root (rounding may push it past: see :func:`linflow.secular.secular_root`'s ``start``); 0 where
-    the sums overflow (the root is >= 0). The norms are sums of the group sums (the groups partition the columns)."""
+    (:func:`_group_root`, started from the one-group bounds), a lower bound on the root (rounding may push it past:
+    see :func:`linflow.secular.secular_root`'s ``start``); 0 where the sums overflow (the root is >= 0). The norms
+    are sums of the group sums (the groups partition the columns); those are stored group-major."""
     n, d = W.shape
     A = np.empty_like(W) if out is None else out
     cuts = _group_cuts(gaps)
     K = cuts.size
     block_first = k > 0 and (cuts[1] if K > 1 else d) == k  # the s_min block is exactly the first group
-    WG = np.empty((n, 2 * K))
+    WG = np.empty((K, n))  # sum of a_i^2 over each group
+    GG = np.empty((K, n))  # sum of a_i^2 gap_i over each group
     nb2 = np.zeros(n)
     step = _block_rows(d)
     buf = np.empty((min(step, n), d))
@@ -83,15 +86,15 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float, k: int,
             a_, b_ = A[i:j], buf[: j - i]
             np.multiply(W[i:j], p, out=a_)
             np.multiply(a_, a_, out=b_)
-            WG[i:j, :K] = np.add.reduceat(b_, cuts, axis=1)  # groups are contiguous runs of columns
+            WG[:, i:j] = np.add.reduceat(b_, cuts, axis=1).T  # groups are contiguous runs of columns
             if k and not block_first:
                 nb2[i:j] = b_[:, :k].sum(axis=1)
             b_ *= gaps
-            WG[i:j, K:] = np.add.reduceat(b_, cuts, axis=1)
-        n2 = WG[:, :K].sum(axis=1)
+            GG[:, i:j] = np.add.reduceat(b_, cuts, axis=1).T
+        n2 = WG.sum(axis=0)
         if block_first:
-            nb2 = WG[:, 0].copy()
-        jg = WG[:, K:].sum(axis=1)
+            nb2 = WG[0].copy()
+        jg = GG.sum(axis=0)
     bad = ~np.isfinite(n2) | (n2 < 1e-250)
     a_norm, aB_norm = np.sqrt(n2), np.sqrt(nb2)
     if np.any(bad):
@@ -102,11 +105,13 @@ def _prepare(W: np.ndarray, p: np.ndarray, gaps: np.ndarray, eps: float, k: int,
     fine = np.isfinite(n2) & np.isfinite(jg)  # every group sum is finite (they are non-negative)
     every = bool(np.all(fine))
     if every or np.any(fine):
-        Wf, Gf = (WG[:, :K], WG[:, K:]) if every else (WG[fine, :K], WG[fine, K:])
+        Wf, Gf = (WG, GG) if every else (WG[:, fine], GG[:, fine])
         with np.errstate(divide="ignore", invalid="ignore"):
-            m = np.divide(Gf, Wf, out=np.full(Wf.shape, np.inf), where=Wf > 0)  # weighted mean gap per group
+            m = Gf / Wf  # the weighted mean gap of each group; an empty group (0 / 0) has none: inf, no term
+            if not Wf.all():
+                m[Wf == 0.0] = np.inf
             # one group alone: ||c(g)|| >= sqrt(W_G) / (g + m_G) (Jensen), so g >= sqrt(W_G) / eps - m_G
-            left = np.fmax(np.max(np.sqrt(Wf) / eps - m, axis=1), 0.0)
+            left = np.fmax(np.max(np.sqrt(Wf) / eps - m, axis=0), 0.0)
         if every:
             start = _group_root(Wf, m, eps, np.fmax(start, left))
         else:
