@@ -1,12 +1,13 @@
 r"""The blocked passes over a batch that the secular root finder of :mod:`linflow.secular` makes (R1, R2).
 
 Every function here walks the rows of ``A`` (``a_i = w_i / s_i`` per row) in blocks that fit in cache and, for a
-per-row shift ``g``, works with ``c_i = a_i / (g + gap_i)`` (``gap_i >= 0`` shared by all rows). Three devices keep a
-pass cheap without changing a single rounding:
+per-row shift ``g``, works with ``c_i = a_i / (g + gap_i)`` (``gap_i >= 0`` shared by all rows). What keeps a pass
+cheap:
 
 - the denominators ``g + gap_i`` of a block are the rank-2 product ``[g, 1] @ [1; gap]`` (BLAS): each entry is
-  ``g * 1 + 1 * gap_i``, two exact products added with one rounding -- the same number as ``g + gap_i``, written
-  faster than numpy's broadcasting add (:func:`_outer_sum`);
+  ``g * 1 + 1 * gap_i``, two exact products added with one rounding -- bit for bit ``g + gap_i``, written faster
+  than by numpy's broadcasting add (:func:`_outer_sum`);
+- ``c_i`` and ``c_i / (g + gap_i)`` are divisions (one rounding each), not products with a reciprocal;
 - row dot products use ``np.vecdot`` where numpy has it (``einsum`` otherwise);
 - sums of squares that overflow or underflow are recomputed for those rows only, with a per-row scale.
 """
