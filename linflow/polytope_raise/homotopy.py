@@ -1,0 +1,256 @@
+r"""Homotopy (LARS-type) paths for the raising QPs (:mod:`linflow.polytope_raise`, "Homotopy"): the optimal face
+as a function of ``eps``, followed from the unconstrained minimiser ``delta = -v`` (``eps = ||v||``) downwards.
+
+With ``Sigma = P^{-1}``, ``u = v + delta`` and ``G = P u`` (so ``u = Sigma G``), the solution is piecewise linear
+in ``eps`` (or in the multiplier), with one event -- a coordinate joining or leaving a small index set ``C`` --
+per breakpoint. On each piece the unknowns solve a system in ``Sigma_CC``; its inverse ``K = Sigma_CC^{-1}`` is
+updated by one rank-one bordering (join) or downdating (leave) step per event, for all rows at once (padded slots).
+
+**Box.** ``C`` = the coordinates at the bounds, ``delta_C = eps s_C``; ``G`` is zero off ``C`` and
+``G_C = K (v_C + eps s_C) = a + eps b``, so ``delta = Sigma G - v = alpha + eps beta`` is linear in ``eps``.
+Going down from ``eps = ||v||_inf``: a free coordinate joins ``C`` when ``|delta_i| = eps`` (sign
+``s_i = sign delta_i``); a bound coordinate leaves it when its multiplier ``-s_i G_i`` reaches 0.
+
+**L1 ball.** ``C`` = the coordinates off the support (``delta_C = 0``), ``sigma`` the signs on the support ``S``,
+``G_S = -lambda sigma_S``, ``G_C = nu``. With ``w = Sigma sigma``, ``u_C = v_C`` gives ``nu = K (v_C + lambda w_C)
+= a + lambda b`` and ``delta = p + lambda q`` (``p = Sigma a - v``, ``q = Sigma b - w``); the budget is
+``eps(lambda) = sigma^T p + lambda sigma^T q``, decreasing in ``lambda``. Going up from ``lambda = 0``: a support
+coordinate joins ``C`` when ``delta_i`` reaches 0; a coordinate of ``C`` leaves it (joins the support with
+``sigma_i = -sign nu_i``) when ``|nu_i| = lambda``; the path stops at the ``lambda`` with ``eps(lambda) = eps``.
+
+The path only *proposes* the final face (the inverse updates lose accuracy at condition numbers near 1e8): the
+callers solve that face exactly and check it with the primal-dual active-set step and the certificate. A row whose
+path breaks down (a non-positive Schur complement, more than ``cap`` indices in ``C``, more than ``max_steps``
+events) is returned as not settled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import _CHUNK
+
+
+class _PaddedInverse:
+    """``K = M_CC^{-1}`` per row for index sets ``C`` stored in slots (``idx``, ``-1`` for an empty slot; empty
+    rows and columns of ``K`` are zero), updated by rank-one steps."""
+
+    def __init__(self, M: np.ndarray, m: int, cap: int):
+        self.M = M
+        self.K = np.zeros((m, cap, cap))
+        self.idx = np.full((m, cap), -1, dtype=np.int64)
+        self.used = 0  # slots at or beyond `used` are empty in every row
+
+    def take(self, keep: np.ndarray) -> None:
+        self.K, self.idx = self.K[keep], self.idx[keep]
+
+    def update(self, add: np.ndarray, coord: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Per row: add coordinate ``coord`` to ``C`` (where ``add``) or remove the index in slot ``slot``.
+        Returns ``ok`` (False where the set is full or the Schur complement is not positive)."""
+        m, cap = self.idx.shape
+        rows = np.arange(m)
+        valid = self.idx >= 0
+        empty = np.argmax(~valid, axis=1)
+        full = valid.all(axis=1)
+        new_used = max(self.used, int(np.max(np.where(add & ~full, empty, -1))) + 1)
+        u = max(new_used, 1)
+        K = self.K[:, :u, :u]
+        c = self.M[np.where(valid[:, :u], self.idx[:, :u], 0), coord[:, None]] * valid[:, :u]
+        w = np.matmul(K, c[:, :, None])[:, :, 0]
+        mjj = self.M[coord, coord]
+        gamma = mjj - np.sum(c * w, axis=1)
+        ok = ~add | (~full & (gamma > 1e-14 * np.abs(mjj)))
+        s = np.where(add, 0, slot).clip(0, u - 1)
+        kss = K[rows, s, s]
+        ok &= add | (kss > 0.0)
+        x = np.where(add[:, None], w, K[rows, s, :])
+        ea = np.flatnonzero(add & ok)
+        x[ea, empty[ea]] = -1.0
+        coef = np.where(ok, np.where(add, 1.0 / np.where(ok & add, gamma, 1.0), -1.0 / np.where(ok & ~add, kss, 1.0)),
+                        0.0)
+        K += (coef[:, None, None] * x[:, :, None]) * x[:, None, :]
+        er = np.flatnonzero(~add & ok)
+        K[er, s[er], :] = 0.0
+        K[er, :, s[er]] = 0.0
+        self.idx[er, s[er]] = -1
+        self.idx[ea, empty[ea]] = coord[ea]
+        self.used = new_used
+        return ok
+
+    def solve(self, R: np.ndarray) -> np.ndarray:
+        """``K r`` for each column of ``R`` ``(m, d, t)`` restricted to ``C``, scattered back to ``(m, d, t)``."""
+        m, d, t = R.shape
+        u = max(self.used, 1)
+        idx = self.idx[:, :u]
+        valid = idx >= 0
+        rows = np.arange(m)[:, None]
+        rc = R[rows, np.where(valid, idx, 0)] * valid[:, :, None]
+        y = np.matmul(self.K[:, :u, :u], rc)
+        out = np.zeros((m, d, t))
+        np.add.at(out, (np.broadcast_to(rows, idx.shape)[valid], idx[valid]), y[valid])
+        return out
+
+
+def _chunks(n: int, cap: int) -> list[slice]:
+    step = max(1, _CHUNK // (cap * cap))
+    return [slice(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def _limit(cur: np.ndarray, last: np.ndarray, d: int, rel: float) -> np.ndarray:
+    """``cur`` per row and coordinate, moved by the relative margin ``rel`` at the index just changed (whose root
+    at ``cur`` was just crossed and must not be taken again, rounded)."""
+    lim = np.repeat(cur[:, None], d, axis=1)
+    r = np.flatnonzero(last >= 0)
+    lim[r, last[r]] *= 1.0 + rel
+    return lim
+
+
+def _below(x: np.ndarray, lim: np.ndarray) -> np.ndarray:
+    """``x`` where it is a finite root in ``(0, lim)``, else -1."""
+    return np.where(np.isfinite(x) & (x < lim) & (x > 0.0), x, -1.0)
+
+
+def _above(x: np.ndarray, lim: np.ndarray) -> np.ndarray:
+    """``x`` where it is a finite root above ``lim``, else inf."""
+    return np.where(np.isfinite(x) & (x > lim), x, np.inf)
+
+
+def box_path(Sig: np.ndarray, V: np.ndarray, eps: float, cap: int,
+             max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The box path (module docstring) for rows with ``||v||_inf > eps``: ``(up, lo, ok, steps)``, the proposed
+    sets at ``+eps`` / ``-eps`` per row, whether the path reached ``eps``, and the number of events."""
+    n, d = V.shape
+    up, lo = np.zeros((n, d), dtype=bool), np.zeros((n, d), dtype=bool)
+    ok, steps = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    for sl in _chunks(n, cap):
+        up[sl], lo[sl], ok[sl], steps[sl] = _box_path_chunk(Sig, V[sl], eps, cap, max_steps)
+    return up, lo, ok, steps
+
+
+def _box_path_chunk(Sig, V, eps, cap, max_steps):
+    n, d = V.shape
+    up, lo = np.zeros((n, d), dtype=bool), np.zeros((n, d), dtype=bool)
+    ok, steps = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    inv = _PaddedInverse(Sig, n, cap)
+    act = np.arange(n)
+    Va = V.copy()
+    S = np.zeros((n, d))  # signs on C, 0 elsewhere
+    alpha, beta = -V.copy(), np.zeros((n, d))
+    ab = np.zeros((n, d, 2))  # G = a + eps b, scattered
+    cur = np.full(n, np.inf)
+    last = np.full(n, -1)
+    for it in range(max_steps + 1):
+        m = act.size
+        rows = np.arange(m)
+        inC = S != 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            jp = alpha / (1.0 - beta)
+            jm = -alpha / (1.0 + beta)
+            lv = -ab[:, :, 0] / ab[:, :, 1]
+        lim = _limit(cur, last, d, -1e-9)
+        cand = np.where(inC, _below(lv, lim), np.maximum(_below(jp, lim), _below(jm, lim)))
+        j = np.argmax(cand, axis=1)
+        nxt = cand[rows, j]
+        stop = nxt <= eps
+        fin = act[stop]
+        up[fin], lo[fin], ok[fin], steps[fin] = S[stop] > 0, S[stop] < 0, True, it
+        go = ~stop
+        if not go.any() or it == max_steps:
+            steps[act[go]] = it
+            break
+        if not go.all():
+            act, Va, S, alpha, beta, ab, cur, last = (z[go] for z in (act, Va, S, alpha, beta, ab, cur, last))
+            inv.take(go)
+            j, nxt, inC = j[go], nxt[go], inC[go]
+            m = act.size
+            rows = np.arange(m)
+        add = ~inC[rows, j]
+        slot = np.argmax(inv.idx == j[:, None], axis=1)
+        good = inv.update(add, j, slot)
+        dj = alpha[rows, j] + nxt * beta[rows, j]
+        S[rows, j] = np.where(add, np.where(dj > 0.0, 1.0, -1.0), 0.0)
+        cur, last = nxt, j
+        if not good.all():
+            steps[act[~good]] = it + 1
+            keep = good
+            act, Va, S, alpha, beta, cur, last = (z[keep] for z in (act, Va, S, alpha, beta, cur, last))
+            inv.take(keep)
+        ab = inv.solve(np.stack([Va, S], axis=2))
+        AB = np.concatenate([ab[:, :, 0], ab[:, :, 1]], axis=0) @ Sig
+        m = act.size
+        alpha, beta = AB[:m] - Va, AB[m:]
+    return up, lo, ok, steps
+
+
+def l1_path(Sig: np.ndarray, V: np.ndarray, eps: float, cap: int,
+            max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The L1 path (module docstring) for rows with ``||v||_1 > eps``: ``(S, sigma, ok, steps)``, the proposed
+    support and signs per row, whether the path reached ``eps``, and the number of events."""
+    n, d = V.shape
+    S, sig = np.zeros((n, d), dtype=bool), np.zeros((n, d))
+    ok, steps = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    for sl in _chunks(n, cap):
+        S[sl], sig[sl], ok[sl], steps[sl] = _l1_path_chunk(Sig, V[sl], eps, cap, max_steps)
+    return S, sig, ok, steps
+
+
+def _l1_path_chunk(Sig, V, eps, cap, max_steps):
+    n, d = V.shape
+    Sout, sig_out = np.zeros((n, d), dtype=bool), np.zeros((n, d))
+    ok, steps = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    inv = _PaddedInverse(Sig, n, cap)
+    act = np.arange(n)
+    Va = V.copy()
+    sig = -np.sign(V)
+    good = np.ones(n, dtype=bool)
+    for i in np.flatnonzero(np.any(V == 0.0, axis=0)):  # coordinates with v_i = 0 start in C
+        add = V[:, i] == 0.0
+        good &= inv.update(add, np.full(n, i), np.zeros(n, dtype=np.int64)) | ~add
+    cur = np.zeros(n)
+    last = np.full(n, -1)
+    for it in range(max_steps + 1):
+        if not good.all():
+            steps[act[~good]] = it
+            act, Va, sig, cur, last = (z[good] for z in (act, Va, sig, cur, last))
+            inv.take(good)
+        m = act.size
+        if m == 0:
+            break
+        rows = np.arange(m)
+        w = sig @ Sig
+        ab = inv.solve(np.stack([Va, w], axis=2))
+        PQ = np.concatenate([ab[:, :, 0], ab[:, :, 1]], axis=0) @ Sig
+        p, q = PQ[:m] - Va, PQ[m:] - w
+        inC = sig == 0.0
+        p[inC], q[inC] = 0.0, 0.0
+        sp, sq = np.sum(sig * p, axis=1), np.sum(sig * q, axis=1)
+        a, b = ab[:, :, 0], ab[:, :, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam_stop = (eps - sp) / sq
+            leave = -p / q  # a support coordinate reaches 0
+            jneg = a / (1.0 - b)  # nu_i = lambda: joins the support with sigma_i = -1
+            jpos = -a / (1.0 + b)  # nu_i = -lambda: sigma_i = +1
+        lim = _limit(cur, last, d, 1e-9)
+        cand = np.where(inC, np.minimum(_above(jneg, lim), _above(jpos, lim)), _above(leave, lim))
+        j = np.argmin(cand, axis=1)
+        nxt = cand[rows, j]
+        stop = (lam_stop <= nxt) & np.isfinite(lam_stop) & (sq < 0.0)
+        fin = act[stop]
+        Sout[fin], sig_out[fin], ok[fin], steps[fin] = ~inC[stop], sig[stop], True, it
+        go = ~stop & np.isfinite(nxt)
+        steps[act[~stop & ~go]] = it
+        if not go.any() or it == max_steps:
+            steps[act[go]] = it
+            break
+        act, Va, sig, cur, last, inC, j, nxt = (z[go] for z in (act, Va, sig, cur, last, inC, j, nxt))
+        a, b = a[go], b[go]
+        inv.take(go)
+        m = act.size
+        rows = np.arange(m)
+        add = ~inC[rows, j]
+        slot = np.argmax(inv.idx == j[:, None], axis=1)
+        good = inv.update(add, j, slot)
+        nu = a[rows, j] + nxt * b[rows, j]
+        sig[rows, j] = np.where(add, 0.0, np.where(nu > 0.0, -1.0, 1.0))
+        cur, last = nxt, j
+    return Sout, sig_out, ok, steps
