@@ -18,6 +18,7 @@ from .common import (
     _stacked_solve,
     frank_wolfe_gap,
 )
+from .homotopy import box_path
 
 
 def _padded_solve(B: np.ndarray, valid: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -69,18 +70,19 @@ def _box_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, up
     return out
 
 
-def _box_pdas(P: np.ndarray, V: np.ndarray, eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The primal-dual active-set iteration on every row of ``V``: ``(X, settled, iterations)``; ``X`` is the last
-    iterate (unclipped: infeasible where the sets have not settled)."""
+def _box_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, eps: float, max_iter: int,
+              start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The primal-dual active-set iteration on every row of ``V`` from the sets ``start = (up, lo)`` (default:
+    those of the unconstrained minimiser ``-v``): ``(X, settled, iterations)``; ``X`` is the last iterate
+    (unclipped: infeasible where the sets have not settled)."""
     n, d = V.shape
     c = np.diag(P)
     G0 = V @ P
-    Sig = np.linalg.inv(P)
-    Sig = 0.5 * (Sig + Sig.T)
     X = -V.copy()
-    lam = np.zeros_like(X)
-    up = lam + c * (X - eps) > 0.0
-    lo = (lam + c * (X + eps) < 0.0) & ~up
+    if start is None:
+        up, lo = X - eps > 0.0, X + eps < 0.0
+    else:
+        up, lo = start[0].copy(), start[1] & ~start[0]
     act = np.arange(n)
     done = np.zeros(n, dtype=bool)
     iters = np.zeros(n, dtype=np.int64)
@@ -208,7 +210,7 @@ def _box_primal_active_set(P: np.ndarray, g: np.ndarray, x: np.ndarray, eps: flo
 
 
 def raise_box(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int | None = None, pdas_iter: int = 12,
-              pn_iter: int = 20, kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
+              pn_iter: int = 20, path_steps: int | None = None, kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
     """``argmin g^T delta + delta^T P delta / 2`` s.t. ``|delta_i| <= eps`` for every row ``v`` of ``V`` (``g = P v``).
 
     Batched primal-dual active set (at most ``pdas_iter`` iterations: fast, but it can cycle when ``P`` is far from
@@ -220,15 +222,24 @@ def raise_box(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int | None 
     P, V, eps = _check(P, V, eps)
     n, d = V.shape
     max_iter = 4 * d + 20 if max_iter is None else int(max_iter)
+    path_steps = 4 * d + 20 if path_steps is None else int(path_steps)
     D = -V.copy()
     iters = np.zeros(n, dtype=np.int64)
     settled = np.ones(n, dtype=bool)
     rows = np.flatnonzero(np.max(np.abs(V), axis=1) > eps)
     if rows.size:
-        X, done, it = _box_pdas(P, V[rows], eps, pdas_iter)
-        X = np.clip(X, -eps, eps)
+        Sig = np.linalg.inv(P)
+        Sig = 0.5 * (Sig + Sig.T)
+        X, done, it = _box_pdas(P, Sig, V[rows], eps, pdas_iter)
         iters[rows] = it
         rest = np.flatnonzero(~done)
+        if rest.size and path_steps > 0:  # the homotopy proposes the face, the active-set step checks it
+            up, lo, _, steps = box_path(Sig, V[rows[rest]], eps, min(d, 128), path_steps)
+            xh, ok, it = _box_pdas(P, Sig, V[rows[rest]], eps, 3, (up, lo))
+            X[rest[ok]], done[rest[ok]] = xh[ok], True
+            iters[rows[rest]] += steps + it
+            rest = rest[~ok]
+        X = np.clip(X, -eps, eps)
         if rest.size:
             G0 = V[rows[rest]] @ P
             x0 = np.clip(-V[rows[rest]], -eps, eps)

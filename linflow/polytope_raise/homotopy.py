@@ -33,62 +33,72 @@ from .common import _CHUNK
 
 class _PaddedInverse:
     """``K = M_CC^{-1}`` per row for index sets ``C`` stored in slots (``idx``, ``-1`` for an empty slot; empty
-    rows and columns of ``K`` are zero), updated by rank-one steps."""
+    rows and columns of ``K`` are zero), updated by rank-one steps. The slot capacity grows (doubling) up to
+    ``cap``."""
 
     def __init__(self, M: np.ndarray, m: int, cap: int):
-        self.M = M
-        self.K = np.zeros((m, cap, cap))
-        self.idx = np.full((m, cap), -1, dtype=np.int64)
-        self.used = 0  # slots at or beyond `used` are empty in every row
+        self.M, self.cap = M, cap
+        self.K = np.zeros((m, min(cap, 8), min(cap, 8)))
+        self.idx = np.full((m, self.K.shape[1]), -1, dtype=np.int64)
 
     def take(self, keep: np.ndarray) -> None:
         self.K, self.idx = self.K[keep], self.idx[keep]
 
+    def _grow(self) -> bool:
+        m, c = self.idx.shape
+        if c >= self.cap:
+            return False
+        c2 = min(2 * c, self.cap)
+        K = np.zeros((m, c2, c2))
+        K[:, :c, :c] = self.K
+        self.K = K
+        self.idx = np.concatenate([self.idx, np.full((m, c2 - c), -1, dtype=np.int64)], axis=1)
+        return True
+
     def update(self, add: np.ndarray, coord: np.ndarray, slot: np.ndarray) -> np.ndarray:
         """Per row: add coordinate ``coord`` to ``C`` (where ``add``) or remove the index in slot ``slot``.
         Returns ``ok`` (False where the set is full or the Schur complement is not positive)."""
-        m, cap = self.idx.shape
-        rows = np.arange(m)
         valid = self.idx >= 0
+        if np.any(add & valid.all(axis=1)):
+            self._grow()
+            valid = self.idx >= 0
+        m, c = self.idx.shape
+        rows = np.arange(m)
+        K = self.K
         empty = np.argmax(~valid, axis=1)
         full = valid.all(axis=1)
-        new_used = max(self.used, int(np.max(np.where(add & ~full, empty, -1))) + 1)
-        u = max(new_used, 1)
-        K = self.K[:, :u, :u]
-        c = self.M[np.where(valid[:, :u], self.idx[:, :u], 0), coord[:, None]] * valid[:, :u]
-        w = np.matmul(K, c[:, :, None])[:, :, 0]
+        cc = self.M[np.where(valid, self.idx, 0), coord[:, None]] * valid
+        w = np.matmul(K, cc[:, :, None])[:, :, 0]
         mjj = self.M[coord, coord]
-        gamma = mjj - np.sum(c * w, axis=1)
+        gamma = mjj - np.sum(cc * w, axis=1)
         ok = ~add | (~full & (gamma > 1e-14 * np.abs(mjj)))
-        s = np.where(add, 0, slot).clip(0, u - 1)
+        s = np.where(add, 0, slot)
         kss = K[rows, s, s]
         ok &= add | (kss > 0.0)
         x = np.where(add[:, None], w, K[rows, s, :])
         ea = np.flatnonzero(add & ok)
         x[ea, empty[ea]] = -1.0
-        coef = np.where(ok, np.where(add, 1.0 / np.where(ok & add, gamma, 1.0), -1.0 / np.where(ok & ~add, kss, 1.0)),
-                        0.0)
-        K += (coef[:, None, None] * x[:, :, None]) * x[:, None, :]
+        piv = np.where(add, gamma, kss)
+        coef = np.where(ok, np.where(add, 1.0, -1.0) / np.where(ok, piv, 1.0), 0.0)
+        x *= np.sqrt(np.abs(coef))[:, None]
+        K += np.sign(coef)[:, None, None] * (x[:, :, None] * x[:, None, :])
         er = np.flatnonzero(~add & ok)
         K[er, s[er], :] = 0.0
         K[er, :, s[er]] = 0.0
         self.idx[er, s[er]] = -1
         self.idx[ea, empty[ea]] = coord[ea]
-        self.used = new_used
         return ok
 
     def solve(self, R: np.ndarray) -> np.ndarray:
         """``K r`` for each column of ``R`` ``(m, d, t)`` restricted to ``C``, scattered back to ``(m, d, t)``."""
         m, d, t = R.shape
-        u = max(self.used, 1)
-        idx = self.idx[:, :u]
-        valid = idx >= 0
+        valid = self.idx >= 0
         rows = np.arange(m)[:, None]
-        rc = R[rows, np.where(valid, idx, 0)] * valid[:, :, None]
-        y = np.matmul(self.K[:, :u, :u], rc)
-        out = np.zeros((m, d, t))
-        np.add.at(out, (np.broadcast_to(rows, idx.shape)[valid], idx[valid]), y[valid])
-        return out
+        rc = R[rows, np.where(valid, self.idx, 0)] * valid[:, :, None]
+        y = np.matmul(self.K, rc)
+        out = np.zeros((m, d + 1, t))
+        out[rows, np.where(valid, self.idx, d)] = y
+        return out[:, :d]
 
 
 def _chunks(n: int, cap: int) -> list[slice]:

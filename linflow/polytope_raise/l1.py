@@ -17,6 +17,7 @@ from .common import (
     _size_groups,
     _stacked_solve,
 )
+from .homotopy import l1_path
 
 
 def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -185,16 +186,48 @@ def _l1_feasible_start(P: np.ndarray, g: np.ndarray, x: np.ndarray, S: np.ndarra
     return y if (l1 > 0 and _quad(P, g[None], y[None])[0] <= _quad(P, g[None], z[None])[0]) else z
 
 
-def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
+def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
+             eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The primal-dual active-set iteration on the support and signs (module docstring) from ``(S, sig)``, at most
+    ``max_iter`` iterations: ``(X, settled, iterations, S, sig)`` (the last iterate and sets)."""
+    S, sig = S.copy(), sig.copy()
+    X = np.zeros_like(G0)
+    iters = np.zeros(G0.shape[0], dtype=np.int64)
+    act = np.arange(G0.shape[0])
+    done = np.zeros(G0.shape[0], dtype=bool)
+    for it in range(1, max_iter + 1):
+        Xa, lam = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps)
+        X[act] = Xa
+        iters[act] = it
+        G = G0[act] + Xa @ P
+        Sa, sa = S[act], sig[act]
+        leave = Sa & (sa * Xa < 0.0)
+        join = ~Sa & (np.abs(G) > lam[:, None])
+        nS = (Sa & ~leave) | join
+        nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
+        same = ~np.any(leave | join, axis=1) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
+        nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
+        done[act[same]] = True
+        S[act], sig[act] = nS, nsig
+        act = act[~same]
+        if act.size == 0:
+            break
+    return np.nan_to_num(X), done, iters, S, sig
+
+
+def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12, path_steps: int | None = None,
              kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
     """``argmin g^T delta + delta^T P delta / 2`` s.t. ``||delta||_1 <= eps`` for every row ``v`` of ``V``.
 
-    Batched primal-dual active set on the support and signs (module docstring), at most ``max_iter`` iterations;
-    rows whose sets did not settle continue with the finite primal active-set method, one row at a time, from a
-    feasible point made of the last iterate. Rows with ``||v||_1 <= eps`` get ``delta = -v`` (interior).
+    Batched primal-dual active set on the support and signs (module docstring), at most ``max_iter`` iterations
+    from the support of the diagonal model; on the rows whose sets did not settle, the homotopy path (at most
+    ``path_steps`` events, default ``4 d + 20``) proposes the face and at most 3 active-set iterations check it;
+    rows still unsettled continue with the finite primal active-set method, one row at a time, from a feasible
+    point made of the last iterate. Rows with ``||v||_1 <= eps`` get ``delta = -v`` (interior).
     """
     P, V, eps = _check(P, V, eps)
     n, d = V.shape
+    path_steps = 4 * d + 20 if path_steps is None else int(path_steps)
     D = -V.copy()
     iters = np.zeros(n, dtype=np.int64)
     settled = np.ones(n, dtype=bool)
@@ -204,27 +237,15 @@ def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
         Sig = np.linalg.inv(P)
         Sig = 0.5 * (Sig + Sig.T)
         S, sig = _diag_l1_support(P, G0, eps)
-        X = np.zeros_like(G0)
-        act = np.arange(rows.size)
-        done = np.zeros(rows.size, dtype=bool)
-        for it in range(1, max_iter + 1):
-            Xa, lam = _l1_solve(P, Sig, V[rows[act]], G0[act], S[act], sig[act], eps)
-            X[act] = Xa
-            iters[rows[act]] = it
-            G = G0[act] + Xa @ P
-            Sa, sa = S[act], sig[act]
-            leave = Sa & (sa * Xa < 0.0)
-            join = ~Sa & (np.abs(G) > lam[:, None])
-            nS = (Sa & ~leave) | join
-            nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
-            same = ~np.any(leave | join, axis=1) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
-            nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
-            done[act[same]] = True
-            S[act], sig[act] = nS, nsig
-            act = act[~same]
-            if act.size == 0:
-                break
-        X = np.nan_to_num(X)
+        X, done, it, S, sig = _l1_pdas(P, Sig, V[rows], G0, S, sig, eps, max_iter)
+        iters[rows] = it
+        rest = np.flatnonzero(~done)
+        if rest.size and path_steps > 0:  # the homotopy proposes the face, the active-set step checks it
+            Sh, sh, _, steps = l1_path(Sig, V[rows[rest]], eps, min(d, 128), path_steps)
+            Sh[~Sh.any(axis=1), 0] = True
+            xh, ok, it, Sh, sh = _l1_pdas(P, Sig, V[rows[rest]], G0[rest], Sh, np.where(sh == 0.0, 1.0, sh), eps, 3)
+            X[rest[ok]], done[rest[ok]] = xh[ok], True
+            iters[rows[rest]] += steps + it
         for j in np.flatnonzero(~done):  # the finite method, warm-started from the last active-set iterate
             x0 = _l1_feasible_start(P, G0[j], X[j], S[j], sig[j], eps)
             X[j], done[j], k = _l1_primal_active_set(P, G0[j], x0, eps, 8 * d + 50)
@@ -235,4 +256,3 @@ def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
         settled[rows] = done
         D[rows] = X
     return _finish(P, V, D, eps, 1.0, settled, iters, kkt_tol)
-
