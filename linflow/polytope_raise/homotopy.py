@@ -48,16 +48,18 @@ class _PaddedInverse:
         m, c = self.idx.shape
         if c >= self.cap:
             return False
-        c2 = min(2 * c, self.cap)
+        c2 = min(c + 8, self.cap)
         K = np.zeros((m, c2, c2))
         K[:, :c, :c] = self.K
         self.K = K
         self.idx = np.concatenate([self.idx, np.full((m, c2 - c), -1, dtype=np.int64)], axis=1)
         return True
 
-    def update(self, add: np.ndarray, coord: np.ndarray, slot: np.ndarray) -> np.ndarray:
-        """Per row: add coordinate ``coord`` to ``C`` (where ``add``) or remove the index in slot ``slot``.
-        Returns ``ok`` (False where the set is full or the Schur complement is not positive)."""
+    def update(self, add: np.ndarray, coord: np.ndarray, slot: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
+        """Per row (where ``live``): add coordinate ``coord`` to ``C`` (where ``add``) or remove the index in slot
+        ``slot``. Returns ``ok`` (False where the set is full or the Schur complement is not positive)."""
+        if live is not None:
+            add = add & live
         valid = self.idx >= 0
         if np.any(add & valid.all(axis=1)):
             self._grow()
@@ -75,34 +77,40 @@ class _PaddedInverse:
         s = np.where(add, 0, slot)
         kss = K[rows, s, s]
         ok &= add | (kss > 0.0)
+        if live is not None:
+            ok |= ~live
+        act = ok if live is None else ok & live
         x = np.where(add[:, None], w, K[rows, s, :])
-        ea = np.flatnonzero(add & ok)
+        ea = np.flatnonzero(add & act)
         x[ea, empty[ea]] = -1.0
         piv = np.where(add, gamma, kss)
-        coef = np.where(ok, np.where(add, 1.0, -1.0) / np.where(ok, piv, 1.0), 0.0)
-        x *= np.sqrt(np.abs(coef))[:, None]
-        K += np.sign(coef)[:, None, None] * (x[:, :, None] * x[:, None, :])
-        er = np.flatnonzero(~add & ok)
+        coef = np.where(act, np.where(add, 1.0, -1.0) / np.where(act, piv, 1.0), 0.0)
+        K += (coef[:, None] * x)[:, :, None] * x[:, None, :]
+        er = np.flatnonzero(~add & act)
         K[er, s[er], :] = 0.0
         K[er, :, s[er]] = 0.0
         self.idx[er, s[er]] = -1
         self.idx[ea, empty[ea]] = coord[ea]
         return ok
 
-    def solve(self, R: np.ndarray) -> np.ndarray:
-        """``K r`` for each column of ``R`` ``(m, d, t)`` restricted to ``C``, scattered back to ``(m, d, t)``."""
-        m, d, t = R.shape
+    def solve(self, *R: np.ndarray) -> list[np.ndarray]:
+        """``K r_C`` for each row of each ``(m, d)`` array in ``R``, scattered back to ``(m, d)`` (0 off ``C``)."""
+        m, d = R[0].shape
         valid = self.idx >= 0
-        rows = np.arange(m)[:, None]
-        rc = R[rows, np.where(valid, self.idx, 0)] * valid[:, :, None]
+        gather = np.where(valid, self.idx, 0)
+        rc = np.stack([np.take_along_axis(r, gather, axis=1) * valid for r in R], axis=2)
         y = np.matmul(self.K, rc)
-        out = np.zeros((m, d + 1, t))
-        out[rows, np.where(valid, self.idx, d)] = y
-        return out[:, :d]
+        scatter = np.where(valid, self.idx, d)
+        out = []
+        for t in range(len(R)):
+            o = np.zeros((m, d + 1))
+            np.put_along_axis(o, scatter, y[:, :, t], axis=1)
+            out.append(o[:, :d])
+        return out
 
 
 def _chunks(n: int, cap: int) -> list[slice]:
-    step = max(1, _CHUNK // (cap * cap))
+    step = max(1, 4 * _CHUNK // (cap * cap))
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
@@ -146,7 +154,7 @@ def _box_path_chunk(Sig, V, eps, cap, max_steps):
     Va = V.copy()
     S = np.zeros((n, d))  # signs on C, 0 elsewhere
     alpha, beta = -V.copy(), np.zeros((n, d))
-    ab = np.zeros((n, d, 2))  # G = a + eps b, scattered
+    a, b = np.zeros((n, d)), np.zeros((n, d))  # G = a + eps b
     cur = np.full(n, np.inf)
     last = np.full(n, -1)
     for it in range(max_steps + 1):
@@ -156,7 +164,7 @@ def _box_path_chunk(Sig, V, eps, cap, max_steps):
         with np.errstate(divide="ignore", invalid="ignore"):
             jp = alpha / (1.0 - beta)
             jm = -alpha / (1.0 + beta)
-            lv = -ab[:, :, 0] / ab[:, :, 1]
+            lv = -a / b
         lim = _limit(cur, last, d, -1e-9)
         cand = np.where(inC, _below(lv, lim), np.maximum(_below(jp, lim), _below(jm, lim)))
         j = np.argmax(cand, axis=1)
@@ -169,7 +177,7 @@ def _box_path_chunk(Sig, V, eps, cap, max_steps):
             steps[act[go]] = it
             break
         if not go.all():
-            act, Va, S, alpha, beta, ab, cur, last = (z[go] for z in (act, Va, S, alpha, beta, ab, cur, last))
+            act, Va, S, alpha, beta, cur, last = (z[go] for z in (act, Va, S, alpha, beta, cur, last))
             inv.take(go)
             j, nxt, inC = j[go], nxt[go], inC[go]
             m = act.size
@@ -185,56 +193,57 @@ def _box_path_chunk(Sig, V, eps, cap, max_steps):
             keep = good
             act, Va, S, alpha, beta, cur, last = (z[keep] for z in (act, Va, S, alpha, beta, cur, last))
             inv.take(keep)
-        ab = inv.solve(np.stack([Va, S], axis=2))
-        AB = np.concatenate([ab[:, :, 0], ab[:, :, 1]], axis=0) @ Sig
+        a, b = inv.solve(Va, S)
+        AB = np.concatenate([a, b], axis=0) @ Sig
         m = act.size
         alpha, beta = AB[:m] - Va, AB[m:]
     return up, lo, ok, steps
 
 
-def l1_path(Sig: np.ndarray, V: np.ndarray, eps: float, cap: int,
-            max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def l1_path(Sig: np.ndarray, V: np.ndarray, eps: float, cap: int, max_steps: int,
+            start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
     """The L1 path (module docstring) for rows with ``||v||_1 > eps``: ``(S, sigma, ok, steps)``, the proposed
-    support and signs per row, whether the path reached ``eps``, and the number of events."""
+    support and signs per row, whether the path reached ``eps``, and the number of events.
+
+    ``start = (sigma, lambda)``: a point on the path per row (an exact face solution for a budget above ``eps``,
+    ``sigma`` zero off the support); default the top, ``sigma = -sign v``, ``lambda = 0``."""
     n, d = V.shape
+    sig0, lam0 = (-np.sign(V), np.zeros(n)) if start is None else start
     S, sig = np.zeros((n, d), dtype=bool), np.zeros((n, d))
     ok, steps = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
     for sl in _chunks(n, cap):
-        S[sl], sig[sl], ok[sl], steps[sl] = _l1_path_chunk(Sig, V[sl], eps, cap, max_steps)
+        S[sl], sig[sl], ok[sl], steps[sl] = _l1_path_chunk(Sig, V[sl], eps, cap, max_steps, sig0[sl], lam0[sl])
     return S, sig, ok, steps
 
 
-def _l1_path_chunk(Sig, V, eps, cap, max_steps):
+def _l1_path_chunk(Sig, V, eps, cap, max_steps, sig0, lam0):
     n, d = V.shape
     Sout, sig_out = np.zeros((n, d), dtype=bool), np.zeros((n, d))
     ok, steps = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
     inv = _PaddedInverse(Sig, n, cap)
     act = np.arange(n)
     Va = V.copy()
-    sig = -np.sign(V)
+    sig = sig0.copy()
     good = np.ones(n, dtype=bool)
-    for i in np.flatnonzero(np.any(V == 0.0, axis=0)):  # coordinates with v_i = 0 start in C
-        add = V[:, i] == 0.0
-        good &= inv.update(add, np.full(n, i), np.zeros(n, dtype=np.int64)) | ~add
-    cur = np.zeros(n)
+    off = sig == 0.0
+    order = np.argsort(~off, axis=1, kind="stable")  # per row, the coordinates of C first
+    for t in range(int(off.sum(axis=1).max(initial=0))):
+        add = good & (off.sum(axis=1) > t)
+        good &= inv.update(add, order[:, t], np.zeros(n, dtype=np.int64), add)
+    cur = lam0.astype(np.float64).copy()
     last = np.full(n, -1)
+    w = sig @ Sig
+    live = good.copy()
+    steps[~good] = 0
     for it in range(max_steps + 1):
-        if not good.all():
-            steps[act[~good]] = it
-            act, Va, sig, cur, last = (z[good] for z in (act, Va, sig, cur, last))
-            inv.take(good)
         m = act.size
-        if m == 0:
-            break
         rows = np.arange(m)
-        w = sig @ Sig
-        ab = inv.solve(np.stack([Va, w], axis=2))
-        PQ = np.concatenate([ab[:, :, 0], ab[:, :, 1]], axis=0) @ Sig
+        a, b = inv.solve(Va, w)
+        PQ = np.concatenate([a, b], axis=0) @ Sig
         p, q = PQ[:m] - Va, PQ[m:] - w
         inC = sig == 0.0
         p[inC], q[inC] = 0.0, 0.0
         sp, sq = np.sum(sig * p, axis=1), np.sum(sig * q, axis=1)
-        a, b = ab[:, :, 0], ab[:, :, 1]
         with np.errstate(divide="ignore", invalid="ignore"):
             lam_stop = (eps - sp) / sq
             leave = -p / q  # a support coordinate reaches 0
@@ -244,23 +253,33 @@ def _l1_path_chunk(Sig, V, eps, cap, max_steps):
         cand = np.where(inC, np.minimum(_above(jneg, lim), _above(jpos, lim)), _above(leave, lim))
         j = np.argmin(cand, axis=1)
         nxt = cand[rows, j]
-        stop = (lam_stop <= nxt) & np.isfinite(lam_stop) & (sq < 0.0)
+        stop = live & (lam_stop <= nxt) & np.isfinite(lam_stop) & (sq < 0.0)
         fin = act[stop]
         Sout[fin], sig_out[fin], ok[fin], steps[fin] = ~inC[stop], sig[stop], True, it
-        go = ~stop & np.isfinite(nxt)
-        steps[act[~stop & ~go]] = it
-        if not go.any() or it == max_steps:
-            steps[act[go]] = it
+        dead = live & ~stop & ~np.isfinite(nxt)
+        steps[act[dead]] = it
+        live &= ~stop & ~dead
+        if not live.any() or it == max_steps:
+            steps[act[live]] = it
             break
-        act, Va, sig, cur, last, inC, j, nxt = (z[go] for z in (act, Va, sig, cur, last, inC, j, nxt))
-        a, b = a[go], b[go]
-        inv.take(go)
-        m = act.size
-        rows = np.arange(m)
+        if live.sum() < 0.85 * m:  # compact
+            keep = live
+            act, Va, sig, cur, last, inC, j, nxt, w, a, b = (
+                z[keep] for z in (act, Va, sig, cur, last, inC, j, nxt, w, a, b))
+            inv.take(keep)
+            live = np.ones(act.size, dtype=bool)
+            m = act.size
+            rows = np.arange(m)
         add = ~inC[rows, j]
         slot = np.argmax(inv.idx == j[:, None], axis=1)
-        good = inv.update(add, j, slot)
+        good = inv.update(add, j, slot, live)
         nu = a[rows, j] + nxt * b[rows, j]
-        sig[rows, j] = np.where(add, 0.0, np.where(nu > 0.0, -1.0, 1.0))
-        cur, last = nxt, j
+        old_s = sig[rows, j]
+        new_s = np.where(live, np.where(add, 0.0, np.where(nu > 0.0, -1.0, 1.0)), old_s)
+        sig[rows, j] = new_s
+        w += (new_s - old_s)[:, None] * Sig[j]
+        cur, last = np.where(live, nxt, cur), np.where(live, j, last)
+        bad = live & ~good
+        steps[act[bad]] = it + 1
+        live &= good
     return Sout, sig_out, ok, steps
