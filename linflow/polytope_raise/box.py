@@ -86,6 +86,7 @@ def _box_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, eps: float, max_ite
     act = np.arange(n)
     done = np.zeros(n, dtype=bool)
     iters = np.zeros(n, dtype=np.int64)
+    hist = np.zeros((n, 3), dtype=np.int64)
     for it in range(1, max_iter + 1):
         X[act] = _box_solve(P, Sig, V[act], G0[act], up[act], lo[act], eps)
         iters[act] = it
@@ -93,11 +94,13 @@ def _box_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, eps: float, max_ite
         lam_a[~(up[act] | lo[act])] = 0.0
         nup = lam_a + c * (X[act] - eps) > 0.0
         nlo = (lam_a + c * (X[act] + eps) < 0.0) & ~nup
-        same = np.all(nup == up[act], axis=1) & np.all(nlo == lo[act], axis=1)
-        same &= np.all(np.isfinite(X[act]), axis=1)
+        changes = np.sum((nup != up[act]) | (nlo != lo[act]), axis=1)
+        same = (changes == 0) & np.all(np.isfinite(X[act]), axis=1)
         done[act[same]] = True
         up[act], lo[act] = nup, nlo
-        act = act[~same]
+        act, hist = act[~same], np.column_stack([hist[:, 1:], changes])[~same]
+        if it >= 4:  # no fewer changes than two iterations ago: stalled (left to the caller's next stage)
+            act, hist = act[hist[:, 2] < hist[:, 0]], hist[hist[:, 2] < hist[:, 0]]
         if act.size == 0:
             break
     return np.nan_to_num(X), done, iters

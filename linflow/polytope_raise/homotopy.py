@@ -93,20 +93,19 @@ class _PaddedInverse:
         self.idx[ea, empty[ea]] = coord[ea]
         return ok
 
-    def solve(self, *R: np.ndarray) -> list[np.ndarray]:
-        """``K r_C`` for each row of each ``(m, d)`` array in ``R``, scattered back to ``(m, d)`` (0 off ``C``)."""
+    def solve(self, *R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``K r_C`` for each row of each ``(m, d)`` array in ``R``: ``(Y, F)``, ``Y`` ``(m, slots, len(R))`` on
+        the slots (0 on empty ones) and ``F`` ``(len(R) m, d)`` the stacked results scattered back (0 off ``C``)."""
         m, d = R[0].shape
         valid = self.idx >= 0
         gather = np.where(valid, self.idx, 0)
         rc = np.stack([np.take_along_axis(r, gather, axis=1) * valid for r in R], axis=2)
-        y = np.matmul(self.K, rc)
+        Y = np.matmul(self.K, rc)
+        F = np.zeros((len(R) * m, d + 1))
         scatter = np.where(valid, self.idx, d)
-        out = []
         for t in range(len(R)):
-            o = np.zeros((m, d + 1))
-            np.put_along_axis(o, scatter, y[:, :, t], axis=1)
-            out.append(o[:, :d])
-        return out
+            np.put_along_axis(F[t * m:(t + 1) * m], scatter, Y[:, :, t], axis=1)
+        return Y, F[:, :d]
 
 
 def _chunks(n: int, cap: int) -> list[slice]:
@@ -114,22 +113,15 @@ def _chunks(n: int, cap: int) -> list[slice]:
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def _limit(cur: np.ndarray, last: np.ndarray, d: int, rel: float) -> np.ndarray:
-    """``cur`` per row and coordinate, moved by the relative margin ``rel`` at the index just changed (whose root
-    at ``cur`` was just crossed and must not be taken again, rounded)."""
-    lim = np.repeat(cur[:, None], d, axis=1)
-    r = np.flatnonzero(last >= 0)
-    lim[r, last[r]] *= 1.0 + rel
-    return lim
-
-
-def _below(x: np.ndarray, lim: np.ndarray) -> np.ndarray:
-    """``x`` where it is a finite root in ``(0, lim)``, else -1."""
-    return np.where(np.isfinite(x) & (x < lim) & (x > 0.0), x, -1.0)
-
-
-def _above(x: np.ndarray, lim: np.ndarray) -> np.ndarray:
-    """``x`` where it is a finite root above ``lim``, else inf."""
+def _roots(x: np.ndarray, cur: np.ndarray, lastmask: np.ndarray, down: bool) -> np.ndarray:
+    """The finite roots ``x`` strictly beyond ``cur`` in the direction of the path (below it and positive if
+    ``down``, above it if not), else ``-inf`` / ``inf``. Where ``lastmask`` (the index that just changed, whose
+    root at ``cur`` was just crossed) the root must lie beyond ``cur`` by a relative ``1e-9``."""
+    c = cur[:, None]
+    if down:
+        lim = np.where(lastmask, c * (1.0 - 1e-9), c)
+        return np.where(np.isfinite(x) & (x < lim) & (x > 0.0), x, -np.inf)
+    lim = np.where(lastmask, c * (1.0 + 1e-9), c)
     return np.where(np.isfinite(x) & (x > lim), x, np.inf)
 
 
@@ -145,6 +137,17 @@ def box_path(Sig: np.ndarray, V: np.ndarray, eps: float, cap: int,
     return up, lo, ok, steps
 
 
+def _pick(full: np.ndarray, slots: np.ndarray, idx: np.ndarray, down: bool) -> tuple[np.ndarray, ...]:
+    """The next event per row from the roots on the coordinates off ``C`` (``full``) and on the slots of ``C``:
+    ``(coordinate, root, in_C, slot)``."""
+    rows = np.arange(full.shape[0])
+    arg = np.argmax if down else np.argmin
+    jf, js = arg(full, axis=1), arg(slots, axis=1)
+    vf, vs = full[rows, jf], slots[rows, js]
+    inC = vs > vf if down else vs < vf
+    return np.where(inC, idx[rows, js], jf), np.where(inC, vs, vf), inC, js
+
+
 def _box_path_chunk(Sig, V, eps, cap, max_steps):
     n, d = V.shape
     up, lo = np.zeros((n, d), dtype=bool), np.zeros((n, d), dtype=bool)
@@ -154,48 +157,46 @@ def _box_path_chunk(Sig, V, eps, cap, max_steps):
     Va = V.copy()
     S = np.zeros((n, d))  # signs on C, 0 elsewhere
     alpha, beta = -V.copy(), np.zeros((n, d))
-    a, b = np.zeros((n, d)), np.zeros((n, d))  # G = a + eps b
+    Y = np.zeros((n, inv.idx.shape[1], 2))  # G_C = a + eps b on the slots
     cur = np.full(n, np.inf)
     last = np.full(n, -1)
+    live = np.ones(n, dtype=bool)
+    cols = np.arange(d)
     for it in range(max_steps + 1):
         m = act.size
         rows = np.arange(m)
         inC = S != 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            jp = alpha / (1.0 - beta)
-            jm = -alpha / (1.0 + beta)
-            lv = -a / b
-        lim = _limit(cur, last, d, -1e-9)
-        cand = np.where(inC, _below(lv, lim), np.maximum(_below(jp, lim), _below(jm, lim)))
-        j = np.argmax(cand, axis=1)
-        nxt = cand[rows, j]
-        stop = nxt <= eps
+            jp = alpha / (1.0 - beta)  # delta_i = eps: joins at +eps
+            jm = -alpha / (1.0 + beta)  # delta_i = -eps
+            lv = -Y[:, :, 0] / Y[:, :, 1]  # the multiplier of a bound reaches 0
+        lastF = cols[None, :] == last[:, None]
+        full = np.where(inC, -np.inf, np.maximum(_roots(jp, cur, lastF, True), _roots(jm, cur, lastF, True)))
+        slots = _roots(lv, cur, inv.idx == last[:, None], True)
+        j, nxt, leave, slot = _pick(full, slots, inv.idx, True)
+        stop = live & (nxt <= eps)
         fin = act[stop]
         up[fin], lo[fin], ok[fin], steps[fin] = S[stop] > 0, S[stop] < 0, True, it
-        go = ~stop
-        if not go.any() or it == max_steps:
-            steps[act[go]] = it
+        live &= ~stop
+        if not live.any() or it == max_steps:
+            steps[act[live]] = it
             break
-        if not go.all():
-            act, Va, S, alpha, beta, cur, last = (z[go] for z in (act, Va, S, alpha, beta, cur, last))
-            inv.take(go)
-            j, nxt, inC = j[go], nxt[go], inC[go]
+        if live.sum() < 0.85 * m:  # compact
+            keep = live
+            act, Va, S, alpha, beta, cur, last, j, nxt, leave, slot, live = (
+                z[keep] for z in (act, Va, S, alpha, beta, cur, last, j, nxt, leave, slot, live))
+            inv.take(keep)
             m = act.size
             rows = np.arange(m)
-        add = ~inC[rows, j]
-        slot = np.argmax(inv.idx == j[:, None], axis=1)
-        good = inv.update(add, j, slot)
+        good = inv.update(~leave, j, slot, live)
         dj = alpha[rows, j] + nxt * beta[rows, j]
-        S[rows, j] = np.where(add, np.where(dj > 0.0, 1.0, -1.0), 0.0)
-        cur, last = nxt, j
-        if not good.all():
-            steps[act[~good]] = it + 1
-            keep = good
-            act, Va, S, alpha, beta, cur, last = (z[keep] for z in (act, Va, S, alpha, beta, cur, last))
-            inv.take(keep)
-        a, b = inv.solve(Va, S)
-        AB = np.concatenate([a, b], axis=0) @ Sig
-        m = act.size
+        S[rows, j] = np.where(live, np.where(leave, 0.0, np.where(dj > 0.0, 1.0, -1.0)), S[rows, j])
+        cur, last = np.where(live, nxt, cur), np.where(live, j, last)
+        bad = live & ~good
+        steps[act[bad]] = it + 1
+        live &= good
+        Y, F = inv.solve(Va, S)
+        AB = F @ Sig
         alpha, beta = AB[:m] - Va, AB[m:]
     return up, lo, ok, steps
 
@@ -235,24 +236,25 @@ def _l1_path_chunk(Sig, V, eps, cap, max_steps, sig0, lam0):
     w = sig @ Sig
     live = good.copy()
     steps[~good] = 0
+    cols = np.arange(d)
     for it in range(max_steps + 1):
         m = act.size
         rows = np.arange(m)
-        a, b = inv.solve(Va, w)
-        PQ = np.concatenate([a, b], axis=0) @ Sig
+        Y, F = inv.solve(Va, w)
+        PQ = F @ Sig
         p, q = PQ[:m] - Va, PQ[m:] - w
         inC = sig == 0.0
-        p[inC], q[inC] = 0.0, 0.0
         sp, sq = np.sum(sig * p, axis=1), np.sum(sig * q, axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             lam_stop = (eps - sp) / sq
             leave = -p / q  # a support coordinate reaches 0
-            jneg = a / (1.0 - b)  # nu_i = lambda: joins the support with sigma_i = -1
-            jpos = -a / (1.0 + b)  # nu_i = -lambda: sigma_i = +1
-        lim = _limit(cur, last, d, 1e-9)
-        cand = np.where(inC, np.minimum(_above(jneg, lim), _above(jpos, lim)), _above(leave, lim))
-        j = np.argmin(cand, axis=1)
-        nxt = cand[rows, j]
+            jneg = Y[:, :, 0] / (1.0 - Y[:, :, 1])  # nu_i = lambda: joins the support with sigma_i = -1
+            jpos = -Y[:, :, 0] / (1.0 + Y[:, :, 1])  # nu_i = -lambda: sigma_i = +1
+        lastS = inv.idx == last[:, None]
+        full = np.where(inC, np.inf, _roots(leave, cur, cols[None, :] == last[:, None], False))
+        slots = np.where(inv.idx >= 0, np.minimum(_roots(jneg, cur, lastS, False), _roots(jpos, cur, lastS, False)),
+                         np.inf)
+        j, nxt, join, slot = _pick(full, slots, inv.idx, False)
         stop = live & (lam_stop <= nxt) & np.isfinite(lam_stop) & (sq < 0.0)
         fin = act[stop]
         Sout[fin], sig_out[fin], ok[fin], steps[fin] = ~inC[stop], sig[stop], True, it
@@ -264,18 +266,15 @@ def _l1_path_chunk(Sig, V, eps, cap, max_steps, sig0, lam0):
             break
         if live.sum() < 0.85 * m:  # compact
             keep = live
-            act, Va, sig, cur, last, inC, j, nxt, w, a, b = (
-                z[keep] for z in (act, Va, sig, cur, last, inC, j, nxt, w, a, b))
+            act, Va, sig, cur, last, j, nxt, join, slot, w, Y, live = (
+                z[keep] for z in (act, Va, sig, cur, last, j, nxt, join, slot, w, Y, live))
             inv.take(keep)
-            live = np.ones(act.size, dtype=bool)
             m = act.size
             rows = np.arange(m)
-        add = ~inC[rows, j]
-        slot = np.argmax(inv.idx == j[:, None], axis=1)
-        good = inv.update(add, j, slot, live)
-        nu = a[rows, j] + nxt * b[rows, j]
+        nu = Y[rows, slot, 0] + nxt * Y[rows, slot, 1]
+        good = inv.update(~join, j, slot, live)
         old_s = sig[rows, j]
-        new_s = np.where(live, np.where(add, 0.0, np.where(nu > 0.0, -1.0, 1.0)), old_s)
+        new_s = np.where(live, np.where(join, np.where(nu > 0.0, -1.0, 1.0), 0.0), old_s)
         sig[rows, j] = new_s
         w += (new_s - old_s)[:, None] * Sig[j]
         cur, last = np.where(live, nxt, cur), np.where(live, j, last)

@@ -198,6 +198,7 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
     iters = np.zeros(G0.shape[0], dtype=np.int64)
     act = np.arange(G0.shape[0])
     done = np.zeros(G0.shape[0], dtype=bool)
+    hist = np.zeros((G0.shape[0], 3), dtype=np.int64)
     for it in range(1, max_iter + 1):
         Xa, lam = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act])
         X[act], L[act] = Xa, lam
@@ -208,11 +209,14 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
         join = ~Sa & (np.abs(G) > lam[:, None])
         nS = (Sa & ~leave) | join
         nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
-        same = ~np.any(leave | join, axis=1) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
+        changes = np.sum(leave | join, axis=1)
+        same = (changes == 0) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
         nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
         done[act[same]] = True
         S[act], sig[act] = nS, nsig
-        act = act[~same]
+        act, hist = act[~same], np.column_stack([hist[:, 1:], changes])[~same]
+        if it >= 4:  # no fewer changes than two iterations ago: stalled (left to the caller's next stage)
+            act, hist = act[hist[:, 2] < hist[:, 0]], hist[hist[:, 2] < hist[:, 0]]
         if act.size == 0:
             break
     return np.nan_to_num(X), done, iters, S, sig, L
