@@ -226,6 +226,9 @@ def raise_box(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int | None 
     n, d = V.shape
     max_iter = 4 * d + 20 if max_iter is None else int(max_iter)
     path_steps = 4 * d + 20 if path_steps is None else int(path_steps)
+    if eps == 0.0:  # the ball is the point 0
+        return _finish(P, V, np.zeros_like(V), eps, np.inf, np.ones(n, dtype=bool), np.zeros(n, dtype=np.int64),
+                       kkt_tol)
     D = -V.copy()
     iters = np.zeros(n, dtype=np.int64)
     settled = np.ones(n, dtype=bool)

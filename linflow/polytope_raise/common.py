@@ -90,8 +90,8 @@ def _check(P: np.ndarray, V: np.ndarray, eps: float) -> tuple[np.ndarray, np.nda
         raise ValueError(f"P must be a square matrix, got shape {P.shape}")
     if V.ndim != 2 or V.shape[1] != P.shape[0]:
         raise ValueError(f"V must have shape (n, {P.shape[0]}), got {V.shape}")
-    if not (np.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a non-negative finite number, got {eps!r}")
     return 0.5 * (P + P.T), V, float(eps)
 
 

@@ -77,7 +77,7 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
     D = np.zeros((m, d))
     lam = np.zeros(m)
     k = S.sum(axis=1)
-    small = k <= d - k
+    small = k <= d - k + 8  # the direct form also for small supports: accurate for budgets far below |v|
     step = _rows_per_chunk(d)
     for group, direct in ((np.flatnonzero(small), True), (np.flatnonzero(~small), False)):
         for r in _size_groups(group, np.minimum(k, d - k)[group], step):
@@ -85,8 +85,11 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
             rows = np.arange(r.size)[:, None]
             if direct:
                 I, valid = _padded(k[r], Sr)
-                sol = _bordered(P[I[:, :, None], I[:, None, :]], sr[rows, I], np.zeros(r.size), valid,
-                                -G0[r][rows, I], E[r])
+                B = P[I[:, :, None], I[:, None, :]]
+                c = 2.0 * np.max(np.abs(B) * valid[:, :, None] * valid[:, None, :], axis=(1, 2))
+                # the border scaled by c: pivoting takes the budget row first, so a budget far below |v| survives
+                sol = _bordered(B, c[:, None] * sr[rows, I], np.zeros(r.size), valid, -G0[r][rows, I], c * E[r])
+                sol[:, -1] *= c
                 Dr = np.zeros((r.size, d))
                 Dr[rows, I] = np.where(valid, sol[:, :-1], 0.0)
             else:
@@ -238,6 +241,9 @@ def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12, pa
         raise ValueError(f"start must be 'top' or 'diagonal', got {start!r}")
     n, d = V.shape
     path_steps = 4 * d + 20 if path_steps is None else int(path_steps)
+    if eps == 0.0:  # the ball is the point 0
+        return _finish(P, V, np.zeros_like(V), eps, 1.0, np.ones(n, dtype=bool), np.zeros(n, dtype=np.int64),
+                       kkt_tol)
     D = -V.copy()
     iters = np.zeros(n, dtype=np.int64)
     settled = np.ones(n, dtype=bool)
