@@ -172,7 +172,10 @@ def test_never_worse_than_feasible_cvxpy_and_slsqp(norm, case):
 def test_finite_fallback_alone_is_exact(norm, case):
     """With the fast stages switched off, the finite primal active-set method alone reaches the optimum."""
     P, V, eps = case
-    res = raise_box(P, V, eps, pdas_iter=0, pn_iter=0, path_steps=0) if norm == INF else raise_l1(P, V, eps, max_iter=0, path_steps=0)
+    if norm == INF:
+        res = raise_box(P, V, eps, pdas_iter=0, pn_iter=0, path_steps=0)
+    else:
+        res = raise_l1(P, V, eps, max_iter=0, path_steps=0)
     check_result(P, V, eps, norm, res)
     for v, val in zip(V, res.value):
         ref = faces_min(P, v, eps, norm)

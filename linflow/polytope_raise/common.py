@@ -24,7 +24,7 @@ class RaiseResult:
         bound on the optimum).
     kkt : ``(n,)`` ``gap`` relative to its rounding scale (see the module docstring).
     certified : ``(n,)`` bool, the active sets settled and ``kkt <= kkt_tol``.
-    iterations : ``(n,)`` active-set iterations per row (0 for interior rows).
+    iterations : ``(n,)`` active-set iterations plus homotopy breakpoints per row (0 for interior rows).
     """
 
     D: np.ndarray

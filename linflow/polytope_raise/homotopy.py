@@ -55,7 +55,8 @@ class _PaddedInverse:
         self.idx = np.concatenate([self.idx, np.full((m, c2 - c), -1, dtype=np.int64)], axis=1)
         return True
 
-    def update(self, add: np.ndarray, coord: np.ndarray, slot: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
+    def update(self, add: np.ndarray, coord: np.ndarray, slot: np.ndarray,
+               live: np.ndarray | None = None) -> np.ndarray:
         """Per row (where ``live``): add coordinate ``coord`` to ``C`` (where ``add``) or remove the index in slot
         ``slot``. Returns ``ok`` (False where the set is full or the Schur complement is not positive)."""
         if live is not None:
