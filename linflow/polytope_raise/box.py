@@ -12,6 +12,7 @@ from .common import (
     _check,
     _finish,
     _padded,
+    _principal,
     _quad,
     _rows_per_chunk,
     _size_groups,
@@ -56,14 +57,14 @@ def _box_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, up
             if direct:
                 I, valid = _padded(k[r], free[r])
                 rhs = -G0[r] - fixed[r] @ P
-                y = _padded_solve(P[I[:, :, None], I[:, None, :]], valid, rhs[rows, I])
+                y = _padded_solve(_principal(P, I), valid, rhs[rows, I])
                 Dr = fixed[r].copy()
                 Dr[rows, I] = np.where(valid, y, Dr[rows, I])
             else:
                 J, valid = _padded(d - k[r], ~free[r])
                 rhs = -(fixed[r] + V[r])
                 nu = np.zeros((r.size, d))
-                nu[rows, J] = np.where(valid, _padded_solve(Sig[J[:, :, None], J[:, None, :]], valid, rhs[rows, J]),
+                nu[rows, J] = np.where(valid, _padded_solve(_principal(Sig, J), valid, rhs[rows, J]),
                                        0.0)
                 Dr = np.where(free[r], -V[r] - nu @ Sig, fixed[r])
             out[r] = Dr

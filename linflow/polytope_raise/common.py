@@ -107,6 +107,11 @@ def _size_groups(rows: np.ndarray, size: np.ndarray, step: int, group: int = 64)
     return [order[a:a + width] for a in range(0, order.size, width)]
 
 
+def _principal(M: np.ndarray, I: np.ndarray) -> np.ndarray:
+    """``M[I_r, I_r]`` for every row ``r`` of the index array ``I`` (``(m, k)``): ``(m, k, k)``."""
+    return np.take(M.ravel(), I[:, :, None] * M.shape[1] + I[:, None, :])
+
+
 def _padded(k: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the indices of ``mask`` first (``(m, kmax)``, padded with other indices) and the validity mask."""
     kmax = max(int(k.max()), 1)

@@ -12,6 +12,7 @@ from .common import (
     _check,
     _finish,
     _padded,
+    _principal,
     _quad,
     _rows_per_chunk,
     _size_groups,
@@ -85,7 +86,7 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
             rows = np.arange(r.size)[:, None]
             if direct:
                 I, valid = _padded(k[r], Sr)
-                B = P[I[:, :, None], I[:, None, :]]
+                B = _principal(P, I)
                 c = 2.0 * np.max(np.abs(B) * valid[:, :, None] * valid[:, None, :], axis=(1, 2))
                 # the border scaled by c: pivoting takes the budget row first, so a budget far below |v| survives
                 sol = _bordered(B, c[:, None] * sr[rows, I], np.zeros(r.size), valid, -G0[r][rows, I], c * E[r])
@@ -96,7 +97,7 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
                 J, valid = _padded(d - k[r], ~Sr)
                 w = sr @ Sig
                 Vr = V[r]
-                sol = _bordered(Sig[J[:, :, None], J[:, None, :]], w[rows, J], np.sum(sr * w, axis=1), valid,
+                sol = _bordered(_principal(Sig, J), w[rows, J], np.sum(sr * w, axis=1), valid,
                                 -Vr[rows, J], -E[r] - np.sum(sr * Vr, axis=1))
                 nu = np.zeros((r.size, d))
                 nu[rows, J] = np.where(valid, sol[:, :-1], 0.0)
