@@ -17,6 +17,7 @@ from .common import (
     _rows_per_chunk,
     _size_groups,
     _stacked_solve,
+    _stalled,
     frank_wolfe_gap,
 )
 from .homotopy import box_path
@@ -100,10 +101,7 @@ def _box_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, eps: float, max_ite
         done[act[same]] = True
         up[act], lo[act] = nup, nlo
         act = act[~same]
-        hist.append(int(changes.sum()))
-        if it >= 4 and hist[-1] > 0.8 * hist[-3] and 4 * act.size > done.size:  # a quarter of the batch or
-            break  # more left, and its set changes fell by under 20 % in two iterations: it cycles or crawls
-        if act.size == 0:
+        if act.size == 0 or _stalled(hist, changes, it, act.size, done.size):
             break
     return np.nan_to_num(X), done, iters
 

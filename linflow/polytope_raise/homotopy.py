@@ -138,6 +138,23 @@ def box_path(Sig: np.ndarray, V: np.ndarray, eps: float, cap: int,
     return up, lo, ok, steps
 
 
+def _finished(live: np.ndarray, it: int, max_steps: int, steps: np.ndarray, act: np.ndarray) -> bool:
+    """No row left on the path, or the event budget spent (the rows left keep ``steps = it``, not reached)."""
+    if live.any() and it < max_steps:
+        return False
+    steps[act[live]] = it
+    return True
+
+
+def _compact(inv: _PaddedInverse, keep: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray] | tuple[np.ndarray, ...]:
+    """Drop the rows that left the path from ``inv`` and from every per-row array, once they are 15 % of the rows
+    (until then they wait in place, frozen)."""
+    if keep.sum() >= 0.85 * keep.size:
+        return arrays
+    inv.take(keep)
+    return [z[keep] for z in arrays]
+
+
 def _pick(full: np.ndarray, slots: np.ndarray, idx: np.ndarray, down: bool) -> tuple[np.ndarray, ...]:
     """The next event per row from the roots on the coordinates off ``C`` (``full``) and on the slots of ``C``:
     ``(coordinate, root, in_C, slot)``."""
@@ -179,16 +196,11 @@ def _box_path_chunk(Sig, V, eps, cap, max_steps):
         fin = act[stop]
         up[fin], lo[fin], ok[fin], steps[fin] = S[stop] > 0, S[stop] < 0, True, it
         live &= ~stop
-        if not live.any() or it == max_steps:
-            steps[act[live]] = it
+        if _finished(live, it, max_steps, steps, act):
             break
-        if live.sum() < 0.85 * m:  # compact
-            keep = live
-            act, Va, S, alpha, beta, cur, last, j, nxt, leave, slot, live = (
-                z[keep] for z in (act, Va, S, alpha, beta, cur, last, j, nxt, leave, slot, live))
-            inv.take(keep)
-            m = act.size
-            rows = np.arange(m)
+        act, Va, S, alpha, beta, cur, last, j, nxt, leave, slot, live = _compact(
+            inv, live, act, Va, S, alpha, beta, cur, last, j, nxt, leave, slot, live)
+        rows = np.arange(act.size)
         good = inv.update(~leave, j, slot, live)
         dj = alpha[rows, j] + nxt * beta[rows, j]
         S[rows, j] = np.where(live, np.where(leave, 0.0, np.where(dj > 0.0, 1.0, -1.0)), S[rows, j])
@@ -198,7 +210,7 @@ def _box_path_chunk(Sig, V, eps, cap, max_steps):
         live &= good
         Y, F = inv.solve(Va, S)
         AB = F @ Sig
-        alpha, beta = AB[:m] - Va, AB[m:]
+        alpha, beta = AB[:act.size] - Va, AB[act.size:]
     return up, lo, ok, steps
 
 
@@ -262,16 +274,11 @@ def _l1_path_chunk(Sig, V, eps, cap, max_steps, sig0, lam0):
         dead = live & ~stop & ~np.isfinite(nxt)
         steps[act[dead]] = it
         live &= ~stop & ~dead
-        if not live.any() or it == max_steps:
-            steps[act[live]] = it
+        if _finished(live, it, max_steps, steps, act):
             break
-        if live.sum() < 0.85 * m:  # compact
-            keep = live
-            act, Va, sig, cur, last, j, nxt, join, slot, w, Y, live = (
-                z[keep] for z in (act, Va, sig, cur, last, j, nxt, join, slot, w, Y, live))
-            inv.take(keep)
-            m = act.size
-            rows = np.arange(m)
+        act, Va, sig, cur, last, j, nxt, join, slot, w, Y, live = _compact(
+            inv, live, act, Va, sig, cur, last, j, nxt, join, slot, w, Y, live)
+        rows = np.arange(act.size)
         nu = Y[rows, slot, 0] + nxt * Y[rows, slot, 1]
         good = inv.update(~join, j, slot, live)
         old_s = sig[rows, j]

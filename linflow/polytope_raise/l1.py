@@ -17,6 +17,7 @@ from .common import (
     _rows_per_chunk,
     _size_groups,
     _stacked_solve,
+    _stalled,
 )
 from .homotopy import l1_path
 
@@ -219,10 +220,7 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
         done[act[same]] = True
         S[act], sig[act] = nS, nsig
         act = act[~same]
-        hist.append(int(changes.sum()))
-        if it >= 4 and hist[-1] > 0.8 * hist[-3] and 4 * act.size > done.size:  # a quarter of the batch or
-            break  # more left, and its set changes fell by under 20 % in two iterations: it cycles or crawls
-        if act.size == 0:
+        if act.size == 0 or _stalled(hist, changes, it, act.size, done.size):
             break
     return np.nan_to_num(X), done, iters, S, sig, L
 
