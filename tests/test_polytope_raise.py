@@ -182,6 +182,14 @@ def test_finite_fallback_alone_is_exact(norm, case):
         assert val == pytest.approx(ref, abs=1e-11 * rounding_scale(P, v, -v) + 1e-300)
 
 
+def path_only(norm, P, V, eps):
+    """The solver with the active-set start and the fallbacks switched off: the homotopy path, checked by one
+    active-set step."""
+    if norm == INF:
+        return raise_box(P, V, eps, pdas_iter=0, pn_iter=0, max_iter=0)
+    return raise_l1(P, V, eps, max_iter=0)
+
+
 @pytest.mark.parametrize("norm", [1.0, INF])
 @settings(max_examples=30)
 @given(case=batches(max_dim=5, max_log10_cond=8.0))
@@ -189,14 +197,29 @@ def test_homotopy_path_alone_is_exact(norm, case):
     """With the active-set start and the fallbacks switched off, the homotopy path (checked by one active-set
     step) alone reaches the optimum found by enumerating every face."""
     P, V, eps = case
-    if norm == INF:
-        res = raise_box(P, V, eps, pdas_iter=0, pn_iter=0, max_iter=0)
-    else:
-        res = raise_l1(P, V, eps, max_iter=0)
+    res = path_only(norm, P, V, eps)
     check_result(P, V, eps, norm, res)
     for v, val in zip(V, res.value):
         ref = faces_min(P, v, eps, norm)
         assert val == pytest.approx(ref, abs=1e-11 * rounding_scale(P, v, -v) + 1e-300)
+
+
+@pytest.mark.parametrize("norm", [1.0, INF])
+@settings(max_examples=15)
+@given(case=batches(max_dim=12, max_log10_cond=8.0, max_rows=3))
+def test_homotopy_path_alone_never_worse_than_feasible_references(norm, case):
+    """The path alone (other stages off) at d up to 12, condition numbers up to 1e8: certified, and no feasible,
+    successful Clarabel or SLSQP answer is better."""
+    P, V, eps = case
+    res = path_only(norm, P, V, eps)
+    check_result(P, V, eps, norm, res)
+    for v, d, val, gap in zip(V, res.D, res.value, res.gap):
+        for ref in (cvxpy_ref(P, v, eps, norm), slsqp_ref(P, v, eps, norm)):
+            if ref is None:
+                continue
+            tol = 1e-12 * (rounding_scale(P, v, d) + rounding_scale(P, v, ref))
+            assert val <= f_of(P, v, ref) + tol
+            assert val - gap <= f_of(P, v, ref) + tol
 
 
 @settings(max_examples=30)
