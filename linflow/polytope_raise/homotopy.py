@@ -110,7 +110,7 @@ class _PaddedInverse:
 
 
 def _chunks(n: int, cap: int) -> list[slice]:
-    step = max(1, 4 * _CHUNK // (cap * cap))
+    step = max(1, 2 * _CHUNK // (cap * cap))  # K at full capacity: at most 128 MB
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
