@@ -33,7 +33,7 @@ from .common import _CHUNK
 
 class _PaddedInverse:
     """``K = M_CC^{-1}`` per row for index sets ``C`` stored in slots (``idx``, ``-1`` for an empty slot; empty
-    rows and columns of ``K`` are zero), updated by rank-one steps. The slot capacity grows (doubling) up to
+    rows and columns of ``K`` are zero), updated by rank-one steps. The slot capacity grows (8 at a time) up to
     ``cap``."""
 
     def __init__(self, M: np.ndarray, m: int, cap: int):
