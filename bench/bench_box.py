@@ -12,11 +12,13 @@ flow, eps in {0.1, 1} (eigenvalues of the covariance lie in [1e-4, 1]). Printed 
   steps of size ``2.5 eps / steps``, projected by clipping) as a fraction of the best certified value
   (the exact optimum where known, else the achieved lower end; also against the upper bound).
 
-Then the raising QPs (L1 and L-infinity, R3) at d = 100, n = 1000: the batched exact solver
-(:mod:`linflow.polytope_raise`) on the whole batch against one cvxpy (Clarabel) solve per point -- the path every
-L1 point took before -- and against the previous per-point L-infinity path (an active set per point, cvxpy where
-it failed), with the certificate (KKT / Frank-Wolfe gap over its rounding scale) of every row. Single BLAS thread,
-CPU time; per-point paths timed on a subset and scaled to n.
+Then the raising QPs (L1 and L-infinity, R3) at d = 100, n = 1000, condition numbers 1e4 and 1e8: the batched
+exact solver (:mod:`linflow.polytope_raise`: primal-dual active sets, the homotopy path on the rows where they
+cycle) on the whole batch against one cvxpy (Clarabel) solve per point -- the path every L1 point took before --
+and against the previous per-point L-infinity path (an active set per point, cvxpy where it failed), with the
+certificate (KKT / Frank-Wolfe gap over its rounding scale) of every row and the work per row (active-set
+iterations plus path breakpoints). Single BLAS thread, CPU time; per-point paths timed on a subset and scaled to
+n, in the same process (the ratio is the figure to quote on a loaded machine).
 
 Run: ``python -m bench box`` (``python -c "import bench.bench_box as b; b.raising()"`` for the raising rows only).
 """
@@ -132,7 +134,7 @@ def _raising_row(flow: LinearFlow, V: np.ndarray, norm: float, rel: float, subse
 
 def raising(d: int = 100, n: int = 1000, subset: int = 20, conds: tuple[float, ...] = (1e4, 1e8)) -> None:
     """Rows: (norm, eps relative to the median ||v||, batched s, cvxpy per point scaled to n, ratio, old path,
-    ratio, certified fraction, worst kkt, iterations median / max) per condition number."""
+    ratio, certified fraction, worst kkt, iterations + path breakpoints median / max) per condition number."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -154,7 +156,8 @@ def _raising(d: int, n: int, subset: int, conds: tuple[float, ...]) -> None:
         flow = LinearFlow.from_gaussian(rng.standard_normal(d), 0.5 * (cov + cov.T))
         V = flow.sample(n, rng) - flow.mean
         print(f"\ncondition number {cond:.0e}\n| norm | eps / median size | batched (s) | cvxpy per point, x n (s) | "
-              "ratio | old per-point path, x n (s) | ratio | certified | worst kkt | iterations median / max |")
+              "ratio | old per-point path, x n (s) | ratio | certified | worst kkt | "
+              "iterations + breakpoints median / max |")
         print("|" + "---|" * 10)
         for norm in (np.inf, 1.0):
             for rel in (0.1, 0.5):

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linflow.polytope_raise import DEFAULT_KKT_TOL, frank_wolfe_gap, raise_box, raise_l1
+from linflow.polytope_raise.homotopy import _PaddedInverse
 from tests.strategies import random_flow
 
 INF = np.inf
@@ -171,11 +172,112 @@ def test_never_worse_than_feasible_cvxpy_and_slsqp(norm, case):
 def test_finite_fallback_alone_is_exact(norm, case):
     """With the fast stages switched off, the finite primal active-set method alone reaches the optimum."""
     P, V, eps = case
-    res = raise_box(P, V, eps, pdas_iter=0, pn_iter=0) if norm == INF else raise_l1(P, V, eps, max_iter=0)
+    if norm == INF:
+        res = raise_box(P, V, eps, pdas_iter=0, pn_iter=0, path_steps=0)
+    else:
+        res = raise_l1(P, V, eps, max_iter=0, path_steps=0)
     check_result(P, V, eps, norm, res)
     for v, val in zip(V, res.value):
         ref = faces_min(P, v, eps, norm)
         assert val == pytest.approx(ref, abs=1e-11 * rounding_scale(P, v, -v) + 1e-300)
+
+
+def path_only(norm, P, V, eps):
+    """The solver with the active-set start and the fallbacks switched off: the homotopy path, checked by one
+    active-set step."""
+    if norm == INF:
+        return raise_box(P, V, eps, pdas_iter=0, pn_iter=0, max_iter=0)
+    return raise_l1(P, V, eps, max_iter=0)
+
+
+@pytest.mark.parametrize("norm", [1.0, INF])
+@settings(max_examples=30)
+@given(case=batches(max_dim=5, max_log10_cond=8.0))
+def test_homotopy_path_alone_is_exact(norm, case):
+    """With the active-set start and the fallbacks switched off, the homotopy path (checked by one active-set
+    step) alone reaches the optimum found by enumerating every face."""
+    P, V, eps = case
+    res = path_only(norm, P, V, eps)
+    check_result(P, V, eps, norm, res)
+    for v, val in zip(V, res.value):
+        ref = faces_min(P, v, eps, norm)
+        assert val == pytest.approx(ref, abs=1e-11 * rounding_scale(P, v, -v) + 1e-300)
+
+
+@pytest.mark.parametrize("norm", [1.0, INF])
+@settings(max_examples=15)
+@given(case=batches(max_dim=12, max_log10_cond=8.0, max_rows=3))
+def test_homotopy_path_alone_never_worse_than_feasible_references(norm, case):
+    """The path alone (other stages off) at d up to 12, condition numbers up to 1e8: certified, and no feasible,
+    successful Clarabel or SLSQP answer is better."""
+    P, V, eps = case
+    res = path_only(norm, P, V, eps)
+    check_result(P, V, eps, norm, res)
+    for v, d, val, gap in zip(V, res.D, res.value, res.gap):
+        for ref in (cvxpy_ref(P, v, eps, norm), slsqp_ref(P, v, eps, norm)):
+            if ref is None:
+                continue
+            tol = 1e-12 * (rounding_scale(P, v, d) + rounding_scale(P, v, ref))
+            assert val <= f_of(P, v, ref) + tol
+            assert val - gap <= f_of(P, v, ref) + tol
+
+
+@settings(max_examples=30)
+@given(d=st.integers(1, 9), seed=st.integers(0, 2**32 - 1), log_cond=st.floats(0.0, 6.0))
+def test_padded_inverse_tracks_the_inverse_of_the_principal_submatrix(d, seed, log_cond):
+    """Rank-one bordering and downdating keep K = M_CC^{-1} on random join / leave sequences (two rows), to a
+    forward error of order (unit rounding) cond(M)^2: the updates are not backward stable, which is why the
+    solvers only take the path's face and solve it afresh."""
+    rng = np.random.default_rng(seed)
+    M = random_flow(d, 10.0**log_cond, rng).precision
+    cond_scale = np.linalg.cond(M)
+    inv = _PaddedInverse(M, 2, d)
+    members = [set(), set()]
+    for _ in range(3 * d):
+        add, coord, slot = np.zeros(2, dtype=bool), np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64)
+        for r in range(2):
+            out = [i for i in range(d) if i not in members[r]]
+            add[r] = bool(out) and (not members[r] or rng.random() < 0.6)
+            coord[r] = rng.choice(out) if add[r] else rng.choice(sorted(members[r]))
+            slot[r] = 0 if add[r] else int(np.flatnonzero(inv.idx[r] == coord[r])[0])
+        ok = inv.update(add, coord, slot)
+        for r in range(2):
+            if ok[r]:
+                (members[r].add if add[r] else members[r].discard)(int(coord[r]))
+            valid = inv.idx[r] >= 0
+            C = inv.idx[r][valid]
+            assert set(C.tolist()) == members[r]
+            if C.size:
+                err = np.abs(inv.K[r][np.ix_(valid, valid)] @ M[np.ix_(C, C)] - np.eye(C.size)).max()
+                assert err <= 1e-14 * cond_scale**2 * d + 1e-12
+                assert np.all(inv.K[r][~valid] == 0.0) and np.all(inv.K[r][:, ~valid] == 0.0)
+
+
+@pytest.mark.parametrize("norm", [1.0, INF])
+@settings(max_examples=20)
+@given(p=st.floats(1e-4, 1e4), v=st.floats(-1e3, 1e3), eps=st.floats(0.0, 1e3))
+def test_one_dimension_closed_form(norm, p, v, eps):
+    """d = 1: both balls are [-eps, eps] and the minimiser of p (v + delta)^2 / 2 is clip(-v, -eps, eps)."""
+    res = SOLVERS[norm](np.array([[p]]), np.array([[v]]), eps)
+    assert res.D[0, 0] == pytest.approx(float(np.clip(-v, -eps, eps)), rel=1e-13, abs=1e-300)
+    assert res.certified[0]
+
+
+@pytest.mark.parametrize("norm", [1.0, INF])
+def test_zero_budget_and_budget_beyond_the_minimiser(norm):
+    """eps = 0: delta = 0 (certified, gap 0). eps at or beyond ||v||: delta = -v exactly, no iterations."""
+    rng = np.random.default_rng(7)
+    flow = random_flow(6, 1e6, rng)
+    P = flow.precision
+    V = rng.standard_normal((5, 6)) @ flow.A.T
+    res = SOLVERS[norm](P, V, 0.0)
+    np.testing.assert_array_equal(res.D, 0.0)
+    assert np.all(res.certified) and np.all(res.gap == 0.0) and np.all(res.value == 0.0)
+    size = np.abs(V).max(axis=1) if norm == INF else np.abs(V).sum(axis=1)
+    for eps in (float(size.max()), 2.0 * float(size.max())):
+        res = SOLVERS[norm](P, V, eps)
+        np.testing.assert_array_equal(res.D, -V)
+        assert np.all(res.iterations == 0) and np.all(res.certified)
 
 
 @pytest.mark.parametrize("norm", [1.0, INF])
@@ -205,5 +307,9 @@ def test_bad_input():
         raise_box(np.ones((2, 3)), np.ones((1, 3)), 1.0)
     with pytest.raises(ValueError, match="V must have shape"):
         raise_l1(P, np.ones((1, 2)), 1.0)
-    with pytest.raises(ValueError, match="eps must be a positive"):
-        raise_l1(P, np.ones((1, 3)), 0.0)
+    with pytest.raises(ValueError, match="eps must be a non-negative"):
+        raise_l1(P, np.ones((1, 3)), -1.0)
+    with pytest.raises(ValueError, match="eps must be a non-negative"):
+        raise_box(P, np.ones((1, 3)), float("nan"))
+    with pytest.raises(ValueError, match="start must be"):
+        raise_l1(P, np.ones((1, 3)), 1.0, start="middle")

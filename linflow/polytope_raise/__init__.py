@@ -24,18 +24,28 @@ Otherwise the constraint is active with multiplier ``lambda > 0``: on the suppor
            \begin{pmatrix} \delta_S \\ \lambda \end{pmatrix} = \begin{pmatrix} -g_S \\ \varepsilon \end{pmatrix}.
 
 The active-set update is the semismooth Newton rule for ``delta = soft(delta - G / c, lambda / c)``: an index
-joins ``S`` (sign ``-sign G_i``) where ``|G_i| > lambda``, and leaves it where ``sigma_i delta_i < 0``; the first
-support and signs come from the same problem with ``P`` replaced by its diagonal (solved exactly by sorting).
+joins ``S`` (sign ``-sign G_i``) where ``|G_i| > lambda``, and leaves it where ``sigma_i delta_i < 0``. With
+``start="diagonal"`` the first support and signs come from the same problem with ``P`` replaced by its diagonal
+(solved exactly by sorting).
 
-Both iterations run on the whole batch at once, rows leaving it as their sets settle. Each face system is solved
-in the smaller of two forms: on the free coordinates, or on the fixed ones through ``Sigma = P^{-1}`` (with
-``Sigma g = v``); the systems are sorted by size, padded with identity rows and stacked into ``np.linalg.solve``.
+Both iterations run on the whole batch at once, rows leaving it as their sets settle; the L1 iteration starts
+from the support and signs of the unconstrained minimiser ``-v`` (``start="top"``; or of the diagonal model). Each
+face system is solved in the smaller of two forms: on the free coordinates, or on the fixed ones through
+``Sigma = P^{-1}`` (with ``Sigma g = v``); the systems are sorted by size, padded with identity rows and stacked
+into ``np.linalg.solve``. A row leaves the iteration when its number of set changes stops falling (no fewer than
+two iterations before).
 
-**Finite termination.** The primal-dual iteration can cycle when ``P`` is far from an M-matrix (seen at
-condition numbers 1e4-1e8). Rows whose sets have not settled after a few iterations continue (box: after a few
-batched projected Newton steps, Bertsekas 1982) with the primal active-set method (Nocedal & Wright, Alg. 16.3),
-one row at a time from a feasible warm start: ``f`` decreases strictly between face minima, so no working set
-repeats and it ends, in finitely many steps, at a KKT point.
+**Homotopy** (:mod:`.homotopy`). The primal-dual iteration can cycle when ``P`` is far from an M-matrix (seen at
+condition numbers 1e4-1e8, always at 1e8 for L1 with small ``eps``). Those rows follow the solution path in
+``eps`` from the unconstrained minimiser (``eps = ||v||``) down: piecewise linear, one coordinate joining or
+leaving a small index set per breakpoint (LARS-type), each breakpoint one rank-one update of the inverse of a
+principal submatrix of ``Sigma``, all rows at once. The path is finite; it proposes the optimal face, which one
+primal-dual step solves afresh (exactly, in the forms above) and checks.
+
+**Finite termination.** Rows whose face is still not confirmed continue (box: after a few batched projected
+Newton steps, Bertsekas 1982) with the primal active-set method (Nocedal & Wright, Alg. 16.3), one row at a time
+from a feasible warm start: ``f`` decreases strictly between face minima, so no working set repeats and it ends,
+in finitely many steps, at a KKT point.
 
 **Certificate.** For any feasible ``delta`` convexity gives ``f(delta) - min f <= G^T delta + eps ||G||_*``
 (the Frank-Wolfe gap, ``||.||_*`` the dual norm). It is summed termwise from non-negative pieces
@@ -45,6 +55,7 @@ that gap divided by its natural rounding scale ``(eps + ||delta||) |P| (|v| + |d
 componentwise backward error, at most ~``d`` units of rounding for an exact answer, independent of the condition
 number of ``P``. A row that reaches no KKT point within the iteration limits or whose ``kkt`` exceeds ``kkt_tol``
 is reported in ``certified = False`` for the caller's fallback (none was seen in the tests and benchmarks).
+``eps = 0`` gives ``delta = 0``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Raising over the L-infinity box (:mod:`linflow.polytope_raise`, "Box"): batched primal-dual active sets,
-projected Newton steps, and the finite primal active-set method."""
+"""Raising over the L-infinity box (:mod:`linflow.polytope_raise`, "Box"): batched primal-dual active sets, the
+homotopy path for the rows they leave, projected Newton steps, and the finite primal active-set method."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from .common import (
     _check,
     _finish,
     _padded,
+    _principal,
     _quad,
     _rows_per_chunk,
     _size_groups,
     _stacked_solve,
+    _stalled,
     frank_wolfe_gap,
 )
+from .homotopy import box_path
 
 
 def _padded_solve(B: np.ndarray, valid: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -55,35 +58,37 @@ def _box_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, up
             if direct:
                 I, valid = _padded(k[r], free[r])
                 rhs = -G0[r] - fixed[r] @ P
-                y = _padded_solve(P[I[:, :, None], I[:, None, :]], valid, rhs[rows, I])
+                y = _padded_solve(_principal(P, I), valid, rhs[rows, I])
                 Dr = fixed[r].copy()
                 Dr[rows, I] = np.where(valid, y, Dr[rows, I])
             else:
                 J, valid = _padded(d - k[r], ~free[r])
                 rhs = -(fixed[r] + V[r])
                 nu = np.zeros((r.size, d))
-                nu[rows, J] = np.where(valid, _padded_solve(Sig[J[:, :, None], J[:, None, :]], valid, rhs[rows, J]),
+                nu[rows, J] = np.where(valid, _padded_solve(_principal(Sig, J), valid, rhs[rows, J]),
                                        0.0)
                 Dr = np.where(free[r], -V[r] - nu @ Sig, fixed[r])
             out[r] = Dr
     return out
 
 
-def _box_pdas(P: np.ndarray, V: np.ndarray, eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The primal-dual active-set iteration on every row of ``V``: ``(X, settled, iterations)``; ``X`` is the last
-    iterate (unclipped: infeasible where the sets have not settled)."""
+def _box_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, eps: float, max_iter: int,
+              start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The primal-dual active-set iteration on every row of ``V`` from the sets ``start = (up, lo)`` (default:
+    those of the unconstrained minimiser ``-v``): ``(X, settled, iterations)``; ``X`` is the last iterate
+    (unclipped: infeasible where the sets have not settled)."""
     n, d = V.shape
     c = np.diag(P)
     G0 = V @ P
-    Sig = np.linalg.inv(P)
-    Sig = 0.5 * (Sig + Sig.T)
     X = -V.copy()
-    lam = np.zeros_like(X)
-    up = lam + c * (X - eps) > 0.0
-    lo = (lam + c * (X + eps) < 0.0) & ~up
+    if start is None:
+        up, lo = X - eps > 0.0, X + eps < 0.0
+    else:
+        up, lo = start[0].copy(), start[1] & ~start[0]
     act = np.arange(n)
     done = np.zeros(n, dtype=bool)
     iters = np.zeros(n, dtype=np.int64)
+    hist = []
     for it in range(1, max_iter + 1):
         X[act] = _box_solve(P, Sig, V[act], G0[act], up[act], lo[act], eps)
         iters[act] = it
@@ -91,12 +96,12 @@ def _box_pdas(P: np.ndarray, V: np.ndarray, eps: float, max_iter: int) -> tuple[
         lam_a[~(up[act] | lo[act])] = 0.0
         nup = lam_a + c * (X[act] - eps) > 0.0
         nlo = (lam_a + c * (X[act] + eps) < 0.0) & ~nup
-        same = np.all(nup == up[act], axis=1) & np.all(nlo == lo[act], axis=1)
-        same &= np.all(np.isfinite(X[act]), axis=1)
+        changes = np.sum((nup != up[act]) | (nlo != lo[act]), axis=1)
+        same = (changes == 0) & np.all(np.isfinite(X[act]), axis=1)
         done[act[same]] = True
         up[act], lo[act] = nup, nlo
         act = act[~same]
-        if act.size == 0:
+        if act.size == 0 or _stalled(hist, changes, it, act.size, done.size):
             break
     return np.nan_to_num(X), done, iters
 
@@ -208,27 +213,41 @@ def _box_primal_active_set(P: np.ndarray, g: np.ndarray, x: np.ndarray, eps: flo
 
 
 def raise_box(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int | None = None, pdas_iter: int = 12,
-              pn_iter: int = 20, kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
+              pn_iter: int = 20, path_steps: int | None = None, kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
     """``argmin g^T delta + delta^T P delta / 2`` s.t. ``|delta_i| <= eps`` for every row ``v`` of ``V`` (``g = P v``).
 
-    Batched primal-dual active set (at most ``pdas_iter`` iterations: fast, but it can cycle when ``P`` is far from
-    an M-matrix); on the rows whose sets did not settle, the batched projected Newton method (at most ``pn_iter``
-    iterations, a descent method); on the rows still uncertified, the finite primal active-set method per row
-    (at most ``max_iter`` iterations, default ``4 d + 20``), warm-started there. Rows with ``||v||_inf <= eps`` get
-    ``delta = -v`` (interior). Pure arrays, no validation beyond shapes.
+    Batched primal-dual active set from the sets of ``clip(-v)`` (at most ``pdas_iter`` iterations: fast, but it
+    can cycle when ``P`` is far from an M-matrix); on the rows whose sets did not settle, the homotopy path (at
+    most ``path_steps`` breakpoints, default ``4 d + 20``) proposes the face and at most 3 active-set iterations
+    check it; on the rows still unsettled, the batched projected Newton method (at most ``pn_iter`` iterations, a
+    descent method); on the rows still uncertified, the finite primal active-set method per row (at most
+    ``max_iter`` iterations, default ``4 d + 20``), warm-started there. Rows with ``||v||_inf <= eps`` get
+    ``delta = -v`` (interior); ``eps = 0`` gives ``delta = 0``. Pure arrays, no validation beyond shapes.
     """
     P, V, eps = _check(P, V, eps)
     n, d = V.shape
     max_iter = 4 * d + 20 if max_iter is None else int(max_iter)
+    path_steps = 4 * d + 20 if path_steps is None else int(path_steps)
+    if eps == 0.0:  # the ball is the point 0
+        return _finish(P, V, np.zeros_like(V), eps, np.inf, np.ones(n, dtype=bool), np.zeros(n, dtype=np.int64),
+                       kkt_tol)
     D = -V.copy()
     iters = np.zeros(n, dtype=np.int64)
     settled = np.ones(n, dtype=bool)
     rows = np.flatnonzero(np.max(np.abs(V), axis=1) > eps)
     if rows.size:
-        X, done, it = _box_pdas(P, V[rows], eps, pdas_iter)
-        X = np.clip(X, -eps, eps)
+        Sig = np.linalg.inv(P)
+        Sig = 0.5 * (Sig + Sig.T)
+        X, done, it = _box_pdas(P, Sig, V[rows], eps, pdas_iter)
         iters[rows] = it
         rest = np.flatnonzero(~done)
+        if rest.size and path_steps > 0:  # the homotopy proposes the face, the active-set step checks it
+            up, lo, _, steps = box_path(Sig, V[rows[rest]], eps, min(d, 128), path_steps)
+            xh, ok, it = _box_pdas(P, Sig, V[rows[rest]], eps, 3, (up, lo))
+            X[rest[ok]], done[rest[ok]] = xh[ok], True
+            iters[rows[rest]] += steps + it
+            rest = rest[~ok]
+        X = np.clip(X, -eps, eps)
         if rest.size:
             G0 = V[rows[rest]] @ P
             x0 = np.clip(-V[rows[rest]], -eps, eps)

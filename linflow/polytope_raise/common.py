@@ -24,7 +24,7 @@ class RaiseResult:
         bound on the optimum).
     kkt : ``(n,)`` ``gap`` relative to its rounding scale (see the module docstring).
     certified : ``(n,)`` bool, the active sets settled and ``kkt <= kkt_tol``.
-    iterations : ``(n,)`` active-set iterations per row (0 for interior rows).
+    iterations : ``(n,)`` active-set iterations plus homotopy breakpoints per row (0 for interior rows).
     """
 
     D: np.ndarray
@@ -90,8 +90,8 @@ def _check(P: np.ndarray, V: np.ndarray, eps: float) -> tuple[np.ndarray, np.nda
         raise ValueError(f"P must be a square matrix, got shape {P.shape}")
     if V.ndim != 2 or V.shape[1] != P.shape[0]:
         raise ValueError(f"V must have shape (n, {P.shape[0]}), got {V.shape}")
-    if not (np.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a non-negative finite number, got {eps!r}")
     return 0.5 * (P + P.T), V, float(eps)
 
 
@@ -105,6 +105,19 @@ def _size_groups(rows: np.ndarray, size: np.ndarray, step: int, group: int = 64)
     order = rows[np.argsort(size, kind="stable")]
     width = max(1, min(step, group))
     return [order[a:a + width] for a in range(0, order.size, width)]
+
+
+def _stalled(hist: list[int], changes: np.ndarray, it: int, left: int, n: int) -> bool:
+    """Appends this iteration's total number of set changes to ``hist``. The primal-dual iteration stops on a batch
+    when a quarter of it or more is left and that total fell by under 20 % in two iterations: it cycles or crawls
+    (seen at condition numbers ~1e8); those rows go to the caller's next stage."""
+    hist.append(int(changes.sum()))
+    return it >= 4 and hist[-1] > 0.8 * hist[-3] and 4 * left > n
+
+
+def _principal(M: np.ndarray, I: np.ndarray) -> np.ndarray:
+    """``M[I_r, I_r]`` for every row ``r`` of the index array ``I`` (``(m, k)``): ``(m, k, k)``."""
+    return np.take(M.ravel(), I[:, :, None] * M.shape[1] + I[:, None, :])
 
 
 def _padded(k: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

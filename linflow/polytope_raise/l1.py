@@ -1,5 +1,5 @@
 """Raising over the L1 ball (:mod:`linflow.polytope_raise`, "L1 ball"): batched active sets on the bordered
-system, and the finite primal active-set method."""
+system, the homotopy path for the rows they leave, and the finite primal active-set method."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from .common import (
     _check,
     _finish,
     _padded,
+    _principal,
     _quad,
     _rows_per_chunk,
     _size_groups,
     _stacked_solve,
+    _stalled,
 )
+from .homotopy import l1_path
 
 
 def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -72,10 +75,11 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
     (size ``|C| + 1``, ``C`` the complement). Systems are padded to the largest size in the group and stacked.
     """
     m, d = S.shape
+    E = np.broadcast_to(np.asarray(eps, dtype=np.float64), (m,))
     D = np.zeros((m, d))
     lam = np.zeros(m)
     k = S.sum(axis=1)
-    small = k <= d - k
+    small = k <= d - k + 8  # the direct form also for small supports: accurate for budgets far below |v|
     step = _rows_per_chunk(d)
     for group, direct in ((np.flatnonzero(small), True), (np.flatnonzero(~small), False)):
         for r in _size_groups(group, np.minimum(k, d - k)[group], step):
@@ -83,16 +87,19 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
             rows = np.arange(r.size)[:, None]
             if direct:
                 I, valid = _padded(k[r], Sr)
-                sol = _bordered(P[I[:, :, None], I[:, None, :]], sr[rows, I], np.zeros(r.size), valid,
-                                -G0[r][rows, I], np.full(r.size, eps))
+                B = _principal(P, I)
+                c = 2.0 * np.max(np.abs(B) * valid[:, :, None] * valid[:, None, :], axis=(1, 2))
+                # the border scaled by c: pivoting takes the budget row first, so a budget far below |v| survives
+                sol = _bordered(B, c[:, None] * sr[rows, I], np.zeros(r.size), valid, -G0[r][rows, I], c * E[r])
+                sol[:, -1] *= c
                 Dr = np.zeros((r.size, d))
                 Dr[rows, I] = np.where(valid, sol[:, :-1], 0.0)
             else:
                 J, valid = _padded(d - k[r], ~Sr)
                 w = sr @ Sig
                 Vr = V[r]
-                sol = _bordered(Sig[J[:, :, None], J[:, None, :]], w[rows, J], np.sum(sr * w, axis=1), valid,
-                                -Vr[rows, J], -eps - np.sum(sr * Vr, axis=1))
+                sol = _bordered(_principal(Sig, J), w[rows, J], np.sum(sr * w, axis=1), valid,
+                                -Vr[rows, J], -E[r] - np.sum(sr * Vr, axis=1))
                 nu = np.zeros((r.size, d))
                 nu[rows, J] = np.where(valid, sol[:, :-1], 0.0)
                 Dr = np.where(Sr, -Vr - nu @ Sig - sol[:, -1:] * w, 0.0)
@@ -185,46 +192,80 @@ def _l1_feasible_start(P: np.ndarray, g: np.ndarray, x: np.ndarray, S: np.ndarra
     return y if (l1 > 0 and _quad(P, g[None], y[None])[0] <= _quad(P, g[None], z[None])[0]) else z
 
 
-def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
-             kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
+def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
+             eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The primal-dual active-set iteration on the support and signs (module docstring) from ``(S, sig)``, at most
+    ``max_iter`` iterations (``eps`` a number or one per row): ``(X, settled, iterations, S, sig, lambda)`` (the last
+    iterate, sets and multiplier)."""
+    S, sig = S.copy(), sig.copy()
+    X = np.zeros_like(G0)
+    L = np.zeros(G0.shape[0])
+    iters = np.zeros(G0.shape[0], dtype=np.int64)
+    act = np.arange(G0.shape[0])
+    done = np.zeros(G0.shape[0], dtype=bool)
+    hist = []
+    for it in range(1, max_iter + 1):
+        Xa, lam = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act])
+        X[act], L[act] = Xa, lam
+        iters[act] = it
+        G = G0[act] + Xa @ P
+        Sa, sa = S[act], sig[act]
+        leave = Sa & (sa * Xa < 0.0)
+        join = ~Sa & (np.abs(G) > lam[:, None])
+        nS = (Sa & ~leave) | join
+        nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
+        changes = np.sum(leave | join, axis=1)
+        same = (changes == 0) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
+        nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
+        done[act[same]] = True
+        S[act], sig[act] = nS, nsig
+        act = act[~same]
+        if act.size == 0 or _stalled(hist, changes, it, act.size, done.size):
+            break
+    return np.nan_to_num(X), done, iters, S, sig, L
+
+
+def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 20, path_steps: int | None = None,
+             start: str = "top", kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
     """``argmin g^T delta + delta^T P delta / 2`` s.t. ``||delta||_1 <= eps`` for every row ``v`` of ``V``.
 
-    Batched primal-dual active set on the support and signs (module docstring), at most ``max_iter`` iterations;
-    rows whose sets did not settle continue with the finite primal active-set method, one row at a time, from a
-    feasible point made of the last iterate. Rows with ``||v||_1 <= eps`` get ``delta = -v`` (interior).
+    The primal-dual active set (module docstring), at most ``max_iter`` iterations, from the support and signs of
+    the unconstrained minimiser (``start="top"``) or of the diagonal model (``"diagonal"``). On the rows whose sets
+    did not settle, the homotopy path from the unconstrained minimiser (at most ``path_steps`` events, default
+    ``4 d + 20``) proposes the face and at most 3 active-set iterations check it. Rows still unsettled continue
+    with the finite primal active-set method, one row at a time, from a feasible point made of the last iterate.
+    Rows with ``||v||_1 <= eps`` get ``delta = -v`` (interior).
     """
     P, V, eps = _check(P, V, eps)
+    if start not in ("top", "diagonal"):
+        raise ValueError(f"start must be 'top' or 'diagonal', got {start!r}")
     n, d = V.shape
+    path_steps = 4 * d + 20 if path_steps is None else int(path_steps)
+    if eps == 0.0:  # the ball is the point 0
+        return _finish(P, V, np.zeros_like(V), eps, 1.0, np.ones(n, dtype=bool), np.zeros(n, dtype=np.int64),
+                       kkt_tol)
     D = -V.copy()
     iters = np.zeros(n, dtype=np.int64)
     settled = np.ones(n, dtype=bool)
     rows = np.flatnonzero(np.sum(np.abs(V), axis=1) > eps)
     if rows.size:
-        G0 = V[rows] @ P
+        Vr, G0 = V[rows], V[rows] @ P
         Sig = np.linalg.inv(P)
         Sig = 0.5 * (Sig + Sig.T)
-        S, sig = _diag_l1_support(P, G0, eps)
-        X = np.zeros_like(G0)
-        act = np.arange(rows.size)
-        done = np.zeros(rows.size, dtype=bool)
-        for it in range(1, max_iter + 1):
-            Xa, lam = _l1_solve(P, Sig, V[rows[act]], G0[act], S[act], sig[act], eps)
-            X[act] = Xa
-            iters[rows[act]] = it
-            G = G0[act] + Xa @ P
-            Sa, sa = S[act], sig[act]
-            leave = Sa & (sa * Xa < 0.0)
-            join = ~Sa & (np.abs(G) > lam[:, None])
-            nS = (Sa & ~leave) | join
-            nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
-            same = ~np.any(leave | join, axis=1) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
-            nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
-            done[act[same]] = True
-            S[act], sig[act] = nS, nsig
-            act = act[~same]
-            if act.size == 0:
-                break
-        X = np.nan_to_num(X)
+        if start == "top":
+            S, sig = Vr != 0.0, -np.sign(Vr)
+        else:
+            S, sig = _diag_l1_support(P, G0, eps)
+        X, done, it, S, sig, _ = _l1_pdas(P, Sig, Vr, G0, S, sig, eps, max_iter)
+        iters[rows] = it
+        rest = np.flatnonzero(~done)
+        if rest.size and path_steps > 0:  # the homotopy proposes the face, the active-set step checks it
+            Sh, sh, _, steps = l1_path(Sig, Vr[rest], eps, min(d, 128), path_steps)
+            Sh[~Sh.any(axis=1), 0] = True
+            xh, ok, it, Sh, sh, _ = _l1_pdas(P, Sig, Vr[rest], G0[rest], Sh, np.where(sh == 0.0, 1.0, sh), eps, 3)
+            X[rest[ok]], done[rest[ok]] = xh[ok], True
+            iters[rows[rest]] += steps + it
+            S[rest], sig[rest] = Sh, sh
         for j in np.flatnonzero(~done):  # the finite method, warm-started from the last active-set iterate
             x0 = _l1_feasible_start(P, G0[j], X[j], S[j], sig[j], eps)
             X[j], done[j], k = _l1_primal_active_set(P, G0[j], x0, eps, 8 * d + 50)
@@ -235,4 +276,3 @@ def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 12,
         settled[rows] = done
         D[rows] = X
     return _finish(P, V, D, eps, 1.0, settled, iters, kkt_tol)
-
