@@ -99,7 +99,7 @@ def pooled_dual(X: np.ndarray, Mn: np.ndarray, eps: float, reg: float) -> _Dual:
     return _Dual(Mn, G, yb, Yc, c, V, nu)
 
 
-def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float, eps: float,
+def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps: float,
                     maxiter: int = 100) -> np.ndarray:
     """Per row ``b``: ``argmax_{||c|| <= eps} c^T b - 1/2 sum_j (g0 + gaps_j) c_j^2`` (``gaps >= 0``, ``g0 > 0``).
 
@@ -107,12 +107,13 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float, eps: float,
     eps`` that is the answer; else ``g`` is the root of ``1 / ||c(g)|| = 1 / eps``, a concave increasing function
     of ``g`` (More & Sorensen), so Newton's method from ``g0`` (left of the root) increases monotonically to it.
     """
-    C = B / (g0 + gaps)
+    g0 = np.broadcast_to(np.asarray(g0, dtype=float), (B.shape[0],))
+    C = B / (g0[:, None] + gaps)
     norms = np.linalg.norm(C, axis=1)
     out = np.flatnonzero(norms > eps)
     if out.size:
         Bo = B[out]
-        g = np.full(out.size, g0)
+        g = g0[out].copy()
         active = np.arange(out.size)
         for _ in range(maxiter):
             Co = Bo[active] / (g[active, None] + gaps)
@@ -128,16 +129,24 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float, eps: float,
     return C
 
 
-def _prox_step(X: np.ndarray, dual: _Dual, eps: float, rho: float) -> np.ndarray:
-    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates."""
+def _prox_step(X: np.ndarray, dual: _Dual, eps: float, rho: float, scaled: bool) -> np.ndarray:
+    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates.
+    ``scaled``: the weight of point ``i`` is ``rho * lambda (y_i - mu)^T P (y_i - mu) / n``, the curvature that
+    moving ``m_i`` alone along the top eigenspace of ``P`` meets through ``log det`` (else ``rho`` for all)."""
     s = dual.s
     p = 1.0 / s
     lam = p[0]  # lambda_max(P) = 1 / max(nu, c_1)
     gaps = np.maximum(lam - p, 0.0)
     V = dual.V
     MV = dual.Mn @ V
-    B = (dual.Yc @ V - MV) * p + rho * MV  # P (x - mu) + rho m, in the eigenbasis of Sigma
-    return _prox_responses(B, gaps, rho, eps) @ V.T
+    YV = dual.Yc @ V
+    if scaled:
+        n = YV.shape[0]
+        weight = rho * np.maximum(lam * np.sum(YV**2 * p, axis=1) / n, 1e-6 * lam)
+    else:
+        weight = np.full(YV.shape[0], rho)
+    B = (YV - MV) * p + weight[:, None] * MV  # P (x - mu) + rho_i m, in the eigenbasis of Sigma
+    return _prox_responses(B, gaps, weight, eps) @ V.T
 
 
 def _objective(X: np.ndarray, s: np.ndarray, U: np.ndarray, mu: np.ndarray, eps: float,
@@ -185,7 +194,7 @@ def _anderson(hist_x: list, hist_f: list, f: np.ndarray) -> np.ndarray | None:
 
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 20.0,
-                   memory: int = 8, primal_every: int = 3,
+                   memory: int = 8, primal_every: int = 3, scaled: bool = False,
                    max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
@@ -232,7 +241,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             break
         if it == max_iter - 1 or (max_seconds is not None and time.process_time() - c0 > max_seconds):
             break
-        plain = _prox_step(X, dual, eps, rho)
+        plain = _prox_step(X, dual, eps, rho, scaled)
         step = plain - dual.Mn
         hist_x = (hist_x + [dual.Mn])[-memory:]
         hist_f = (hist_f + [step])[-memory:]
