@@ -138,7 +138,8 @@ def large(rng: np.random.Generator, budget: float = 60.0) -> None:
         def objective(f, eps=eps):
             return robust_nll(f, X, eps) + 0.5 * reg * float(np.trace(f.precision))
 
-        for name, opts in (("old", {"bound_every": 0, "memory": False}), ("new", {}), ("pooled", {"minorant": "pooled"})):
+        solvers = (("old", {"bound_every": 0, "memory": False}), ("new", {}), ("pooled", {"minorant": "pooled"}))
+        for name, opts in solvers:
             c0 = time.process_time()
             _, info = adversarial_fit(X, eps, attack="sample", reg=reg, return_info=True, max_iter=10_000, tol=1e-8,
                                       max_seconds=budget, **opts)

@@ -8,15 +8,16 @@ pooled over the points). Then
           + d\log 2\pi\big).
 
 *Proof.* Put ``t_i = eps^2 - ||m_i||^2 >= 0`` (so ``mean_i t_i = tau``) and ``M_i = m_i m_i^T + (t_i / tau) R``
-(``R = 0`` when ``tau = 0``), so ``M_i >= m_i m_i^T`` and ``tr M_i <= eps^2``. For one ball constraint the S-lemma makes the
-Shor relaxation exact (R6's LMI): ``max_{||delta|| <= eps} q_i(delta) = max {1/2 tr(P (x x^T + x m^T + m x^T +
-M)) - h^T (x + m) : M >= m m^T, tr M <= eps^2}``, which is ``>=`` its value at ``(m_i, M_i)``. Averaging, ``F``
-is ``>=`` everywhere the Gaussian NLL of the moments ``mean_i (x_i + m_i)`` and ``mean_i (x_i x_i^T + x_i m_i^T
-+ m_i x_i^T + M_i)`` (+ ``reg/2 tr P``), whose minimum is the ML value above (the covariance is
-``cov(x + m) + mean_i (M_i - m_i m_i^T) + reg I = cov(x + m) + R + reg I``). The best ``R`` is water-filling
-(R5): with ``cov(x + m) + reg I = V diag(c) V^T``, ``Phi = 1/2 (d + sum_j log max(c_j, nu) + d log 2 pi)``,
-``sum_j (nu - c_j)_+ = tau``. Only the means are variables: the per-point spreads of the old minorants
-(mixtures, mirror images, spheres, :mod:`linflow.training.spread`) are all special cases of the pooled ``R``.
+(``R = 0`` when ``tau = 0``), so ``M_i >= m_i m_i^T`` and ``tr M_i <= eps^2``. For one ball constraint the
+S-lemma makes the Shor relaxation exact (R6's LMI): ``max_{||delta|| <= eps} q_i(delta) = max {1/2 tr(P (x x^T
++ x m^T + m x^T + M)) - h^T (x + m) : M >= m m^T, tr M <= eps^2}``, which is ``>=`` its value at ``(m_i, M_i)``.
+Averaging, ``F`` is ``>=`` everywhere the Gaussian NLL of the moments ``mean_i (x_i + m_i)`` and
+``mean_i (x_i x_i^T + x_i m_i^T + m_i x_i^T + M_i)`` (+ ``reg/2 tr P``), whose minimum is the ML value above (the
+covariance is ``cov(x + m) + mean_i (M_i - m_i m_i^T) + reg I = cov(x + m) + R + reg I``).
+The best ``R`` is water-filling (R5): with ``cov(x + m) + reg I = V diag(c) V^T``,
+``Phi = 1/2 (d + sum_j log max(c_j, nu) + d log 2 pi)``, ``sum_j (nu - c_j)_+ = tau``. Only the means are
+variables: the per-point spreads of the old minorants (mixtures, mirror images, spheres,
+:mod:`linflow.training.spread`) are all special cases of the pooled ``R``.
 
 ``Phi`` is concave in ``m`` (log det of an affine map minus the matrix-concave ``M M^T``, water-filled; the
 budget is concave), and its gradient gives the primal: ``Sigma = V diag(max(c, nu)) V^T``, ``mu = mean(x + m)``,
@@ -129,24 +130,16 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps
     return C
 
 
-def _prox_step(X: np.ndarray, dual: _Dual, eps: float, rho: float, scaled: bool) -> np.ndarray:
-    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates.
-    ``scaled``: the weight of point ``i`` is ``rho * lambda (y_i - mu)^T P (y_i - mu) / n``, the curvature that
-    moving ``m_i`` alone along the top eigenspace of ``P`` meets through ``log det`` (else ``rho`` for all)."""
+def _prox_step(dual: _Dual, eps: float, rho: float) -> np.ndarray:
+    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates."""
     s = dual.s
     p = 1.0 / s
     lam = p[0]  # lambda_max(P) = 1 / max(nu, c_1)
     gaps = np.maximum(lam - p, 0.0)
     V = dual.V
     MV = dual.Mn @ V
-    YV = dual.Yc @ V
-    if scaled:
-        n = YV.shape[0]
-        weight = rho * np.maximum(lam * np.sum(YV**2 * p, axis=1) / n, 1e-6 * lam)
-    else:
-        weight = np.full(YV.shape[0], rho)
-    B = (YV - MV) * p + weight[:, None] * MV  # P (x - mu) + rho_i m, in the eigenbasis of Sigma
-    return _prox_responses(B, gaps, weight, eps) @ V.T
+    B = (dual.Yc @ V - MV) * p + rho * MV  # P (x - mu) + rho m, in the eigenbasis of Sigma
+    return _prox_responses(B, gaps, rho, eps) @ V.T
 
 
 def _objective(X: np.ndarray, s: np.ndarray, U: np.ndarray, mu: np.ndarray, eps: float,
@@ -194,7 +187,7 @@ def _anderson(hist_x: list, hist_f: list, f: np.ndarray) -> np.ndarray | None:
 
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 20.0,
-                   memory: int = 8, primal_every: int = 3, scaled: bool = False,
+                   memory: int = 8, primal_every: int = 3,
                    max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
@@ -241,7 +234,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             break
         if it == max_iter - 1 or (max_seconds is not None and time.process_time() - c0 > max_seconds):
             break
-        plain = _prox_step(X, dual, eps, rho, scaled)
+        plain = _prox_step(dual, eps, rho)
         step = plain - dual.Mn
         hist_x = (hist_x + [dual.Mn])[-memory:]
         hist_f = (hist_f + [step])[-memory:]
