@@ -18,8 +18,11 @@ Printed:
 4. old against new on scikit-learn's 8x8 digits (d = 64) at eps in {0.3, 1, 3}, 150 iterations each.
 
 Measured (issue 14, single thread, 2026-12-01; "old" already keeps the best lower bound seen):
-MNIST-5k, 60 CPU s: eps 0.3 old 4 it 2.6 s 7.3e-9, new 4 it 4.3 s 7.3e-9; eps 1 old 70 it 4.8e-4, new 35 it
-3.5e-4; eps 3 old 50 it 1.2, new 28 it 0.75 (relative certified gaps; the 1e-8 target is met at eps 0.3 only).
+MNIST-5k, 60 CPU s, relative certified gap (iterations, CPU s):
+eps 0.3: old 7.3e-9 (4, 2.8), new 7.3e-9 (4, 4.6), pooled 9.2e-11 (4, 4.1);
+eps 1:   old 4.8e-4 (69, 60), new 3.6e-4 (32, 62), pooled 9.2e-7 (83, 61);
+eps 3:   old 1.2 (47, 60), new 0.75 (26, 63), pooled 7.4e-5 (90, 60) -- objective -51.46 / -51.91 / -74.147.
+The 1e-8 target is met at eps 0.3 only (pooled: also at 1e-10).
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).
