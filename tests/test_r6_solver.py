@@ -1,5 +1,6 @@
-"""Regression tests of the damped R6 solver with the spread minorant (linflow.training.spread) against the exact
-S-lemma SDP, on small (d, n), including hard-case-heavy data (points at the mean, constant coordinates)."""
+"""Regression tests of the damped R6 solver with the spread minorant (linflow.training.spread) and of the pooled-dual
+solver (linflow.training.pooled) against the exact S-lemma SDP, on small (d, n), including hard-case-heavy data
+(points at the mean, constant coordinates), repeated eigenvalues, d = 1 and eps = 0."""
 
 from __future__ import annotations
 

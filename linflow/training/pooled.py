@@ -39,6 +39,12 @@ Anderson-accelerated; a step is accepted only if ``Phi`` increases (else the pla
 Every few iterations the exact objective ``F`` (one batched R1 attack, :func:`linflow.secular.lower_likelihood`)
 is evaluated at the dual's primal. The certificate is ``min_k F(theta_k) - max_k Phi(m_k)`` (both sides rigorous,
 up to rounding: the means are projected onto the ``eps``-ball before ``Phi`` is evaluated).
+
+Measured (``bench/bench_training.py``, MNIST-5k, reg 0.01, 60 CPU s): relative certified gaps 9e-11 / 9e-7 / 7e-5
+at eps 0.3 / 1 / 3, against 7e-9 / 4e-4 / 0.75 for the damped solver. Not the default: the tail is slow (the
+primal recovered from the dual lags the dual value), and on some small hard-case problems the dual stops
+ascending (``rho`` explodes) at a relative gap of ~1e-10 to 1e-9, above the default ``tol``, where the damped
+solver converges.
 """
 
 from __future__ import annotations
