@@ -220,3 +220,15 @@ def test_pooled_at_eps_zero_is_the_ml_fit_and_rejects_old_options():
         _sample_damped(Xc, m, S, 1.0, REG, minorant="pooled", step="natural")
     with pytest.raises(ValueError, match="rho"):
         _sample_pooled(Xc, m, S, 1.0, REG, rho=0.0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pooled_option_converges_on_the_hard_case_problems(fits, case):
+    """``minorant="pooled"`` (pooled dual, then the damped steps if its dual stalls) certifies the default tolerance
+    on the hard-case-heavy problems, its bound never above the SDP optimum."""
+    X, sdp, _ = fits[case]
+    _, new = adversarial_fit(X, case[1], attack="sample", reg=REG, minorant="pooled", return_info=True)
+    scale = max(1.0, abs(sdp.objective))
+    assert new.converged and new.gap <= 1e-10 * max(1.0, abs(new.objective))
+    assert abs(new.objective - sdp.objective) <= 1e-6 * scale
+    assert new.objective - new.gap <= sdp.objective + 1e-7 * scale

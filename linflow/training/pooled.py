@@ -41,10 +41,10 @@ is evaluated at the dual's primal. The certificate is ``min_k F(theta_k) - max_k
 up to rounding: the means are projected onto the ``eps``-ball before ``Phi`` is evaluated).
 
 Measured (``bench/bench_training.py``, MNIST-5k, reg 0.01, 60 CPU s): relative certified gaps 9e-11 / 9e-7 / 7e-5
-at eps 0.3 / 1 / 3, against 7e-9 / 4e-4 / 0.75 for the damped solver. Not the default: the tail is slow (the
-primal recovered from the dual lags the dual value), and on some small hard-case problems the dual stops
-ascending (``rho`` explodes) at a relative gap of ~1e-10 to 1e-9, above the default ``tol``, where the damped
-solver converges.
+at eps 0.3 / 1 / 3, against 7e-9 / 4e-4 / 0.75 for the damped solver. The tail is slow (the primal recovered
+from the dual lags the dual value), and on some small hard-case problems the dual stops ascending (``rho``
+explodes) at a relative gap of ~1e-10 to 1e-9, above the default ``tol``: ``minorant="pooled"`` then continues
+with the damped steps (:func:`linflow.training.damped._pooled_then_damped`).
 """
 
 from __future__ import annotations
@@ -235,7 +235,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``primal_every`` (3) the period of the exact objective's evaluation at the dual's primal (and at the last
     iterate). Returns the evaluated model of lowest objective ``F`` and ``FitInfo(gap = F - max Phi)``;
     converged when ``gap <= tol * max(1, |F|)``. ``max_seconds``: a CPU-time (process time) cap.
-    History rows: ``(F, gap, rho)``. Deterministic.
+    History rows: ``(F, gap, rho)``. Status ``"stalled"`` when no step ascends even at ``rho > 1e12`` (the dual
+    is at its optimum to rounding, or the step is useless). Deterministic.
     """
     from tqdm.auto import tqdm
 
@@ -257,7 +258,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     accel = _Anderson(memory)
     rho = rho * (1.0 / float(dual.s[0])) * d / n  # in units of lambda_max(P) d / n (module docstring)
     history: list[tuple[float, float, float]] = []
-    converged = False
+    converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
     for it in bar:
         if it % primal_every == 0 or it == max_iter - 1:
@@ -286,10 +287,12 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             rho *= 3.0
             accel.reset()
             if rho > 1e12:
+                stalled = True
                 break
         best_G = max(best_G, dual.G)
     bar.close()
-    info = FitInfo("damped/pooled", "converged" if converged else "stopped", best_F, gap=max(best_F - best_G, 0.0),
+    status = "converged" if converged else ("stalled" if stalled else "stopped")
+    info = FitInfo("damped/pooled", status, best_F, gap=max(best_F - best_G, 0.0),
                    iterations=len(history), converged=converged, seconds=time.perf_counter() - t0,
                    history=tuple(history))
     return best_flow, info
