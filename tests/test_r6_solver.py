@@ -162,7 +162,7 @@ def test_pooled_solver_against_the_sdp(pooled_fits):
 def test_pooled_bound_is_below_the_objective_of_any_model():
     """Weak duality, independently of the solver: the pooled bound at random feasible means (some interior, some on
     the sphere, some zero) never exceeds F at random models, nor the SDP optimum."""
-    from linflow.training.pooled import _ball, pooled_dual
+    from linflow.training.pooled import _ball, _pooled_dual
 
     rng = np.random.default_rng(3)
     for X, eps in _pooled_cases()[:4]:
@@ -172,7 +172,7 @@ def test_pooled_bound_is_below_the_objective_of_any_model():
         for _ in range(20):
             Mn = rng.standard_normal((n, d)) * eps * rng.uniform(0, 2, size=(n, 1))
             Mn[rng.random(n) < 0.2] = 0.0
-            G = pooled_dual(Xc, _ball(Mn, eps), eps, REG).G
+            G = _pooled_dual(Xc, _ball(Mn, eps), eps, REG).G
             assert G <= sdp.objective + 1e-9 * max(1.0, abs(sdp.objective))
             A = rng.standard_normal((d, d))
             flow = LinearFlow.from_gaussian(rng.standard_normal(d), A @ A.T + 0.1 * np.eye(d))

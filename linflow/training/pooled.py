@@ -92,7 +92,7 @@ def _ball(Mn: np.ndarray, eps: float) -> np.ndarray:
     return Mn * scale[:, None]
 
 
-def pooled_dual(X: np.ndarray, Mn: np.ndarray, eps: float, reg: float) -> _Dual:
+def _pooled_dual(X: np.ndarray, Mn: np.ndarray, eps: float, reg: float) -> _Dual:
     """The pooled dual bound ``Phi`` (module docstring) at feasible means ``Mn`` (rows of norm ``<= eps``)."""
     n, d = X.shape
     yb = X.mean(axis=0) + Mn.mean(axis=0)
@@ -253,7 +253,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise TypeError(f"init must be a LinearFlow of dimension {d}, got {init!r}")
     t0, c0 = time.perf_counter(), time.process_time()
     Mn, best_F, best_flow = _start(X, m, S, eps, reg, init)
-    dual = pooled_dual(X, Mn, eps, reg)
+    dual = _pooled_dual(X, Mn, eps, reg)
     best_G = dual.G
     accel = _Anderson(memory)
     rho = rho * (1.0 / float(dual.s[0])) * d / n  # in units of lambda_max(P) d / n (module docstring)
@@ -279,7 +279,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         corr = accel.correction(dual.Mn, step)
         candidates = ([_ball(plain - corr, eps)] if corr is not None else []) + [plain]
         for cand in candidates:
-            new = pooled_dual(X, cand, eps, reg)
+            new = _pooled_dual(X, cand, eps, reg)
             if new.G > dual.G:
                 dual = new
                 break
