@@ -1,5 +1,6 @@
-"""Regression tests of the damped R6 solver with the spread minorant (linflow.training.spread) against the exact
-S-lemma SDP, on small (d, n), including hard-case-heavy data (points at the mean, constant coordinates)."""
+"""Regression tests of the damped R6 solver with the spread minorant (linflow.training.spread) and of the pooled-dual
+solver (linflow.training.pooled) against the exact S-lemma SDP, on small (d, n), including hard-case-heavy data
+(points at the mean, constant coordinates), repeated eigenvalues, d = 1 and eps = 0."""
 
 from __future__ import annotations
 
@@ -123,3 +124,111 @@ def test_bad_minorant_option_is_rejected():
         _sample_damped(Xc, m, S, 1.0, REG, minorant="bogus")
     with pytest.raises(ValueError, match="bound_every"):
         _sample_damped(Xc, m, S, 1.0, REG, bound_every=-1)
+
+
+# --- the pooled dual (linflow.training.pooled): bound, per-point step, solver against the SDP ----------------------
+
+def _pooled_cases() -> list[tuple[np.ndarray, float]]:
+    rng = np.random.default_rng(7)
+    cross = np.vstack([np.eye(3), -np.eye(3)]) * 0.8  # covariance a multiple of I: every eigenvalue repeated
+    line = rng.standard_normal((15, 1)) ** 2  # d = 1
+    return [(_data("near-mean", 2), 1.0), (_data("constant", 3), 1.0), (cross, 0.7), (cross, 2.0), (line, 0.5),
+            (_data("skewed", 0), 3.0)]
+
+
+@pytest.fixture(scope="module")
+def pooled_fits():
+    out = []
+    for X, eps in _pooled_cases():
+        sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)
+        new = adversarial_fit(X, eps, attack="sample", reg=REG, minorant="pooled", max_iter=3000, return_info=True)
+        out.append((X, eps, sdp, new))
+    return out
+
+
+def test_pooled_solver_against_the_sdp(pooled_fits):
+    """Its certified lower bound ``objective - gap`` is never above the SDP optimum and its primal value never below
+    it (both to the SDP's accuracy); the reported objective is the exact R6 objective of the returned model."""
+    for X, eps, (_, sdp), (flow, new) in pooled_fits:
+        assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+        scale = max(1.0, abs(sdp.objective))
+        assert new.solver == "damped/pooled" and new.gap >= 0.0
+        assert new.objective - new.gap <= sdp.objective + 1e-7 * scale
+        assert new.objective >= sdp.objective - 1e-7 * scale
+        assert new.objective == pytest.approx(_damped_eval(flow, X, eps, REG)[0], rel=1e-12, abs=1e-12)
+        assert new.gap <= 1e-6 * scale  # and it gets close (the tolerance is 1e-10; stalls are reported)
+
+
+def test_pooled_bound_is_below_the_objective_of_any_model():
+    """Weak duality, independently of the solver: the pooled bound at random feasible means (some interior, some on
+    the sphere, some zero) never exceeds F at random models, nor the SDP optimum."""
+    from linflow.training.pooled import _ball, _pooled_dual
+
+    rng = np.random.default_rng(3)
+    for X, eps in _pooled_cases()[:4]:
+        Xc, _, _ = check_data(X, REG)
+        n, d = Xc.shape
+        sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+        for _ in range(20):
+            Mn = rng.standard_normal((n, d)) * eps * rng.uniform(0, 2, size=(n, 1))
+            Mn[rng.random(n) < 0.2] = 0.0
+            G = _pooled_dual(Xc, _ball(Mn, eps), eps, REG).G
+            assert G <= sdp.objective + 1e-9 * max(1.0, abs(sdp.objective))
+            A = rng.standard_normal((d, d))
+            flow = LinearFlow.from_gaussian(rng.standard_normal(d), A @ A.T + 0.1 * np.eye(d))
+            assert G <= _damped_eval(flow, Xc, eps, REG)[0] + 1e-12
+
+
+def test_pooled_step_solves_its_trust_region_problem():
+    """``_prox_responses``: ``argmax_{||c|| <= eps} c.b - 1/2 sum (g0 + gaps) c^2``. Checked by the KKT conditions and
+    against random feasible points (the objective is strictly concave, so the maximiser is unique)."""
+    from linflow.training.pooled import _prox_responses
+
+    rng = np.random.default_rng(5)
+    d, eps, g0 = 6, 0.7, 0.3
+    gaps = np.concatenate([[0.0, 0.0], rng.exponential(size=d - 2) * 10 ** rng.uniform(-6, 2, size=d - 2)])
+    B = rng.standard_normal((200, d)) * 10 ** rng.uniform(-3, 2, size=(200, 1))
+    C = _prox_responses(B, gaps, g0, eps)
+
+    def value(c, b):
+        return c @ b - 0.5 * np.sum((g0 + gaps) * c**2)
+
+    norms = np.linalg.norm(C, axis=1)
+    assert np.all(norms <= eps * (1 + 1e-12))
+    for c, b, nrm in zip(C, B, norms, strict=True):
+        ratio = b / c - gaps  # the multiplier g, the same in every coordinate
+        assert np.ptp(ratio) <= 1e-8 * max(1.0, abs(ratio[0]))
+        assert ratio[0] >= g0 * (1 - 1e-12)
+        if nrm < eps * (1 - 1e-12):  # interior: the multiplier is g0
+            assert ratio[0] == pytest.approx(g0, rel=1e-10)
+        trial = rng.standard_normal((500, d))
+        trial *= (eps * rng.uniform(0, 1, size=(500, 1)) ** (1 / d) / np.linalg.norm(trial, axis=1, keepdims=True))
+        assert value(c, b) >= np.max(trial @ b - 0.5 * np.sum((g0 + gaps) * trial**2, axis=1)) - 1e-12
+
+
+def test_pooled_at_eps_zero_is_the_ml_fit_and_rejects_old_options():
+    from linflow.training.pooled import _sample_pooled
+
+    X = _data("skewed", 0)
+    Xc, m, S = check_data(X, REG)
+    flow, info = _sample_pooled(Xc, m, S, 0.0, REG)
+    ml = LinearFlow.from_gaussian(m, S)
+    assert info.converged and info.gap <= 1e-12 * max(1.0, abs(info.objective))
+    assert info.objective == pytest.approx(_damped_eval(ml, Xc, 0.0, REG)[0], rel=1e-12)
+    assert np.allclose(flow.cov, S, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="step"):
+        _sample_damped(Xc, m, S, 1.0, REG, minorant="pooled", step="natural")
+    with pytest.raises(ValueError, match="rho"):
+        _sample_pooled(Xc, m, S, 1.0, REG, rho=0.0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pooled_option_converges_on_the_hard_case_problems(fits, case):
+    """``minorant="pooled"`` (pooled dual, then the damped steps if its dual stalls) certifies the default tolerance
+    on the hard-case-heavy problems, its bound never above the SDP optimum."""
+    X, sdp, _ = fits[case]
+    _, new = adversarial_fit(X, case[1], attack="sample", reg=REG, minorant="pooled", return_info=True)
+    scale = max(1.0, abs(sdp.objective))
+    assert new.converged and new.gap <= 1e-10 * max(1.0, abs(new.objective))
+    assert abs(new.objective - sdp.objective) <= 1e-6 * scale
+    assert new.objective - new.gap <= sdp.objective + 1e-7 * scale

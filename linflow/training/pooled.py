@@ -1,0 +1,298 @@
+r"""The pooled dual of R6 (L2) and a proximal block-ascent solver on it, with a certified gap.
+
+**The pooled dual.** Let every point ``x_i`` have a feasible mean perturbation ``m_i`` (``||m_i|| <= eps``) and
+let ``R`` be any PSD matrix with ``tr R <= tau = eps^2 - mean_i ||m_i||^2`` (the budget the means leave unspent,
+pooled over the points). Then
+
+.. math:: \min F \;\ge\; \Phi(m, R) = \tfrac12\big(d + \log\det(\mathrm{cov}_i(x_i + m_i) + \mathrm{reg}\,I + R)
+          + d\log 2\pi\big).
+
+*Proof.* Put ``t_i = eps^2 - ||m_i||^2 >= 0`` (so ``mean_i t_i = tau``) and ``M_i = m_i m_i^T + (t_i / tau) R``
+(``R = 0`` when ``tau = 0``), so ``M_i >= m_i m_i^T`` and ``tr M_i <= eps^2``. For one ball constraint the
+S-lemma makes the Shor relaxation exact (R6's LMI): ``max_{||delta|| <= eps} q_i(delta) = max {1/2 tr(P (x x^T
++ x m^T + m x^T + M)) - h^T (x + m) : M >= m m^T, tr M <= eps^2}``, which is ``>=`` its value at ``(m_i, M_i)``.
+Averaging, ``F`` is ``>=`` everywhere the Gaussian NLL of the moments ``mean_i (x_i + m_i)`` and
+``mean_i (x_i x_i^T + x_i m_i^T + m_i x_i^T + M_i)`` (+ ``reg/2 tr P``), whose minimum is the ML value above (the
+covariance is ``cov(x + m) + mean_i (M_i - m_i m_i^T) + reg I = cov(x + m) + R + reg I``).
+The best ``R`` is water-filling (R5): with ``cov(x + m) + reg I = V diag(c) V^T``,
+``Phi = 1/2 (d + sum_j log max(c_j, nu) + d log 2 pi)``, ``sum_j (nu - c_j)_+ = tau``. Only the means are
+variables: the per-point spreads of the old minorants (mixtures, mirror images, spheres,
+:mod:`linflow.training.spread`) are all special cases of the pooled ``R``.
+
+``Phi`` is concave in ``m`` (log det of an affine map minus the matrix-concave ``M M^T``, water-filled; the
+budget is concave), and its gradient gives the primal: ``Sigma = V diag(max(c, nu)) V^T``, ``mu = mean(x + m)``,
+``P = Sigma^{-1}``, ``lambda = 1 / max(nu, c_1) = lambda_max(P)``; ``d Phi / d m_i = (P (y_i - mu) - lambda m_i)
+/ n``. At a stationary point each ``m_i`` solves ``(eta_i I - P) m_i = P (x_i - mu)`` with ``eta_i >= lambda``
+and ``eta_i = lambda`` unless ``||m_i|| = eps``: the R1 conditions, with R1's hard case (``eta = lambda_max``)
+exactly the interior points, whose unspent budget is the pooled ``R``. So the hard case, where ``F`` has a kink,
+is a smooth interior point here.
+
+**The solver** (:func:`_sample_pooled`) ascends ``Phi`` by a proximal block step: the per-point part of the
+Hessian is ``(P - lambda I) / n``; with a proximal weight ``rho > 0``, each ``m_i`` moves to
+
+.. math:: m_i^+ = \arg\max_{\|m\| \le \varepsilon} m^\top (P (x_i - \mu) + \rho m_i)
+          + \tfrac12 m^\top (P - (\lambda + \rho) I) m ,
+
+a concave trust-region problem (``P - (lambda + rho) I <= -rho I``), solved per point in the eigenbasis of
+``Sigma`` by a monotone Newton iteration on ``1 / ||m(g)||`` (:func:`_prox_responses`). The sequence of steps is
+Anderson-accelerated; a step is accepted only if ``Phi`` increases (else the plain step, else ``rho`` triples).
+Every few iterations the exact objective ``F`` (one batched R1 attack, :func:`linflow.secular.lower_likelihood`)
+is evaluated at the dual's primal. The certificate is ``min_k F(theta_k) - max_k Phi(m_k)`` (both sides rigorous,
+up to rounding: the means are projected onto the ``eps``-ball before ``Phi`` is evaluated).
+
+Measured (``bench/bench_training.py``, MNIST-5k, reg 0.01, 60 CPU s): relative certified gaps 9e-11 / 9e-7 / 7e-5
+at eps 0.3 / 1 / 3, against 7e-9 / 4e-4 / 0.75 for the damped solver. The tail is slow (the primal recovered
+from the dual lags the dual value), and on some small hard-case problems the dual stops ascending (``rho``
+explodes) at a relative gap of ~1e-10 to 1e-9, above the default ``tol``: ``minorant="pooled"`` then continues
+with the damped steps (:func:`linflow.training.damped._pooled_then_damped`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from ..model import LinearFlow
+from ..secular import _lower_likelihood
+from .objectives import _LOG_2PI, FitInfo
+from .universal import _water_filling, _water_level
+
+
+@dataclass
+class _Dual:
+    """The pooled dual at per-point means ``Mn`` (n, d): value ``G``, mean ``yb`` of ``x + m``, centred ``Yc``,
+    eigenpairs ``(c, V)`` of ``cov(x + m) + reg I`` and the water level ``nu``."""
+
+    Mn: np.ndarray
+    G: float
+    yb: np.ndarray
+    Yc: np.ndarray
+    c: np.ndarray
+    V: np.ndarray
+    nu: float
+
+    @property
+    def s(self) -> np.ndarray:
+        """Eigenvalues of the primal covariance ``Sigma = V diag(max(c, nu)) V^T`` (ascending)."""
+        return np.maximum(self.c, self.nu)
+
+    def flow(self) -> LinearFlow:
+        V = self.V
+        cov = (V * self.s) @ V.T
+        return LinearFlow.from_gaussian(self.yb, 0.5 * (cov + cov.T))
+
+
+def _ball(Mn: np.ndarray, eps: float) -> np.ndarray:
+    """Rows projected onto the ``eps``-ball (feasible means)."""
+    norms = np.linalg.norm(Mn, axis=1)
+    scale = np.minimum(1.0, eps / np.maximum(norms, np.finfo(float).tiny))
+    return Mn * scale[:, None]
+
+
+def _pooled_dual(X: np.ndarray, Mn: np.ndarray, eps: float, reg: float) -> _Dual:
+    """The pooled dual bound ``Phi`` (module docstring) at feasible means ``Mn`` (rows of norm ``<= eps``)."""
+    n, d = X.shape
+    yb = X.mean(axis=0) + Mn.mean(axis=0)
+    Yc = X + Mn - yb
+    C = scipy.linalg.blas.dsyrk(1.0 / n, Yc, trans=1, lower=1)  # the lower triangle of Yc^T Yc / n
+    C[np.diag_indices(d)] += reg
+    c, V = scipy.linalg.eigh(C, lower=True)
+    tau = max(eps**2 - float(np.mean(np.sum(Mn**2, axis=1))), 0.0)
+    nu = _water_level(c, np.sqrt(tau)) if c[0] > 0 else float(c[0])
+    G = 0.5 * (d + float(np.sum(np.log(np.maximum(c, nu)))) + d * _LOG_2PI)
+    return _Dual(Mn, G, yb, Yc, c, V, nu)
+
+
+def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps: float,
+                    maxiter: int = 100) -> np.ndarray:
+    """Per row ``b``: ``argmax_{||c|| <= eps} c^T b - 1/2 sum_j (g0 + gaps_j) c_j^2`` (``gaps >= 0``, ``g0 > 0``).
+
+    KKT: ``c_j = b_j / (g + gaps_j)`` with ``g >= g0`` and ``g = g0`` unless ``||c|| = eps``. If ``||c(g0)|| <=
+    eps`` that is the answer; else ``g`` is the root of ``1 / ||c(g)|| = 1 / eps``, a concave increasing function
+    of ``g`` (More & Sorensen), so Newton's method from ``g0`` (left of the root) increases monotonically to it.
+    """
+    g0 = np.broadcast_to(np.asarray(g0, dtype=float), (B.shape[0],))
+    C = B / (g0[:, None] + gaps)
+    norms = np.linalg.norm(C, axis=1)
+    out = np.flatnonzero(norms > eps)
+    if out.size:
+        Bo = B[out]
+        g = g0[out].copy()
+        active = np.arange(out.size)
+        for _ in range(maxiter):
+            Co = Bo[active] / (g[active, None] + gaps)
+            nn = np.linalg.norm(Co, axis=1)
+            slope = np.sum(Co**2 / (g[active, None] + gaps), axis=1) / nn**3  # d(1/||c||)/dg
+            step = (1.0 / eps - 1.0 / nn) / slope
+            g[active] += np.maximum(step, 0.0)
+            active = active[np.abs(nn / eps - 1.0) > 1e-14]
+            if active.size == 0:
+                break
+        Co = Bo / (g[:, None] + gaps)
+        C[out] = Co * (eps / np.linalg.norm(Co, axis=1))[:, None]
+    return C
+
+
+def _prox_step(dual: _Dual, eps: float, rho: float) -> np.ndarray:
+    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates."""
+    s = dual.s
+    p = 1.0 / s
+    lam = p[0]  # lambda_max(P) = 1 / max(nu, c_1)
+    gaps = np.maximum(lam - p, 0.0)
+    V = dual.V
+    MV = dual.Mn @ V
+    B = (dual.Yc @ V - MV) * p + rho * MV  # P (x - mu) + rho m, in the eigenbasis of Sigma
+    return _prox_responses(B, gaps, rho, eps) @ V.T
+
+
+def _objective(X: np.ndarray, s: np.ndarray, U: np.ndarray, mu: np.ndarray, eps: float,
+               reg: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(F, W, C)``: the exact R6 objective of ``N(mu, U diag(s) U^T)`` (one batched R1 attack), the points'
+    eigen-coordinates ``W`` and their worst perturbations ``C`` (in the same coordinates)."""
+    W = (X - mu) @ U
+    C = _lower_likelihood(s, W, eps).C
+    q = np.mean(np.sum((W + C) ** 2 / s, axis=1))
+    d = s.size
+    return 0.5 * (q + float(np.sum(np.log(s))) + d * _LOG_2PI + reg * float(np.sum(1.0 / s))), W, C
+
+
+def _start(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float,
+           init: LinearFlow | None) -> tuple[np.ndarray, float, LinearFlow]:
+    """Initial means: the worst perturbations at ``init`` (default: the R5 water-filling solution), with the
+    fill of R1's hard case (points without mass on the ``s_min`` block) left in the pool. Returns ``(Mn, F, flow)``."""
+    if init is None:
+        sig, V, _ = _water_filling(S, eps)
+        init = LinearFlow.from_gaussian(m, 0.5 * ((V * sig) @ V.T + ((V * sig) @ V.T).T))
+    s, U = init.eigvals, init.eigvecs
+    F, W, _ = _objective(X, s, U, init.mean, eps, reg)
+    sol = _lower_likelihood(s, W, eps, 1e-9)
+    C = sol.C.copy()
+    C[sol.hard, 0] = 0.0
+    return _ball(C @ U.T, eps), F, init
+
+
+class _Anderson:
+    """Anderson acceleration (type II) of the fixed-point map ``m -> m^+``: keeps the last ``memory`` differences
+    of the steps ``f_k = m^+_k - m_k`` (their Gram matrix updated incrementally) and of ``m_k + f_k``."""
+
+    def __init__(self, memory: int) -> None:
+        self.memory = memory
+        self.reset()
+
+    def reset(self) -> None:
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
+        self.dF: list[np.ndarray] = []
+        self.dS: list[np.ndarray] = []
+        self.gram = np.zeros((0, 0))
+
+    def correction(self, x: np.ndarray, f: np.ndarray) -> np.ndarray | None:
+        """Record ``(x_k, f_k)``; return ``sum_j gamma_j (dX_j + dF_j)`` with ``gamma`` the least-squares
+        coefficients of ``f_k`` on the ``dF_j`` (None while there is no history)."""
+        if self.last is not None and self.memory > 1:
+            x0, f0 = self.last
+            df = f - f0
+            self.dF.append(df)
+            self.dS.append(x - x0 + df)
+            k = len(self.dF)
+            row = np.array([float(np.vdot(df, other)) for other in self.dF])
+            gram = np.zeros((k, k))
+            gram[: k - 1, : k - 1] = self.gram
+            gram[k - 1, :], gram[:, k - 1] = row, row
+            if k > self.memory - 1:
+                self.dF.pop(0)
+                self.dS.pop(0)
+                gram = gram[1:, 1:]
+            self.gram = gram
+        self.last = (x, f)
+        if not self.dF:
+            return None
+        k = len(self.dF)
+        A = self.gram + (1e-12 * np.trace(self.gram) + 1e-300) * np.eye(k)
+        rhs = np.array([float(np.vdot(df, f)) for df in self.dF])
+        try:
+            gam = scipy.linalg.solve(A, rhs, assume_a="pos")
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+        out = gam[0] * self.dS[0]
+        for gj, ds in zip(gam[1:], self.dS[1:], strict=True):
+            out += gj * ds
+        return out
+
+
+def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
+                   tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
+                   memory: int = 8, primal_every: int = 3,
+                   max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
+    r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
+
+    See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
+    ``lambda_max(P) d / n`` at the start (roughly the curvature that moving one point's mean along the top
+    eigenspace of ``P`` meets through ``log det``; on MNIST-5k at eps 1, 1.5 is about 20 absolute); it triples
+    when neither the accelerated nor the plain step increases the dual. ``memory`` (8) is the Anderson history,
+    ``primal_every`` (3) the period of the exact objective's evaluation at the dual's primal (and at the last
+    iterate). Returns the evaluated model of lowest objective ``F`` and ``FitInfo(gap = F - max Phi)``;
+    converged when ``gap <= tol * max(1, |F|)``. ``max_seconds``: a CPU-time (process time) cap.
+    History rows: ``(F, gap, rho)``. Status ``"stalled"`` when no step ascends even at ``rho > 1e12`` (the dual
+    is at its optimum to rounding, or the step is useless). Deterministic.
+    """
+    from tqdm.auto import tqdm
+
+    n, d = X.shape
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if not (isinstance(tol, float | int) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    if not (isinstance(rho, float | int) and rho > 0):
+        raise ValueError(f"rho must be a positive number, got {rho!r}")
+    if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
+    if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
+        raise TypeError(f"init must be a LinearFlow of dimension {d}, got {init!r}")
+    t0, c0 = time.perf_counter(), time.process_time()
+    Mn, best_F, best_flow = _start(X, m, S, eps, reg, init)
+    dual = _pooled_dual(X, Mn, eps, reg)
+    best_G = dual.G
+    accel = _Anderson(memory)
+    rho = rho * (1.0 / float(dual.s[0])) * d / n  # in units of lambda_max(P) d / n (module docstring)
+    history: list[tuple[float, float, float]] = []
+    converged = stalled = False
+    bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
+    for it in bar:
+        if it % primal_every == 0 or it == max_iter - 1:
+            s = dual.s
+            F = _objective(X, s, dual.V, dual.yb, eps, reg)[0]
+            if F < best_F:
+                best_F, best_flow = F, dual.flow()
+        gap = max(best_F - best_G, 0.0)
+        history.append((best_F, gap, rho))
+        bar.set_postfix(objective=f"{best_F:.10g}", gap=f"{gap:.2e}")
+        if gap <= tol * max(1.0, abs(best_F)):
+            converged = True
+            break
+        if it == max_iter - 1 or (max_seconds is not None and time.process_time() - c0 > max_seconds):
+            break
+        plain = _prox_step(dual, eps, rho)
+        step = plain - dual.Mn
+        corr = accel.correction(dual.Mn, step)
+        candidates = ([_ball(plain - corr, eps)] if corr is not None else []) + [plain]
+        for cand in candidates:
+            new = _pooled_dual(X, cand, eps, reg)
+            if new.G > dual.G:
+                dual = new
+                break
+        else:  # no ascent: a stiffer proximal term, a fresh history; stalled (rounding) when rho explodes
+            rho *= 3.0
+            accel.reset()
+            if rho > 1e12:
+                stalled = True
+                break
+        best_G = max(best_G, dual.G)
+    bar.close()
+    status = "converged" if converged else ("stalled" if stalled else "stopped")
+    info = FitInfo("damped/pooled", status, best_F, gap=max(best_F - best_G, 0.0),
+                   iterations=len(history), converged=converged, seconds=time.perf_counter() - t0,
+                   history=tuple(history))
+    return best_flow, info
