@@ -93,8 +93,8 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
         ``min mean_x max_delta NLL(x + delta)``).
     norm : 2 or 1 (L-infinity is NP-hard: ``NotImplementedError``).
     solver : ``None`` -- the default method: the water-filling closed form (universal L2), the damped solver
-        (sample L2), or cvxpy/Clarabel where the exact program has no faster method (L1). ``"cvxpy"`` (=
-        ``"clarabel"``) or ``"scs"``: the exact convex program (universal: ``min_P tr(PS) - log det P +
+        on the pooled dual (sample L2), or cvxpy/Clarabel where the exact program has no faster method (L1).
+        ``"cvxpy"`` (= ``"clarabel"``) or ``"scs"``: the exact convex program (universal: ``min_P tr(PS) - log det P +
         eps^2 c(P)``; sample: the S-lemma SDP of :func:`_sample_sdp`).
     reg : added to the sample covariance (``S + reg I``), i.e. ``reg/2 tr P`` added to the objective.
     return_info : also return a :class:`FitInfo` (objective, solver status, iterations and certified gap).
@@ -103,8 +103,10 @@ def adversarial_fit(X: np.ndarray, eps: float, *, attack: str = "universal", nor
         ``progress`` (False, a tqdm bar), ``init`` (a starting LinearFlow), ``step`` (``"moment"`` or ``"natural"``),
         ``armijo`` (1e-4), ``max_mixed`` (64), ``memory`` (True: Frank-Wolfe memory on the dual), ``bound_every`` (20:
         the spread certificate's period; 0 with ``memory=False`` is the solver before issue 14), ``minorant``
-        (``"mixture"`` or ``"spread"``), ``clusters``, ``max_seconds`` (None, a CPU-time cap); for cvxpy, keyword
-        arguments of ``solve``.
+        (``"pooled"``, the default: proximal ascent on the pooled dual, :mod:`linflow.training.pooled`, finished by
+        the damped steps if it stalls; ``"mixture"``, the default when a damped-step option is given;
+        ``"spread"``), ``clusters``, ``max_seconds`` (None, a CPU-time cap); for cvxpy, keyword arguments of
+        ``solve``.
 
     The result is deterministic (no randomness is involved). The arguments are validated here, once; the
     solvers of :mod:`linflow.training.universal`, :mod:`~linflow.training.sample` and

@@ -160,7 +160,7 @@ def _pooled_then_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float,
     if info.converged or info.status != "stalled" or left < 1 or (seconds is not None and seconds <= 0):
         return flow, info
     flow2, info2 = _sample_damped(X, m, S, eps, reg, max_iter=left, tol=tol, progress=progress, init=flow,
-                                  max_seconds=seconds)
+                                  max_seconds=seconds, minorant="mixture")
     lower = max(info.objective - info.gap, info2.objective - info2.gap)
     if info2.objective > info.objective:
         flow2, objective = flow, info.objective
@@ -176,7 +176,7 @@ def _pooled_then_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float,
 def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None,
                    armijo: float = 1e-4, max_mixed: int = 64, step: str = "moment",
-                   minorant: str = "mixture", bound_every: int = 20,
+                   minorant: str | None = None, bound_every: int = 20,
                    clusters: tuple[float, ...] = _CLUSTERS, memory: bool = True,
                    max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Damped minorise-and-step solver for R6 (L2), with a certified optimality gap.
@@ -223,7 +223,9 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     * the certificate is ``F(theta_k) - max_j min G_j`` over all iterations; when the step to one minorant's
       minimiser finds no decrease (a kink), the other (mixture <-> spread) is tried before stopping.
 
-    ``minorant="pooled"`` runs a different method instead: proximal block ascent on the pooled dual
+    ``minorant="pooled"`` (the default since issue 14, unless one of the options of the damped steps above --
+    ``armijo``, ``max_mixed``, ``step``, ``bound_every``, ``clusters``, ``memory`` -- is given, which selects
+    ``"mixture"``) runs a different method instead: proximal block ascent on the pooled dual
     (:func:`linflow.training.pooled._sample_pooled`, which takes ``max_iter``, ``tol``, ``progress``, ``init`` and
     ``max_seconds`` of these options; its FitInfo's solver is ``"damped/pooled"``); if its dual stalls before
     ``tol``, this solver continues from its model (:func:`_pooled_then_damped`). On MNIST-5k it certifies
@@ -248,17 +250,19 @@ def _sample_damped(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"bound_every must be a non-negative int, got {bound_every!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
+    damped_only = [name for name, value, default in (("armijo", armijo, 1e-4), ("max_mixed", max_mixed, 64),
+                                                     ("step", step, "moment"), ("bound_every", bound_every, 20),
+                                                     ("clusters", clusters, _CLUSTERS), ("memory", memory, True))
+                   if value != default]
+    if minorant is None:  # the default: the pooled dual, unless an option of the damped steps was given
+        minorant = "mixture" if damped_only else "pooled"
     if minorant not in ("spread", "mixture", "pooled"):
         raise ValueError(f"minorant must be 'spread', 'mixture' or 'pooled', got {minorant!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
         raise TypeError(f"init must be a LinearFlow of dimension {d}, got {init!r}")
     if minorant == "pooled":  # the proximal ascent on the pooled dual (linflow.training.pooled)
-        changed = [name for name, value, default in (("armijo", armijo, 1e-4), ("max_mixed", max_mixed, 64),
-                                                     ("step", step, "moment"), ("bound_every", bound_every, 20),
-                                                     ("clusters", clusters, _CLUSTERS), ("memory", memory, True))
-                   if value != default]
-        if changed:
-            raise ValueError(f"options {changed} belong to the damped solver, not to minorant='pooled'")
+        if damped_only:
+            raise ValueError(f"options {damped_only} belong to the damped solver, not to minorant='pooled'")
         return _pooled_then_damped(X, m, S, eps, reg, max_iter, tol, progress, init, max_seconds)
     t0, c0 = time.perf_counter(), time.process_time()
     if init is None:
