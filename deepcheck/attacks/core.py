@@ -66,8 +66,9 @@ import torch
 from torch import nn
 
 from ..adapt import as_log_prob
-from .search import _bcast, apgd, flip_search, sparse_start
+from .search import _bcast, apgd, sparse_start
 from .spec import AttackSpec, Gen, LossFn, _draw
+from .vertex import box_descent, flip_search, rprop
 
 Tensor = torch.Tensor
 
@@ -253,6 +254,19 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     ``adaptive=False`` is plain fixed-step PGD in both."""
     if method == "monotone" or not adaptive:
         return _ascend(fn, delta, project, spec, eps, steps, alpha0, adaptive, patience, gen)[:3]
+    if method == "box":
+        best, best_val, _, hist = box_descent(fn, delta, project, eps, steps, alpha0)
+        return best, best_val, hist
+    if method.startswith("rprop"):
+        kind, _, frac = method.partition(":")
+        best, best_val, _, hist = rprop(fn, delta, project, eps, steps, eps * float(frac or 0.5),
+                                        monotone=kind == "rpropm")
+        return best, best_val, hist
+    if method == "boxapgd":
+        n1 = int(round(APGD_FRACTION * steps))
+        best, best_val, best_grad, h1 = apgd(fn, delta, project, step_l2, n1, alpha0)
+        best, best_val, _, h2 = box_descent(fn, best, project, eps, steps - n1, alpha0, start=(best_val, best_grad))
+        return best, best_val, torch.cat([h1, h2])
     if method == "vertex":
         n1 = int(round(LINF_ASCENT_FRACTION * steps))
         best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
@@ -266,7 +280,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 
 
 # ---------------------------------------------------------------------------------------------- restarts
-METHODS = ("default", "apgd", "vertex", "monotone")
+METHODS = ("default", "apgd", "vertex", "monotone", "box", "boxapgd")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -275,7 +289,7 @@ def default_method(spec: AttackSpec) -> str:
     function over a box is at a vertex, R3), ``"monotone"`` for L-inf raising (a concave maximisation on the
     linear flow, R2: the monotone line search converges to the interior optimum), ``"apgd"`` for L2."""
     if spec.norm == "linf":
-        return "vertex" if spec.sign > 0 else "monotone"
+        return "vertex" if spec.sign > 0 else "rpropm:0.25"
     return "apgd"
 
 

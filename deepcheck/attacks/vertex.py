@@ -1,0 +1,152 @@
+"""The L-infinity methods of :mod:`deepcheck.attacks.core` (R3).
+
+Each takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward
+pass of the model) and ``project`` onto the feasible set (the eps-box intersected with the data box
+``clamp``: a box, so the Euclidean projection is a per-coordinate clamp); the module knows nothing of models
+or specs (the choice of method and its measured limits: :mod:`.core`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .spec import Gen, _draw
+
+Tensor = torch.Tensor
+Fn = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+VERTEX_FLIP_PROB = 0.5
+
+
+def _bcast(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def box_bounds(project: Callable[[Tensor], Tensor], delta: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Per-coordinate bounds ``lo <= delta <= hi`` of the feasible box, flattened ``(B, D)`` (the L-inf
+    projection then the data clamp act per coordinate, so projecting ``+-eps`` gives them)."""
+    B = delta.shape[0]
+    return (project(torch.full_like(delta, -eps)).reshape(B, -1), project(torch.full_like(delta, eps)).reshape(B, -1))
+
+
+def box_descent(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int,
+                alpha0: float, start: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Monotone projected gradient on the box, per sample: ``steps`` passes of
+    ``delta' = P(delta + alpha g / ||g||_2)`` (``P`` the Euclidean projection onto the box, exact: a clamp),
+    accepted only if the objective improves; ``alpha`` doubles on success (at most the box's diameter
+    ``2 eps sqrt(D)``) and halves on failure (a backtracking line search). Unlike the sign step, the move of
+    each coordinate is proportional to its partial derivative, so a few coordinates of large curvature do not
+    cap the step of all the others (measured: on the trained 28x28 flows the sign step of the OOD attack
+    stalls at every eps). On a concave objective (the raising problem R2/R3 of the linear flow) this is
+    projected gradient ascent with backtracking. Returns the best ``delta``, its objective, its gradient and
+    the history of best objectives ``(steps + 1, B)`` (``(steps, B)`` with ``start``)."""
+    val, grad = fn(delta) if start is None else start
+    B = val.shape[0]
+    hist = [] if start is not None else [val]
+    D = delta[0].numel()
+    alpha = torch.full((B,), alpha0, dtype=delta.dtype, device=delta.device)
+    alpha_max = max(2.0 * eps * math.sqrt(D), alpha0)
+    for _ in range(steps):
+        n = grad.reshape(B, -1).norm(dim=1)
+        scale = alpha / torch.where(n > 0, n, torch.ones_like(n))
+        cand = project(delta + _bcast(scale, grad) * grad)
+        cval, cgrad = fn(cand)
+        ok = cval > val
+        okb = _bcast(ok, delta)
+        delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
+        alpha = torch.where(ok, (2.0 * alpha).clamp(max=alpha_max), 0.5 * alpha)
+        hist.append(val)
+    return delta, val, grad, torch.stack(hist) if hist else val.new_zeros((0, B))
+
+
+def flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
+                 eps: float, steps: int, gen: Gen,
+                 start: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    r"""L-infinity vertex search, batched over samples: ``steps`` passes, each trying one coordinate flip per
+    sample, ``delta_j -> -eps sign(delta_j)`` (then projected onto the data box), kept only if the true objective
+    improves. Each sample tries its untried coordinates in the order of the first-order gain
+    ``g_j (delta'_j - delta_j)`` at its current point (a flip can gain through curvature even when that is
+    negative: the maximum of a convex quadratic over a box, R3); an accepted flip clears the tried set. When a
+    sample has tried every coordinate (a local maximum over single flips) it jumps to a random nearby vertex
+    (each coordinate of its best point moved to its opposite bound, box and clamp, with probability
+    ``VERTEX_FLIP_PROB``) and searches again. Returns the best ``delta``, its objective and
+    the history of best objectives ``(steps, B)``."""
+    val, grad = start
+    B = val.shape[0]
+    flat = delta.reshape(B, -1)
+    D = flat.shape[1]
+    best, best_val = delta, val
+    tried = torch.zeros((B, D), dtype=torch.bool, device=delta.device)
+    rows = torch.arange(B, device=delta.device)
+    hist = []
+    hi = project(torch.full_like(delta, eps)).reshape(B, -1)  # the L-inf projection is per coordinate
+    lo = project(torch.full_like(delta, -eps)).reshape(B, -1)
+    for _ in range(steps):
+        flat, g = delta.reshape(B, -1), grad.reshape(B, -1)
+        at_hi, at_lo = flat >= hi, flat <= lo
+        target = torch.where(at_hi, lo, torch.where(at_lo, hi, torch.where(g >= 0, hi, lo)))
+        gain = (g * (target - flat)).masked_fill(tried, -math.inf)
+        j = gain.argmax(dim=1)
+        done = tried.all(dim=1)
+        cand = flat.clone()
+        cand[rows, j] = target[rows, j]
+        if bool(done.any()):  # a kick: each coordinate of the best point to its opposite bound w.p. 1/2
+            bflat = best.reshape(B, -1)
+            opposite = torch.where(bflat >= hi, lo, torch.where(bflat <= lo, hi, torch.where(bflat >= 0, lo, hi)))
+            flip = _draw(torch.rand, (B, D), gen, flat.dtype).to(flat.device) < VERTEX_FLIP_PROB
+            cand = torch.where(done[:, None], torch.where(flip, opposite, bflat), cand)
+        cand = project(cand.reshape(delta.shape))
+        cval, cgrad = fn(cand)
+        ok = (cval > val) | done
+        okb = _bcast(ok, delta)
+        delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
+        tried[rows, j] = True
+        tried = tried & ~ok[:, None]
+        better = val > best_val
+        best = torch.where(_bcast(better, best), delta, best)
+        best_val = torch.where(better, val, best_val)
+        hist.append(best_val)
+    return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
+
+
+
+
+RPROP_UP, RPROP_DOWN = 1.2, 0.5
+
+
+def rprop(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, eta0: float,
+          start: tuple[Tensor, Tensor] | None = None, monotone: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Rprop (Riedmiller & Braun 1993, iRprop-) on the box, per coordinate."""
+    val, grad = fn(delta) if start is None else start
+    B = val.shape[0]
+    hist = [] if start is not None else [val]
+    best, best_val, best_grad = delta, val, grad
+    eta = torch.full_like(delta, eta0)
+    prev = torch.zeros_like(delta)
+    eta_max, eta_min = 2.0 * eps, eps * 1e-6
+    for _ in range(steps):
+        s = grad.sign()
+        same = s * prev
+        eta = torch.where(same > 0, (eta * RPROP_UP).clamp(max=eta_max),
+                          torch.where(same < 0, (eta * RPROP_DOWN).clamp(min=eta_min), eta))
+        s = torch.where(same < 0, torch.zeros_like(s), s)
+        cand = project(delta + eta * s)
+        cval, cgrad = fn(cand)
+        if monotone:
+            ok = cval >= val
+            okb = _bcast(ok, delta)
+            # a failed step: every coordinate overshot, halve its step and try again from the same point
+            eta = torch.where(okb, eta, (eta * RPROP_DOWN).clamp(min=eta_min))
+            delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
+            prev = torch.where(okb, s, torch.zeros_like(s))
+        else:
+            delta, grad, val, prev = cand, cgrad, cval, s
+        better = val > best_val
+        bb = _bcast(better, best)
+        best, best_grad = torch.where(bb, delta, best), torch.where(bb, grad, best_grad)
+        best_val = torch.where(better, val, best_val)
+        hist.append(best_val)
+    return best, best_val, best_grad, torch.stack(hist) if hist else val.new_zeros((0, B))
