@@ -68,7 +68,7 @@ from torch import nn
 from ..adapt import as_log_prob
 from .search import _bcast, apgd, sparse_start
 from .spec import AttackSpec, Gen, LossFn, _draw
-from .vertex import box_descent, flip_search, rprop
+from .vertex import box_descent, flip_search, rprop, vertex_search
 
 Tensor = torch.Tensor
 
@@ -266,6 +266,11 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
         n1 = int(round(APGD_FRACTION * steps))
         best, best_val, best_grad, h1 = apgd(fn, delta, project, step_l2, n1, alpha0)
         best, best_val, _, h2 = box_descent(fn, best, project, eps, steps - n1, alpha0, start=(best_val, best_grad))
+        return best, best_val, torch.cat([h1, h2])
+    if method.startswith("vs"):
+        n1 = int(round(float(method[2:] or LINF_ASCENT_FRACTION) * steps))
+        best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
+        best, best_val, h2 = vertex_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
         return best, best_val, torch.cat([h1, h2])
     if method == "vertex":
         n1 = int(round(LINF_ASCENT_FRACTION * steps))

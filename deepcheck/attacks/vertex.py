@@ -150,3 +150,69 @@ def rprop(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float
         best_val = torch.where(better, val, best_val)
         hist.append(best_val)
     return best, best_val, best_grad, torch.stack(hist) if hist else val.new_zeros((0, B))
+
+
+KICK_FRACTION = 0.1
+
+
+def vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, gen: Gen,
+                  start: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Curvature-aware vertex search, batched over samples (WIP docstring)."""
+    val, grad = start
+    B = val.shape[0]
+    lo, hi = box_bounds(project, delta, eps)
+    D = lo.shape[1]
+    flat = delta.reshape(B, -1)
+    best, best_val = flat, val
+    h = torch.zeros_like(flat)
+    known = torch.zeros_like(flat, dtype=torch.bool)
+    frozen = torch.zeros_like(known)
+    kicks = torch.zeros(B, dtype=torch.long, device=flat.device)
+    k = torch.ones(B, dtype=torch.long, device=flat.device)
+    rows = torch.arange(B, device=flat.device)
+    ranks = torch.arange(D, device=flat.device)
+    n_kick = max(2, math.ceil(KICK_FRACTION * D))
+    hist = []
+    g = grad.reshape(B, -1)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        target = torch.where(flat > mid, lo, torch.where(flat < mid, hi, torch.where(g >= 0, hi, lo)))
+        step = target - flat
+        p = g * step + 0.5 * h * step * step
+        eligible = (step != 0) & (~known | (p > 0)) & ~frozen
+        done = ~eligible.any(dim=1)
+        order = p.masked_fill(~eligible, -math.inf).argsort(dim=1, descending=True)
+        n_pos = ((p > 0) & eligible).sum(dim=1)
+        kk = torch.minimum(k, n_pos.clamp(min=1))
+        sel = torch.zeros_like(eligible)
+        sel.scatter_(1, order, ranks.expand(B, D) < kk[:, None])
+        sel &= eligible
+        cand = torch.where(sel, target, flat)
+        if bool(done.any()):  # a kick: n_kick random coordinates of the best point to their opposite bound
+            bt = torch.where(best > mid, lo, hi)
+            noise = _draw(torch.rand, (B, D), gen, flat.dtype).to(flat.device)
+            small = noise.argsort(dim=1) < n_kick
+            half = noise < VERTEX_FLIP_PROB
+            m = kicks[:, None]
+            flip = torch.where(m == 0, torch.ones_like(small), torch.where(m % 2 == 1, half, small))
+            cand = torch.where(done[:, None], torch.where(flip, bt, best), cand)
+            frozen = torch.where(done[:, None], flip & (m > 0) & (m % 2 == 0), frozen)
+            kicks = kicks + done.long()
+        cval, cgrad = fn(project(cand.reshape(delta.shape)))
+        cg = cgrad.reshape(B, -1)
+        single = (sel.sum(dim=1) == 1) & ~done
+        if bool(single.any()):  # the measured curvature along the flipped coordinate: the true gain, exactly
+            j = sel.float().argmax(dim=1)
+            sj = step[rows, j]
+            hj = 2.0 * ((cval - val) - g[rows, j] * sj) / (sj * sj).clamp_min(torch.finfo(flat.dtype).tiny)
+            h[rows[single], j[single]] = hj[single]
+            known[rows[single], j[single]] = True
+        ok = (cval > val) | done
+        k = torch.where(done, torch.ones_like(k), torch.where(ok, 2 * k, (k // 2).clamp(min=1)))
+        okb = ok[:, None]
+        flat, g, val = torch.where(okb, cand, flat), torch.where(okb, cg, g), torch.where(ok, cval, val)
+        better = val > best_val
+        best = torch.where(better[:, None], flat, best)
+        best_val = torch.where(better, val, best_val)
+        hist.append(best_val)
+    return best.reshape(delta.shape), best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
