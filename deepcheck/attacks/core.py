@@ -68,7 +68,7 @@ from torch import nn
 from ..adapt import as_log_prob
 from .search import _bcast, apgd, sparse_start
 from .spec import AttackSpec, Gen, LossFn, _draw
-from .vertex import box_descent, flip_search, rprop, vertex_search
+from .vertex import RPROP_ETA0, flip_search, rprop, vertex_search
 
 Tensor = torch.Tensor
 
@@ -242,6 +242,7 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
 
 APGD_FRACTION = 0.6
 LINF_ASCENT_FRACTION = 0.35
+VERTEX_ASCENT_FRACTION = 0.1
 
 
 def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
@@ -251,31 +252,20 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     ``APGD_FRACTION`` of the steps (exploration with momentum), then the monotone adaptive ascent with kicks
     (:func:`_ascend`) from its best point for the rest (convergence to the resolution of the halving, and the
     iterated local search over vertices). ``"monotone"``: :func:`_ascend` alone (the method before APGD).
-    ``adaptive=False`` is plain fixed-step PGD in both."""
+    L-inf: ``"vertex"``, :func:`_ascend` for ``VERTEX_ASCENT_FRACTION`` of the steps then
+    :func:`~.vertex.vertex_search`; ``"flip"`` (the first issue-14 version), ``LINF_ASCENT_FRACTION`` then
+    :func:`~.vertex.flip_search`; ``"rprop"``: :func:`~.vertex.rprop` alone (first step ``RPROP_ETA0 * alpha0``).
+    ``adaptive=False`` is plain fixed-step PGD in all."""
     if method == "monotone" or not adaptive:
         return _ascend(fn, delta, project, spec, eps, steps, alpha0, adaptive, patience, gen)[:3]
-    if method == "box":
-        best, best_val, _, hist = box_descent(fn, delta, project, eps, steps, alpha0)
+    if method == "rprop":
+        best, best_val, _, hist = rprop(fn, delta, project, eps, steps, RPROP_ETA0 * alpha0)
         return best, best_val, hist
-    if method.startswith("rprop"):
-        kind, _, frac = method.partition(":")
-        best, best_val, _, hist = rprop(fn, delta, project, eps, steps, eps * float(frac or 0.5),
-                                        monotone=kind == "rpropm")
-        return best, best_val, hist
-    if method == "boxapgd":
-        n1 = int(round(APGD_FRACTION * steps))
-        best, best_val, best_grad, h1 = apgd(fn, delta, project, step_l2, n1, alpha0)
-        best, best_val, _, h2 = box_descent(fn, best, project, eps, steps - n1, alpha0, start=(best_val, best_grad))
-        return best, best_val, torch.cat([h1, h2])
-    if method.startswith("vs"):
-        n1 = int(round(float(method[2:] or LINF_ASCENT_FRACTION) * steps))
+    if method in ("vertex", "flip"):
+        n1 = int(round((VERTEX_ASCENT_FRACTION if method == "vertex" else LINF_ASCENT_FRACTION) * steps))
         best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
-        best, best_val, h2 = vertex_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
-        return best, best_val, torch.cat([h1, h2])
-    if method == "vertex":
-        n1 = int(round(LINF_ASCENT_FRACTION * steps))
-        best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
-        best, best_val, h2 = flip_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
+        search = vertex_search if method == "vertex" else flip_search
+        best, best_val, h2 = search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
         return best, best_val, torch.cat([h1, h2])
     n1 = int(round(APGD_FRACTION * steps))
     best, best_val, best_grad, h1 = apgd(fn, delta, project, spec.step, n1, alpha0)
@@ -285,16 +275,17 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 
 
 # ---------------------------------------------------------------------------------------------- restarts
-METHODS = ("default", "apgd", "vertex", "monotone", "box", "boxapgd")
+METHODS = ("default", "apgd", "vertex", "flip", "rprop", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
 def default_method(spec: AttackSpec) -> str:
     """The method of a run at default settings: ``"vertex"`` for L-inf lowering (the maximum of a convex
-    function over a box is at a vertex, R3), ``"monotone"`` for L-inf raising (a concave maximisation on the
-    linear flow, R2: the monotone line search converges to the interior optimum), ``"apgd"`` for L2."""
+    function over a box is at a vertex, R3), ``"rprop"`` for L-inf raising (a concave maximisation on the
+    linear flow, R2/R3: per-coordinate steps with backtracking converge to the box-constrained optimum; on deep
+    flows they separate the pixels' very different scales), ``"apgd"`` for L2."""
     if spec.norm == "linf":
-        return "vertex" if spec.sign > 0 else "rpropm:0.25"
+        return "vertex" if spec.sign > 0 else "rprop"
     return "apgd"
 
 
