@@ -261,7 +261,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     ``APGD_FRACTION`` of the steps (exploration with momentum), then the monotone adaptive ascent with kicks
     (:func:`_ascend`) from its best point for the rest (convergence to the resolution of the halving, and the
     iterated local search over vertices). ``"monotone"``: :func:`_ascend` alone (the method before APGD).
-    L-inf: ``"vertex"``, :func:`_ascend` for ``VERTEX_ASCENT_FRACTION`` of the steps then
+    L-inf: ``"vertex"``, :func:`_ascend` for ``VERTEX_ASCENT_FRACTION`` of the steps (at least one) then
     :func:`~.vertex.vertex_search`; ``"flip"`` (the first issue-14 version), ``LINF_ASCENT_FRACTION`` then
     :func:`~.vertex.flip_search`; ``"rprop"``: :func:`~.vertex.rprop` alone (first step ``RPROP_ETA0 * alpha0``).
     ``adaptive=False`` is plain fixed-step PGD in all."""
@@ -272,6 +272,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
         return best, best_val, hist
     if method in ("vertex", "flip"):
         n1 = int(round((VERTEX_ASCENT_FRACTION if method == "vertex" else LINF_ASCENT_FRACTION) * steps))
+        n1 = min(steps, max(n1, 1))  # the first step is the full sign step to a vertex (few-step attacks)
         best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
         search = vertex_search if method == "vertex" else flip_search
         best, best_val, h2 = search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
