@@ -15,6 +15,7 @@ import torch
 
 from deepcheck.attacks import core, pgd, pgd_with_info
 from deepcheck.attacks.search import flip_search as flip_search_reexported
+from deepcheck.attacks.spec import SampleGenerators
 from deepcheck.attacks.vertex import flip_search, rprop, vertex_search
 from deepcheck.flows import LinearFlow as TorchLinearFlow
 from deepcheck.reproduce import compute_phenomena as phen
@@ -163,3 +164,26 @@ def test_ood_curve_is_the_best_over_the_nested_balls(monkeypatch):
     np.testing.assert_allclose(res["median_bpd"], np.median(expect, axis=1))
     np.testing.assert_allclose(res["mean_bpd"], expect.mean(axis=1))
     assert np.all(np.diff(res["median_bpd"]) <= 0)
+
+
+def test_vertex_search_with_sample_seeds_does_not_depend_on_the_batch():
+    """With per-sample generators (the sharded evaluation) every candidate a sample evaluates, kicks included,
+    is the same alone as in its batch (samples reach their local maxima, and kick, at different passes)."""
+    rng = np.random.default_rng(4)
+    d, B, eps = 6, 4, 0.1
+    P = torch.tensor(random_spd(d, 1e3, rng, scale=1.0))
+    b = torch.tensor(rng.standard_normal((B, d)) * 0.02)
+    x = torch.tensor(rng.uniform(0, 1, (B, d)))
+
+    def run(rows):
+        def project(delta):
+            return (x[rows] + delta.clamp(-eps, eps)).clamp(0, 1) - x[rows]
+
+        fn, calls = _quadratic(P, b[rows])
+        start = project(torch.zeros(len(rows), d, dtype=torch.float64))
+        vertex_search(fn, start, project, eps, 40, SampleGenerators([10 + r for r in rows]), start=fn(start))
+        return torch.stack(calls)
+
+    whole = run(list(range(B)))
+    for i in range(B):
+        torch.testing.assert_close(run([i])[:, 0], whole[:, i], rtol=0, atol=0)

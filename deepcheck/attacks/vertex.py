@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from .spec import Gen, _draw
+from .spec import Gen, SampleGenerators, _draw
 
 Tensor = torch.Tensor
 Fn = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -23,6 +23,17 @@ VERTEX_FLIP_PROB = 0.5
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _uniform_rows(gen: Gen, rows: Tensor, D: int, like: Tensor) -> Tensor:
+    """Uniform ``(B, D)`` draws for the samples where ``rows`` is true (other rows: 1). With per-sample
+    generators only those samples' streams advance, so a sample's draws do not depend on its batch."""
+    if not isinstance(gen, SampleGenerators):
+        return _draw(torch.rand, (rows.shape[0], D), gen, like.dtype).to(like.device)
+    out = torch.ones((rows.shape[0], D), dtype=like.dtype)
+    for i in torch.nonzero(rows.cpu()).flatten().tolist():
+        out[i] = torch.rand(D, generator=gen.gens[i], dtype=like.dtype)
+    return out.to(like.device)
 
 
 def box_bounds(project: Callable[[Tensor], Tensor], delta: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -185,7 +196,7 @@ def vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], ep
         cand = torch.where(sel, target, flat)
         if bool(done.any()):  # a kick: n_kick random coordinates of the best point to their opposite bound
             bt = torch.where(best > mid, lo, hi)
-            noise = _draw(torch.rand, (B, D), gen, flat.dtype).to(flat.device)
+            noise = _uniform_rows(gen, done, D, flat)
             small = noise.argsort(dim=1) < n_kick
             half = noise < VERTEX_FLIP_PROB
             m = kicks[:, None]
