@@ -165,7 +165,7 @@ def _full_pixels(name: str, n: int, model):
 def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n: int = 8, steps: int = 40,
                        strong: tuple[int, int] = (200, 0), lower: bool = True) -> list[tuple]:
     """The full runs' L-inf attacks (28x28 GLOW / RealNVP, ``*_mle_*`` and ``*_hybrid_*`` checkpoints in
-    ``checkpoints``) on ``n`` images: lowering on ``data`` at ``FULL_LINF_EPS`` and raising on each ``ood`` set at
+    ``checkpoints``, or that one ``.pt`` file) on ``n`` images: lowering on ``data`` at ``FULL_LINF_EPS`` and raising on each ``ood`` set at
     ``FULL_OOD_EPS``. Per eps: the worst and median fraction of the best NLL change found, for the method before
     this change ("today": ``"flip"`` lowering, ``"monotone"`` raising) at the pipeline's ``steps`` (no restart),
     and the new default at those settings and at the default ones (100 steps, 1 restart); the reference is the
@@ -178,7 +178,8 @@ def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n
     from deepcheck.checkpoint import load_checkpoint
     from deepcheck.evaluate import bpd_of
 
-    paths = sorted(p for p in glob.glob(os.path.join(checkpoints, "*.pt")) if "_mle_" in p or "_hybrid_" in p)
+    paths = [checkpoints] if checkpoints.endswith(".pt") else sorted(
+        p for p in glob.glob(os.path.join(checkpoints, "*.pt")) if "_mle_" in p or "_hybrid_" in p)
     jobs = ([(data, "decrease", FULL_LINF_EPS)] if lower else []) + [(o, "increase", FULL_OOD_EPS) for o in ood]
     out = []
     for path in paths:
