@@ -165,14 +165,14 @@ def _full_pixels(name: str, n: int, model):
 def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n: int = 8, steps: int = 40,
                        strong: tuple[int, int] = (200, 0), lower: bool = True) -> list[tuple]:
     """The full runs' L-inf attacks (28x28 GLOW / RealNVP, ``*_mle_*`` and ``*_hybrid_*`` checkpoints in
-    ``checkpoints``, or that one ``.pt`` file) on ``n`` images: lowering on ``data`` at ``FULL_LINF_EPS`` and raising on each ``ood`` set at
-    ``FULL_OOD_EPS``. Per eps: the worst and median fraction of the best NLL change found, for the method before
-    this change ("today": ``"flip"`` lowering, ``"monotone"`` raising) at the pipeline's ``steps`` (no restart),
-    and the new default at those settings and at the default ones (100 steps, 1 restart); the reference is the
-    best of these and of a strong run of both methods (``strong = (steps, restarts)``, another seed); and the
-    median bits/dim each reaches (the OOD curve; the pipeline also takes the best over the smaller balls, not
-    done here).
-    Rows: ``(checkpoint, set, direction, eps, method, settings, fwd+bwd passes, worst, median, median bpd)``."""
+    ``checkpoints``, or that one ``.pt`` file) on ``n`` images: lowering on ``data`` at ``FULL_LINF_EPS`` and
+    raising on each ``ood`` set at ``FULL_OOD_EPS``. Per eps, the worst and median fraction of the best NLL
+    change found: the method before this change ("today": ``"flip"`` lowering, ``"monotone"`` raising) at the
+    pipeline's ``steps`` (no restart), the new default at those settings and at the default ones (100 steps,
+    1 restart); the reference is the best of these and of a strong run of both methods (``strong = (steps,
+    restarts)``, another seed). Also the median bits/dim each reaches (the OOD curve; the pipeline also takes
+    the best over the smaller balls, not done here). Rows: ``(checkpoint, set, direction, eps, method,
+    settings, fwd+bwd passes, worst, median, median bpd)``."""
     import glob
 
     from deepcheck.checkpoint import load_checkpoint
