@@ -1,4 +1,7 @@
-"""The L-infinity methods of :mod:`deepcheck.attacks.core` (R3).
+"""The L-infinity methods of :mod:`deepcheck.attacks.core` (R3): for lowering the likelihood (a convex
+maximisation over the box on the linear flow, NP-hard, optimum at a vertex) the vertex search
+:func:`vertex_search` (the default after a short ascent) and its first version :func:`flip_search`; for
+raising it (a concave maximisation, R2/R3) the per-coordinate :func:`rprop`.
 
 Each takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward
 pass of the model) and ``project`` onto the feasible set (the eps-box intersected with the data box
