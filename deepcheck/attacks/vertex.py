@@ -197,7 +197,7 @@ def vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], ep
         sel.scatter_(1, order, ranks.expand(B, D) < kk[:, None])
         sel &= eligible
         cand = torch.where(sel, target, flat)
-        if bool(done.any()):  # a kick: n_kick random coordinates of the best point to their opposite bound
+        if bool(done.any()):  # a kick from the best vertex: the antipode, then a random half or a small tabu kick
             bt = torch.where(best > mid, lo, hi)
             noise = _uniform_rows(gen, done, D, flat)
             small = noise.argsort(dim=1) < n_kick
