@@ -13,7 +13,9 @@
    (forward+backward passes of the batch; forward-only screening passes counted separately):
    :func:`linear_strength` on the clamped NP-hard regime of R3 (reference: vertex enumeration), and with
    ``BENCH_ATTACKS_DEEP=<checkpoint dir>`` :func:`deep_strength` on trained flows (reference: the best of a
-   400-step x 8-run attack of both methods and the two defaults; minutes per model).
+   400-step x 8-run attack of both methods and the two defaults; minutes per model); with
+   ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` :func:`full_linf_strength`, the full runs' L-inf
+   lowering and OOD raising (L-inf lowering: sign ascent until it stalls + vertex search; raising: Rprop).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
 """
 
