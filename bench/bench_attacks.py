@@ -13,7 +13,9 @@
    (forward+backward passes of the batch; forward-only screening passes counted separately):
    :func:`linear_strength` on the clamped NP-hard regime of R3 (reference: vertex enumeration), and with
    ``BENCH_ATTACKS_DEEP=<checkpoint dir>`` :func:`deep_strength` on trained flows (reference: the best of a
-   400-step x 8-run attack of both methods and the two defaults; minutes per model).
+   400-step x 8-run attack of both methods and the two defaults; minutes per model); with
+   ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` :func:`full_linf_strength`, the full runs' L-inf
+   lowering and OOD raising (L-inf lowering: sign ascent until it stalls + vertex search; raising: Rprop).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
 """
 
@@ -131,11 +133,13 @@ def _attack(model, x, eps, method: str, **kw):
 
 
 def linear_strength(n_flows: int = 40, seed: int = 0) -> list[tuple]:
-    """L-inf lowering on the clamped regime of ``tests/test_attack_strength.py`` against vertex enumeration."""
+    """L-inf lowering on the clamped regime of ``tests/test_attack_strength.py`` against vertex enumeration: the
+    method before issue 14 (``"monotone"``), its first version (``"flip"``: ascent + single-flip search) and the
+    default (``"vertex"``: short ascent + curvature-aware vertex search)."""
     from deepcheck.flows import LinearFlow as TorchLinearFlow
     from tests.test_attack_strength import _brute_box, _clamped_cases
 
-    got = {"monotone": [], "default": []}
+    got = {"monotone": [], "flip": [], "default": []}
     passes = {}
     for flow, X, eps in _clamped_cases(seed, n_flows):
         ref = _brute_box(flow, X, eps)
@@ -146,6 +150,62 @@ def linear_strength(n_flows: int = 40, seed: int = 0) -> list[tuple]:
             passes[method] = (fb, fwd)
     return [(m, *passes[m], float(np.median(r)), float(np.min(r)), float(np.mean(np.array(r) < 0.99)), len(r))
             for m, r in got.items()]
+
+
+FULL_LINF_EPS = (0.008, 0.016, 0.031, 0.063, 0.125, 0.25)
+FULL_OOD_EPS = (0.031, 0.063, 0.125, 0.25)
+
+
+def _full_pixels(name: str, n: int, model):
+    from deepcheck.data import as_pixels, load
+
+    if name == "uniform-noise":
+        return as_pixels(load(name, "test", seed=0, shape=(1, 28, 28), n=n, n_bins=256), like=model)
+    return as_pixels(load(name, "test", seed=0, limit=n, size=(28, 28), resize="interpolate", channels=1), like=model)
+
+
+def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n: int = 8, steps: int = 40,
+                       strong: tuple[int, int] = (200, 0), lower: bool = True) -> list[tuple]:
+    """The full runs' L-inf attacks (28x28 GLOW / RealNVP, ``*_mle_*`` and ``*_hybrid_*`` checkpoints in
+    ``checkpoints``, or that one ``.pt`` file) on ``n`` images: lowering on ``data`` at ``FULL_LINF_EPS`` and
+    raising on each ``ood`` set at ``FULL_OOD_EPS``. Per eps, the worst and median fraction of the best NLL
+    change found: the method before this change ("today": ``"flip"`` lowering, ``"monotone"`` raising) at the
+    pipeline's ``steps`` (no restart), the new default at those settings and at the default ones (100 steps,
+    1 restart); the reference is the best of these and of a strong run of both methods (``strong = (steps,
+    restarts)``, another seed). Also the median bits/dim each reaches (the OOD curve; the pipeline also takes
+    the best over the smaller balls, not done here). Rows: ``(checkpoint, set, direction, eps, method,
+    settings, fwd+bwd passes, worst, median, median bpd)``."""
+    import glob
+
+    from deepcheck.checkpoint import load_checkpoint
+    from deepcheck.evaluate import bpd_of
+
+    paths = [checkpoints] if checkpoints.endswith(".pt") else sorted(
+        p for p in glob.glob(os.path.join(checkpoints, "*.pt")) if "_mle_" in p or "_hybrid_" in p)
+    jobs = ([(data, "decrease", FULL_LINF_EPS)] if lower else []) + [(o, "increase", FULL_OOD_EPS) for o in ood]
+    out = []
+    for path in paths:
+        model = load_checkpoint(path).model
+        for name, lk, grid in jobs:
+            x = _full_pixels(name, n, model)
+            clean = bpd_of(model, x)
+            today = "flip" if lk == "decrease" else "monotone"
+            for eps in grid:
+                runs = {}
+                for m, label, kw in ((today, "pipeline", dict(steps=steps, restarts=0)),
+                                     ("default", "pipeline", dict(steps=steps, restarts=0)), ("default", "default", {}),
+                                     (today, "strong", dict(steps=strong[0], restarts=strong[1], seed=2)),
+                                     ("default", "strong", dict(steps=strong[0], restarts=strong[1], seed=2))):
+                    runs[(m, label)] = _attack(model, x, eps, m, norm="linf", likelihood=lk, **{"seed": 1, **kw})
+                changes = [r[0] for r in runs.values()]
+                best = np.max(changes, axis=0) if lk == "decrease" else np.min(changes, axis=0)
+                nats_to_bpd = 1.0 / (np.log(2.0) * x[0].numel())
+                for (m, label), (change, fb, _) in runs.items():
+                    frac = change / best
+                    bpd = float(np.median(clean + change * nats_to_bpd))
+                    out.append((os.path.basename(path), name, lk, eps, "today" if m == today else "new", label, fb,
+                                float(np.min(frac)), float(np.median(frac)), bpd))
+    return out
 
 
 def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400, 7), seed: int = 0) -> list[tuple]:
@@ -235,6 +295,15 @@ def _report() -> None:
             print(f"{name:28s} {norm:5s} {lk:9s} {m:9s} {fb:8d} {fwd:5d} {worst:7.3f} {med:7.3f}")
     else:
         print("\n(set BENCH_ATTACKS_DEEP=<checkpoint dir> for trained flows, e.g. out/quick/checkpoints)")
+    if os.environ.get("BENCH_ATTACKS_FULL"):  # e.g. out/full/checkpoints:fashion-mnist:uniform-noise,mnist5k
+        ckpts, data, ood = (os.environ["BENCH_ATTACKS_FULL"].split(":") + ["", ""])[:3]
+        print(f"\nFull runs ({ckpts}), L-inf, 8 images: fraction of the best NLL change found; median bits/dim")
+        print(f"{'checkpoint':26s} {'set':14s} {'dir':9s} {'eps':>6s} {'method':6s} {'settings':9s} {'fwd+bwd':>8s} "
+              f"{'worst':>7s} {'median':>7s} {'bpd':>7s}")
+        for row in full_linf_strength(ckpts, data, tuple(o for o in ood.split(",") if o)):
+            print("{:26s} {:14s} {:9s} {:6.3f} {:6s} {:9s} {:8d} {:7.3f} {:7.3f} {:7.3f}".format(*row))
+    else:
+        print("\n(set BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood,sets> for the full runs' L-inf rows)")
     if os.environ.get("BENCH_ATTACKS_REAL"):
         from deepcheck.evaluate import format_result
 

@@ -1,5 +1,6 @@
-"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`), the batched
-L-inf vertex search (:func:`flip_search`) and the sparse start of L2 restarts (:func:`sparse_start`). Each
+"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`) and the sparse
+start of L2 restarts (:func:`sparse_start`); the L-inf methods (the vertex search :func:`flip_search`, re-exported
+here) are in :mod:`.vertex`. Each
 takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward pass)
 or ``value(delta) -> per-sample value`` (one forward pass) and a ``project`` onto the feasible set; the
 module knows nothing of models or specs (the method and its measured limits: :mod:`.core`)."""
@@ -11,12 +12,10 @@ from collections.abc import Callable
 
 import torch
 
-from .spec import Gen, _draw
+from .spec import Gen
+from .vertex import flip_search  # noqa: F401  (moved to .vertex; importable from here as before)
 
 Tensor = torch.Tensor
-
-VERTEX_FLIP_PROB = 0.5
-
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape((-1,) + (1,) * (like.ndim - 1))
@@ -74,56 +73,6 @@ def apgd(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
             rises = torch.zeros_like(rises)
             last_k, last_best = k + 1, best_val.clone()
     return best, best_val, best_grad, torch.stack(hist) if hist else val.new_zeros((0, B))
-
-
-def flip_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
-                 eps: float, steps: int, gen: Gen,
-                 start: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    r"""L-infinity vertex search, batched over samples: ``steps`` passes, each trying one coordinate flip per
-    sample, ``delta_j -> -eps sign(delta_j)`` (then projected onto the data box), kept only if the true objective
-    improves. Each sample tries its untried coordinates in the order of the first-order gain
-    ``g_j (delta'_j - delta_j)`` at its current point (a flip can gain through curvature even when that is
-    negative: the maximum of a convex quadratic over a box, R3); an accepted flip clears the tried set. When a
-    sample has tried every coordinate (a local maximum over single flips) it jumps to a random nearby vertex
-    (each coordinate of its best point moved to its opposite bound, box and clamp, with probability
-    ``VERTEX_FLIP_PROB``) and searches again. Returns the best ``delta``, its objective and
-    the history of best objectives ``(steps, B)``."""
-    val, grad = start
-    B = val.shape[0]
-    flat = delta.reshape(B, -1)
-    D = flat.shape[1]
-    best, best_val = delta, val
-    tried = torch.zeros((B, D), dtype=torch.bool, device=delta.device)
-    rows = torch.arange(B, device=delta.device)
-    hist = []
-    hi = project(torch.full_like(delta, eps)).reshape(B, -1)  # the L-inf projection is per coordinate
-    lo = project(torch.full_like(delta, -eps)).reshape(B, -1)
-    for _ in range(steps):
-        flat, g = delta.reshape(B, -1), grad.reshape(B, -1)
-        at_hi, at_lo = flat >= hi, flat <= lo
-        target = torch.where(at_hi, lo, torch.where(at_lo, hi, torch.where(g >= 0, hi, lo)))
-        gain = (g * (target - flat)).masked_fill(tried, -math.inf)
-        j = gain.argmax(dim=1)
-        done = tried.all(dim=1)
-        cand = flat.clone()
-        cand[rows, j] = target[rows, j]
-        if bool(done.any()):  # a kick: each coordinate of the best point to its opposite bound w.p. 1/2
-            bflat = best.reshape(B, -1)
-            opposite = torch.where(bflat >= hi, lo, torch.where(bflat <= lo, hi, torch.where(bflat >= 0, lo, hi)))
-            flip = _draw(torch.rand, (B, D), gen, flat.dtype).to(flat.device) < VERTEX_FLIP_PROB
-            cand = torch.where(done[:, None], torch.where(flip, opposite, bflat), cand)
-        cand = project(cand.reshape(delta.shape))
-        cval, cgrad = fn(cand)
-        ok = (cval > val) | done
-        okb = _bcast(ok, delta)
-        delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
-        tried[rows, j] = True
-        tried = tried & ~ok[:, None]
-        better = val > best_val
-        best = torch.where(_bcast(better, best), delta, best)
-        best_val = torch.where(better, val, best_val)
-        hist.append(best_val)
-    return best, best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
 
 
 def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
