@@ -21,6 +21,8 @@ from .common import (
 )
 from .homotopy import l1_path
 
+_DAMP = 0.3  # the fraction of the wrong-signed support coordinates a damped row drops per iteration
+
 
 def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     r"""Support and signs of ``argmin g^T d + d^T diag(P) d / 2`` s.t. ``||d||_1 <= eps`` (constraint active):
@@ -192,6 +194,20 @@ def _l1_feasible_start(P: np.ndarray, g: np.ndarray, x: np.ndarray, S: np.ndarra
     return y if (l1 > 0 and _quad(P, g[None], y[None])[0] <= _quad(P, g[None], z[None])[0]) else z
 
 
+def _damp_leaves(leave: np.ndarray, viol: np.ndarray, damped: np.ndarray, frac: float = _DAMP) -> np.ndarray:
+    """On the ``damped`` rows keep only the ``ceil(frac k)`` largest violations ``viol`` of the ``k`` coordinates
+    flagged in ``leave`` (ties kept)."""
+    if not damped.any():
+        return leave
+    rows = np.flatnonzero(damped)
+    v = np.where(leave[rows], viol[rows], -np.inf)
+    keep = np.ceil(frac * leave[rows].sum(axis=1)).astype(np.int64)
+    thr = -np.sort(-v, axis=1)[np.arange(rows.size), np.maximum(keep - 1, 0)]
+    out = leave.copy()
+    out[rows] &= v >= thr[:, None]
+    return out
+
+
 def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
              eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The primal-dual active-set iteration on the support and signs (module docstring) from ``(S, sig)``, at most
@@ -203,6 +219,7 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
     iters = np.zeros(G0.shape[0], dtype=np.int64)
     act = np.arange(G0.shape[0])
     done = np.zeros(G0.shape[0], dtype=bool)
+    damped = np.zeros(G0.shape[0], dtype=bool)
     hist = []
     for it in range(1, max_iter + 1):
         Xa, lam = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act])
@@ -212,20 +229,23 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
         Sa, sa = S[act], sig[act]
         leave = Sa & (sa * Xa < 0.0)
         join = ~Sa & (np.abs(G) > lam[:, None])
+        changes = np.sum(leave | join, axis=1)
+        damped[act] |= lam < 0.0
+        leave = _damp_leaves(leave, -sa * Xa, damped[act])
         nS = (Sa & ~leave) | join
         nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
-        changes = np.sum(leave | join, axis=1)
         same = (changes == 0) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
         nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
         done[act[same]] = True
         S[act], sig[act] = nS, nsig
         act = act[~same]
-        if act.size == 0 or _stalled(hist, changes, it, act.size, done.size):
+        full = ~damped[act]
+        if act.size == 0 or _stalled(hist, np.where(full, changes[~same], 0), it, int(full.sum()), done.size):
             break
     return np.nan_to_num(X), done, iters, S, sig, L
 
 
-def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 20, path_steps: int | None = None,
+def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 50, path_steps: int | None = None,
              start: str = "top", kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
     """``argmin g^T delta + delta^T P delta / 2`` s.t. ``||delta||_1 <= eps`` for every row ``v`` of ``V``.
 
