@@ -12,7 +12,6 @@ from .common import (
     _check,
     _finish,
     _padded,
-    _principal,
     _quad,
     _rows_per_chunk,
     _size_groups,
@@ -47,27 +46,60 @@ def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndar
     return S, sig
 
 
-def _bordered(B: np.ndarray, border: np.ndarray, corner: np.ndarray, valid: np.ndarray, R: np.ndarray,
-              last: np.ndarray) -> np.ndarray:
-    """Solve ``[[B, b], [b^T, c]] [y; t] = [R; last]`` per row, the invalid (padding) part of ``B`` replaced by the
-    identity (and zeroed in ``b`` and ``R``, so that ``y`` is 0 there)."""
-    m, k = valid.shape
-    vf = valid.astype(np.float64)
-    M = np.empty((m, k + 1, k + 1))
-    Mk = M[:, :k, :k]
-    Mk[...] = B
-    if not valid.all():
-        Mk *= vf[:, :, None]
-        Mk *= vf[:, None, :]
-    idx = np.arange(k)
-    M[:, idx, idx] += 1.0 - vf
-    M[:, :k, k] = M[:, k, :k] = border * vf
+def _extended(M: np.ndarray) -> np.ndarray:
+    """``M`` bordered by a zero row and column: index ``d`` is the padding slot."""
+    d = M.shape[0]
+    Me = np.zeros((d + 1, d + 1))
+    Me[:d, :d] = M
+    return Me
+
+
+class _Workspace:
+    """Flat buffers reused across the stacked solves of one call: blocks of a few MB allocated afresh for every
+    group cost page faults comparable to the LU factorisations themselves."""
+
+    def __init__(self) -> None:
+        self._buf: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        size = int(np.prod(shape))
+        buf = self._buf.get(name)
+        if buf is None or buf.size < size:
+            buf = self._buf[name] = np.empty(max(size, 2 * (0 if buf is None else buf.size)), dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
+def _bordered(Me: np.ndarray, I: np.ndarray, border: np.ndarray, corner: np.ndarray, R: np.ndarray,
+              last: np.ndarray, work: _Workspace) -> np.ndarray:
+    """Solve ``[[B, b], [b^T, c]] [y; t] = [R_I; last]`` per row with ``B = Me[I, I]``, ``b = border_I``: ``I``
+    padded with the index ``d`` of the extended matrix ``Me`` (:func:`_extended`), ``border`` and ``R`` of width
+    ``d + 1`` with 0 in the last column: the padding becomes an identity block with ``y = 0``."""
+    m, k = I.shape
+    n1 = Me.shape[0]
+    M = work.get("M", (m, k + 1, k + 1))
+    flat = work.get("flat", (m, k, k), np.intp)
+    np.add((I * n1)[:, :, None], I[:, None, :], out=flat)
+    block = work.get("block", (m, k, k))
+    np.take(Me.ravel(), flat, out=block, mode="clip")
+    M[:, :k, :k] = block
+    diag = np.arange(k)
+    M[:, diag, diag] += I == n1 - 1
+    M[:, :k, k] = M[:, k, :k] = np.take_along_axis(border, I, axis=1)
     M[:, k, k] = corner
-    return _stacked_solve(M, np.concatenate([R * vf, last[:, None]], axis=1))
+    rhs = np.empty((m, k + 1))
+    rhs[:, :k] = np.take_along_axis(R, I, axis=1)
+    rhs[:, k] = last
+    return _stacked_solve(M, rhs)
+
+
+def _padded_index(k: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:
+    """Per row, the indices of ``mask`` first, padded with ``pad`` to the largest count."""
+    I, valid = _padded(k, mask)
+    return np.where(valid, I, pad)
 
 
 def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
-              eps: float) -> tuple[np.ndarray, np.ndarray]:
+              eps: float, work: _Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
     r"""``(delta, lambda)`` of the face problem ``min f`` s.t. ``delta_i = 0`` off ``S``, ``sigma_S^T delta_S = eps``.
 
     Rows with a small support solve the bordered system on ``S`` (size ``|S| + 1``). Rows with a large one use the
@@ -78,34 +110,38 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
     """
     m, d = S.shape
     E = np.broadcast_to(np.asarray(eps, dtype=np.float64), (m,))
-    D = np.zeros((m, d))
+    D = np.zeros((m, d + 1))
     lam = np.zeros(m)
     k = S.sum(axis=1)
     small = k <= d - k + 8  # the direct form also for small supports: accurate for budgets far below |v|
     step = _rows_per_chunk(d)
+    Pe, Se, diag = _extended(P), _extended(Sig), np.append(np.diag(P), 0.0)
+    work = _Workspace() if work is None else work
+    zero = np.zeros((m, 1))
     for group, direct in ((np.flatnonzero(small), True), (np.flatnonzero(~small), False)):
         for r in _size_groups(group, np.minimum(k, d - k)[group], step):
-            Sr, sr = S[r], sig[r] * S[r]
+            Sr, sr = S[r], np.concatenate([sig[r] * S[r], zero[:r.size]], axis=1)
             rows = np.arange(r.size)[:, None]
             if direct:
-                I, valid = _padded(k[r], Sr)
-                B = _principal(P, I)
-                c = 2.0 * np.max(np.abs(B) * valid[:, :, None] * valid[:, None, :], axis=(1, 2))
+                I = _padded_index(k[r], Sr, d)
+                c = 2.0 * np.max(diag[I], axis=1)  # = 2 max |P_SS| (P is positive definite)
                 # the border scaled by c: pivoting takes the budget row first, so a budget far below |v| survives
-                sol = _bordered(B, c[:, None] * sr[rows, I], np.zeros(r.size), valid, -G0[r][rows, I], c * E[r])
+                sol = _bordered(Pe, I, c[:, None] * sr, np.zeros(r.size),
+                                np.concatenate([-G0[r], zero[:r.size]], axis=1), c * E[r], work)
                 sol[:, -1] *= c
-                Dr = np.zeros((r.size, d))
-                Dr[rows, I] = np.where(valid, sol[:, :-1], 0.0)
+                D[r[:, None], I] = sol[:, :-1]
             else:
-                J, valid = _padded(d - k[r], ~Sr)
-                w = sr @ Sig
+                J = _padded_index(d - k[r], ~Sr, d)
+                w = sr[:, :d] @ Sig
                 Vr = V[r]
-                sol = _bordered(_principal(Sig, J), w[rows, J], np.sum(sr * w, axis=1), valid,
-                                -Vr[rows, J], -E[r] - np.sum(sr * Vr, axis=1))
-                nu = np.zeros((r.size, d))
-                nu[rows, J] = np.where(valid, sol[:, :-1], 0.0)
-                Dr = np.where(Sr, -Vr - nu @ Sig - sol[:, -1:] * w, 0.0)
-            D[r], lam[r] = Dr, sol[:, -1]
+                sol = _bordered(Se, J, np.concatenate([w, zero[:r.size]], axis=1), np.sum(sr[:, :d] * w, axis=1),
+                                np.concatenate([-Vr, zero[:r.size]], axis=1), -E[r] - np.sum(sr[:, :d] * Vr, axis=1),
+                                work)
+                nu = np.zeros((r.size, d + 1))
+                nu[rows, J] = sol[:, :-1]
+                D[r, :d] = np.where(Sr, -Vr - nu[:, :d] @ Sig - sol[:, -1:] * w, 0.0)
+            lam[r] = sol[:, -1]
+    D = D[:, :d]
     return D, lam
 
 
@@ -220,9 +256,10 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
     act = np.arange(G0.shape[0])
     done = np.zeros(G0.shape[0], dtype=bool)
     damped = np.zeros(G0.shape[0], dtype=bool)
+    work = _Workspace()
     hist = []
     for it in range(1, max_iter + 1):
-        Xa, lam = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act])
+        Xa, lam = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act], work)
         X[act], L[act] = Xa, lam
         iters[act] = it
         G = G0[act] + Xa @ P
