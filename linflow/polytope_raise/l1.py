@@ -11,16 +11,16 @@ from .common import (
     RaiseResult,
     _check,
     _finish,
-    _padded,
     _quad,
     _rows_per_chunk,
-    _size_groups,
     _stacked_solve,
     _stalled,
 )
 from .homotopy import l1_path
 
+_GROUP_VOLUME = 1 << 17  # float64 entries per stacked group of face systems (1 MB)
 _DAMP = 0.3  # the fraction of the wrong-signed support coordinates a damped row drops per iteration
+_DAMP_JOIN = 0.6  # and of the coordinates off the support it adds
 
 
 def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +71,9 @@ class _Workspace:
 
 def _bordered(Me: np.ndarray, I: np.ndarray, border: np.ndarray, corner: np.ndarray, R: np.ndarray,
               last: np.ndarray, work: _Workspace) -> np.ndarray:
-    """Solve ``[[B, b], [b^T, c]] [y; t] = [R_I; last]`` per row with ``B = Me[I, I]``, ``b = border_I``: ``I``
-    padded with the index ``d`` of the extended matrix ``Me`` (:func:`_extended`), ``border`` and ``R`` of width
-    ``d + 1`` with 0 in the last column: the padding becomes an identity block with ``y = 0``."""
+    """Solve ``[[B, b], [b^T, c]] [y; t] = [R; last]`` per row with ``B = Me[I, I]``: ``I`` padded with the index
+    ``d`` of the extended matrix ``Me`` (:func:`_extended`) and ``border``, ``R`` (the shape of ``I``) 0 there: the
+    padding becomes an identity block with ``y = 0``."""
     m, k = I.shape
     n1 = Me.shape[0]
     M = work.get("M", (m, k + 1, k + 1))
@@ -84,18 +84,37 @@ def _bordered(Me: np.ndarray, I: np.ndarray, border: np.ndarray, corner: np.ndar
     M[:, :k, :k] = block
     diag = np.arange(k)
     M[:, diag, diag] += I == n1 - 1
-    M[:, :k, k] = M[:, k, :k] = np.take_along_axis(border, I, axis=1)
+    M[:, :k, k] = M[:, k, :k] = border
     M[:, k, k] = corner
     rhs = np.empty((m, k + 1))
-    rhs[:, :k] = np.take_along_axis(R, I, axis=1)
+    rhs[:, :k] = R
     rhs[:, k] = last
     return _stacked_solve(M, rhs)
 
 
+def _volume_groups(rows: np.ndarray, size: np.ndarray, volume: int) -> list[np.ndarray]:
+    """``rows`` sorted by system size and cut into groups whose padded systems hold at most ``volume`` entries
+    (``len(group) (max size + 2)^2``; at least one row each): little padding, few calls for small systems."""
+    order = np.argsort(size, kind="stable")
+    rows, size = rows[order], size[order]
+    out, a = [], 0
+    while a < rows.size:
+        # the largest b with (b - a) (size[b - 1] + 2)^2 <= volume (size is sorted)
+        cap = volume // (size[a:] + 2) ** 2
+        fits = np.flatnonzero(np.arange(1, rows.size - a + 1) > cap)
+        b = a + max(int(fits[0]) if fits.size else rows.size - a, 1)
+        out.append(rows[a:b])
+        a = b
+    return out
+
+
 def _padded_index(k: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:
-    """Per row, the indices of ``mask`` first, padded with ``pad`` to the largest count."""
-    I, valid = _padded(k, mask)
-    return np.where(valid, I, pad)
+    """Per row, the indices of ``mask`` in increasing order (``k`` = the row counts), padded with ``pad`` to the
+    largest count."""
+    out = np.full((mask.shape[0], max(int(k.max(initial=0)), 1)), pad, dtype=np.intp)
+    r, c = np.nonzero(mask)
+    out[r, np.arange(r.size) - np.repeat(np.cumsum(k) - k, k)] = c
+    return out
 
 
 def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
@@ -111,38 +130,52 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
     m, d = S.shape
     E = np.broadcast_to(np.asarray(eps, dtype=np.float64), (m,))
     D = np.zeros((m, d + 1))
+    G = np.empty((m, d))
     lam = np.zeros(m)
     k = S.sum(axis=1)
     small = k <= d - k + 8  # the direct form also for small supports: accurate for budgets far below |v|
-    step = _rows_per_chunk(d)
-    Pe, Se, diag = _extended(P), _extended(Sig), np.append(np.diag(P), 0.0)
+    volume = min(_rows_per_chunk(d) * (d + 1) ** 2, _GROUP_VOLUME)
     work = _Workspace() if work is None else work
-    zero = np.zeros((m, 1))
+    SR = np.zeros((m, d + 1))  # sigma on S, 0 elsewhere and in the padding column
+    np.copyto(SR[:, :d], sig, where=S)
     for group, direct in ((np.flatnonzero(small), True), (np.flatnonzero(~small), False)):
-        for r in _size_groups(group, np.minimum(k, d - k)[group], step):
-            Sr, sr = S[r], np.concatenate([sig[r] * S[r], zero[:r.size]], axis=1)
-            rows = np.arange(r.size)[:, None]
+        if not group.size:
+            continue
+        if direct:
+            Me, diag = _extended(P), np.append(np.diag(P), 0.0)
+            RHS = np.zeros((m, d + 1))
+            np.negative(G0, out=RHS[:, :d])
+        else:
+            Me = _extended(Sig)
+            W = np.zeros((m, d + 1))
+            W[group, :d] = SR[group, :d] @ Sig
+        for r in _volume_groups(group, np.minimum(k, d - k)[group], volume):
+            rc = r[:, None]
             if direct:
-                I = _padded_index(k[r], Sr, d)
+                I = _padded_index(k[r], S[r], d)
                 c = 2.0 * np.max(diag[I], axis=1)  # = 2 max |P_SS| (P is positive definite)
                 # the border scaled by c: pivoting takes the budget row first, so a budget far below |v| survives
-                sol = _bordered(Pe, I, c[:, None] * sr, np.zeros(r.size),
-                                np.concatenate([-G0[r], zero[:r.size]], axis=1), c * E[r], work)
+                sol = _bordered(Me, I, c[:, None] * SR[rc, I], np.zeros(r.size), RHS[rc, I], c * E[r], work)
                 sol[:, -1] *= c
-                D[r[:, None], I] = sol[:, :-1]
+                D[rc, I] = sol[:, :-1]
             else:
-                J = _padded_index(d - k[r], ~Sr, d)
-                w = sr[:, :d] @ Sig
-                Vr = V[r]
-                sol = _bordered(Se, J, np.concatenate([w, zero[:r.size]], axis=1), np.sum(sr[:, :d] * w, axis=1),
-                                np.concatenate([-Vr, zero[:r.size]], axis=1), -E[r] - np.sum(sr[:, :d] * Vr, axis=1),
-                                work)
+                J = _padded_index(d - k[r], ~S[r], d)
+                sr, w, Vr = SR[r, :d], W[r, :d], V[r]
+                sol = _bordered(Me, J, W[rc, J], np.einsum("ij,ij->i", sr, w),
+                                np.where(J < d, -V[rc, np.minimum(J, d - 1)], 0.0),
+                                -E[r] - np.einsum("ij,ij->i", sr, Vr), work)
                 nu = np.zeros((r.size, d + 1))
-                nu[rows, J] = sol[:, :-1]
-                D[r, :d] = np.where(Sr, -Vr - nu[:, :d] @ Sig - sol[:, -1:] * w, 0.0)
+                nu[np.arange(r.size)[:, None], J] = sol[:, :-1]
+                Dr = nu[:, :d] @ Sig
+                Dr += Vr
+                Dr += sol[:, -1:] * w
+                D[r, :d] = np.where(S[r], -Dr, 0.0)
+                G[r] = -nu[:, :d] - sol[:, -1:] * sr  # P (v + delta) = -(E nu + lambda sigma)
             lam[r] = sol[:, -1]
     D = D[:, :d]
-    return D, lam
+    if small.any():
+        G[small] = G0[small] + D[small] @ P
+    return D, lam, G
 
 
 def _l1_primal_active_set(P: np.ndarray, g: np.ndarray, x: np.ndarray, eps: float,
@@ -230,16 +263,16 @@ def _l1_feasible_start(P: np.ndarray, g: np.ndarray, x: np.ndarray, S: np.ndarra
     return y if (l1 > 0 and _quad(P, g[None], y[None])[0] <= _quad(P, g[None], z[None])[0]) else z
 
 
-def _damp_leaves(leave: np.ndarray, viol: np.ndarray, damped: np.ndarray, frac: float = _DAMP) -> np.ndarray:
+def _damped(flag: np.ndarray, viol: np.ndarray, damped: np.ndarray, frac: float) -> np.ndarray:
     """On the ``damped`` rows keep only the ``ceil(frac k)`` largest violations ``viol`` of the ``k`` coordinates
-    flagged in ``leave`` (ties kept)."""
+    flagged in ``flag`` (ties kept)."""
     if not damped.any():
-        return leave
+        return flag
     rows = np.flatnonzero(damped)
-    v = np.where(leave[rows], viol[rows], -np.inf)
-    keep = np.ceil(frac * leave[rows].sum(axis=1)).astype(np.int64)
+    v = np.where(flag[rows], viol[rows], -np.inf)
+    keep = np.ceil(frac * flag[rows].sum(axis=1)).astype(np.int64)
     thr = -np.sort(-v, axis=1)[np.arange(rows.size), np.maximum(keep - 1, 0)]
-    out = leave.copy()
+    out = flag.copy()
     out[rows] &= v >= thr[:, None]
     return out
 
@@ -259,16 +292,17 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
     work = _Workspace()
     hist = []
     for it in range(1, max_iter + 1):
-        Xa, lam = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act], work)
+        Xa, lam, G = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act],
+                               work)
         X[act], L[act] = Xa, lam
         iters[act] = it
-        G = G0[act] + Xa @ P
         Sa, sa = S[act], sig[act]
         leave = Sa & (sa * Xa < 0.0)
         join = ~Sa & (np.abs(G) > lam[:, None])
         changes = np.sum(leave | join, axis=1)
         damped[act] |= lam < 0.0
-        leave = _damp_leaves(leave, -sa * Xa, damped[act])
+        leave = _damped(leave, -sa * Xa, damped[act], _DAMP)
+        join = _damped(join, np.abs(G) - lam[:, None], damped[act], _DAMP_JOIN)
         nS = (Sa & ~leave) | join
         nsig = np.where(join, np.where(G > 0.0, -1.0, 1.0), sa)
         same = (changes == 0) & (lam >= 0.0) & np.all(np.isfinite(Xa), axis=1)
