@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _jit
 from .common import (
     _ROUND,
     DEFAULT_KKT_TOL,
@@ -18,6 +19,7 @@ from .common import (
 )
 from .homotopy import l1_path
 
+_USE_JIT = True  # the compiled face solves of :mod:`._jit` where numba is installed (False: the numpy path)
 _GROUP_VOLUME = 1 << 17  # float64 entries per stacked group of face systems (1 MB)
 _DAMP = 0.3  # the fraction of the wrong-signed support coordinates a damped row drops per iteration
 _DAMP_JOIN = 0.6  # and of the coordinates off the support it adds
@@ -118,8 +120,9 @@ def _padded_index(k: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:
 
 
 def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
-              eps: float, work: _Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
-    r"""``(delta, lambda)`` of the face problem ``min f`` s.t. ``delta_i = 0`` off ``S``, ``sigma_S^T delta_S = eps``.
+              eps: float, work: _Workspace | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""``(delta, lambda, G = P (v + delta))`` of the face problem ``min f`` s.t. ``delta_i = 0`` off ``S``,
+    ``sigma_S^T delta_S = eps``.
 
     Rows with a small support solve the bordered system on ``S`` (size ``|S| + 1``). Rows with a large one use the
     complement: with ``Sigma = P^{-1}`` and ``Sigma g = v``, stationarity ``P delta + g + E nu + lambda sigma = 0``
@@ -129,6 +132,8 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
     """
     m, d = S.shape
     E = np.broadcast_to(np.asarray(eps, dtype=np.float64), (m,))
+    if _jit.AVAILABLE and _USE_JIT:
+        return _jit.face_rows(P, Sig, V, G0, S, sig, np.ascontiguousarray(E))
     D = np.zeros((m, d + 1))
     G = np.empty((m, d))
     lam = np.zeros(m)
@@ -281,7 +286,11 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
              eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The primal-dual active-set iteration on the support and signs (module docstring) from ``(S, sig)``, at most
     ``max_iter`` iterations (``eps`` a number or one per row): ``(X, settled, iterations, S, sig, lambda)`` (the last
-    iterate, sets and multiplier)."""
+    iterate, sets and multiplier). Compiled, one row at a time, where numba is installed (:mod:`._jit`)."""
+    if _jit.AVAILABLE and _USE_JIT:
+        E = np.ascontiguousarray(np.broadcast_to(np.asarray(eps, dtype=np.float64), (G0.shape[0],)))
+        return _jit.pdas_rows(P, Sig, np.ascontiguousarray(V), np.ascontiguousarray(G0), np.ascontiguousarray(S),
+                              np.ascontiguousarray(sig, dtype=np.float64), E, int(max_iter), _DAMP, _DAMP_JOIN)
     S, sig = S.copy(), sig.copy()
     X = np.zeros_like(G0)
     L = np.zeros(G0.shape[0])
