@@ -1,5 +1,18 @@
-"""Raising over the L1 ball (:mod:`linflow.polytope_raise`, "L1 ball"): batched active sets on the bordered
-system, the homotopy path for the rows they leave, and the finite primal active-set method."""
+"""Raising over the L1 ball (:mod:`linflow.polytope_raise`, "L1 ball"): damped primal-dual active sets on the
+bordered system (batched numpy, or compiled per row by :mod:`._jit` where numba is installed), the homotopy path
+for the rows they leave, and the finite primal active-set method.
+
+**Damping.** The primal-dual step exchanges every violator at once: support coordinates of the wrong sign leave,
+coordinates with ``|G_i| > lambda`` join. At condition numbers near 1e8 with small ``eps`` the first exchange
+overshoots (about twice the coordinates that should leave do) and the iteration cycles on every row; the symptom
+is a negative budget multiplier ``lambda``. From the first iteration with ``lambda < 0`` on, a row exchanges only
+the ``ceil(0.3 k)`` most wrong-signed of its ``k`` leaving coordinates and the ``ceil(0.6 k)`` largest
+``|G_i| - lambda`` of its joining ones. Measured at d = 100, n = 1000, eps = 0.1 x the median ``||v||_1``: every
+row settles in a median of 20 iterations (at most 29) where the undamped iteration settled none; rows that never
+see ``lambda < 0`` (all of them in the condition-1e4 benchmark batch) iterate exactly as before. Settling is
+checked, not assumed: the final face must pass the exchange test with no violator and ``lambda >= 0``, and the
+certificate.
+"""
 
 from __future__ import annotations
 
@@ -284,9 +297,11 @@ def _damped(flag: np.ndarray, viol: np.ndarray, damped: np.ndarray, frac: float)
 
 def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: np.ndarray, sig: np.ndarray,
              eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The primal-dual active-set iteration on the support and signs (module docstring) from ``(S, sig)``, at most
-    ``max_iter`` iterations (``eps`` a number or one per row): ``(X, settled, iterations, S, sig, lambda)`` (the last
-    iterate, sets and multiplier). Compiled, one row at a time, where numba is installed (:mod:`._jit`)."""
+    """The damped primal-dual active-set iteration on the support and signs (module docstring) from ``(S, sig)``, at
+    most ``max_iter`` iterations (``eps`` a number or one per row): ``(X, settled, iterations, S, sig, lambda)`` (the
+    last iterate, sets and multiplier). Compiled, one row at a time, where numba is installed (:mod:`._jit`: the
+    same iteration, without the batch-level stop); batched otherwise, where the batch also stops when its undamped
+    rows stall (:func:`_stalled`)."""
     if _jit.AVAILABLE and _USE_JIT:
         E = np.ascontiguousarray(np.broadcast_to(np.asarray(eps, dtype=np.float64), (G0.shape[0],)))
         return _jit.pdas_rows(P, Sig, np.ascontiguousarray(V), np.ascontiguousarray(G0), np.ascontiguousarray(S),
@@ -329,7 +344,7 @@ def raise_l1(P: np.ndarray, V: np.ndarray, eps: float, *, max_iter: int = 50, pa
              start: str = "top", kkt_tol: float = DEFAULT_KKT_TOL) -> RaiseResult:
     """``argmin g^T delta + delta^T P delta / 2`` s.t. ``||delta||_1 <= eps`` for every row ``v`` of ``V``.
 
-    The primal-dual active set (module docstring), at most ``max_iter`` iterations, from the support and signs of
+    The damped primal-dual active set (module docstring), at most ``max_iter`` iterations, from the support and signs of
     the unconstrained minimiser (``start="top"``) or of the diagonal model (``"diagonal"``). On the rows whose sets
     did not settle, the homotopy path from the unconstrained minimiser (at most ``path_steps`` events, default
     ``4 d + 20``) proposes the face and at most 3 active-set iterations check it. Rows still unsettled continue
