@@ -1,4 +1,4 @@
-r"""Compiled per-row solves for the L1 ball (:func:`linflow.polytope_raise.l1._l1_pdas` and ``_l1_solve``), used
+r"""Compiled per-row solves for the L1 ball (:func:`linflow.polytope_raise.l1._l1_pdas`), used
 where the optional dependency ``numba`` is installed (``pip install flowrobust[jit]``); the numpy path computes the
 same iterates and is the fallback.
 
@@ -122,18 +122,6 @@ def _face_one(P, Sig, v, g0, Sr, sr, eps, idx, x, G):  # pragma: no cover - comp
     return t
 
 
-def _face_rows(P, Sig, V, G0, S, sig, eps):  # pragma: no cover - compiled
-    """``(D, lambda, G)`` of every row's face (:func:`_face_one`)."""
-    m, d = V.shape
-    D = np.zeros((m, d))
-    G = np.zeros((m, d))
-    lam = np.zeros(m)
-    idx = np.empty(d, dtype=np.int64)
-    for r in range(m):
-        lam[r] = _face_one(P, Sig, V[r], G0[r], S[r], sig[r], eps[r], idx, D[r], G[r])
-    return D, lam, G
-
-
 def _keep_largest(flag, viol, frac):  # pragma: no cover - compiled
     """Clear ``flag`` except at the ``ceil(frac k)`` largest ``viol`` of its ``k`` set entries (ties kept)."""
     k = 0
@@ -219,7 +207,6 @@ if AVAILABLE:  # pragma: no cover
     _jit = numba.njit(cache=True, nogil=True)
     _face_one = _jit(_face_one)
     _keep_largest = _jit(_keep_largest)
-    face_rows = _jit(_face_rows)
     pdas_rows = _jit(_pdas_rows)
 else:
-    face_rows = pdas_rows = None
+    pdas_rows = None

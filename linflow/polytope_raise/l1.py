@@ -32,7 +32,7 @@ from .common import (
 )
 from .homotopy import l1_path
 
-_USE_JIT = True  # the compiled face solves of :mod:`._jit` where numba is installed (False: the numpy path)
+_USE_JIT = True  # the compiled per-row iteration of :mod:`._jit` where numba is installed (False: the numpy path)
 _GROUP_VOLUME = 1 << 17  # float64 entries per stacked group of face systems (1 MB)
 _DAMP = 0.3  # the fraction of the wrong-signed support coordinates a damped row drops per iteration
 _DAMP_JOIN = 0.6  # and of the coordinates off the support it adds
@@ -145,8 +145,6 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
     """
     m, d = S.shape
     E = np.broadcast_to(np.asarray(eps, dtype=np.float64), (m,))
-    if _jit.AVAILABLE and _USE_JIT:
-        return _jit.face_rows(P, Sig, V, G0, S, sig, np.ascontiguousarray(E))
     D = np.zeros((m, d + 1))
     G = np.empty((m, d))
     lam = np.zeros(m)
