@@ -115,9 +115,9 @@ def _volume_groups(rows: np.ndarray, size: np.ndarray, volume: int) -> list[np.n
     out, a = [], 0
     while a < rows.size:
         # the largest b with (b - a) (size[b - 1] + 2)^2 <= volume (size is sorted)
-        cap = volume // (size[a:] + 2) ** 2
-        fits = np.flatnonzero(np.arange(1, rows.size - a + 1) > cap)
-        b = a + max(int(fits[0]) if fits.size else rows.size - a, 1)
+        window = size[a:a + volume // 4 + 1]  # no group holds more than volume / 4 rows
+        fits = np.flatnonzero(np.arange(1, window.size + 1) > volume // (window + 2) ** 2)
+        b = a + max(int(fits[0]) if fits.size else window.size, 1)
         out.append(rows[a:b])
         a = b
     return out
