@@ -9,7 +9,9 @@ equivalent forms (the smaller system):
 * direct: ``[[P_SS, c sigma_S], [c sigma_S^T, 0]] [delta_S; lambda / c] = [-g_S; c eps]`` (``c = 2 max_S P_ii``);
   ``G = g + P delta``;
 * complement: with ``Sigma = P^{-1}`` and ``w = Sigma sigma``,
-  ``[[Sigma_CC, w_C], [w_C^T, sigma^T w]] [nu; lambda] = [-v_C; -eps - sigma^T v]``;
+  ``[[Sigma_CC, w_C], [w_C^T, sigma^T w]] [nu; lambda] = [-v_C; -eps - sigma^T v]`` (the Gram matrix of the columns
+  ``e_i``, ``i in C``, and ``sigma_S`` in the inner product ``Sigma``: positive definite, solved by Cholesky, LU if
+  rounding makes a pivot non-positive);
   ``delta_S = -(v + Sigma_{S,C} nu + lambda w_S)`` and ``G = P (v + delta) = -(E nu + lambda sigma)``.
 
 A singular system leaves the row's ``delta`` and ``lambda`` NaN (the caller treats it as not settled). ``P`` and
@@ -99,12 +101,14 @@ def _face_one(P, Sig, v, g0, Sr, sr, eps, idx, x, G):  # pragma: no cover - comp
         b[a] = -v[ia]
     M[q, q] = corner
     b[q] = -eps - sv
-    try:
-        y = np.linalg.solve(M, b)
-    except Exception:
-        x[:] = np.nan
-        G[:] = np.nan
-        return np.nan
+    y = np.empty(q + 1)
+    if not _chol_solve(M, b, y):  # positive definite in exact arithmetic; LU where rounding says otherwise
+        try:
+            y = np.linalg.solve(M, b)
+        except Exception:
+            x[:] = np.nan
+            G[:] = np.nan
+            return np.nan
     t = y[q]
     u = np.empty(d)
     for i in range(d):
@@ -120,6 +124,37 @@ def _face_one(P, Sig, v, g0, Sr, sr, eps, idx, x, G):  # pragma: no cover - comp
     for a in range(q):
         G[idx[a]] = -y[a]
     return t
+
+
+def _chol_solve(M, b, y):  # pragma: no cover - compiled
+    """``y = M^{-1} b`` by a Cholesky factorisation (lower, built in a copy); False (``y`` undefined) if a pivot is
+    not positive or not finite."""
+    n = b.shape[0]
+    L = np.zeros((n, n))
+    for j in range(n):
+        s = M[j, j]
+        for p in range(j):
+            s -= L[j, p] * L[j, p]
+        if not s > 0.0 or not np.isfinite(s):
+            return False
+        ljj = np.sqrt(s)
+        L[j, j] = ljj
+        for i in range(j + 1, n):
+            t = M[i, j]
+            for p in range(j):
+                t -= L[i, p] * L[j, p]
+            L[i, j] = t / ljj
+    for i in range(n):  # L z = b
+        t = b[i]
+        for p in range(i):
+            t -= L[i, p] * y[p]
+        y[i] = t / L[i, i]
+    for i in range(n - 1, -1, -1):  # L^T y = z
+        t = y[i]
+        for p in range(i + 1, n):
+            t -= L[p, i] * y[p]
+        y[i] = t / L[i, i]
+    return True
 
 
 def _keep_largest(flag, viol, frac):  # pragma: no cover - compiled
@@ -205,6 +240,7 @@ def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma
 
 if AVAILABLE:  # pragma: no cover
     _jit = numba.njit(cache=True, nogil=True)
+    _chol_solve = _jit(_chol_solve)
     _face_one = _jit(_face_one)
     _keep_largest = _jit(_keep_largest)
     pdas_rows = _jit(_pdas_rows)
