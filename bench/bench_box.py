@@ -18,7 +18,9 @@ cycle) on the whole batch against one cvxpy (Clarabel) solve per point -- the pa
 and against the previous per-point L-infinity path (an active set per point, cvxpy where it failed), with the
 certificate (KKT / Frank-Wolfe gap over its rounding scale) of every row and the work per row (active-set
 iterations plus path breakpoints). Single BLAS thread, CPU time; per-point paths timed on a subset and scaled to
-n, in the same process (the ratio is the figure to quote on a loaded machine).
+n, in the same process (the ratio is the figure to quote on a loaded machine). The L1 iteration runs compiled per
+row where numba is installed (``pip install flowrobust[jit]``), batched numpy otherwise: the header says which,
+and the CPU time of the first call in the process (JIT compilation, or loading numba's on-disk cache).
 
 Run: ``python -m bench box`` (``python -c "import bench.bench_box as b; b.raising()"`` for the raising rows only).
 """
@@ -32,7 +34,7 @@ from scipy.stats import ortho_group
 
 from bench.timing import median_cpu_time, median_time
 from linflow import LinearFlow, box_qp, certified_perturbation
-from linflow.polytope_raise import raise_box, raise_l1
+from linflow.polytope_raise import _jit, raise_box, raise_l1
 
 EPS_VALUES = (0.1, 1.0)
 SETTINGS = {8: (10, 4), 16: (10, 4), 50: (8, 3), 200: (4, 2)}  # d: (models, points per model)
@@ -148,6 +150,14 @@ def _raising(d: int, n: int, subset: int, conds: tuple[float, ...]) -> None:
     rng = np.random.default_rng(1)
     print(f"\nL1 / L-inf raising (convex QPs), d = {d}, n = {n} points drawn from the flow; CPU time, 1 BLAS thread;"
           f" per-point paths timed on {subset} points and scaled to n")
+    rng0 = np.random.default_rng(2)  # its own stream: the timed problems below stay those of earlier runs
+    flow0 = random_flow(d, rng0)
+    V0 = flow0.sample(n, rng0) - flow0.mean
+    t0 = time.process_time()
+    raise_l1(flow0.precision, V0, 0.1 * float(np.median(np.abs(V0).sum(axis=1))))
+    print(f"L1 per-row iteration: {'compiled (numba)' if _jit.AVAILABLE else 'numpy (numba not installed)'}; first "
+          f"call in this process {time.process_time() - t0:.2f} s CPU (JIT compile or cache load included; the timed "
+          "rows below run after a warm-up call)")
     for cond in conds:
         U = ortho_group.rvs(d, random_state=rng)
         s = np.exp(rng.uniform(-np.log(cond), 0.0, d))
