@@ -32,11 +32,15 @@ Both iterations run on the whole batch at once, rows leaving it as their sets se
 from the support and signs of the unconstrained minimiser ``-v`` (``start="top"``; or of the diagonal model). Each
 face system is solved in the smaller of two forms: on the free coordinates, or on the fixed ones through
 ``Sigma = P^{-1}`` (with ``Sigma g = v``); the systems are sorted by size, padded with identity rows and stacked
-into ``np.linalg.solve``. A row leaves the iteration when its number of set changes stops falling (no fewer than
-two iterations before).
+into ``np.linalg.solve``. A box row leaves the iteration when its number of set changes stops falling (no fewer
+than two iterations before). The L1 iteration is *damped* (:mod:`.l1`): once a row's multiplier turns negative
+(an overshooting exchange), it drops only the 30 % most wrong-signed support coordinates and adds only the 60 %
+largest join violations per iteration -- at condition number 1e8 the undamped iteration cycled on every row, the
+damped one settles all in about 20 iterations. Where ``numba`` is installed the L1 iteration runs compiled, one row
+at a time (:mod:`._jit`, same iteration), else batched in numpy.
 
 **Homotopy** (:mod:`.homotopy`). The primal-dual iteration can cycle when ``P`` is far from an M-matrix (seen at
-condition numbers 1e4-1e8, always at 1e8 for L1 with small ``eps``). Those rows follow the solution path in
+condition numbers 1e4-1e8 for the box). Those rows follow the solution path in
 ``eps`` from the unconstrained minimiser (``eps = ||v||``) down: piecewise linear, one coordinate joining or
 leaving a small index set per breakpoint (LARS-type), each breakpoint one rank-one update of the inverse of a
 principal submatrix of ``Sigma``, all rows at once. The path is finite; it proposes the optimal face, which one
