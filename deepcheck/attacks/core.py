@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from ..adapt import as_log_prob
-from .search import _bcast, apgd, flip_search, sparse_start
+from .search import _bcast, apgd, flip_search, probe_search, sparse_starts
 from .spec import AttackSpec, Gen, LossFn, _draw
 
 Tensor = torch.Tensor
@@ -265,6 +265,57 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     return best, best_val, torch.cat([h1, h2])
 
 
+# ---------------------------------------------------------------------------------------------- the probe run
+PROBES = 8  # starts probed by the L2 probe run (the best single-coordinate moves)
+PROBE_FRACTION = 0.08  # steps per probe, in units of ``steps``
+KEEP = 2  # probes that go on
+KEEP_FRACTION = 0.3  # their steps each, in units of ``steps``
+PROBE_RUN = 2  # the probe run's passes, in units of ``steps``
+
+
+def probe_plan(steps: int) -> tuple[int, int, int, int, int]:
+    """``(probes, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run for ``steps``: at most
+    ``PROBE_RUN * steps`` passes in all (the probes take at most half), the incumbent's evaluation included."""
+    total = PROBE_RUN * steps
+    s = max(1, round(PROBE_FRACTION * steps))
+    k = max(1, min(PROBES, total // (2 * (1 + s))))
+    keep = min(KEEP, k)
+    s2 = round(KEEP_FRACTION * steps)
+    finish = max(0, total - k * (1 + s) - keep * s2 - 1)
+    return k, s, keep, s2, finish
+
+
+def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[Tensor], Tensor],
+               project: Callable[[Tensor], Tensor], spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
+               gen: Gen, incumbent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The L2 restart of the default method: :func:`~.search.sparse_starts` (at most ``2 steps`` forward
+    passes) then :func:`~.search.probe_search` over those starts, finishing from the best of the probes and
+    ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)`` passes of forward+backward."""
+    k, s, keep, s2, finish = probe_plan(spec.steps)
+    starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
+    delta, val, _, hist = probe_search(fn, starts, project, NORM_SPECS["l2"].step, s, keep, s2, finish,
+                                       spec.alpha0, incumbent)
+    return delta, val, hist
+
+
+def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
+            clamp: tuple[float, float]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    r"""``fn`` with its gradient projected onto the tangent cone of the data box at ``x + delta``: the
+    components that push a coordinate at ``lo`` down or at ``hi`` up are zeroed (the projected gradient of
+    the box constraint). An L2 step is normalised by the gradient's norm; on the trained flows the gradient
+    is largest at background pixels already at the clamp, so without this the normalised step spends its
+    length on moves the clamp undoes (the iterate stalled well inside the ball, ``||delta|| ~ 0.7 eps``)."""
+    lo, hi = clamp
+
+    def f(delta: Tensor) -> tuple[Tensor, Tensor]:
+        val, grad = fn(delta)
+        y = x + delta
+        out = ((y <= lo) & (grad < 0)) | ((y >= hi) & (grad > 0))
+        return val, torch.where(out, torch.zeros_like(grad), grad)
+
+    return f
+
+
 # ---------------------------------------------------------------------------------------------- restarts
 METHODS = ("default", "apgd", "vertex", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
@@ -282,31 +333,40 @@ def default_method(spec: AttackSpec) -> str:
 def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callable[[Tensor], Tensor],
                  spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
                  first: Tensor | None, method: str | None = None,
-                 value: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 value: Callable[[Tensor], Tensor] | None = None,
+                 x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``1 + spec.restarts`` runs of :func:`_run` on ``fn`` (maximised); the best run per entry of the
     objective is kept (``fn`` returns one value per sample for PGD, a single value for the universal attack).
 
     Run 0 starts at ``first`` (``None``: a random point of the ball); the others at random points of the ball
     drawn from ``spec.generator()``, in ``like``'s dtype and device; every start is projected. With ``value``
-    (a forward-only objective, per sample), ``method="apgd"``, the L2 norm and ``restarts >= 1``, run 1
-    starts instead at :func:`~.search.sparse_start` (at most ``2 * steps`` forward passes). Returns the best ``delta``,
-    its objective, the run it came from (0 = the first run), and the histories of all runs
-    ``(runs, steps + 1, B)`` (of the maximised objective)."""
+    (a forward-only objective, per sample), ``method="apgd"``, the L2 norm, ``steps >= 2`` and ``restarts >= 1``,
+    run 1 is instead the probe run (:func:`_probe_run`: at most ``2 * steps`` forward passes, then
+    ``PROBE_RUN * steps`` forward+backward passes). With ``x`` (the clean inputs, whose ``x + delta`` the
+    projection keeps in ``spec.clamp``), ``method="apgd"`` and the L2 norm, the gradient is projected onto the
+    tangent cone of the data box (:func:`tangent`). Returns the best ``delta``, its objective, the run it came
+    from (0 = the first run), and the histories of all runs ``(runs, passes, B)`` (of the maximised objective;
+    ``passes`` = ``steps + 1``, or ``PROBE_RUN * steps`` with the probe run: a shorter run's history is padded
+    with its last entry)."""
     norm = NORM_SPECS[spec.norm]
     method = method or METHOD
     how = default_method(spec) if method == "default" else method
+    l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
+    if l2_default and x is not None and spec.clamp is not None:
+        fn = tangent(fn, x, spec.clamp)
     gen = spec.generator()
     best_delta = best_val = best_run = None
     hists = []
     for run in range(1 + spec.restarts):
-        if run == 0 and first is not None:
-            start = first
-        elif run == 1 and value is not None and how == "apgd" and spec.adaptive:
-            start, _ = sparse_start(value, project, shape, spec.eps, like, gen, 2 * spec.steps)
+        if run == 1 and value is not None and l2_default and spec.steps >= 2:
+            delta, val, hist = _probe_run(fn, value, project, spec, shape, like, gen, best_delta)
         else:
-            start = norm.random(shape, spec.eps, gen, like.dtype).to(like.device)
-        delta, val, hist = _run(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
-                                spec.adaptive, spec.patience, gen, how)
+            if run == 0 and first is not None:
+                start = first
+            else:
+                start = norm.random(shape, spec.eps, gen, like.dtype).to(like.device)
+            delta, val, hist = _run(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
+                                    spec.adaptive, spec.patience, gen, how)
         hists.append(hist)
         if best_val is None:
             best_delta, best_val = delta, val
@@ -316,4 +376,6 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
             best_delta = torch.where(_bcast(better, delta), delta, best_delta)
             best_val = torch.where(better, val, best_val)
             best_run = torch.where(better, torch.full_like(best_run, run), best_run)
+    n = max(len(h) for h in hists)
+    hists = [torch.cat([h, h[-1:].expand(n - len(h), *h.shape[1:])]) if len(h) < n else h for h in hists]
     return best_delta, best_val, best_run, torch.stack(hists)
