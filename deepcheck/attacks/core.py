@@ -317,7 +317,7 @@ def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
 
 
 # ---------------------------------------------------------------------------------------------- restarts
-METHODS = ("default", "apgd", "vertex", "monotone")
+METHODS = ("default", "apgd", "sparse", "vertex", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -340,14 +340,15 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
 
     Run 0 starts at ``first`` (``None``: a random point of the ball); the others at random points of the ball
     drawn from ``spec.generator()``, in ``like``'s dtype and device; every start is projected. With ``value``
-    (a forward-only objective, per sample), ``method="apgd"``, the L2 norm, ``steps >= 2`` and ``restarts >= 1``,
-    run 1 is instead the probe run (:func:`_probe_run`: at most ``2 * steps`` forward passes, then
-    ``PROBE_RUN * steps`` forward+backward passes). With ``x`` (the clean inputs, whose ``x + delta`` the
-    projection keeps in ``spec.clamp``), ``method="apgd"`` and the L2 norm, the gradient is projected onto the
-    tangent cone of the data box (:func:`tangent`). Returns the best ``delta``, its objective, the run it came
-    from (0 = the first run), and the histories of all runs ``(runs, passes, B)`` (of the maximised objective;
-    ``passes`` = ``steps + 1``, or ``PROBE_RUN * steps`` with the probe run: a shorter run's history is padded
-    with its last entry)."""
+    (a forward-only objective, per sample), ``method="apgd"``, the L2 norm, ``steps >= 2`` and
+    ``restarts >= 1``, run 1 is instead the probe run (:func:`_probe_run`: at most ``2 * steps`` forward
+    passes, then ``PROBE_RUN * steps`` forward+backward passes). With ``x`` (the clean inputs, whose
+    ``x + delta`` the projection keeps in ``spec.clamp``), ``method="apgd"`` and the L2 norm, the gradient is
+    projected onto the tangent cone of the data box (:func:`tangent`). ``method="sparse"`` is the L2 default
+    before the probe run (APGD runs, run 1 from the best single-coordinate move, no tangent cone; kept for
+    ``bench/``). Returns the best ``delta``, its objective, the run it came from (0 = the first run), and the
+    histories of all runs ``(runs, passes, B)`` (of the maximised objective; ``passes`` = ``steps + 1``, or
+    ``PROBE_RUN * steps`` with the probe run: a shorter run's history is padded with its last entry)."""
     norm = NORM_SPECS[spec.norm]
     method = method or METHOD
     how = default_method(spec) if method == "default" else method
@@ -363,10 +364,12 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
         else:
             if run == 0 and first is not None:
                 start = first
+            elif run == 1 and value is not None and how == "sparse" and spec.adaptive:
+                start = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps)[0][0]
             else:
                 start = norm.random(shape, spec.eps, gen, like.dtype).to(like.device)
             delta, val, hist = _run(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
-                                    spec.adaptive, spec.patience, gen, how)
+                                    spec.adaptive, spec.patience, gen, "apgd" if how == "sparse" else how)
         hists.append(hist)
         if best_val is None:
             best_delta, best_val = delta, val
