@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from deepcheck.attacks import pgd_with_info
-from deepcheck.attacks.core import probe_plan, tangent
+from deepcheck.attacks.core import PROBE_RUN, probe_plan, tangent
 from deepcheck.attacks.search import probe_search
 from deepcheck.data import as_pixels, load
 from deepcheck.flows import build
@@ -111,16 +111,17 @@ def test_default_l2_reaches_the_best_basin_on_a_trained_realnvp(trained):
     assert np.min(new / best) >= 0.95, np.round(new / best, 3)
     # the budget: <= 2x the 202 forward+backward passes of 100 steps x 2 runs; the screen is <= 2 D forward passes
     assert count.fb <= 404 and count.fwd <= 1 + 2 * 64, (count.fb, count.fwd)
-    assert info.history.shape == (2, 200, len(x))
+    assert info.history.shape == (2, 300, len(x))
     assert torch.all(info.history.diff(dim=1) >= 0)
 
 
 def test_probe_plan_fits_the_budget():
     for steps in range(2, 400):
-        k, s, keep, s2, finish = probe_plan(steps)
-        assert k * (1 + s) + keep * s2 + 1 + finish == 2 * steps, steps
-        assert 1 <= keep <= k <= 8 and finish >= 0
-    assert probe_plan(100) == (8, 8, 2, 30, 67)
+        k, r, s, keep, s2, finish = probe_plan(steps)
+        assert (k + r) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
+        assert 1 <= keep <= k + r <= 12 and keep <= 3 and k <= 8 and 0 <= r <= 4 and finish >= 0
+    assert probe_plan(100) == (8, 4, 8, 3, 30, 101)
+    assert 1 + 100 + PROBE_RUN * 100 <= 404  # 2x the 202 passes of the default before issue 14 goal 4
 
 
 def test_probe_search_history_has_one_entry_per_pass_and_keeps_the_best():

@@ -266,35 +266,40 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 
 
 # ---------------------------------------------------------------------------------------------- the probe run
-PROBES = 8  # starts probed by the L2 probe run (the best single-coordinate moves)
+PROBES = 8  # sparse starts probed by the L2 probe run (the best single-coordinate moves)
+RANDOM_PROBES = 4  # and random points of the ball
 PROBE_FRACTION = 0.08  # steps per probe, in units of ``steps``
-KEEP = 2  # probes that go on
+KEEP = 3  # probes that go on
 KEEP_FRACTION = 0.3  # their steps each, in units of ``steps``
-PROBE_RUN = 2  # the probe run's passes, in units of ``steps``
+PROBE_RUN = 3  # the probe run's passes, in units of ``steps``
 
 
-def probe_plan(steps: int) -> tuple[int, int, int, int, int]:
-    """``(probes, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run for ``steps``: at most
-    ``PROBE_RUN * steps`` passes in all (the probes take at most half), the incumbent's evaluation included."""
+def probe_plan(steps: int) -> tuple[int, int, int, int, int, int]:
+    """``(sparse, random, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run for ``steps``:
+    ``PROBE_RUN * steps`` passes in all (the probes take at most half), the incumbent's evaluation included
+    (``steps >= 2``)."""
     total = PROBE_RUN * steps
     s = max(1, round(PROBE_FRACTION * steps))
-    k = max(1, min(PROBES, total // (2 * (1 + s))))
-    keep = min(KEEP, k)
+    n = max(1, min(PROBES + RANDOM_PROBES, total // (2 * (1 + s))))
+    n_random = n * RANDOM_PROBES // (PROBES + RANDOM_PROBES)
+    keep = min(KEEP, n)
     s2 = round(KEEP_FRACTION * steps)
-    finish = max(0, total - k * (1 + s) - keep * s2 - 1)
-    return k, s, keep, s2, finish
+    finish = max(0, total - n * (1 + s) - keep * s2 - 1)
+    return n - n_random, n_random, s, keep, s2, finish
 
 
 def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[Tensor], Tensor],
                project: Callable[[Tensor], Tensor], spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
                gen: Gen, incumbent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The L2 restart of the default method: :func:`~.search.sparse_starts` (at most ``2 steps`` forward
-    passes) then :func:`~.search.probe_search` over those starts, finishing from the best of the probes and
-    ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)`` passes of forward+backward."""
-    k, s, keep, s2, finish = probe_plan(spec.steps)
+    """The L2 restart of the default method: :func:`~.search.probe_search` over the best single-coordinate
+    moves (:func:`~.search.sparse_starts`, at most ``2 steps`` forward passes) and random points of the ball,
+    finishing from the best of the probes and ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)``
+    gives the ``PROBE_RUN * steps`` forward+backward passes."""
+    k, r, s, keep, s2, finish = probe_plan(spec.steps)
     starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
-    delta, val, _, hist = probe_search(fn, starts, project, NORM_SPECS["l2"].step, s, keep, s2, finish,
-                                       spec.alpha0, incumbent)
+    norm = NORM_SPECS["l2"]
+    starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
+    delta, val, _, hist = probe_search(fn, starts, project, norm.step, s, keep, s2, finish, spec.alpha0, incumbent)
     return delta, val, hist
 
 
