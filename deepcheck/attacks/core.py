@@ -14,14 +14,22 @@ the trust-region subproblem of R1 (a convex maximisation: the optimum is on the 
 The method: a functional core over a per-norm *step* (L2: ``delta + alpha g / ||g||_2``; L-inf:
 ``delta + alpha sign(g)``) and *projection* (onto the ball, then onto the data box ``clamp``). Every step costs
 one forward and one backward pass (the candidate's loss and gradient come from the same pass); a run is
-``1 + steps`` passes, whatever its method (:func:`default_method` picks one per norm and direction):
+``1 + steps`` passes, whatever its method, except the L2 probe run (:func:`default_method` picks one per norm and
+direction):
 
 * ``"apgd"`` (L2, both directions): APGD (Croce & Hein 2020; :func:`~.search.apgd`: momentum 0.75, the step halved
   at checkpoints where progress stalled, restarting from the best point) for ``APGD_FRACTION`` of the steps,
-  then the monotone ascent below from its best point. With ``restarts >= 1`` the first restart starts at
-  :func:`~.search.sparse_start`, the best single-coordinate move ``+-eps e_j`` screened by forward passes (at most
-  ``2 steps`` of them): on the trained digits flows the best L2 perturbation is one background pixel pushed
-  by ~eps, in a basin that runs from zero or from random points rarely reach.
+  then the monotone ascent below from its best point, with the gradient projected onto the tangent cone of the
+  data box (:func:`~.search.tangent`). With ``restarts >= 1`` the first restart is the *probe run*
+  (:func:`_probe_run`, ``PROBE_RUN * steps`` passes): the ``PROBES`` best single-coordinate moves ``+-eps e_j``
+  (:func:`~.search.sparse_starts`, screened by at most ``2 steps`` forward passes) and ``RANDOM_PROBES`` random
+  points of the ball are each probed by a short APGD run, the ``KEEP`` best go on, and the best of those and of
+  run 0 gets the remaining passes (:func:`~.search.probe_search`, successive halving over starts). Why: on the
+  trained flows the NLL over the L2 ball has many basins (on the digits one per background pixel pushed up by
+  ~eps, its neighbours to the clamp, with values up to 1.5x apart); the run from zero and a single start stop
+  in the wrong one, the forward screen ranks basins only roughly (rank correlation ~0, the best among the first
+  ~12) but 5-10 ascent steps rank them well. Without the tangent cone the normalised step spent its length on
+  background pixels already at the clamp (the iterate stalled at ``||delta|| ~ 0.7 eps`` on Fashion-MNIST).
 * ``"vertex"`` (L-inf lowering): the monotone ascent for ``LINF_ASCENT_FRACTION`` of the steps, then a
   batched vertex search (:func:`~.search.flip_search`): one coordinate flip to the opposite bound per sample and
   pass, in the order of the first-order gain, kept only if the true objective improves; at a local maximum
@@ -41,15 +49,16 @@ one forward and one backward pass (the candidate's loss and gradient come from t
 * the loss is a **sum of per-sample losses**, so a sample's step does not depend on the batch size, and the
   model runs in eval mode with no parameter gradients (:func:`attack_mode` restores both afterwards).
 
-Limits, measured in ``tests/test_bridge.py``, ``tests/test_attack_strength.py`` and ``bench/bench_attacks.py``
-(default 100 steps, 1 restart: 202 forward+backward passes, plus 128 forward-only screening passes for L2 on
-8x8 images): exact to 1e-3 for L2 (both directions, hard case included) and for L-inf raising on flows with
+Limits, measured in ``tests/test_bridge.py``, ``tests/test_attack_strength.py``,
+``tests/test_attack_l2_strength.py`` and ``bench/bench_attacks.py`` (default 100 steps, 1 restart: 202
+forward+backward passes for L-inf; for L2 401, plus at most 200 forward-only screening passes, 128 on 8x8
+images): exact to 1e-3 for L2 (both directions, hard case included) and for L-inf raising on flows with
 condition number up to 100. L-inf lowering with the [0, 1] clamp binding, points near the mean and condition
 numbers up to 1e4 (the NP-hard core of R3, d = 8..12): >= 0.99 of the optimum on 98.8 % of 160 points, worst
 0.968 (the monotone method: 70 %, worst 0.65). On the trained digits flows (quick run, 32 test images; the
-reference is the best of a 400-step x 8-run monotone attack and both defaults): GLOW (MLE and hybrid) worst >=
-0.96 in both norms and directions (the monotone default: 0.43-0.57 at L2 lowering); RealNVP lowering is still
-short of that: worst 0.65-0.75 at L2 (monotone: 0.21-0.48) and 0.88-0.93 at L-inf (monotone: 0.87-0.89);
+reference is the best of every attack run on them, strong runs of 400 steps x 8 runs included): GLOW (MLE and
+hybrid) worst >= 0.96 in both norms and directions; L2 lowering QUICK_L2; L-inf lowering of RealNVP worst
+0.88-0.93 (monotone: 0.87-0.89); FULL_L2
 raising >= 0.99 everywhere. Ill-conditioned convex minimisation (R2) converges at a rate set by the condition
 number. With ``clamp`` the L2 ball projection is followed by the clamp, the usual approximation of the
 projection onto their intersection.
@@ -66,7 +75,7 @@ import torch
 from torch import nn
 
 from ..adapt import as_log_prob
-from .search import _bcast, apgd, flip_search, probe_search, sparse_starts
+from .search import _bcast, apgd, flip_search, probe_search, sparse_starts, tangent
 from .spec import AttackSpec, Gen, LossFn, _draw
 
 Tensor = torch.Tensor
@@ -303,24 +312,6 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
     return delta, val, hist
 
 
-def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
-            clamp: tuple[float, float]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    r"""``fn`` with its gradient projected onto the tangent cone of the data box at ``x + delta``: the
-    components that push a coordinate at ``lo`` down or at ``hi`` up are zeroed (the projected gradient of
-    the box constraint). An L2 step is normalised by the gradient's norm; on the trained flows the gradient
-    is largest at background pixels already at the clamp, so without this the normalised step spends its
-    length on moves the clamp undoes (the iterate stalled well inside the ball, ``||delta|| ~ 0.7 eps``)."""
-    lo, hi = clamp
-
-    def f(delta: Tensor) -> tuple[Tensor, Tensor]:
-        val, grad = fn(delta)
-        y = x + delta
-        out = ((y <= lo) & (grad < 0)) | ((y >= hi) & (grad > 0))
-        return val, torch.where(out, torch.zeros_like(grad), grad)
-
-    return f
-
-
 # ---------------------------------------------------------------------------------------------- restarts
 METHODS = ("default", "apgd", "sparse", "vertex", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
@@ -349,7 +340,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     ``restarts >= 1``, run 1 is instead the probe run (:func:`_probe_run`: at most ``2 * steps`` forward
     passes, then ``PROBE_RUN * steps`` forward+backward passes). With ``x`` (the clean inputs, whose
     ``x + delta`` the projection keeps in ``spec.clamp``), ``method="apgd"`` and the L2 norm, the gradient is
-    projected onto the tangent cone of the data box (:func:`tangent`). ``method="sparse"`` is the L2 default
+    projected onto the tangent cone of the data box (:func:`~.search.tangent`). ``method="sparse"`` is the L2 default
     before the probe run (APGD runs, run 1 from the best single-coordinate move, no tangent cone; kept for
     ``bench/``). Returns the best ``delta``, its objective, the run it came from (0 = the first run), and the
     histories of all runs ``(runs, passes, B)`` (of the maximised objective; ``passes`` = ``steps + 1``, or

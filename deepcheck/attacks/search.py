@@ -1,5 +1,7 @@
 """The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`), the batched
-L-inf vertex search (:func:`flip_search`) and the sparse start of L2 restarts (:func:`sparse_start`). Each
+L-inf vertex search (:func:`flip_search`), the sparse starts of L2 restarts (:func:`sparse_starts`), the
+successive halving over starts of the L2 probe run (:func:`probe_search`) and the tangent-cone gradient at
+the data box (:func:`tangent`). Each
 takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward pass)
 or ``value(delta) -> per-sample value`` (one forward pass) and a ``project`` onto the feasible set; the
 module knows nothing of models or specs (the method and its measured limits: :mod:`.core`)."""
@@ -218,3 +220,21 @@ def _better(a: tuple[Tensor, Tensor, Tensor], b: tuple[Tensor, Tensor, Tensor]) 
     m = b[1] > a[1]
     mb = _bcast(m, a[0])
     return torch.where(mb, b[0], a[0]), torch.where(m, b[1], a[1]), torch.where(mb, b[2], a[2])
+
+
+def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
+            clamp: tuple[float, float]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    r"""``fn`` with its gradient projected onto the tangent cone of the data box at ``x + delta``: the
+    components that push a coordinate at ``lo`` down or at ``hi`` up are zeroed (the projected gradient of
+    the box constraint). An L2 step is normalised by the gradient's norm; on the trained flows the gradient
+    is largest at background pixels already at the clamp, so without this the normalised step spends its
+    length on moves the clamp undoes (the iterate stalled well inside the ball, ``||delta|| ~ 0.7 eps``)."""
+    lo, hi = clamp
+
+    def f(delta: Tensor) -> tuple[Tensor, Tensor]:
+        val, grad = fn(delta)
+        y = x + delta
+        out = ((y <= lo) & (grad < 0)) | ((y >= hi) & (grad > 0))
+        return val, torch.where(out, torch.zeros_like(grad), grad)
+
+    return f
