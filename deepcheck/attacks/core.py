@@ -178,8 +178,9 @@ def _project(delta: Tensor, x: Tensor, eps: float, spec: NormSpec, clamp: tuple[
 @dataclass
 class AttackInfo:
     """What :func:`pgd_with_info` saw. ``nll_clean``/``nll_adv``: per-sample NLL (nats; the ``loss_fn``
-    value when one is given) before and after; ``history``: per-sample NLL of the accepted iterate, shape
-    ``(runs, steps + 1, B)``; ``best_run``: which run gave each sample's result (0 = the run from zero)."""
+    value when one is given) before and after; ``history``: per-sample NLL of the best iterate so far, shape
+    ``(runs, passes, B)`` (``passes = steps + 1``; ``PROBE_RUN * steps`` with the L2 probe run, the other runs
+    padded with their last entry); ``best_run``: which run gave each sample's result (0 = the run from zero)."""
 
     nll_clean: Tensor
     nll_adv: Tensor
