@@ -8,12 +8,15 @@
    torchattacks' defaults). REFERENCES: torchattacks 3.5.1 reached median 94 % / worst 61 % (L-inf, eps 8/255,
    10 steps) and worst 69 % (L2).
 3. Strength against budget (issue 14, goal 4): the fraction of the best known NLL change that the default
-   attack reaches, today's method (``"monotone"``: adaptive steps and kicks) against the new default
-   (L2: APGD + sparse start; L-inf lowering: ascent + vertex flip search), with the gradient budget counted
-   (forward+backward passes of the batch; forward-only screening passes counted separately):
+   attack reaches, the monotone method (``"monotone"``: adaptive steps and kicks, the default before issue 14),
+   the L2 default before the probe run (``"sparse"``: APGD, restart from the best single-coordinate move) and
+   the new default (L2: APGD + the probe run; L-inf lowering: ascent + vertex flip search), with the gradient
+   budget counted (forward+backward passes of the batch; forward-only screening passes counted separately):
    :func:`linear_strength` on the clamped NP-hard regime of R3 (reference: vertex enumeration), and with
    ``BENCH_ATTACKS_DEEP=<checkpoint dir>`` :func:`deep_strength` on trained flows (reference: the best of a
-   400-step x 8-run attack of both methods and the two defaults; minutes per model).
+   400-step x 8-run attack of each method and the defaults; minutes per model); with
+   ``BENCH_ATTACKS_DEEP_FULL=<checkpoint dir>`` the same at L2 on the full run's Fashion-MNIST flows (8 images,
+   eps 0.5-4, 200 steps x 4 runs as the strong run; about an hour on 2 cores).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
 """
 
