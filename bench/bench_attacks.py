@@ -8,12 +8,15 @@
    torchattacks' defaults). REFERENCES: torchattacks 3.5.1 reached median 94 % / worst 61 % (L-inf, eps 8/255,
    10 steps) and worst 69 % (L2).
 3. Strength against budget (issue 14, goal 4): the fraction of the best known NLL change that the default
-   attack reaches, today's method (``"monotone"``: adaptive steps and kicks) against the new default
-   (L2: APGD + sparse start; L-inf lowering: ascent + vertex flip search), with the gradient budget counted
-   (forward+backward passes of the batch; forward-only screening passes counted separately):
+   attack reaches, the monotone method (``"monotone"``: adaptive steps and kicks, the default before issue 14),
+   the L2 default before the probe run (``"sparse"``: APGD, restart from the best single-coordinate move) and
+   the new default (L2: APGD + the probe run; L-inf lowering: ascent + vertex flip search), with the gradient
+   budget counted (forward+backward passes of the batch; forward-only screening passes counted separately):
    :func:`linear_strength` on the clamped NP-hard regime of R3 (reference: vertex enumeration), and with
    ``BENCH_ATTACKS_DEEP=<checkpoint dir>`` :func:`deep_strength` on trained flows (reference: the best of a
-   400-step x 8-run attack of both methods and the two defaults; minutes per model); with
+   400-step x 8-run attack of each method and the defaults; minutes per model); with
+   ``BENCH_ATTACKS_DEEP_FULL=<checkpoint dir>`` the same at L2 on the full run's Fashion-MNIST flows (8 images,
+   eps 0.5-4, 200 steps x 3 runs as the strong run; about an hour on 2 cores); with
    ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` :func:`full_linf_strength`, the full runs' L-inf
    lowering and OOD raising (L-inf lowering: sign ascent until it stalls + vertex search; raising: Rprop).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
@@ -208,31 +211,45 @@ def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n
     return out
 
 
-def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400, 7), seed: int = 0) -> list[tuple]:
-    """Every checkpoint in ``checkpoints`` (8x8 digits flows), L2 eps 0.2 and L-inf eps 0.02, both directions,
-    on ``n`` digits test images: worst and median fraction of the best change found (the best over a strong
-    run of each method, ``strong = (steps, restarts)``, and the two defaults)."""
+def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400, 7), seed: int = 0,
+                  budgets: tuple[tuple[str, float], ...] = (("l2", 0.2), ("linf", 0.02)), data: str = "digits",
+                  directions: tuple[str, ...] = ("decrease", "increase"),
+                  methods: dict[str, tuple[str, ...]] | None = None, pattern: str = "*.pt") -> list[tuple]:
+    """Every checkpoint in ``checkpoints`` matching ``pattern`` (flows of ``data``; default the 8x8 digits), at
+    each ``(norm, eps)`` of ``budgets``, in each direction, on ``n`` test images of ``data``: worst and median
+    fraction of the best change found, per method of ``methods[norm]`` (default L2: ``"monotone"``, today's
+    ``"sparse"`` and the new ``"default"``; L-inf: ``"monotone"`` and ``"default"``), with the passes each
+    spent. The best change found is the best over the methods at default settings and a strong run
+    ``strong = (steps, restarts)`` of each of them."""
     import glob
 
     from deepcheck.checkpoint import load_checkpoint
     from deepcheck.data import as_pixels, load
 
+    methods = methods or {"l2": ("monotone", "sparse", "default"), "linf": ("monotone", "default")}
     out = []
-    for path in sorted(glob.glob(os.path.join(checkpoints, "*.pt"))):
+    for path in sorted(glob.glob(os.path.join(checkpoints, pattern))):
         model = load_checkpoint(path).model
-        x = as_pixels(load("digits", "test", seed=seed, limit=n), like=model)
-        for norm, eps in (("l2", 0.2), ("linf", 0.02)):
-            for lk in ("decrease", "increase"):
+        x = as_pixels(load(data, "test", seed=seed, limit=n), like=model)
+        for norm, eps in budgets:
+            for lk in directions:
                 kw = dict(norm=norm, likelihood=lk, seed=1)
-                runs = {m: _attack(model, x, eps, m, **kw) for m in ("monotone", "default")}
+                runs = {m: _attack(model, x, eps, m, **kw) for m in methods[norm]}
                 s_kw = dict(kw, steps=strong[0], restarts=strong[1])
                 refs = [r[0] for r in runs.values()] + [_attack(model, x, eps, m, **s_kw)[0] for m in runs]
                 best = np.max(refs, axis=0) if lk == "decrease" else np.min(refs, axis=0)
                 for m, (change, fb, fwd) in runs.items():
                     frac = change / best
-                    out.append((os.path.basename(path), norm, lk, m, fb, fwd, float(np.min(frac)),
+                    out.append((os.path.basename(path), norm, eps, lk, m, fb, fwd, float(np.min(frac)),
                                 float(np.median(frac))))
     return out
+
+
+def _print_deep(rows: list[tuple]) -> None:
+    print(f"{'checkpoint':28s} {'norm':5s} {'eps':>5s} {'dir':9s} {'method':9s} {'fwd+bwd':>8s} {'fwd':>5s} "
+          f"{'worst':>7s} {'median':>7s}")
+    for name, norm, eps, lk, m, fb, fwd, worst, med in rows:
+        print(f"{name:28s} {norm:5s} {eps:5g} {lk:9s} {m:9s} {fb:8d} {fwd:5d} {worst:7.3f} {med:7.3f}")
 
 
 def real_data(epochs: tuple[int, int] = (6, 3), n_eval: int = 128, seed: int = 0) -> list:
@@ -289,10 +306,7 @@ def _report() -> None:
         print(f"{m:10s} {fb:8d} {fwd:5d} {med:8.4f} {worst:8.4f} {below:6.3f} {n:4d}")
     if os.environ.get("BENCH_ATTACKS_DEEP"):
         print("\nTrained flows, 32 digits test images: fraction of the best NLL change found (passes per batch)")
-        print(f"{'checkpoint':28s} {'norm':5s} {'dir':9s} {'method':9s} {'fwd+bwd':>8s} {'fwd':>5s} {'worst':>7s} "
-              f"{'median':>7s}")
-        for name, norm, lk, m, fb, fwd, worst, med in deep_strength(os.environ["BENCH_ATTACKS_DEEP"]):
-            print(f"{name:28s} {norm:5s} {lk:9s} {m:9s} {fb:8d} {fwd:5d} {worst:7.3f} {med:7.3f}")
+        _print_deep(deep_strength(os.environ["BENCH_ATTACKS_DEEP"]))
     else:
         print("\n(set BENCH_ATTACKS_DEEP=<checkpoint dir> for trained flows, e.g. out/quick/checkpoints)")
     if os.environ.get("BENCH_ATTACKS_FULL"):  # e.g. out/full/checkpoints:fashion-mnist:uniform-noise,mnist5k
@@ -304,6 +318,16 @@ def _report() -> None:
             print("{:26s} {:14s} {:9s} {:6.3f} {:6s} {:9s} {:8d} {:7.3f} {:7.3f} {:7.3f}".format(*row))
     else:
         print("\n(set BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood,sets> for the full runs' L-inf rows)")
+    if os.environ.get("BENCH_ATTACKS_DEEP_FULL"):
+        print("\nFull-run flows (Fashion-MNIST 28x28), L2 lowering, 8 test images: fraction of the best change found "
+              "(strong: 200 steps x 3 restarts of each method)")
+        _print_deep(deep_strength(os.environ["BENCH_ATTACKS_DEEP_FULL"], n=8, strong=(200, 3), data="fashion-mnist",
+                                  budgets=(("l2", 0.5), ("l2", 1.0), ("l2", 2.0), ("l2", 4.0)),
+                                  directions=("decrease",), methods={"l2": ("sparse", "default")},
+                                  pattern="*_[mh][ly]*.pt"))
+    else:
+        print("\n(set BENCH_ATTACKS_DEEP_FULL=<checkpoint dir> for the full run's Fashion-MNIST flows, e.g. "
+              "out/full/checkpoints; an hour on 2 cores)")
     if os.environ.get("BENCH_ATTACKS_REAL"):
         from deepcheck.evaluate import format_result
 

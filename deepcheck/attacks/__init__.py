@@ -112,7 +112,7 @@ def pgd_with_info(model: object, x: Tensor, eps: float, **options: object) -> tu
 
         first = None if spec.random_start else torch.zeros_like(x)
         best_delta, best_val, best_run, hists = best_of_runs(guard, project, spec, tuple(x.shape), x, first,
-                                                             value=value)
+                                                             value=value, x=x)
     best_delta, best_val = _keep_finite(best_delta, best_val, sign * clean)
     guard.warn("pgd")
     x_adv = (x + best_delta).detach()

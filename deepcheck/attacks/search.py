@@ -1,6 +1,7 @@
-"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`) and the sparse
-start of L2 restarts (:func:`sparse_start`); the L-inf methods (the vertex search :func:`flip_search`, re-exported
-here) are in :mod:`.vertex`. Each
+"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`), the sparse
+starts of L2 restarts (:func:`sparse_starts`), the successive halving over starts of the L2 probe run
+(:func:`probe_search`) and the tangent-cone gradient at the data box (:func:`tangent`); the L-inf methods (the
+vertex search :func:`flip_search`, re-exported here) are in :mod:`.vertex`. Each
 takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward pass)
 or ``value(delta) -> per-sample value`` (one forward pass) and a ``project`` onto the feasible set; the
 module knows nothing of models or specs (the method and its measured limits: :mod:`.core`)."""
@@ -75,15 +76,16 @@ def apgd(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     return best, best_val, best_grad, torch.stack(hist) if hist else val.new_zeros((0, B))
 
 
-def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
-                 eps: float, like: Tensor, gen: Gen, max_candidates: int) -> tuple[Tensor, int]:
-    r"""The best single-coordinate move ``delta = s eps e_j`` (``s = +-1``, projected onto the ball and the data
-    box) per sample, screened by forward passes only: ``value(delta) -> (B,)``, maximised. Each candidate is one
-    forward pass of the whole batch; at most ``max_candidates`` of the ``2D`` moves are screened (a seeded
-    random subset, the same for every sample, when there are more). On the trained digits flows the best
-    L2 perturbation is sparse (one background pixel pushed by ~eps, its neighbours to the clamp) and lies in a
-    basin that runs from zero or from random points of the ball rarely reach; this start finds it. Returns the
-    start and the number of forward passes spent."""
+def sparse_starts(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
+                  eps: float, like: Tensor, gen: Gen, max_candidates: int, k: int = 1) -> tuple[list[Tensor], int]:
+    r"""The ``k`` best single-coordinate moves ``delta = s eps e_j`` (``s = +-1``, projected onto the ball and the
+    data box) per sample, best first, screened by forward passes only: ``value(delta) -> (B,)``, maximised. Each
+    candidate is one forward pass of the whole batch; at most ``max_candidates`` of the ``2D`` moves are screened
+    (a seeded random subset, the same for every sample, when there are more). On the trained digits flows the
+    best L2 perturbation is sparse (one background pixel pushed by ~eps, its neighbours to the clamp) and lies in
+    a basin that runs from zero or from random points of the ball rarely reach; the screen ranks these basins
+    only roughly (rank correlation with the value after ascent ~0, but the best basin is among the first ~12),
+    hence ``k`` starts for :func:`probe_search`. Returns the ``k`` starts and the number of forward passes."""
     D = int(math.prod(shape[1:]))
     cand = torch.arange(2 * D)
     if len(cand) > max_candidates:
@@ -92,19 +94,95 @@ def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], 
         shared = gen if isinstance(gen, torch.Generator) else torch.Generator().manual_seed(0)
         cand = cand[torch.randperm(2 * D, generator=shared)[:max_candidates]]
     B = shape[0]
-    best = torch.zeros(shape, dtype=like.dtype, device=like.device)
-    best_val = None
-    for c in cand.tolist():
-        j, s = c % D, (1.0 if c < D else -1.0)
+
+    def move(c: Tensor) -> Tensor:  # one candidate per sample, c (B,) indices into the 2D moves
         delta = torch.zeros((B, D), dtype=like.dtype, device=like.device)
-        delta[:, j] = s * eps
-        delta = project(delta.reshape(shape))
+        sign = torch.where(c < D, 1.0, -1.0).to(dtype=like.dtype, device=like.device)
+        delta[torch.arange(B, device=like.device), (c % D).to(like.device)] = sign * eps
+        return project(delta.reshape(shape))
+
+    vals = []
+    for c in cand.tolist():
         with torch.no_grad():
-            v = value(delta)
-        if best_val is None:
-            best, best_val = delta, v
-        else:
-            better = v > best_val
-            best = torch.where(_bcast(better, best), delta, best)
-            best_val = torch.where(better, v, best_val)
-    return best, len(cand)
+            vals.append(value(move(torch.full((B,), c))))
+    if not vals:
+        return [torch.zeros(shape, dtype=like.dtype, device=like.device)], 0
+    top = torch.stack(vals, dim=1).topk(min(k, len(cand)), dim=1).indices.cpu()  # (B, k), stable for ties
+    return [move(cand[top[:, i]]) for i in range(top.shape[1])], len(cand)
+
+
+def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
+                 eps: float, like: Tensor, gen: Gen, max_candidates: int) -> tuple[Tensor, int]:
+    r"""The best single-coordinate move per sample (:func:`sparse_starts` with ``k = 1``) and the number of
+    forward passes spent."""
+    starts, spent = sparse_starts(value, project, shape, eps, like, gen, max_candidates, 1)
+    return starts[0], spent
+
+
+def _pick(cands: list[tuple[Tensor, Tensor, Tensor]], order: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample ``b`` the candidate ``order[b]`` of ``cands`` (a list of ``(delta, value, gradient)``)."""
+    d = torch.stack([c[0] for c in cands])  # (K, B, ...)
+    rows = torch.arange(d.shape[1], device=d.device)
+    o = order.to(d.device)
+    return d[o, rows], torch.stack([c[1] for c in cands])[o, rows], torch.stack([c[2] for c in cands])[o, rows]
+
+
+def probe_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], starts: list[Tensor],
+                 project: Callable[[Tensor], Tensor], step: Callable[[Tensor, Tensor, Tensor], Tensor],
+                 probe_steps: int, keep: int, keep_steps: int, finish_steps: int, alpha0: float,
+                 incumbent: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Successive halving over starting points, batched over samples (each sample has its own ``starts[i]``):
+    a short APGD probe (:func:`apgd`, ``probe_steps`` steps from ``alpha0``) from every start; the ``keep``
+    best probes per sample go on for ``keep_steps`` steps each (step ``alpha0 / 2``); the best point found, or
+    ``incumbent`` (e.g. the best of the earlier runs) where that is better, gets the last ``finish_steps``
+    (step ``alpha0 / 4``). On the trained flows the objective has many basins (one per pushed pixel on the
+    digits), a few ascent steps rank them well (the best basin is first or second after 5-10 steps) and a
+    basin needs ~40-60 steps to converge: this spends the budget on the basins that rank best.
+    Passes: ``len(starts) (1 + probe_steps) + keep keep_steps + finish_steps`` (+1 with ``incumbent``). Returns
+    the best ``delta``, its objective, its gradient and the history of the best objective so far, one entry per
+    pass."""
+    hist: list[Tensor] = []
+    probes = []
+    for s in starts:
+        b, v, g, h = apgd(fn, s, project, step, probe_steps, alpha0)
+        probes.append((b, v, g))
+        hist.extend(h if not hist else torch.maximum(h, hist[-1]))
+    best = _pick(probes, torch.stack([p[1] for p in probes]).argmax(dim=0))
+    order = torch.stack([p[1] for p in probes], dim=1).topk(min(keep, len(probes)), dim=1).indices
+    for i in range(order.shape[1]):
+        d, v, g = _pick(probes, order[:, i])
+        d, v, g, h = apgd(fn, d, project, step, keep_steps, 0.5 * alpha0, start=(v, g))
+        best = _better(best, (d, v, g))
+        hist.extend(torch.maximum(h, hist[-1]))
+    if incumbent is not None:
+        v, g = fn(incumbent)
+        best = _better(best, (incumbent, v, g))
+        hist.append(torch.maximum(best[1], hist[-1]))
+    d, v, g, h = apgd(fn, best[0], project, step, finish_steps, 0.25 * alpha0, start=(best[1], best[2]))
+    hist.extend(torch.maximum(h, hist[-1]))
+    return d, v, g, torch.stack(hist)
+
+
+def _better(a: tuple[Tensor, Tensor, Tensor], b: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample the better of two ``(delta, value, gradient)`` (``a`` on ties)."""
+    m = b[1] > a[1]
+    mb = _bcast(m, a[0])
+    return torch.where(mb, b[0], a[0]), torch.where(m, b[1], a[1]), torch.where(mb, b[2], a[2])
+
+
+def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
+            clamp: tuple[float, float]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    r"""``fn`` with its gradient projected onto the tangent cone of the data box at ``x + delta``: the
+    components that push a coordinate at ``lo`` down or at ``hi`` up are zeroed (the projected gradient of
+    the box constraint). An L2 step is normalised by the gradient's norm; on the trained flows the gradient
+    is largest at background pixels already at the clamp, so without this the normalised step spends its
+    length on moves the clamp undoes (the iterate stalled well inside the ball, ``||delta|| ~ 0.7 eps``)."""
+    lo, hi = clamp
+
+    def f(delta: Tensor) -> tuple[Tensor, Tensor]:
+        val, grad = fn(delta)
+        y = x + delta
+        out = ((y <= lo) & (grad < 0)) | ((y >= hi) & (grad > 0))
+        return val, torch.where(out, torch.zeros_like(grad), grad)
+
+    return f

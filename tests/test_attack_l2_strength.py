@@ -1,0 +1,166 @@
+"""L2 attack strength on a trained RealNVP (issue 14, goal 4) and the pieces of the L2 default (R1, R2).
+
+The flow is trained here (tiny RealNVP, 8 epochs of maximum likelihood on the 8x8 digits, ~15-35 s): like the
+quick run's checkpoints, its NLL over the L2 ball has many basins, one per background pixel pushed up by ~eps,
+and the run from zero stops in a worse one. The reference is written here, independent of the attack code: a
+monotone normalised-gradient ascent with backtracking from every single-coordinate start ``+-eps e_j``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepcheck.attacks import pgd_with_info
+from deepcheck.attacks.core import PROBE_RUN, probe_plan, tangent
+from deepcheck.attacks.search import probe_search
+from deepcheck.data import as_pixels, load
+from deepcheck.flows import build
+from deepcheck.train import train
+
+EPS = 0.2
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    data = load("digits", "train", seed=0)
+    net = build("realnvp", "tiny", (1, 8, 8), n_bins=data.n_bins, seed=0)
+    train(net, data, mode="mle", epochs=8, batch_size=64, lr=2e-3, seed=0, progress=False)
+    net.eval()
+    x = as_pixels(load("digits", "test", seed=0, limit=8), like=net)
+    return net, x
+
+
+def _nll(net, x):
+    return -net.log_prob(x)
+
+
+def _basin_reference(net, x, eps, steps=50):
+    """max over the 2D single-coordinate starts of a monotone ascent (step ``a g/||g||``, ``a`` x1.5 on success
+    and /2 on failure, at most 2 eps), projected onto the ball then the [0, 1] box (the result is feasible:
+    the clamp only shortens each coordinate of ``delta``)."""
+    B, D = x.shape[0], x[0].numel()
+    xr = x.repeat_interleave(2 * D, 0)
+    k = torch.arange(len(xr)) % (2 * D)
+    d = torch.zeros(len(xr), D, dtype=x.dtype)
+    d[torch.arange(len(xr)), k % D] = torch.where(k < D, eps, -eps).to(x.dtype)
+
+    def proj(d):
+        n = d.flatten(1).norm(dim=1).clamp_min(1e-30)
+        d = d * (eps / n).clamp(max=1.0).reshape(-1, *[1] * (d.ndim - 1))
+        return (xr + d).clamp(0, 1) - xr
+
+    def fg(d):
+        d = d.detach().requires_grad_(True)
+        with torch.enable_grad():
+            v = _nll(net, xr + d)
+            (g,) = torch.autograd.grad(v.sum(), d)
+        return v.detach(), g
+
+    d = proj(d.reshape(xr.shape))
+    v, g = fg(d)
+    a = torch.full((len(xr),), eps, dtype=x.dtype)
+    for _ in range(steps):
+        c = proj(d + (a / g.flatten(1).norm(dim=1).clamp_min(1e-30)).reshape(-1, 1, 1, 1) * g)
+        cv, cg = fg(c)
+        ok = cv > v
+        m = ok.reshape(-1, 1, 1, 1)
+        d, g, v = torch.where(m, c, d), torch.where(m, cg, g), torch.where(ok, cv, v)
+        a = torch.where(ok, (1.5 * a).clamp(max=2 * eps), a / 2)
+    with torch.no_grad():
+        return (v.reshape(B, 2 * D).max(dim=1).values - _nll(net, x)).numpy()
+
+
+class _Counted:
+    def __init__(self):
+        self.fb = self.fwd = 0
+
+    def __call__(self, model, x):
+        if x.requires_grad:
+            self.fb += 1
+        else:
+            self.fwd += 1
+        return -model.log_prob(x)
+
+
+def _change(net, x, **kw):
+    count = _Counted()
+    x_adv, info = pgd_with_info(net, x, EPS, norm="l2", seed=1, loss_fn=count, **kw)
+    d = (x_adv - x).flatten(1)
+    assert torch.all(d.norm(dim=1) <= EPS * (1 + 1e-5)) and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        got = (_nll(net, x_adv) - _nll(net, x)).numpy()
+    np.testing.assert_allclose(got, (info.nll_adv - info.nll_clean).numpy(), rtol=1e-4, atol=1e-3)
+    return got, count, info
+
+
+def test_default_l2_reaches_the_best_basin_on_a_trained_realnvp(trained):
+    """Measured: the default reaches >= 0.998 of the reference on every image; the run from zero alone reaches
+    0.43-0.51 on two of them, and the L2 default before the probe run ("sparse") 0.71."""
+    net, x = trained
+    with torch.no_grad():
+        ref = _basin_reference(net, x, EPS)
+    new, count, info = _change(net, x)
+    zero, _, _ = _change(net, x, restarts=0)
+    best = np.maximum(np.maximum(ref, new), zero)
+    assert np.all(best > 0)
+    # the reference is demanding: the run from zero stops in a worse basin somewhere (else this test could not fail)
+    assert np.min(zero / best) < 0.9, np.round(zero / best, 3)
+    assert np.min(new / best) >= 0.95, np.round(new / best, 3)
+    # the budget: <= 2x the 202 forward+backward passes of 100 steps x 2 runs; the screen is <= 2 D forward passes
+    assert count.fb <= 404 and count.fwd <= 1 + 2 * 64, (count.fb, count.fwd)
+    assert info.history.shape == (2, 300, len(x))
+    assert torch.all(info.history.diff(dim=1) >= 0)
+
+
+def test_probe_plan_fits_the_budget():
+    for steps in range(2, 400):
+        k, r, s, keep, s2, finish = probe_plan(steps)
+        assert (k + r) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
+        assert 1 <= keep <= k + r <= 12 and keep <= 3 and k <= 8 and 0 <= r <= 4 and finish >= 0
+    assert probe_plan(100) == (8, 4, 8, 3, 30, 101)
+    assert 1 + 100 + PROBE_RUN * 100 <= 404  # 2x the 202 passes of the default before issue 14 goal 4
+
+
+def test_probe_search_history_has_one_entry_per_pass_and_keeps_the_best():
+    """On a concave quadratic per sample with several starts, the result is the best point seen and the history
+    is the running best, one entry per objective evaluation."""
+    calls = []
+    target = torch.tensor([[0.3, -0.2], [0.0, 0.5]])
+
+    def fn(d):
+        calls.append(1)
+        return -((d - target) ** 2).sum(dim=1), -2 * (d - target)
+
+    def project(d):
+        n = d.norm(dim=1, keepdim=True)
+        return d * torch.where(n > 1, 1 / n, torch.ones_like(n))
+
+    def step(d, g, a):
+        n = g.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        return d + a[:, None] * g / n
+
+    starts = [torch.tensor([[1.0, 0.0], [0.0, -1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])]
+    inc = torch.tensor([[0.3, -0.2], [0.9, 0.0]])  # sample 0's incumbent is the optimum
+    d, v, g, hist = probe_search(fn, starts, project, step, 3, 1, 4, 5, 0.5, incumbent=inc)
+    assert len(hist) == len(calls) == 2 * (1 + 3) + 4 + 1 + 5
+    assert torch.all(hist.diff(dim=0) >= 0)
+    torch.testing.assert_close(hist[-1], v)
+    torch.testing.assert_close(d[0], target[0])
+    assert v[1] > -1e-3  # the optimum of sample 1 is inside the ball: reached by the ascent
+
+
+def test_tangent_zeroes_only_the_components_pushing_out_of_the_box():
+    x = torch.tensor([[0.0, 1.0, 0.5, 0.0, 1.0]])
+    grad = torch.tensor([[-1.0, 2.0, 3.0, 4.0, -5.0]])
+
+    def fn(d):
+        return torch.zeros(1), grad
+
+    _, g = tangent(fn, x, (0.0, 1.0))(torch.zeros_like(x))
+    torch.testing.assert_close(g, torch.tensor([[0.0, 0.0, 3.0, 4.0, -5.0]]))
+    _, g = tangent(fn, x, (0.0, 1.0))(torch.full_like(x, 0.0) + torch.tensor([[0.1, -0.1, 0, 0, 0]]))
+    torch.testing.assert_close(g, torch.tensor([[-1.0, 2.0, 3.0, 4.0, -5.0]]))
+
