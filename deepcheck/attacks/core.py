@@ -94,7 +94,7 @@ from torch import nn
 
 from ..adapt import as_log_prob
 from .search import _bcast, apgd, probe_search, sparse_starts, tangent
-from .spec import AttackSpec, Gen, LossFn, _draw
+from .spec import AttackSpec, Gen, LossFn, SampleGenerators, _draw
 from .vertex import RPROP_ETA0, ascent_vertex_search, flip_search, rprop
 
 Tensor = torch.Tensor
@@ -244,8 +244,13 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
         cand = spec.step(delta, grad, alpha)
         jump = fails >= patience * (1 + kicks) if adaptive else torch.zeros_like(fails, dtype=torch.bool)
         if bool(jump.any()):
-            kick = spec.perturb(best, eps, gen)
-            cand = torch.where(_bcast(jump, cand), kick, cand)
+            if isinstance(gen, SampleGenerators):  # only the kicked samples' streams advance (batch-independent)
+                rows = torch.nonzero(jump.cpu()).flatten().tolist()
+                cand = cand.clone()
+                cand[rows] = spec.perturb(best[rows], eps, gen.subset(rows)).to(cand.dtype)
+            else:
+                kick = spec.perturb(best, eps, gen)
+                cand = torch.where(_bcast(jump, cand), kick, cand)
         cand = project(cand)
         cval, cgrad = fn(cand)
         if adaptive:

@@ -100,6 +100,13 @@ class SampleGenerators:
     def __len__(self) -> int:
         return len(self.gens)
 
+    def subset(self, rows: list[int]) -> SampleGenerators:
+        """The generators of samples ``rows`` (the same objects: drawing from the subset advances those
+        samples' streams and no other)."""
+        sub = SampleGenerators(())
+        sub.gens = [self.gens[i] for i in rows]
+        return sub
+
 
 Gen = torch.Generator | SampleGenerators
 
