@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.linalg
@@ -82,6 +83,11 @@ class _Dual:
     def s(self) -> np.ndarray:
         """Eigenvalues of the primal covariance ``Sigma = V diag(max(c, nu)) V^T`` (ascending)."""
         return np.maximum(self.c, self.nu)
+
+    @cached_property
+    def W(self) -> np.ndarray:
+        """The points' coordinates ``(x_i - mu) V`` in the eigenbasis (shared by the step and the objective)."""
+        return (self.Yc - self.Mn) @ self.V
 
     @property
     def lam(self) -> float:
@@ -157,7 +163,7 @@ def _prox_step(dual: _Dual, eps: float, rho: float) -> np.ndarray:
     gaps = np.maximum(lam - p, 0.0)
     V = dual.V
     MV = dual.Mn @ V
-    B = (dual.Yc @ V - MV) * p + rho * MV  # P (x - mu) + rho m, in the eigenbasis of Sigma
+    B = dual.W * p + rho * MV  # P (x - mu) + rho m, in the eigenbasis of Sigma
     return _prox_responses(B, gaps, rho, eps) @ V.T
 
 
@@ -198,10 +204,10 @@ class _Reduced:
         order = np.argsort(s, kind="stable")
         return s[order], order
 
-    def objective(self, X: np.ndarray, dual: _Dual, eps: float, reg: float) -> float:
-        """The exact R6 objective ``F`` of the full model (``X`` the kept columns): one batched R1 attack."""
+    def objective(self, dual: _Dual, eps: float, reg: float) -> float:
+        """The exact R6 objective ``F`` of the full model: one batched R1 attack."""
         s, order = self.model(dual)
-        W = np.concatenate([np.zeros((X.shape[0], self.k)), (X - dual.yb) @ dual.V], axis=1)
+        W = np.concatenate([np.zeros((dual.W.shape[0], self.k)), dual.W], axis=1) if self.k else dual.W
         return _objective_at(W[:, order], s, eps, reg)[0]
 
     def flow(self, dual: _Dual) -> LinearFlow:
@@ -324,7 +330,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
     for it in bar:
         if it % primal_every == 0 or it == max_iter - 1:
-            F = red.objective(X, dual, eps, reg)
+            F = red.objective(dual, eps, reg)
             if F < best_F:
                 best_F, best_flow = F, red.flow(dual)
         gap = max(best_F - best_G, 0.0)
