@@ -118,7 +118,7 @@ def _pooled_dual(X: np.ndarray, Mn: np.ndarray, eps: float, reg: float, k: int =
     Yc = X + Mn - yb
     C = scipy.linalg.blas.dsyrk(1.0 / n, Yc, trans=1, lower=1)  # the lower triangle of Yc^T Yc / n
     C[np.diag_indices(d)] += reg
-    c, V = scipy.linalg.eigh(C, lower=True)
+    c, V = scipy.linalg.eigh(C, lower=True, driver="evd")
     tau = max(eps**2 - float(np.mean(np.sum(Mn**2, axis=1))), 0.0)
     call = np.sort(np.concatenate([np.full(k, float(reg)), c])) if k else c
     nu = _water_level(call, np.sqrt(tau)) if call[0] > 0 else float(call[0])
