@@ -44,7 +44,7 @@ Coordinates in which the data are constant (121 border pixels of MNIST) are left
 (:class:`_Reduced`): their means stay 0 (the steps never move them; by the reflection symmetry nothing is lost) and
 they enter the water-filling as a block ``reg I``; the model is put back in full before ``F`` is evaluated. With
 the points' eigen-coordinates shared by the step and ``F`` and a divide-and-conquer ``eigh``, an iteration on
-MNIST-5k is about 1.4x cheaper; the iterates are unchanged.
+MNIST-5k is about 1.4x cheaper; the iterates are the same up to rounding.
 
 Measured (``bench/bench_training.py``, MNIST-5k, reg 0.01, 60 CPU s): relative certified gaps 9e-11 / 6e-7 / 4e-5
 at eps 0.3 / 1 / 3 (4 / 112 / 124 iterations), against 7e-9 / 4e-4 / 0.75 for the damped solver. The tail is
