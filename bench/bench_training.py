@@ -23,6 +23,10 @@ eps 0.3: old 7.3e-9 (4, 2.8), new 7.3e-9 (4, 4.6), pooled 9.2e-11 (4, 4.1);
 eps 1:   old 4.8e-4 (69, 60), new 3.6e-4 (32, 62), pooled 9.2e-7 (83, 61);
 eps 3:   old 1.2 (47, 60), new 0.75 (26, 63), pooled 7.4e-5 (90, 60) -- objective -51.46 / -51.91 / -74.147.
 The 1e-8 target is met at eps 0.3 only (pooled: also at 1e-10).
+Pooled after the constant-coordinate reduction (issue 14, R6B; the pooled row alone, before/after in one session):
+eps 0.3 9.2e-11 (4, 4.3 -> 3.7 s); eps 1 8.2e-7 (87) -> 6.2e-7 (112); eps 3 7.4e-5 (90) -> 4.2e-5 (124), objective
+-74.14734 -> -74.14949. Same iterates up to rounding, ~1.4x cheaper; the tail stays linear and slow (see
+:mod:`linflow.training.pooled`), so 1e-8 at eps >= 1 is not reached in 60 s.
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).

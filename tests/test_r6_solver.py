@@ -232,3 +232,38 @@ def test_pooled_option_converges_on_the_hard_case_problems(fits, case):
     assert new.converged and new.gap <= 1e-10 * max(1.0, abs(new.objective))
     assert abs(new.objective - sdp.objective) <= 1e-6 * scale
     assert new.objective - new.gap <= sdp.objective + 1e-7 * scale
+
+
+def test_pooled_leaves_constant_coordinates_out_exactly():
+    """The ascent drops the coordinates in which the data are constant (their means stay 0): the reduced dual (a
+    block ``reg I_k`` in the water-filling) equals the full one at the same means, and the model it puts back is the
+    full dual's primal, whose exact objective it reports; the solver then matches the SDP (checked first)."""
+    from linflow.training.pooled import _ball, _pooled_dual, _Reduced, _sample_pooled
+
+    X = _data("constant", 3)
+    Xc, m, S = check_data(X, REG)
+    n, d = Xc.shape
+    rng = np.random.default_rng(7)
+    red = _Reduced(Xc)
+    assert red.k == 2 and not red.keep[:2].any() and red.keep[2:].all()
+    for eps in (0.3, 1.0, 3.0):
+        for _ in range(5):
+            Mn = rng.standard_normal((n, d)) * eps * rng.uniform(0, 1.5, size=(n, 1))
+            Mn[:, red.const] = 0.0
+            Mn = _ball(Mn, eps)
+            full = _pooled_dual(Xc, Mn, eps, REG)
+            part = _pooled_dual(Xc[:, red.keep], Mn[:, red.keep], eps, REG, red.k)
+            assert full.nu > REG  # the constant block is filled: the case the reduction must get right
+            assert part.G == pytest.approx(full.G, rel=1e-12, abs=1e-12)
+            assert part.nu == pytest.approx(full.nu, rel=1e-12)
+            assert part.lam == pytest.approx(1.0 / full.s[0], rel=1e-12)
+            flow, ref = red.flow(part), full.flow()
+            np.testing.assert_allclose(flow.mean, ref.mean, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(flow.cov, ref.cov, rtol=0, atol=1e-12)
+            assert red.objective(part, eps, REG) == pytest.approx(_damped_eval(ref, Xc, eps, REG)[0], rel=1e-12)
+    sdp = adversarial_fit(X, 1.0, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal"
+    flow, info = _sample_pooled(Xc, m, S, 1.0, REG, max_iter=3000)
+    assert info.objective == pytest.approx(_damped_eval(flow, Xc, 1.0, REG)[0], rel=1e-12)
+    assert info.objective - info.gap <= sdp.objective + 1e-7 * max(1.0, abs(sdp.objective))
+    assert abs(info.objective - sdp.objective) <= 1e-6 * max(1.0, abs(sdp.objective))
