@@ -302,7 +302,7 @@ class _Anderson:
 
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
-                   memory: int = 8, primal_every: int = 3,
+                   memory: int = 8, primal_every: int = 3, newton: int = 0, newton_every: int = 1,
                    max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
@@ -368,6 +368,13 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if rho > 1e12:
                 stalled = True
                 break
+        if newton and it % newton_every == 0:
+            from .pooled_newton import _newton_step
+
+            nd = _newton_step(X, dual, eps, reg, cg_iter=newton)
+            if nd is not None:
+                dual = nd
+                accel.reset()
         best_G = max(best_G, dual.G)
     bar.close()
     status = "converged" if converged else ("stalled" if stalled else "stopped")
