@@ -82,7 +82,8 @@ class _Curvature:
 
 
 def _newton_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, cg_iter: int = 20,
-                 damping: float = 1e-6) -> _Dual | None:
+                 damping: float = 1e-6, edge: float = 1e-5,
+                 shift: float | None = None) -> _Dual | None:
     """One truncated Newton-CG step on ``Phi`` over all means (module docstring); the new dual if ``Phi`` rose, else
     None. ``damping``: a Levenberg-Marquardt term ``damping * lambda / n`` added to the (PSD) system."""
     cur = _Curvature(dual)
@@ -90,7 +91,7 @@ def _newton_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, cg_iter: in
     Mt = cur.Mt
     r2 = np.sum(Mt**2, axis=1)
     gm = np.sum(g * Mt, axis=1)
-    on = (r2 >= eps**2 * (1.0 - 1e-9)) & (gm > 0) & (r2 > 0)
+    on = (r2 >= eps**2 * (1.0 - edge)) & (gm > 0) & (r2 > 0)
     mu = np.where(on, gm / np.where(on, r2, 1.0), 0.0)
     U = Mt[on] / np.sqrt(r2[on])[:, None]  # unit normals of the sphere points
 
@@ -104,25 +105,35 @@ def _newton_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, cg_iter: in
     def op(v: np.ndarray) -> np.ndarray:
         return proj(-cur.hess_vec(v)) + (mu[:, None] + delta) * v
 
+    # preconditioner: the per-point (block) part of the system, diagonal in the eigenbasis, shifted by ``shift``
+    if shift is None:
+        shift = 1.5 * cur.lam * Mt.shape[1]
+    pre = cur.n / (np.maximum(cur.lam - cur.p, 0.0)[None, :] + cur.n * mu[:, None] + shift)
+
+    def prec(r: np.ndarray) -> np.ndarray:
+        return proj(pre * r)
+
     b = proj(g)
     x = np.zeros_like(b)
     r = b.copy()
-    z = r
-    rr = float(np.vdot(r, r))
-    rr0 = rr
+    y = prec(r)
+    z = y
+    ry = float(np.vdot(r, y))
+    ry0 = ry
     for _ in range(cg_iter):
         Az = op(z)
         zAz = float(np.vdot(z, Az))
         if zAz <= 0:
             break
-        a = rr / zAz
+        a = ry / zAz
         x += a * z
         r -= a * Az
-        rr_new = float(np.vdot(r, r))
-        if rr_new <= 1e-24 * rr0:
+        y = prec(r)
+        ry_new = float(np.vdot(r, y))
+        if ry_new <= 1e-24 * ry0:
             break
-        z = r + (rr_new / rr) * z
-        rr = rr_new
+        z = y + (ry_new / ry) * z
+        ry = ry_new
     V = dual.V
     for alpha in (1.0, 0.5, 0.25):
         new = Mt + alpha * x
