@@ -267,3 +267,67 @@ def test_pooled_leaves_constant_coordinates_out_exactly():
     assert info.objective == pytest.approx(_damped_eval(flow, Xc, 1.0, REG)[0], rel=1e-12)
     assert info.objective - info.gap <= sdp.objective + 1e-7 * max(1.0, abs(sdp.objective))
     assert abs(info.objective - sdp.objective) <= 1e-6 * max(1.0, abs(sdp.objective))
+
+
+# --- the coupled Newton-CG step on the pooled dual (linflow.training.pooled_newton) -------------------------------
+
+def _dual_gradient(X: np.ndarray, Mn: np.ndarray, eps: float, k: int) -> tuple[float, np.ndarray]:
+    """``(Phi, dPhi/dm)`` from the formula of R6's pooled dual: ``(P (y_i - ybar) - lambda m_i) / n``."""
+    from linflow.training.pooled import _pooled_dual
+
+    du = _pooled_dual(X, Mn, eps, REG, k)
+    P = (du.V / du.s) @ du.V.T
+    return du.G, (du.Yc @ P - du.lam * Mn) / X.shape[0]
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_pooled_hessian_vector_product_matches_finite_differences(k):
+    """The exact Hessian-vector product of ``Phi`` (Lewis-Sendov, water-filled) against central differences of its
+    gradient, and the gradient against central differences of ``Phi``; some directions filled, ``k`` constant
+    coordinates in the water-filling."""
+    from linflow.training.pooled import _ball, _pooled_dual
+    from linflow.training.pooled_newton import _Curvature
+
+    rng = np.random.default_rng(11 + k)
+    n, d, eps = 40, 6, 0.8
+    X = rng.standard_normal((n, d)) * np.array([2.0, 1.0, 0.5, 0.3, 0.1, 0.05])
+    Mn = _ball(0.5 * rng.standard_normal((n, d)), eps)
+    Mn[:10] *= 0.3  # interior points leave budget to the pool
+    dual = _pooled_dual(X, Mn, eps, REG, k)
+    cur = _Curvature(dual)
+    assert cur.kJ > 0 and (k > 0 or cur.filled.any())  # some directions filled: the coupling term matters
+    G, g = _dual_gradient(X, Mn, eps, k)
+    np.testing.assert_allclose(cur.grad(), g @ dual.V, rtol=0, atol=1e-13)
+    h = 1e-6
+    for _ in range(3):
+        v = 0.1 * rng.standard_normal((n, d))
+        fd = (_dual_gradient(X, Mn + h * v, eps, k)[1] - _dual_gradient(X, Mn - h * v, eps, k)[1]) / (2 * h)
+        hv = cur.hess_vec(v @ dual.V)
+        assert np.abs(fd @ dual.V - hv).max() <= 1e-7 * np.abs(hv).max()
+        dG = (_dual_gradient(X, Mn + h * v, eps, k)[0] - _dual_gradient(X, Mn - h * v, eps, k)[0]) / (2 * h)
+        assert dG == pytest.approx(float(np.vdot(g, v)), rel=1e-6)
+
+
+def test_pooled_newton_solver_against_the_sdp():
+    """``newton > 0`` (a Newton-CG step on all means after every block step): on the hard-case-heavy problems its
+    certified bound is never above the SDP optimum (solved, checked first) and it reaches it; each accepted Newton
+    step keeps the means feasible and raises ``Phi``."""
+    from linflow.training.pooled import _pooled_dual, _Reduced, _sample_pooled, _start
+    from linflow.training.pooled_newton import _newton_step
+
+    for X, eps in _pooled_cases()[:4]:
+        sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+        assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+        scale = max(1.0, abs(sdp.objective))
+        Xc, m, S = check_data(X, REG)
+        flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, newton=10)
+        assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+        assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
+        assert info.objective >= sdp.objective - 1e-7 * scale
+        assert info.gap <= 1e-6 * scale
+        red = _Reduced(Xc)
+        Mn = _start(Xc, m, S, eps, REG, None)[0][:, red.keep]
+        dual = _pooled_dual(Xc[:, red.keep], Mn, eps, REG, red.k)
+        new = _newton_step(Xc[:, red.keep], dual, eps, REG, cg_iter=10)
+        if new is not None:
+            assert new.G > dual.G and np.linalg.norm(new.Mn, axis=1).max() <= eps * (1 + 1e-12)
