@@ -331,3 +331,12 @@ def test_pooled_newton_solver_against_the_sdp():
         new = _newton_step(Xc[:, red.keep], dual, eps, REG, cg_iter=10)
         if new is not None:
             assert new.G > dual.G and np.linalg.norm(new.Mn, axis=1).max() <= eps * (1 + 1e-12)
+
+
+def test_pooled_newton_options_are_checked():
+    from linflow.training.pooled import _sample_pooled
+
+    Xc, m, S = check_data(_data("skewed", 0), REG)
+    for bad in ({"newton": -1}, {"newton": 2.5}, {"newton_every": 0}, {"newton": True}):
+        with pytest.raises(ValueError, match="newton"):
+            _sample_pooled(Xc, m, S, 1.0, REG, **bad)
