@@ -28,6 +28,7 @@ eps 0.3 9.2e-11 (4, 4.3 -> 3.7 s); eps 1 8.2e-7 (87) -> 6.2e-7 (112); eps 3 7.4e
 -74.14734 -> -74.14949. Same iterates up to rounding, ~1.4x cheaper; the tail stays linear and slow (see
 :mod:`linflow.training.pooled`), so 1e-8 at eps >= 1 is not reached in 60 s.
 Pooled with a Newton-CG step on all means (issue 14, R6C; ``--pooled-newton``, 60 CPU s, relative gap (iterations)):
+eps 0.3: 9.2e-11 (4, 2.6 s) without, 0 to rounding (4, 7.0 s; F = Phi, consistent with the other run's bounds) with;
 eps 1: 6.4e-7 (106) without, 9.0e-7 (52) with ``newton=10, newton_every=4``, 1.3e-6 (24) with ``newton=8`` every
 iteration; eps 3: 4.8e-5 (113) without, 2.1e-4 (46) with. The step is exact but no faster than the block steps here.
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
