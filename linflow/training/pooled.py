@@ -58,7 +58,8 @@ small hard-case problems the dual stops ascending (``rho`` explodes) at a relati
 default ``tol``: ``minorant="pooled"`` then continues with the damped steps
 (:func:`linflow.training.damped._pooled_then_damped`). The option ``newton`` adds a truncated Newton-CG step over all
 means jointly (:mod:`linflow.training.pooled_newton`, the coupling curvature modelled exactly); measured, it does not
-shorten the tail within 60 s (9e-7 / 2e-4 at eps 1 / 3), so it is off by default.
+shorten the tail within 60 s (9e-7 / 2e-4 at eps 1 / 3): it raises ``Phi`` faster, but ``F`` at the dual's primal,
+which sets the gap, lags as before; so it is off by default.
 """
 
 from __future__ import annotations
