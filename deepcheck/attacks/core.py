@@ -348,6 +348,7 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
 
 # ---------------------------------------------------------------------------------------------- restarts
 METHODS = ("default", "apgd", "sparse", "vertex", "flip", "rprop", "monotone")
+SPHERE = True  # the L2 default projects the gradient onto the sphere's tangent space too (on the sphere)
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -385,7 +386,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     how = default_method(spec) if method == "default" else method
     l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
     if l2_default and x is not None and spec.clamp is not None:
-        fn = tangent(fn, x, spec.clamp)
+        fn = tangent(fn, x, spec.clamp, spec.eps if SPHERE else None)
     gen = spec.generator()
     best_delta = best_val = best_run = None
     hists = []

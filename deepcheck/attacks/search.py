@@ -171,7 +171,7 @@ def _better(a: tuple[Tensor, Tensor, Tensor], b: tuple[Tensor, Tensor, Tensor]) 
 
 
 def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
-            clamp: tuple[float, float]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+            clamp: tuple[float, float], eps: float | None = None) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     r"""``fn`` with its gradient projected onto the tangent cone of the data box at ``x + delta``: the
     components that push a coordinate at ``lo`` down or at ``hi`` up are zeroed (the projected gradient of
     the box constraint). An L2 step is normalised by the gradient's norm; on the trained flows the gradient
@@ -183,6 +183,25 @@ def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
         val, grad = fn(delta)
         y = x + delta
         out = ((y <= lo) & (grad < 0)) | ((y >= hi) & (grad > 0))
-        return val, torch.where(out, torch.zeros_like(grad), grad)
+        grad = torch.where(out, torch.zeros_like(grad), grad)
+        if eps is not None:
+            grad = _sphere_tangent(delta, grad, eps, out)
+        return val, grad
 
     return f
+
+
+SPHERE_TOL = 1e-4  # relative: ``||delta|| >= (1 - SPHERE_TOL) eps`` is on the sphere
+
+
+def _sphere_tangent(delta: Tensor, grad: Tensor, eps: float, fixed: Tensor) -> Tensor:
+    r"""Per sample on the sphere ``||delta|| = eps`` with ``<g, delta> > 0``: ``g`` minus its component along the
+    free coordinates of ``delta`` (those not in ``fixed``), i.e. the projection of ``g`` onto the tangent space of
+    the sphere within the active face of the box."""
+    dfree = torch.where(fixed, torch.zeros_like(delta), delta)
+    B = delta.shape[0]
+    n2 = dfree.reshape(B, -1).pow(2).sum(dim=1)
+    dot = (grad * dfree).reshape(B, -1).sum(dim=1)
+    on = (delta.reshape(B, -1).norm(dim=1) >= (1 - SPHERE_TOL) * eps) & (dot > 0) & (n2 > 0)
+    coef = torch.where(on, dot / torch.where(n2 > 0, n2, torch.ones_like(n2)), torch.zeros_like(n2))
+    return grad - _bcast(coef, grad) * dfree
