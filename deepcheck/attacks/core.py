@@ -348,7 +348,7 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
 
 # ---------------------------------------------------------------------------------------------- restarts
 METHODS = ("default", "apgd", "sparse", "vertex", "flip", "rprop", "monotone")
-SPHERE = True  # the L2 default projects the gradient onto the sphere's tangent space too (on the sphere)
+SPHERE = "probe"  # the L2 default's runs whose gradient is also projected onto the sphere's tangent space
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -386,13 +386,15 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     how = default_method(spec) if method == "default" else method
     l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
     if l2_default and x is not None and spec.clamp is not None:
-        fn = tangent(fn, x, spec.clamp, spec.eps if SPHERE else None)
+        fn, fn_sphere = tangent(fn, x, spec.clamp), tangent(fn, x, spec.clamp, spec.eps)
+    else:
+        fn_sphere = fn
     gen = spec.generator()
     best_delta = best_val = best_run = None
     hists = []
     for run in range(1 + spec.restarts):
         if run == 1 and value is not None and l2_default and spec.steps >= 2:
-            delta, val, hist = _probe_run(fn, value, project, spec, shape, like, gen, best_delta)
+            delta, val, hist = _probe_run(fn_sphere if SPHERE in ("probe", "both") else fn, value, project, spec, shape, like, gen, best_delta)
         else:
             if run == 0 and first is not None:
                 start = first
@@ -400,7 +402,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
                 start = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps)[0][0]
             else:
                 start = norm.random(shape, spec.eps, gen, like.dtype).to(like.device)
-            delta, val, hist = _run(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
+            f = fn_sphere if (SPHERE == "both" or (SPHERE == "zero" and run == 0)) else fn
+            delta, val, hist = _run(f, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
                                     spec.adaptive, spec.patience, gen, "apgd" if how == "sparse" else how)
         hists.append(hist)
         if best_val is None:
