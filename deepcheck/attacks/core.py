@@ -93,7 +93,7 @@ import torch
 from torch import nn
 
 from ..adapt import as_log_prob
-from .search import _bcast, apgd, probe_search, sparse_starts, tangent
+from .search import _bcast, apgd, probe_search, sparse_starts, sphere_step, tangent
 from .spec import AttackSpec, Gen, LossFn, SampleGenerators, _draw
 from .vertex import RPROP_ETA0, ascent_vertex_search, flip_search, rprop
 
@@ -313,6 +313,7 @@ PROBES = 8  # sparse starts probed by the L2 probe run (the best single-coordina
 RANDOM_PROBES = 4  # and random points of the ball
 PROBE_FRACTION = 0.08  # steps per probe, in units of ``steps``
 KEEP = 3  # probes that go on
+SPHERE_PROBES = True  # every other probe steps along the sphere's tangent (sphere_step); False: the default before
 KEEP_FRACTION = 0.3  # their steps each, in units of ``steps``
 PROBE_RUN = 3  # the probe run's passes, in units of ``steps``
 
@@ -333,22 +334,25 @@ def probe_plan(steps: int) -> tuple[int, int, int, int, int, int]:
 
 def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[Tensor], Tensor],
                project: Callable[[Tensor], Tensor], spec: AttackSpec, shape: tuple[int, ...], like: Tensor,
-               gen: Gen, incumbent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+               gen: Gen, incumbent: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The L2 restart of the default method: :func:`~.search.probe_search` over the best single-coordinate
     moves (:func:`~.search.sparse_starts`, at most ``2 steps`` forward passes) and random points of the ball,
     finishing from the best of the probes and ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)``
-    gives the ``PROBE_RUN * steps`` forward+backward passes."""
+    gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
+    every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`)."""
     k, r, s, keep, s2, finish = probe_plan(spec.steps)
     starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
     norm = NORM_SPECS["l2"]
     starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
-    delta, val, _, hist = probe_search(fn, starts, project, norm.step, s, keep, s2, finish, spec.alpha0, incumbent)
+    step = norm.step
+    if SPHERE_PROBES and x is not None and spec.clamp is not None:
+        step = [norm.step, sphere_step(norm.step, x, spec.clamp, spec.eps)]
+    delta, val, _, hist = probe_search(fn, starts, project, step, s, keep, s2, finish, spec.alpha0, incumbent)
     return delta, val, hist
 
 
 # ---------------------------------------------------------------------------------------------- restarts
 METHODS = ("default", "apgd", "sparse", "vertex", "flip", "rprop", "monotone")
-SPHERE = "probe"  # the L2 default's runs whose gradient is also projected onto the sphere's tangent space
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -386,15 +390,13 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     how = default_method(spec) if method == "default" else method
     l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
     if l2_default and x is not None and spec.clamp is not None:
-        fn, fn_sphere = tangent(fn, x, spec.clamp), tangent(fn, x, spec.clamp, spec.eps)
-    else:
-        fn_sphere = fn
+        fn = tangent(fn, x, spec.clamp)
     gen = spec.generator()
     best_delta = best_val = best_run = None
     hists = []
     for run in range(1 + spec.restarts):
         if run == 1 and value is not None and l2_default and spec.steps >= 2:
-            delta, val, hist = _probe_run(fn_sphere if SPHERE in ("probe", "both") else fn, value, project, spec, shape, like, gen, best_delta)
+            delta, val, hist = _probe_run(fn, value, project, spec, shape, like, gen, best_delta, x)
         else:
             if run == 0 and first is not None:
                 start = first
@@ -402,8 +404,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
                 start = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps)[0][0]
             else:
                 start = norm.random(shape, spec.eps, gen, like.dtype).to(like.device)
-            f = fn_sphere if (SPHERE == "both" or (SPHERE == "zero" and run == 0)) else fn
-            delta, val, hist = _run(f, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
+            delta, val, hist = _run(fn, project(start), project, norm, spec.eps, spec.steps, spec.alpha0,
                                     spec.adaptive, spec.patience, gen, "apgd" if how == "sparse" else how)
         hists.append(hist)
         if best_val is None:
