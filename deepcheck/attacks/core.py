@@ -352,7 +352,7 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
 
 
 # ---------------------------------------------------------------------------------------------- restarts
-METHODS = ("default", "apgd", "sparse", "vertex", "flip", "rprop", "monotone")
+METHODS = ("default", "apgd", "probe", "sparse", "vertex", "flip", "rprop", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -378,7 +378,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     drawn from ``spec.generator()``, in ``like``'s dtype and device; every start is projected. With ``value``
     (a forward-only objective, per sample), ``method="apgd"``, the L2 norm, ``steps >= 2`` and
     ``restarts >= 1``, run 1 is instead the probe run (:func:`_probe_run`: at most ``2 * steps`` forward
-    passes, then ``PROBE_RUN * steps`` forward+backward passes). With ``x`` (the clean inputs, whose
+    passes, then ``PROBE_RUN * steps`` forward+backward passes; every other probe on the sphere's tangent
+    given ``x``, except with ``method="probe"``, the L2 default before them, kept for ``bench/``). With ``x`` (the clean inputs, whose
     ``x + delta`` the projection keeps in ``spec.clamp``), ``method="apgd"`` and the L2 norm, the gradient is
     projected onto the tangent cone of the data box (:func:`~.search.tangent`). ``method="sparse"`` is the L2 default
     before the probe run (APGD runs, run 1 from the best single-coordinate move, no tangent cone; kept for
@@ -387,7 +388,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     ``PROBE_RUN * steps`` with the probe run: a shorter run's history is padded with its last entry)."""
     norm = NORM_SPECS[spec.norm]
     method = method or METHOD
-    how = default_method(spec) if method == "default" else method
+    sphere = method != "probe"  # "probe": the L2 default before the sphere probes (kept for bench/)
+    how = default_method(spec) if method in ("default", "probe") else method
     l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
     if l2_default and x is not None and spec.clamp is not None:
         fn = tangent(fn, x, spec.clamp)
@@ -396,7 +398,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     hists = []
     for run in range(1 + spec.restarts):
         if run == 1 and value is not None and l2_default and spec.steps >= 2:
-            delta, val, hist = _probe_run(fn, value, project, spec, shape, like, gen, best_delta, x)
+            delta, val, hist = _probe_run(fn, value, project, spec, shape, like, gen, best_delta,
+                                          x if sphere else None)
         else:
             if run == 0 and first is not None:
                 start = first
