@@ -219,8 +219,8 @@ def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400,
     each ``(norm, eps)`` of ``budgets``, in each direction, on ``n`` test images of ``data``: worst and median
     fraction of the best change found, per method of ``methods[norm]`` (default L2: ``"monotone"``, the
     issue-14 ``"sparse"``, ``"probe"`` (the probe run before its sphere probes) and the new ``"default"``;
-    L-inf: ``"monotone"`` and ``"default"``), with the passes each spent. The best change found is the best over the methods at default settings and a strong run
-    ``strong = (steps, restarts)`` of each of them."""
+    L-inf: ``"monotone"`` and ``"default"``), with the passes each spent. The best change found is the best
+    over the methods at default settings and a strong run ``strong = (steps, restarts)`` of each of them."""
     import glob
 
     from deepcheck.checkpoint import load_checkpoint

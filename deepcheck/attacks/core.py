@@ -379,8 +379,9 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     (a forward-only objective, per sample), ``method="apgd"``, the L2 norm, ``steps >= 2`` and
     ``restarts >= 1``, run 1 is instead the probe run (:func:`_probe_run`: at most ``2 * steps`` forward
     passes, then ``PROBE_RUN * steps`` forward+backward passes; every other probe on the sphere's tangent
-    given ``x``, except with ``method="probe"``, the L2 default before them, kept for ``bench/``). With ``x`` (the clean inputs, whose
-    ``x + delta`` the projection keeps in ``spec.clamp``), ``method="apgd"`` and the L2 norm, the gradient is
+    given ``x``, except with ``method="probe"``, the L2 default before them, kept for ``bench/``). With ``x``
+    (the clean inputs, whose ``x + delta`` the projection keeps in ``spec.clamp``), ``method="apgd"`` and the
+    L2 norm, the gradient is
     projected onto the tangent cone of the data box (:func:`~.search.tangent`). ``method="sparse"`` is the L2 default
     before the probe run (APGD runs, run 1 from the best single-coordinate move, no tangent cone; kept for
     ``bench/``). Returns the best ``delta``, its objective, the run it came from (0 = the first run), and the
