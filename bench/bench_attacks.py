@@ -217,16 +217,16 @@ def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400,
                   methods: dict[str, tuple[str, ...]] | None = None, pattern: str = "*.pt") -> list[tuple]:
     """Every checkpoint in ``checkpoints`` matching ``pattern`` (flows of ``data``; default the 8x8 digits), at
     each ``(norm, eps)`` of ``budgets``, in each direction, on ``n`` test images of ``data``: worst and median
-    fraction of the best change found, per method of ``methods[norm]`` (default L2: ``"monotone"``, today's
-    ``"sparse"`` and the new ``"default"``; L-inf: ``"monotone"`` and ``"default"``), with the passes each
-    spent. The best change found is the best over the methods at default settings and a strong run
-    ``strong = (steps, restarts)`` of each of them."""
+    fraction of the best change found, per method of ``methods[norm]`` (default L2: ``"monotone"``, the
+    issue-14 ``"sparse"``, ``"probe"`` (the probe run before its sphere probes) and the new ``"default"``;
+    L-inf: ``"monotone"`` and ``"default"``), with the passes each spent. The best change found is the best
+    over the methods at default settings and a strong run ``strong = (steps, restarts)`` of each of them."""
     import glob
 
     from deepcheck.checkpoint import load_checkpoint
     from deepcheck.data import as_pixels, load
 
-    methods = methods or {"l2": ("monotone", "sparse", "default"), "linf": ("monotone", "default")}
+    methods = methods or {"l2": ("monotone", "sparse", "probe", "default"), "linf": ("monotone", "default")}
     out = []
     for path in sorted(glob.glob(os.path.join(checkpoints, pattern))):
         model = load_checkpoint(path).model
@@ -323,7 +323,7 @@ def _report() -> None:
               "(strong: 200 steps x 3 restarts of each method)")
         _print_deep(deep_strength(os.environ["BENCH_ATTACKS_DEEP_FULL"], n=8, strong=(200, 3), data="fashion-mnist",
                                   budgets=(("l2", 0.5), ("l2", 1.0), ("l2", 2.0), ("l2", 4.0)),
-                                  directions=("decrease",), methods={"l2": ("sparse", "default")},
+                                  directions=("decrease",), methods={"l2": ("sparse", "probe", "default")},
                                   pattern="*_[mh][ly]*.pt"))
     else:
         print("\n(set BENCH_ATTACKS_DEEP_FULL=<checkpoint dir> for the full run's Fashion-MNIST flows, e.g. "

@@ -14,7 +14,7 @@ import torch
 
 from deepcheck.attacks import pgd_with_info
 from deepcheck.attacks.core import PROBE_RUN, probe_plan, tangent
-from deepcheck.attacks.search import probe_search
+from deepcheck.attacks.search import probe_search, sphere_step, sphere_tangent
 from deepcheck.data import as_pixels, load
 from deepcheck.flows import build
 from deepcheck.train import train
@@ -164,3 +164,30 @@ def test_tangent_zeroes_only_the_components_pushing_out_of_the_box():
     _, g = tangent(fn, x, (0.0, 1.0))(torch.full_like(x, 0.0) + torch.tensor([[0.1, -0.1, 0, 0, 0]]))
     torch.testing.assert_close(g, torch.tensor([[-1.0, 2.0, 3.0, 4.0, -5.0]]))
 
+
+
+
+def test_sphere_step_moves_along_the_sphere_within_the_box_face():
+    """Hand-computed: the components of the gradient that push out of the box are zeroed; on the sphere the
+    component of the free gradient along ``delta``'s free coordinates is
+    removed when it points out of the ball (the step is then orthogonal to ``delta``'s free part); inside the
+    ball, or pointing inwards, the step is the plain normalised step."""
+    x = torch.tensor([[0.5, 0.5, 0.1]])
+    r = 0.19 ** 0.5  # ||(0.3, 0.3, -0.1)||
+
+    def plain(d, g, a):
+        return d + a[:, None] * g / g.norm(dim=1, keepdim=True)
+
+    def at(delta, grad, eps=r):
+        d, g, a = torch.tensor([delta]), torch.tensor([grad]), torch.tensor([1.0])
+        return sphere_step(plain, x, (0.0, 1.0), eps)(d, g, a)[0] - d[0]
+
+    # the third coordinate is at the clamp (0.1 - 0.1 = 0) with g < 0: fixed; the free part (0.3, 0.3) of delta
+    # has <g, d> = 0.3 > 0, so g loses (0.3 / 0.18) (0.3, 0.3, 0): (0.5, -0.5, 0), normalised
+    h = 0.5 ** 0.5
+    torch.testing.assert_close(at([0.3, 0.3, -0.1], [1.0, 0.0, -1.0]), torch.tensor([h, -h, 0.0]))
+    torch.testing.assert_close(at([0.3, 0.3, -0.1], [-1.0, 0.0, 0.0]), torch.tensor([-1.0, 0.0, 0.0]))  # inward
+    torch.testing.assert_close(at([0.15, 0.15, -0.1], [1.0, 0.0, -1.0]), torch.tensor([1.0, 0.0, 0.0]))  # inside
+    g = torch.tensor([[0.0, 2.0, 0.0]])
+    torch.testing.assert_close(sphere_tangent(torch.tensor([[0.0, 0.4, 0.0]]), g, 0.4, torch.zeros(1, 3, dtype=bool)),
+                               torch.zeros(1, 3))  # purely radial

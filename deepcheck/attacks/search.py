@@ -127,12 +127,16 @@ def _pick(cands: list[tuple[Tensor, Tensor, Tensor]], order: Tensor) -> tuple[Te
     return d[o, rows], torch.stack([c[1] for c in cands])[o, rows], torch.stack([c[2] for c in cands])[o, rows]
 
 
+Step = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
 def probe_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], starts: list[Tensor],
-                 project: Callable[[Tensor], Tensor], step: Callable[[Tensor, Tensor, Tensor], Tensor],
+                 project: Callable[[Tensor], Tensor], step: Step | list[Step],
                  probe_steps: int, keep: int, keep_steps: int, finish_steps: int, alpha0: float,
                  incumbent: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Successive halving over starting points, batched over samples (each sample has its own ``starts[i]``):
-    a short APGD probe (:func:`apgd`, ``probe_steps`` steps from ``alpha0``) from every start; the ``keep``
+    a short APGD probe (:func:`apgd`, ``probe_steps`` steps from ``alpha0``) from every start (``step``: one
+    step for all, or a list cycled over the starts, whose first entry serves the later phases); the ``keep``
     best probes per sample go on for ``keep_steps`` steps each (step ``alpha0 / 2``); the best point found, or
     ``incumbent`` (e.g. the best of the earlier runs) where that is better, gets the last ``finish_steps``
     (step ``alpha0 / 4``). On the trained flows the objective has many basins (one per pushed pixel on the
@@ -143,8 +147,10 @@ def probe_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], starts: list[Ten
     pass."""
     hist: list[Tensor] = []
     probes = []
-    for s in starts:
-        b, v, g, h = apgd(fn, s, project, step, probe_steps, alpha0)
+    cycle = step if isinstance(step, list) else [step]
+    step = cycle[0]
+    for i, s in enumerate(starts):
+        b, v, g, h = apgd(fn, s, project, cycle[i % len(cycle)], probe_steps, alpha0)
         probes.append((b, v, g))
         hist.extend(h if not hist else torch.maximum(h, hist[-1]))
     best = _pick(probes, torch.stack([p[1] for p in probes]).argmax(dim=0))
@@ -186,3 +192,39 @@ def tangent(fn: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor,
         return val, torch.where(out, torch.zeros_like(grad), grad)
 
     return f
+
+
+def sphere_step(step: Step, x: Tensor, clamp: tuple[float, float], eps: float) -> Step:
+    r"""``step`` taken along the gradient projected onto the tangent space of the sphere ``||delta|| = eps``
+    within the data box's active face (:func:`sphere_tangent`; fixed: the coordinates at the box whose gradient
+    pushes out of it). On the trained digits flows the optimum on the sphere moves the perturbation's mass
+    from one pushed pixel to another, a small part of a mostly radial gradient: the normalised step of the
+    full gradient spends its length on the radial part, which the ball projection undoes; this one moves
+    along the sphere at full length (and still stops at a KKT point of the ball and the box, where the
+    projected gradient is zero)."""
+    lo, hi = clamp
+
+    def f(delta: Tensor, grad: Tensor, alpha: Tensor) -> Tensor:
+        y = x + delta
+        fixed = ((y <= lo) & (grad <= 0)) | ((y >= hi) & (grad >= 0))
+        return step(delta, sphere_tangent(delta, grad, eps, fixed), alpha)
+
+    return f
+
+
+SPHERE_TOL = 1e-4  # relative: ``||delta|| >= (1 - SPHERE_TOL) eps`` is on the sphere
+
+
+def sphere_tangent(delta: Tensor, grad: Tensor, eps: float, fixed: Tensor) -> Tensor:
+    r"""Per sample on the sphere ``||delta|| = eps`` (to ``SPHERE_TOL``) with ``<g, delta_F> > 0`` (``F``: the
+    coordinates not in ``fixed``; the gradient points out of the ball): ``g - (<g, delta_F> / ||delta_F||^2)
+    delta_F``, the projection of ``g`` onto the tangent space of the sphere within the face of the box that
+    ``fixed`` names; elsewhere ``g``. The components in ``fixed`` are zeroed in both cases."""
+    grad = torch.where(fixed, torch.zeros_like(grad), grad)
+    dfree = torch.where(fixed, torch.zeros_like(delta), delta)
+    B = delta.shape[0]
+    n2 = dfree.reshape(B, -1).pow(2).sum(dim=1)
+    dot = (grad * dfree).reshape(B, -1).sum(dim=1)
+    on = (delta.reshape(B, -1).norm(dim=1) >= (1 - SPHERE_TOL) * eps) & (dot > 0) & (n2 > 0)
+    coef = torch.where(on, dot / torch.where(n2 > 0, n2, torch.ones_like(n2)), torch.zeros_like(n2))
+    return grad - _bcast(coef, grad) * dfree
