@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pooled import _ball, _Dual, _pooled_dual
+from .pooled_dual import _ball, _Dual, _pooled_dual
 
 
 class _Curvature:

@@ -1,0 +1,59 @@
+"""The L2 *probe run* of :mod:`deepcheck.attacks.core` (issue 14, goal 4): the restart of the default L2 attack,
+a successive halving over starts -- the best single-coordinate moves and random points of the ball are each
+probed by a short APGD run, the best few go on, and the best of those and of the earlier runs gets the remaining
+passes (:func:`~.search.probe_search`). Why, and the measured limits: the module docstring of :mod:`.core`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .search import probe_search, sparse_starts, sphere_step
+from .spec import AttackSpec, Gen
+
+Tensor = torch.Tensor
+NormLike = Any  # a core.NormSpec (not imported: core imports this module)
+
+PROBES = 8  # sparse starts probed by the L2 probe run (the best single-coordinate moves)
+RANDOM_PROBES = 4  # and random points of the ball
+PROBE_FRACTION = 0.08  # steps per probe, in units of ``steps``
+KEEP = 3  # probes that go on
+SPHERE_PROBES = True  # every other probe steps along the sphere's tangent (sphere_step); False: the default before
+KEEP_FRACTION = 0.3  # their steps each, in units of ``steps``
+PROBE_RUN = 3  # the probe run's passes, in units of ``steps``
+
+
+def probe_plan(steps: int) -> tuple[int, int, int, int, int, int]:
+    """``(sparse, random, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run for ``steps``:
+    ``PROBE_RUN * steps`` passes in all (the probes take at most half), the incumbent's evaluation included
+    (``steps >= 2``)."""
+    total = PROBE_RUN * steps
+    s = max(1, round(PROBE_FRACTION * steps))
+    n = max(1, min(PROBES + RANDOM_PROBES, total // (2 * (1 + s))))
+    n_random = n * RANDOM_PROBES // (PROBES + RANDOM_PROBES)
+    keep = min(KEEP, n)
+    s2 = round(KEEP_FRACTION * steps)
+    finish = max(0, total - n * (1 + s) - keep * s2 - 1)
+    return n - n_random, n_random, s, keep, s2, finish
+
+
+def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[Tensor], Tensor],
+               project: Callable[[Tensor], Tensor], spec: AttackSpec, norm: NormLike, shape: tuple[int, ...],
+               like: Tensor,
+               gen: Gen, incumbent: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The L2 restart of the default method: :func:`~.search.probe_search` over the best single-coordinate
+    moves (:func:`~.search.sparse_starts`, at most ``2 steps`` forward passes) and random points of the ball,
+    finishing from the best of the probes and ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)``
+    gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
+    every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
+    ``norm`` is the L2 entry of :data:`.core.NORM_SPECS` (its ``random`` start and ``step``)."""
+    k, r, s, keep, s2, finish = probe_plan(spec.steps)
+    starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
+    starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
+    step = norm.step
+    if SPHERE_PROBES and x is not None and spec.clamp is not None:
+        step = [norm.step, sphere_step(norm.step, x, spec.clamp, spec.eps)]
+    delta, val, _, hist = probe_search(fn, starts, project, step, s, keep, s2, finish, spec.alpha0, incumbent)
+    return delta, val, hist
