@@ -57,13 +57,18 @@ def _row_norm_scaled(X: np.ndarray) -> np.ndarray:
 def _row_norm(X: np.ndarray) -> np.ndarray:
     """Euclidean norm of each row; rows whose sum of squares overflows or underflows are recomputed scaled by
     their largest entry."""
+    return _row_norm_flagged(X)[0]
+
+
+def _row_norm_flagged(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_row_norm` and the mask of the rows that needed the scaled recomputation."""
     with np.errstate(over="ignore", under="ignore"):
         N2 = _rowdot(X, X)
     out = np.sqrt(N2)
     bad = ~np.isfinite(N2) | (N2 < 1e-250)
     if np.any(bad):
         out[bad] = _row_norm_scaled(X[bad])
-    return out
+    return out, bad
 
 
 def _ratio_and_slope_scaled(A: np.ndarray, gaps: np.ndarray, g: np.ndarray,
@@ -177,12 +182,8 @@ def _solution(A: np.ndarray, gaps: np.ndarray, g: np.ndarray, scale: np.ndarray 
         if zero:
             r_[r_ == 0.0] = np.inf
         np.divide(A[i:j], r_, out=c_)
-        with np.errstate(over="ignore", under="ignore"):
-            n2 = _rowdot(c_, c_)
-        nb = np.sqrt(n2)
-        bad = ~np.isfinite(n2) | (n2 < 1e-250)
+        nb, bad = _row_norm_flagged(c_)
         if np.any(bad):
-            nb[bad] = _row_norm_scaled(c_[bad])
             late.extend((i + np.flatnonzero(bad & (scale[i:j] if scale is not None else False))).tolist())
         norms[i:j] = nb
         if scale is not None:

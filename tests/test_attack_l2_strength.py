@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.bench_attacks import _Counted
 from deepcheck.attacks import pgd_with_info
 from deepcheck.attacks.core import PROBE_RUN, probe_plan, tangent
 from deepcheck.attacks.search import probe_search, sphere_step, sphere_tangent
@@ -71,18 +72,6 @@ def _basin_reference(net, x, eps, steps=50):
         a = torch.where(ok, (1.5 * a).clamp(max=2 * eps), a / 2)
     with torch.no_grad():
         return (v.reshape(B, 2 * D).max(dim=1).values - _nll(net, x)).numpy()
-
-
-class _Counted:
-    def __init__(self):
-        self.fb = self.fwd = 0
-
-    def __call__(self, model, x):
-        if x.requires_grad:
-            self.fb += 1
-        else:
-            self.fwd += 1
-        return -model.log_prob(x)
 
 
 def _change(net, x, **kw):

@@ -59,12 +59,13 @@ def test_brute_box_reference_matches_linflow_without_clamp():
                                    optimal_nll_change(flow, X, eps, norm=np.inf), rtol=1e-9)
 
 
-def test_linf_lowering_reaches_the_optimum_with_the_clamp_binding():
-    """Measured in bench/bench_attacks.py (40 flows, 160 points): the new default reaches >= 0.99 of the optimum
-    on 98.8 % of the points, worst 0.968 (the monotone method: 70 %, worst 0.65). Here (48 points): one point
-    at 0.96, every other one at the optimum."""
+@pytest.mark.parametrize("seed", [0, 3])
+def test_linf_lowering_reaches_the_optimum_with_the_clamp_binding(seed):
+    """Measured in bench/bench_attacks.py (``linear_strength``, 160 points of seed 0) and on 400 more points (seed
+    7): every point at the optimum (the first issue-14 flip search: worst 0.968 and 0.921; the monotone method:
+    0.65). Here 48 points of each seed."""
     ratios = []
-    for flow, X, eps in _clamped_cases(0, 12):
+    for flow, X, eps in _clamped_cases(seed, 12):
         assert np.any(np.abs(X - flow.mean) < eps)  # the clamp binds somewhere
         ref = _brute_box(flow, X, eps)
         assert np.all(ref > 0)
@@ -74,8 +75,8 @@ def test_linf_lowering_reaches_the_optimum_with_the_clamp_binding():
         got = flow.nll(x_adv.numpy()) - flow.nll(X)
         assert np.all(got <= ref * (1 + 1e-9))
         ratios.extend(got / ref)
-    ratios = np.array(ratios)
-    assert ratios.min() >= 0.95 and np.sum(ratios < 0.99) <= 1, np.sort(ratios)[:5]
+    assert min(ratios) >= 0.99, np.sort(ratios)[:5]
+    assert np.median(ratios) >= 1 - 1e-9
     assert np.median(ratios) >= 1 - 1e-9
 
 
