@@ -256,7 +256,7 @@ BUDGETS: dict[str, Budget] = {
         tradeoff={"dim": 4, "n": 60},
         deep={"dataset": "fashion-mnist", "config": "small", "n_train": 20000},
         train={"epochs": 4, "finetune_epochs": 1, "pgd_steps": 2, "eps": 0.031},
-        eval={"eps": (0.0, 0.008, 0.016, 0.031, 0.063, 0.125, 0.25), "pgd_steps": 40, "restarts": 0, "n": 64,
+        eval={"eps": (0.0, 0.008, 0.016, 0.031, 0.063, 0.125, 0.25), "pgd_steps": 40, "restarts": 1, "n": 64,
               "eps_l2": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0), "strong_n": 8, "strong_steps": 160, "strong_restarts": 1,
               "strong_stride": 2},
         ood={"sets": ("uniform-noise", "mnist5k"), "eps": 0.031, "pgd_steps": 40, "n": 128,
