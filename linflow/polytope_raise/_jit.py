@@ -1,6 +1,6 @@
 r"""Compiled per-row solves for the L1 ball (:func:`linflow.polytope_raise.l1._l1_pdas`), used
 where the optional dependency ``numba`` is installed (``pip install flowrobust[jit]``); the batched numpy path runs the
-same iteration (up to rounding, plus a batch-level stop) and is the fallback.
+same iteration (up to rounding) and is the fallback.
 
 For each row, with ``S`` its support, ``sigma`` its signs and ``C`` the complement, the face problem
 ``min g^T delta + delta^T P delta / 2`` s.t. ``delta_C = 0``, ``sigma_S^T delta_S = eps`` is solved in one of two

@@ -28,7 +28,6 @@ from .common import (
     _quad,
     _rows_per_chunk,
     _stacked_solve,
-    _stalled,
 )
 from .homotopy import l1_path
 
@@ -297,9 +296,12 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
              eps: float, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The damped primal-dual active-set iteration on the support and signs (module docstring) from ``(S, sig)``, at
     most ``max_iter`` iterations (``eps`` a number or one per row): ``(X, settled, iterations, S, sig, lambda)`` (the
-    last iterate, sets and multiplier). Compiled, one row at a time, where numba is installed (:mod:`._jit`: the
-    same iteration, without the batch-level stop); batched otherwise, where the batch also stops when its undamped
-    rows stall (:func:`_stalled`)."""
+    last iterate, sets and multiplier). Compiled, one row at a time, where numba is installed (:mod:`._jit`); batched
+    otherwise: the same iteration, each row running until it settles, its multiplier is not finite (a singular
+    face) or ``max_iter``. (The batched path used to stop the whole batch once its undamped rows' set changes
+    stopped falling -- a rule from before the damping: at condition number 1e5, d = 100, eps = 0.1 x the median
+    ``||v||_1``, it sent every row to the homotopy after 4 iterations, 1.2 s where the rows settle here in a median
+    of 18 iterations, 0.46 s.)"""
     if _jit.AVAILABLE and _USE_JIT:
         E = np.ascontiguousarray(np.broadcast_to(np.asarray(eps, dtype=np.float64), (G0.shape[0],)))
         return _jit.pdas_rows(P, Sig, np.ascontiguousarray(V), np.ascontiguousarray(G0), np.ascontiguousarray(S),
@@ -312,7 +314,6 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
     done = np.zeros(G0.shape[0], dtype=bool)
     damped = np.zeros(G0.shape[0], dtype=bool)
     work = _Workspace()
-    hist = []
     for it in range(1, max_iter + 1):
         Xa, lam, G = _l1_solve(P, Sig, V[act], G0[act], S[act], sig[act], eps if np.ndim(eps) == 0 else eps[act],
                                work)
@@ -331,9 +332,8 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
         nS[~nS.any(axis=1), 0] = True  # keep the system nonsingular (a row at zero support restarts)
         done[act[same]] = True
         S[act], sig[act] = nS, nsig
-        act = act[~same]
-        full = ~damped[act]
-        if act.size == 0 or _stalled(hist, np.where(full, changes[~same], 0), it, int(full.sum()), done.size):
+        act = act[~same & np.isfinite(lam)]
+        if act.size == 0:
             break
     return np.nan_to_num(X), done, iters, S, sig, L
 
