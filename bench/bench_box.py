@@ -153,9 +153,10 @@ def _numpy_l1_row(P: np.ndarray, V: np.ndarray, eps: float, rel: float, t_c: flo
             f"{res.iterations.max()} |")
 
 
-def raising(d: int = 100, n: int = 1000, subset: int = 20, conds: tuple[float, ...] = (1e4, 1e8)) -> None:
+def raising(d: int = 100, n: int = 1000, subset: int = 20, conds: tuple[float, ...] = (1e4, 1e8, 1e5)) -> None:
     """Rows: (norm, eps relative to the median ||v||, batched s, cvxpy per point scaled to n, ratio, old path,
-    ratio, certified fraction, worst kkt, iterations + path breakpoints median / max) per condition number."""
+    ratio, certified fraction, worst kkt, iterations + path breakpoints median / max) per condition number (1e5 last,
+    so that the 1e4 and 1e8 problems stay those of earlier runs)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

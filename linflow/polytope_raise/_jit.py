@@ -199,6 +199,7 @@ def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma
         Sr = S[r]
         sr = sig[r]
         damped = False
+        before1 = before2 = np.iinfo(np.int64).max  # set changes one and two iterations ago
         for it in range(1, max_iter + 1):
             lam = _face_one(P, Sig, V[r], G0[r], Sr, sr, eps[r], idx, x, G)
             L[r] = lam
@@ -216,8 +217,9 @@ def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma
             if changes == 0 and lam >= 0.0:
                 done[r] = True
                 break
-            if lam < 0.0:
+            if lam < 0.0 or changes >= before2:  # an overshoot, or a crawl / 2-cycle (as in the numpy path)
                 damped = True
+            before2, before1 = before1, changes
             if damped:
                 _keep_largest(leave, vl, damp)
                 _keep_largest(join, vj, damp_join)
