@@ -178,7 +178,7 @@ def _keep_largest(flag, viol, frac):  # pragma: no cover - compiled
             flag[i] = False
 
 
-def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma: no cover - compiled
+def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join, crawl_from):  # pragma: no cover - compiled
     """The damped primal-dual active set of :func:`linflow.polytope_raise.l1._l1_pdas`, one row at a time:
     ``(X, settled, iterations, S, sigma, lambda)``."""
     m, d = V.shape
@@ -217,7 +217,7 @@ def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma
             if changes == 0 and lam >= 0.0:
                 done[r] = True
                 break
-            if lam < 0.0 or changes >= before2:  # an overshoot, or a crawl / 2-cycle (as in the numpy path)
+            if lam < 0.0 or (changes >= before2 and it >= crawl_from):  # overshoot, crawl or 2-cycle (as numpy)
                 damped = True
             before2, before1 = before1, changes
             if damped:
@@ -252,8 +252,8 @@ def _compiled():  # pragma: no cover - exercised only where numba is installed
     return jit(_pdas_rows)
 
 
-def pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma: no cover
+def pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join, crawl_from):  # pragma: no cover
     """:func:`_pdas_rows`, compiled by numba (only where :data:`AVAILABLE`)."""
     if not AVAILABLE:
         raise RuntimeError("numba is not installed (pip install flowrobust[jit])")
-    return _compiled()(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join)
+    return _compiled()(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join, crawl_from)

@@ -6,13 +6,14 @@ for the rows they leave, and the finite primal active-set method.
 coordinates with ``|G_i| > lambda`` join. At condition numbers near 1e8 with small ``eps`` the first exchange
 overshoots (about twice the coordinates that should leave do) and the iteration cycles on every row; the symptom
 is a negative budget multiplier ``lambda``. At 1e5-1e6 rows alternate between two supports with ``lambda >= 0``
-(a 2-cycle) or crawl. A row is therefore *damped* from the first iteration with ``lambda < 0`` or whose number of
-set changes is not below that of two iterations before: it then exchanges only the ``ceil(0.3 k)`` most
-wrong-signed of its ``k`` leaving coordinates and the ``ceil(0.6 k)`` largest ``|G_i| - lambda`` of its joining
-ones. Measured at d = 100, n = 1000, eps = 0.1 x the median ``||v||_1``: at condition number 1e8 every row settles
-in a median of 20 iterations (at most 32) where the undamped iteration settled none; at 1e5 and 1e6, where only
-the ``lambda < 0`` rule left some rows to the 50-iteration limit and the homotopy (at most 167 and 189 iterations
-+ breakpoints; numpy path 0.69 s and 0.40 s), the slowest row now settles in 23 and 24 (0.32 s and 0.28 s).
+(a 2-cycle) or crawl. A row is therefore *damped* from the first iteration with ``lambda < 0``, or from the first
+(the fifth or later) whose number of set changes is not below that of two iterations before: it then exchanges
+only the ``ceil(0.3 k)`` most wrong-signed of its ``k`` leaving coordinates and the ``ceil(0.6 k)`` largest
+``|G_i| - lambda`` of its joining ones. Measured at d = 100, n = 1000, eps = 0.1 x the median ``||v||_1``
+(``python -m bench box``): at condition number 1e8 every row settles in a median of 20 iterations (at most 32)
+where the undamped iteration settled none; at 1e5 and 1e6, where the ``lambda < 0`` rule alone left some rows to
+the 50-iteration limit and the homotopy (at most 167 and 189 iterations + breakpoints; numpy path 0.69 s and
+0.40 s), the slowest row settles in 24 (0.32 s and 0.28 s); at 1e4 the median stays 9 (the slowest: 14 -> 17).
 Settling is checked, not assumed: the final face must pass the exchange test with no violator and
 ``lambda >= 0``, and the certificate.
 """
@@ -38,6 +39,7 @@ _USE_JIT = True  # the compiled per-row iteration of :mod:`._jit` where numba is
 _GROUP_VOLUME = 1 << 17  # float64 entries per stacked group of face systems (1 MB)
 _DAMP = 0.3  # the fraction of the wrong-signed support coordinates a damped row drops per iteration
 _DAMP_JOIN = 0.6  # and of the coordinates off the support it adds
+_CRAWL_FROM = 5  # the first iteration at which a row whose set changes stop falling is damped
 
 
 def _diag_l1_support(P: np.ndarray, G0: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -308,7 +310,8 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
     if _jit.AVAILABLE and _USE_JIT:
         E = np.ascontiguousarray(np.broadcast_to(np.asarray(eps, dtype=np.float64), (G0.shape[0],)))
         return _jit.pdas_rows(P, Sig, np.ascontiguousarray(V), np.ascontiguousarray(G0), np.ascontiguousarray(S),
-                              np.ascontiguousarray(sig, dtype=np.float64), E, int(max_iter), _DAMP, _DAMP_JOIN)
+                              np.ascontiguousarray(sig, dtype=np.float64), E, int(max_iter), _DAMP, _DAMP_JOIN,
+                              _CRAWL_FROM)
     S, sig = S.copy(), sig.copy()
     X = np.zeros_like(G0)
     L = np.zeros(G0.shape[0])
@@ -327,9 +330,9 @@ def _l1_pdas(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: n
         leave = Sa & (sa * Xa < 0.0)
         join = ~Sa & (np.abs(G) > lam[:, None])
         changes = np.sum(leave | join, axis=1)
-        # damped from the first overshoot (lambda < 0) or the first iteration whose number of set changes is not
-        # below that of two iterations before (a crawl or a 2-cycle)
-        damped[act] |= (lam < 0.0) | (changes >= before[1, act])
+        # damped from the first overshoot (lambda < 0) or the first iteration (from the _CRAWL_FROM-th on) whose
+        # number of set changes is not below that of two iterations before (a crawl or a 2-cycle)
+        damped[act] |= (lam < 0.0) | ((changes >= before[1, act]) & (it >= _CRAWL_FROM))
         before[1, act], before[0, act] = before[0, act], changes
         leave = _damped(leave, -sa * Xa, damped[act], _DAMP)
         join = _damped(join, np.abs(G) - lam[:, None], damped[act], _DAMP_JOIN)
