@@ -168,7 +168,10 @@ def _l1_solve(P: np.ndarray, Sig: np.ndarray, V: np.ndarray, G0: np.ndarray, S: 
         else:
             Me = _extended(Sig)
             W = np.zeros((m, d + 1))
-            W[group, :d] = SR[group, :d] @ Sig
+            if 2 * group.size > m:  # most rows: one product over all of them beats gathering and scattering rows
+                W[:, :d] = SR[:, :d] @ Sig
+            else:
+                W[group, :d] = SR[group, :d] @ Sig
         for r in _volume_groups(group, np.minimum(k, d - k)[group], volume):
             rc = r[:, None]
             if direct:
@@ -285,13 +288,18 @@ def _l1_feasible_start(P: np.ndarray, g: np.ndarray, x: np.ndarray, S: np.ndarra
 
 def _damped(flag: np.ndarray, viol: np.ndarray, damped: np.ndarray, frac: float) -> np.ndarray:
     """On the ``damped`` rows keep only the ``ceil(frac k)`` largest violations ``viol`` of the ``k`` coordinates
-    flagged in ``flag`` (ties kept)."""
+    flagged in ``flag`` (ties kept). Whole arrays where every row is damped (no row gathers)."""
     if not damped.any():
         return flag
-    rows = np.flatnonzero(damped)
-    v = np.where(flag[rows], viol[rows], -np.inf)
-    keep = np.ceil(frac * flag[rows].sum(axis=1)).astype(np.int64)
-    thr = -np.sort(-v, axis=1)[np.arange(rows.size), np.maximum(keep - 1, 0)]
+    every = bool(damped.all())
+    rows = None if every else np.flatnonzero(damped)
+    f = flag if every else flag[rows]
+    v = np.where(f, viol if every else viol[rows], -np.inf)
+    keep = np.ceil(frac * f.sum(axis=1)).astype(np.int64)
+    # the keep-th largest (the largest, -inf, where nothing is flagged): ascending position d - max(keep, 1)
+    thr = np.sort(v, axis=1)[np.arange(v.shape[0]), v.shape[1] - np.maximum(keep, 1)]
+    if every:
+        return flag & (v >= thr[:, None])
     out = flag.copy()
     out[rows] &= v >= thr[:, None]
     return out
