@@ -83,8 +83,11 @@ class TRSolution:
     Attributes
     ----------
     C : ``(n, d)``, the optimal ``c = U^T delta`` per row.
-    eta : ``(n,)``, the Lagrange multiplier (R1: ``eta >= 1/s_min``; R2: ``eta >= 0``).
-    gap : ``(n,)``, R1: ``g = eta - 1/s_min >= 0`` (accurate even when tiny); R2: equal to ``eta``.
+    eta : ``(n,)``, the Lagrange multiplier (R1: ``eta >= 1/s_min``; R2: ``eta >= 0``); ``inf`` where it exceeds
+        the double range (e.g. ``eps = 1e-170``, ``||w|| ~ 1e200``: ``C`` is exact all the same, see
+        :mod:`linflow.secular_scale`).
+    gap : ``(n,)``, R1: ``g = eta - 1/s_min >= 0`` (accurate even when tiny; ``inf`` or ``0`` where it leaves the
+        double range); R2: equal to ``eta``.
     hard : ``(n,)`` bool, R1: the hard case (``g = 0``, norm filled along the s_min eigenspace);
         R2: the interior case ``||w|| <= eps`` (``c = -w``, ``eta = 0``).
     iterations : the largest number of root-finder iterations any row needed.
