@@ -20,7 +20,9 @@ certificate (KKT / Frank-Wolfe gap over its rounding scale) of every row and the
 iterations plus path breakpoints). Single BLAS thread, CPU time; per-point paths timed on a subset and scaled to
 n, in the same process (the ratio is the figure to quote on a loaded machine). The L1 iteration runs compiled per
 row where numba is installed (``pip install flowrobust[jit]``), batched numpy otherwise: the header says which,
-and the CPU time of the first call in the process (JIT compilation, or loading numba's on-disk cache).
+and the CPU time of the first call in the process (JIT compilation, or loading numba's on-disk cache). Where numba
+is installed each L1 row is followed by the numpy path's row (numba switched off) against the same cvxpy time:
+the figure for a user without numba.
 
 Run: ``python -m bench box`` (``python -c "import bench.bench_box as b; b.raising()"`` for the raising rows only).
 """
@@ -34,7 +36,7 @@ from scipy.stats import ortho_group
 
 from bench.timing import median_cpu_time, median_time
 from linflow import LinearFlow, box_qp, certified_perturbation
-from linflow.polytope_raise import _jit, raise_box, raise_l1
+from linflow.polytope_raise import _jit, l1, raise_box, raise_l1
 
 EPS_VALUES = (0.1, 1.0)
 SETTINGS = {8: (10, 4), 16: (10, 4), 50: (8, 3), 200: (4, 2)}  # d: (models, points per model)
@@ -121,7 +123,7 @@ def _raising_row(flow: LinearFlow, V: np.ndarray, norm: float, rel: float, subse
     solver = raise_box if norm == np.inf else raise_l1
     size = np.abs(V).max(axis=1) if norm == np.inf else np.abs(V).sum(axis=1)
     eps = rel * float(np.median(size))
-    t_b = median_cpu_time(lambda: solver(P, V, eps), repeats=3)
+    t_b = median_cpu_time(lambda: solver(P, V, eps), repeats=5)
     res = solver(P, V, eps)
     sub = V[:subset]
     t_c = median_cpu_time(lambda: [_cvxpy_point(flow, v, eps, norm) for v in sub], repeats=1, warmup=0) * n / subset
@@ -129,14 +131,32 @@ def _raising_row(flow: LinearFlow, V: np.ndarray, norm: float, rel: float, subse
     if norm == np.inf:
         t_o = median_cpu_time(lambda: [_old_linf_point(flow, v, eps) for v in sub], repeats=1, warmup=0) * n / subset
         old = f"{t_o:.2f} | {t_o / t_b:.0f}x"
-    return (f"| {'inf' if norm == np.inf else 1} | {rel} | {t_b:.3f} | {t_c:.1f} | {t_c / t_b:.0f}x | {old} | "
+    label = "inf" if norm == np.inf else ("1 (numba)" if _jit.AVAILABLE and l1._USE_JIT else "1 (numpy)")
+    row = (f"| {label} | {rel} | {t_b:.3f} | {t_c:.1f} | {t_c / t_b:.0f}x | {old} | "
+           f"{res.certified.mean():.3f} | {res.kkt.max():.1e} | {np.median(res.iterations):.0f} / "
+           f"{res.iterations.max()} |")
+    if norm == 1.0 and _jit.AVAILABLE and l1._USE_JIT:  # the numpy path too: what a user without numba gets
+        row += "\n" + _numpy_l1_row(P, V, eps, rel, t_c)
+    return row
+
+
+def _numpy_l1_row(P: np.ndarray, V: np.ndarray, eps: float, rel: float, t_c: float) -> str:
+    """The L1 row again with the batched numpy iteration (numba switched off), against the same cvxpy time."""
+    l1._USE_JIT = False
+    try:
+        t_b = median_cpu_time(lambda: raise_l1(P, V, eps), repeats=5)
+        res = raise_l1(P, V, eps)
+    finally:
+        l1._USE_JIT = True
+    return (f"| 1 (numpy) | {rel} | {t_b:.3f} | {t_c:.1f} | {t_c / t_b:.0f}x | (= cvxpy) | - | "
             f"{res.certified.mean():.3f} | {res.kkt.max():.1e} | {np.median(res.iterations):.0f} / "
             f"{res.iterations.max()} |")
 
 
-def raising(d: int = 100, n: int = 1000, subset: int = 20, conds: tuple[float, ...] = (1e4, 1e8)) -> None:
+def raising(d: int = 100, n: int = 1000, subset: int = 20, conds: tuple[float, ...] = (1e4, 1e8, 1e5)) -> None:
     """Rows: (norm, eps relative to the median ||v||, batched s, cvxpy per point scaled to n, ratio, old path,
-    ratio, certified fraction, worst kkt, iterations + path breakpoints median / max) per condition number."""
+    ratio, certified fraction, worst kkt, iterations + path breakpoints median / max) per condition number (1e5 last,
+    so that the 1e4 and 1e8 problems stay those of earlier runs)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

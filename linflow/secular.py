@@ -50,6 +50,13 @@ Sums of squares are computed in cache-sized blocks of rows, with a per-row resca
 underflow (:mod:`linflow.secular_passes`). At the end ``||c|| = eps`` to 4 ulps (the rare row further off is
 rescaled to it). 2 passes over the batch (plus one to build the start and one to write ``c``) are typical, at
 most ~10 iterations on the hardest rows seen (near-hard, cond 1e10).
+
+**Roots outside the double range** (:mod:`linflow.secular_scale`). Where ``hi = ||a|| / eps`` lies outside
+``[2^-1000, 2^1000]`` (e.g. ``eps = 1e-170``, ``||w|| ~ 1e200``: the root is ~1e370) or, lowering, ``lo =
+||a_B|| / eps`` below ``2^-1000``, the row is solved in the rescaled problem ``(a, gap, eps) -> (2^{-i-j} a,
+2^{-j} gap, 2^{-i} eps)``, whose root is ``2^{-j} g`` and solution ``2^{-i} c``: identical in exact arithmetic,
+and exact in floating point too (powers of two), with the root near 1. ``c = 2^i c'`` is returned; ``eta`` (and
+``gap``) are ``inf`` or ``0`` where the true value leaves the double range.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .secular_passes import _ratio_and_slope, _row_norm, _solution
+from .secular_scale import exponents, far_rows, groups
 from .secular_start import _prepare
 from .validation import as_float_array, check_eps
 
@@ -75,8 +83,11 @@ class TRSolution:
     Attributes
     ----------
     C : ``(n, d)``, the optimal ``c = U^T delta`` per row.
-    eta : ``(n,)``, the Lagrange multiplier (R1: ``eta >= 1/s_min``; R2: ``eta >= 0``).
-    gap : ``(n,)``, R1: ``g = eta - 1/s_min >= 0`` (accurate even when tiny); R2: equal to ``eta``.
+    eta : ``(n,)``, the Lagrange multiplier (R1: ``eta >= 1/s_min``; R2: ``eta >= 0``); ``inf`` where it exceeds
+        the double range (e.g. ``eps = 1e-170``, ``||w|| ~ 1e200``: ``C`` is exact all the same, see
+        :mod:`linflow.secular_scale`).
+    gap : ``(n,)``, R1: ``g = eta - 1/s_min >= 0`` (accurate even when tiny; ``inf`` or ``0`` where it leaves the
+        double range); R2: equal to ``eta``.
     hard : ``(n,)`` bool, R1: the hard case (``g = 0``, norm filled along the s_min eigenspace);
         R2: the interior case ``||w|| <= eps`` (``c = -w``, ``eta = 0``).
     iterations : the largest number of root-finder iterations any row needed.
@@ -198,6 +209,36 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
     gaps[:k] = 0.0
     own = overwrite and W.flags.c_contiguous and W.flags.writeable
     A, a_norm, aB_norm, start = _prepare(W, p, gaps, eps, k, out=W if own else None)  # a_i = w_i / s_i, the start
+    far = far_rows(a_norm, eps, aB_norm)
+    if not np.any(far):  # the common case: every root within the double range
+        C, g, hard, iters = _lower_rows(A, a_norm, aB_norm, start, gaps, eps, k, maxiter, own)
+        return TRSolution(C, p[0] + g, g, hard, iters)
+    C = A if own else np.empty_like(A)
+    g = np.zeros(n)
+    hard = np.zeros(n, dtype=bool)
+    near = np.flatnonzero(~far)
+    Af = A[far]
+    iters = 0
+    if near.size:
+        C[near], g[near], hard[near], iters = _lower_rows(A[near], a_norm[near], aB_norm[near], start[near], gaps,
+                                                          eps, k, maxiter, False)
+    rows = np.flatnonzero(far)
+    i, js = exponents(Af, gaps, eps)
+    for j, r in groups(js):  # the exact power-of-two rescaling of linflow.secular_scale
+        gj = np.ldexp(gaps, -j)
+        Ar, an, abn, st = _prepare(np.ldexp(Af[r], -i - j), np.ones(d), gj, np.ldexp(eps, -i), k)
+        Cr, gr, hr, it = _lower_rows(Ar, an, abn, st, gj, np.ldexp(eps, -i), k, maxiter, True)
+        with np.errstate(over="ignore"):  # g beyond the double range: inf (c is unaffected)
+            C[rows[r]], g[rows[r]], hard[rows[r]] = np.ldexp(Cr, i), np.ldexp(gr, j), hr
+        iters = max(iters, it)
+    return TRSolution(C, p[0] + g, g, hard, iters)
+
+
+def _lower_rows(A: np.ndarray, a_norm: np.ndarray, aB_norm: np.ndarray, start: np.ndarray, gaps: np.ndarray,
+                eps: float, k: int, maxiter: int, own: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """R1 from :func:`linflow.secular_start._prepare`'s output: ``(C, g, hard, iterations)`` (``C`` in ``A``'s memory
+    if ``own``)."""
+    n = A.shape[0]
     hi = a_norm / eps
     lo = np.minimum(aB_norm / eps, hi)
     start = np.fmax(lo, start)
@@ -220,7 +261,7 @@ def _lower_likelihood(s: np.ndarray, W: np.ndarray, eps: float, block_rtol: floa
         off = norms[hard]
         fill = np.sqrt(np.maximum((eps - off) * (eps + off), 0.0))
         C[hard, 0] = fill
-    return TRSolution(C, p[0] + g, g, hard, iters)
+    return C, g, hard, iters
 
 
 def raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, *,
@@ -254,13 +295,47 @@ def _raise_likelihood(s: np.ndarray, W: np.ndarray, eps: float, maxiter: int = D
     own = overwrite and W.flags.c_contiguous and W.flags.writeable
     Wo = W if everyone else W[out]
     A, a_norm, _, start = _prepare(Wo, p, p, eps, 0, out=Wo if own else None)
-    hi = a_norm / eps
-    eta_o, iters = secular_root(A, p, eps, np.zeros(A.shape[0]), hi, maxiter, start)
-    # -a_i / (eta + p_i) = -w_i / (1 + eta s_i) (the sign of a descent), norm eps to 4 ulps
-    Co, _ = _solution(A, p, eta_o, np.ones(A.shape[0], dtype=bool), eps, negate=True, out=A if own else None)
+    far = far_rows(a_norm, eps)
+    if np.any(far):  # roots outside the double range: the exact power-of-two rescaling of linflow.secular_scale
+        Co, eta_o, iters = _raise_far(A, a_norm, start, p, eps, maxiter, far, own)
+    else:
+        Co, eta_o, iters = _raise_rows(A, a_norm, start, p, eps, maxiter, own)
     if everyone:
         return TRSolution(Co, eta_o, eta_o.copy(), inside, iters)
     C = np.negative(W, out=W if own else None)
     C[out] = Co
     eta[out] = eta_o
     return TRSolution(C, eta, eta.copy(), inside, iters)
+
+
+def _raise_rows(A: np.ndarray, a_norm: np.ndarray, start: np.ndarray, p: np.ndarray, eps: float, maxiter: int,
+                own: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """R2 for rows outside the ball from :func:`linflow.secular_start._prepare`'s output: ``(C, eta, iterations)``
+    (``C`` in ``A``'s memory if ``own``)."""
+    eta, iters = secular_root(A, p, eps, np.zeros(A.shape[0]), a_norm / eps, maxiter, start)
+    # -a_i / (eta + p_i) = -w_i / (1 + eta s_i) (the sign of a descent), norm eps to 4 ulps
+    C, _ = _solution(A, p, eta, np.ones(A.shape[0], dtype=bool), eps, negate=True, out=A if own else None)
+    return C, eta, iters
+
+
+def _raise_far(A: np.ndarray, a_norm: np.ndarray, start: np.ndarray, p: np.ndarray, eps: float, maxiter: int,
+               far: np.ndarray, own: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`_raise_rows` with the rows ``far`` solved in the rescaled problem (:mod:`linflow.secular_scale`)."""
+    n, d = A.shape
+    C = A if own else np.empty_like(A)
+    eta = np.zeros(n)
+    near = np.flatnonzero(~far)
+    Af = A[far]
+    iters = 0
+    if near.size:
+        C[near], eta[near], iters = _raise_rows(A[near], a_norm[near], start[near], p, eps, maxiter, False)
+    rows = np.flatnonzero(far)
+    i, js = exponents(Af, p, eps)
+    for j, r in groups(js):
+        pj = np.ldexp(p, -j)
+        Ar, an, _, st = _prepare(np.ldexp(Af[r], -i - j), np.ones(d), pj, np.ldexp(eps, -i), 0)
+        Cr, er, it = _raise_rows(Ar, an, st, pj, np.ldexp(eps, -i), maxiter, True)
+        with np.errstate(over="ignore"):  # eta beyond the double range: inf (c is unaffected)
+            C[rows[r]], eta[rows[r]] = np.ldexp(Cr, i), np.ldexp(er, j)
+        iters = max(iters, it)
+    return C, eta, iters

@@ -336,6 +336,30 @@ def test_damped_active_set_alone_settles_a_cycling_batch(jit, monkeypatch):
         assert f_of(P, v, x) == pytest.approx(val, abs=1e-12 * (rounding_scale(P, v, x) + rounding_scale(P, v, d)))
 
 
+@pytest.mark.parametrize("jit", PATHS)
+def test_each_row_runs_to_settling_at_condition_1e5(jit, monkeypatch):
+    """d = 100, cond 1e5, eps = 0.1 x the median ||v||_1: every row settles in the damped active set (at most 27
+    iterations here). The batched path used to stop the whole batch after 5 iterations, when the set changes of its
+    undamped rows stopped falling, and send every row to the homotopy (then 5x slower than this)."""
+    monkeypatch.setattr(l1, "_USE_JIT", jit)
+    rng = np.random.default_rng(1)
+    U = scipy.stats.ortho_group.rvs(100, random_state=rng)
+    s = np.exp(rng.uniform(-np.log(1e5), 0.0, 100))
+    s[0], s[-1] = 1e-5, 1.0
+    P = (U / s) @ U.T
+    P = 0.5 * (P + P.T)
+    V = rng.standard_normal((200, 100)) * np.sqrt(s) @ U.T
+    eps = 0.1 * float(np.median(np.abs(V).sum(axis=1)))
+    Sig = np.linalg.inv(P)
+    Sig = 0.5 * (Sig + Sig.T)
+    X, done, it, *_ = l1._l1_pdas(P, Sig, V, V @ P, V != 0, -np.sign(V), eps, 50)
+    assert np.all(done) and it.max() < 50
+    res = raise_l1(P, V, eps, path_steps=0)
+    check_result(P, V, eps, 1.0, res)
+    for v, x, d, val in zip(V, X, res.D, res.value):  # the active-set iterate is that optimum
+        assert f_of(P, v, x) == pytest.approx(val, abs=1e-12 * (rounding_scale(P, v, x) + rounding_scale(P, v, d)))
+
+
 @pytest.mark.skipif(not _jit.AVAILABLE, reason="numba not installed")
 @settings(max_examples=30)
 @given(case=batches(max_dim=10, max_log10_cond=8.0))

@@ -1,6 +1,6 @@
 r"""Compiled per-row solves for the L1 ball (:func:`linflow.polytope_raise.l1._l1_pdas`), used
 where the optional dependency ``numba`` is installed (``pip install flowrobust[jit]``); the batched numpy path runs the
-same iteration (up to rounding, plus a batch-level stop) and is the fallback.
+same iteration (up to rounding) and is the fallback.
 
 For each row, with ``S`` its support, ``sigma`` its signs and ``C`` the complement, the face problem
 ``min g^T delta + delta^T P delta / 2`` s.t. ``delta_C = 0``, ``sigma_S^T delta_S = eps`` is solved in one of two
@@ -178,7 +178,7 @@ def _keep_largest(flag, viol, frac):  # pragma: no cover - compiled
             flag[i] = False
 
 
-def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma: no cover - compiled
+def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join, crawl_from):  # pragma: no cover - compiled
     """The damped primal-dual active set of :func:`linflow.polytope_raise.l1._l1_pdas`, one row at a time:
     ``(X, settled, iterations, S, sigma, lambda)``."""
     m, d = V.shape
@@ -199,6 +199,7 @@ def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma
         Sr = S[r]
         sr = sig[r]
         damped = False
+        before1 = before2 = np.iinfo(np.int64).max  # set changes one and two iterations ago
         for it in range(1, max_iter + 1):
             lam = _face_one(P, Sig, V[r], G0[r], Sr, sr, eps[r], idx, x, G)
             L[r] = lam
@@ -216,8 +217,9 @@ def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma
             if changes == 0 and lam >= 0.0:
                 done[r] = True
                 break
-            if lam < 0.0:
+            if lam < 0.0 or (changes >= before2 and it >= crawl_from):  # overshoot, crawl or 2-cycle (as numpy)
                 damped = True
+            before2, before1 = before1, changes
             if damped:
                 _keep_largest(leave, vl, damp)
                 _keep_largest(join, vj, damp_join)
@@ -250,8 +252,8 @@ def _compiled():  # pragma: no cover - exercised only where numba is installed
     return jit(_pdas_rows)
 
 
-def pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join):  # pragma: no cover
+def pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join, crawl_from):  # pragma: no cover
     """:func:`_pdas_rows`, compiled by numba (only where :data:`AVAILABLE`)."""
     if not AVAILABLE:
         raise RuntimeError("numba is not installed (pip install flowrobust[jit])")
-    return _compiled()(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join)
+    return _compiled()(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join, crawl_from)
