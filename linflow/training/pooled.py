@@ -74,6 +74,7 @@ from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_newton import _newton_step
+from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
 
@@ -242,7 +243,7 @@ class _Anderson:
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int = 3, newton: int = 0, newton_every: int = 1,
-                   max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
+                   repair_every: int = 12, max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -255,6 +256,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``newton``: with ``newton > 0``, every ``newton_every``-th iteration also tries one truncated Newton-CG step
     with at most ``newton`` conjugate-gradient products (:func:`linflow.training.pooled_newton._newton_step`,
     accepted only if ``Phi`` rises; the Anderson history is then reset); 0 (default) is the block ascent alone.
+    ``repair_every`` (12): every so many iterations, and at the last one (also when ``max_seconds`` ends the run;
+    ``F`` is then evaluated there too), ``F`` is also evaluated at the repaired model of the dual's primal
+    (:func:`linflow.training.pooled_primal._repaired_model`), kept when lower; 0 is the solver before the repair.
     History rows: ``(F, gap, rho)``. Status ``"stalled"`` when no step ascends even at ``rho > 1e12`` (the dual
     is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -267,9 +271,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
     if not (isinstance(rho, float | int) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
-    for name, val in (("newton", newton), ("newton_every", newton_every)):
-        if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < (0 if name == "newton" else 1):
-            raise ValueError(f"{name} must be an int >= {0 if name == 'newton' else 1}, got {val!r}")
+    for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("repair_every", repair_every, 0)):
+        if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
@@ -286,17 +290,22 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
     for it in bar:
-        if it % primal_every == 0 or it == max_iter - 1:
-            F = red.objective(dual, eps, reg)
+        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds
+        last = it == max_iter - 1 or out_of_time
+        models = [dual] if it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair_every) else []
+        if repair_every and it > 0 and (it % repair_every == 0 or last):
+            models.append(_repaired_model(dual, eps))  # a candidate upper bound (pooled_primal)
+        for model in models:
+            F = red.objective(model, eps, reg) if model is not None else np.inf
             if F < best_F:
-                best_F, best_flow = F, red.flow(dual)
+                best_F, best_flow = F, red.flow(model)
         gap = max(best_F - best_G, 0.0)
         history.append((best_F, gap, rho))
         bar.set_postfix(objective=f"{best_F:.10g}", gap=f"{gap:.2e}")
         if gap <= tol * max(1.0, abs(best_F)):
             converged = True
             break
-        if it == max_iter - 1 or (max_seconds is not None and time.process_time() - c0 > max_seconds):
+        if last:
             break
         plain = _prox_step(dual, eps, rho)
         step = plain - dual.Mn
