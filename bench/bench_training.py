@@ -162,7 +162,7 @@ def large(rng: np.random.Generator, budget: float = 60.0) -> None:
 
 def pooled_repair(budget: float = 60.0) -> None:
     """The pooled solver alone on MNIST-5k at eps in {0.3, 1, 3}, with the primal repair
-    (:mod:`linflow.training.pooled_primal`, the default ``repair_every=12``) and without (``repair_every=0``, the
+    (:mod:`linflow.training.pooled_primal`, the default ``repair_every=6``) and without (``repair_every=0``, the
     solver before it), each stopped at a relative certified gap of 1e-8 or after ``budget`` CPU seconds."""
     _pooled_rows((("no repair", {"repair_every": 0}), ("repair", {})), budget, "pooled dual, primal repair")
 

@@ -243,7 +243,7 @@ class _Anderson:
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int = 3, newton: int = 0, newton_every: int = 1,
-                   repair_every: int = 12, max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
+                   repair_every: int = 6, max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -256,7 +256,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``newton``: with ``newton > 0``, every ``newton_every``-th iteration also tries one truncated Newton-CG step
     with at most ``newton`` conjugate-gradient products (:func:`linflow.training.pooled_newton._newton_step`,
     accepted only if ``Phi`` rises; the Anderson history is then reset); 0 (default) is the block ascent alone.
-    ``repair_every`` (12): every so many iterations, and at the last one (also when ``max_seconds`` ends the run;
+    ``repair_every`` (6): every so many iterations, and at the last one (also when ``max_seconds`` ends the run;
     ``F`` is then evaluated there too), ``F`` is also evaluated at the repaired model of the dual's primal
     (:func:`linflow.training.pooled_primal._repaired_model`), kept when lower; 0 is the solver before the repair.
     History rows: ``(F, gap, rho)``. Status ``"stalled"`` when no step ascends even at ``rho > 1e12`` (the dual
