@@ -389,8 +389,8 @@ def test_primal_repair_is_an_exact_model_never_below_the_sdp(case):
 
 
 def test_primal_repair_solver_against_the_sdp_and_its_option():
-    """With the repair off (``repair_every=0``, the solver before it) and every iteration: both certify against the
-    SDP (solved, checked first); the option is checked."""
+    """With the repair off (``repair=False, primal_every=3``, the solver before it) and on at every iteration: both
+    certify against the SDP (solved, checked first); the options are checked."""
     from linflow.training.pooled import _sample_pooled
 
     X, eps = _data("near-mean", 13), 1.0
@@ -398,12 +398,14 @@ def test_primal_repair_solver_against_the_sdp_and_its_option():
     assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
     scale = max(1.0, abs(sdp.objective))
     Xc, m, S = check_data(X, REG)
-    for every in (0, 1):
-        flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, repair_every=every)
+    for opts in ({"repair": False, "primal_every": 3}, {"primal_every": 1}):
+        flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, **opts)
         assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
         assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
         assert info.objective >= sdp.objective - 1e-7 * scale
         assert info.gap <= 1e-6 * scale
-    for bad in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="repair_every"):
-            _sample_pooled(Xc, m, S, eps, REG, repair_every=bad)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="primal_every"):
+            _sample_pooled(Xc, m, S, eps, REG, primal_every=bad)
+    with pytest.raises(TypeError, match="repair"):
+        _sample_pooled(Xc, m, S, eps, REG, repair=1)

@@ -242,23 +242,24 @@ class _Anderson:
 
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
-                   memory: int = 8, primal_every: int = 3, newton: int = 0, newton_every: int = 1,
-                   repair_every: int = 6, max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
+                   memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
+                   repair: bool = True, max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
     ``lambda_max(P) d / n`` at the start (roughly the curvature that moving one point's mean along the top
     eigenspace of ``P`` meets through ``log det``; on MNIST-5k at eps 1, 1.5 is about 20 absolute); it triples
     when neither the accelerated nor the plain step increases the dual. ``memory`` (8) is the Anderson history,
-    ``primal_every`` (3) the period of the exact objective's evaluation at the dual's primal (and at the last
-    iterate). Returns the evaluated model of lowest objective ``F`` and ``FitInfo(gap = F - max Phi)``;
-    converged when ``gap <= tol * max(1, |F|)``. ``max_seconds``: a CPU-time (process time) cap.
+    ``primal_every`` the period of the exact objective's evaluation at the dual's primal (and at the last
+    iterate; also when ``max_seconds`` ends the run, with ``repair``); None: 10 with ``repair``, 3 without.
+    ``repair`` (True): at each of those evaluations after the first, ``F`` is also evaluated at the repaired model
+    of the dual's primal (:func:`linflow.training.pooled_primal._repaired_model`), kept when lower; False with
+    ``primal_every=3`` is the solver before the repair. Returns the evaluated model of lowest objective ``F`` and
+    ``FitInfo(gap = F - max Phi)``; converged when ``gap <= tol * max(1, |F|)``. ``max_seconds``: a CPU-time
+    (process time) cap.
     ``newton``: with ``newton > 0``, every ``newton_every``-th iteration also tries one truncated Newton-CG step
     with at most ``newton`` conjugate-gradient products (:func:`linflow.training.pooled_newton._newton_step`,
     accepted only if ``Phi`` rises; the Anderson history is then reset); 0 (default) is the block ascent alone.
-    ``repair_every`` (6): every so many iterations, and at the last one (also when ``max_seconds`` ends the run;
-    ``F`` is then evaluated there too), ``F`` is also evaluated at the repaired model of the dual's primal
-    (:func:`linflow.training.pooled_primal._repaired_model`), kept when lower; 0 is the solver before the repair.
     History rows: ``(F, gap, rho)``. Status ``"stalled"`` when no step ascends even at ``rho > 1e12`` (the dual
     is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -271,7 +272,11 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
     if not (isinstance(rho, float | int) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
-    for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("repair_every", repair_every, 0)):
+    if primal_every is None:
+        primal_every = 10 if repair else 3
+    if not isinstance(repair, bool):
+        raise TypeError(f"repair must be a bool, got {repair!r}")
+    for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
@@ -292,8 +297,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     for it in bar:
         out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds
         last = it == max_iter - 1 or out_of_time
-        models = [dual] if it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair_every) else []
-        if repair_every and it > 0 and (it % repair_every == 0 or last):
+        models = [dual] if it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair) else []
+        if repair and models and it > 0:
             models.append(_repaired_model(dual, eps))  # a candidate upper bound (pooled_primal)
         for model in models:
             F = red.objective(model, eps, reg) if model is not None else np.inf
