@@ -31,11 +31,16 @@ Pooled with a Newton-CG step on all means (issue 14, R6C; ``--pooled-newton``, 6
 eps 0.3: 9.2e-11 (4, 2.6 s) without, 0 to rounding (4, 7.0 s; F = Phi, consistent with the other run's bounds) with;
 eps 1: 6.4e-7 (106) without, 9.0e-7 (52) with ``newton=10, newton_every=4``, 1.3e-6 (24) with ``newton=8`` every
 iteration; eps 3: 4.8e-5 (113) without, 2.1e-4 (46) with. The step is exact but no faster than the block steps here.
+Pooled with the primal repair (issue 14, R6D; ``--pooled-repair``, 60 CPU s, relative gap (iterations), same
+session): eps 0.3: 9.2e-11 (4) with and without; eps 1: 8.1e-7 (92) without, 1.7e-7 (94) with (objective
+-312.697513 -> -312.697713); eps 3: 6.1e-5 (102) without, 1.5e-5 (96) with (-74.14814 -> -74.15161). With the repair
+every 6 iterations and F every 3: 1.75e-7 (90) and 1.7e-5 (94); with the Newton step too (``newton=10,
+newton_every=4``): 1.4e-7 (42) and 9.7e-5 (34). The 1e-8 target at eps >= 1 is still not met.
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).
 Only part 3: ``PYTHONPATH=. python bench/bench_training.py --large-only``; the pooled solver with and without the
-Newton step only: ``--pooled-newton``.
+Newton step only: ``--pooled-newton``; with and without the primal repair only: ``--pooled-repair``.
 """
 
 from __future__ import annotations

@@ -59,7 +59,10 @@ default ``tol``: ``minorant="pooled"`` then continues with the damped steps
 (:func:`linflow.training.damped._pooled_then_damped`). The option ``newton`` adds a truncated Newton-CG step over all
 means jointly (:mod:`linflow.training.pooled_newton`, the coupling curvature modelled exactly); measured, it does not
 shorten the tail within 60 s (9e-7 / 2e-4 at eps 1 / 3): it raises ``Phi`` faster, but ``F`` at the dual's primal,
-which sets the gap, lags as before; so it is off by default.
+which sets the gap, lags as before; so it is off by default. The option ``repair`` (on by default) attacks that
+upper bound instead: :mod:`linflow.training.pooled_primal` turns the filled space of the dual's primal towards the
+interior points' null space at the Lagrangian's price, and ``F`` there is kept when lower; within 60 CPU s the
+certified gaps become 9e-11 / 1.7e-7 / 1.5e-5 (against 9e-11 / 8.1e-7 / 6.1e-5 without, same session).
 """
 
 from __future__ import annotations
