@@ -340,3 +340,72 @@ def test_pooled_newton_options_are_checked():
     for bad in ({"newton": -1}, {"newton": 2.5}, {"newton_every": 0}, {"newton": True}):
         with pytest.raises(ValueError, match="newton"):
             _sample_pooled(Xc, m, S, 1.0, REG, **bad)
+
+
+# --- the primal repair (linflow.training.pooled_primal) -----------------------------------------------------------
+
+def _dual_after(X: np.ndarray, eps: float, steps: int):
+    """``(Xc, red, dual)``: the pooled dual after ``steps`` plain proximal block steps from the solver's start."""
+    from linflow.training.pooled import _pooled_dual, _prox_step, _Reduced, _start
+
+    Xc, m, S = check_data(X, REG)
+    red = _Reduced(Xc)
+    Mn = _start(Xc, m, S, eps, REG, None)[0][:, red.keep]
+    dual = _pooled_dual(Xc[:, red.keep], Mn, eps, REG, red.k)
+    rho = 1.5 * dual.lam * Xc.shape[1] / Xc.shape[0]
+    for _ in range(steps):
+        new = _pooled_dual(Xc[:, red.keep], _prox_step(dual, eps, rho), eps, REG, red.k)
+        if new.G > dual.G:
+            dual = new
+    return Xc, red, dual
+
+
+@pytest.mark.parametrize("case", [("near-mean", 1.0, 13), ("near-mean", 2.0, 2), ("constant", 1.0, 3)])
+def test_primal_repair_is_an_exact_model_never_below_the_sdp(case):
+    """On hard-case-heavy problems, at a dual short of its optimum (some directions filled, some points interior, so
+    the repair has something to turn): the repaired model is a rotation of the dual's primal (same eigenvalues, all
+    ``>= nu``, orthonormal eigenvectors), the objective the solver would record for it is the exact R6 objective of
+    the flow it would return, and that objective is never below the SDP optimum (solved, checked first)."""
+    from linflow.training.pooled_primal import _repaired_model
+
+    kind, eps, seed = case
+    X = _data(kind, seed)
+    sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+    for steps in (2, 8):
+        Xc, red, dual = _dual_after(X, eps, steps)
+        t = eps**2 - np.sum(dual.Mn**2, axis=1)
+        assert (dual.c < dual.nu).any() and (t > 1e-9 * eps**2).any()  # the precondition: a repair is attempted
+        model = _repaired_model(dual, eps)
+        assert model is not None
+        np.testing.assert_allclose(model.s, dual.s, rtol=0, atol=0)
+        assert model.s.min() >= dual.nu
+        np.testing.assert_allclose(model.V.T @ model.V, np.eye(model.V.shape[1]), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(model.W, (model.Yc - model.Mn) @ model.V, rtol=0, atol=1e-12)
+        F = red.objective(model, eps, REG)
+        assert F == pytest.approx(_damped_eval(red.flow(model), Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+        assert F >= sdp.objective - 1e-7 * max(1.0, abs(sdp.objective))
+        assert dual.G <= sdp.objective + 1e-7 * max(1.0, abs(sdp.objective))
+
+
+def test_primal_repair_solver_against_the_sdp_and_its_option():
+    """With the repair off (``repair=False, primal_every=3``, the solver before it) and on at every iteration: both
+    certify against the SDP (solved, checked first); the options are checked."""
+    from linflow.training.pooled import _sample_pooled
+
+    X, eps = _data("near-mean", 13), 1.0
+    sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+    scale = max(1.0, abs(sdp.objective))
+    Xc, m, S = check_data(X, REG)
+    for opts in ({"repair": False, "primal_every": 3}, {"primal_every": 1}):
+        flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, **opts)
+        assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+        assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
+        assert info.objective >= sdp.objective - 1e-7 * scale
+        assert info.gap <= 1e-6 * scale
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="primal_every"):
+            _sample_pooled(Xc, m, S, eps, REG, primal_every=bad)
+    with pytest.raises(TypeError, match="repair"):
+        _sample_pooled(Xc, m, S, eps, REG, repair=1)
