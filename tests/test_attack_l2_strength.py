@@ -110,6 +110,12 @@ def test_probe_plan_fits_the_budget():
         assert (k + r) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
         assert 1 <= keep <= k + r <= 12 and keep <= 3 and k <= 8 and 0 <= r <= 4 and finish >= 0
     assert probe_plan(100) == (8, 4, 8, 3, 30, 101)
+    assert probe_plan(100, 64) == probe_plan(100)  # 8x8: the screen tries all 128 single moves
+    assert probe_plan(100, 784) == (1, 11, 8, 3, 30, 101)  # 28x28: one sparse probe, the rest random
+    for steps in range(2, 400):
+        k, r, s, keep, s2, finish = probe_plan(steps, 784)
+        assert (k + r) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
+        assert k == 1 and r == min(12, PROBE_RUN * steps // (2 * (1 + s))) - 1, steps
     assert 1 + 100 + PROBE_RUN * 100 <= 404  # 2x the 202 passes of the default before issue 14 goal 4
 
 
