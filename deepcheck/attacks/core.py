@@ -80,25 +80,24 @@ probe run: 0.96, 0.96, 0.65, 0.75). On the hybrid RealNVP's worst image the best
 single-coordinate starts stall ~15 % lower with another pair, 15 of 128 reach it within 200 steps by moving mass
 between pixels, and 8-step probes rank them 80th of 128: the sphere probes rank it first, but on the RealNVP
 MLE's worst image they pick a worse basin than before (0.991 -> 0.960): which probe wins is basin luck at this
-budget. L2 raising >= 0.99. On the full runs'
-28x28 flows (8 test images; references: the best of the defaults and of 200-step runs, which on most
-checkpoints do not agree on every image, so these fractions are upper estimates of strength): the OOD L-inf
-raising (MNIST images against the Fashion-MNIST models, eps up to 0.25) reaches >= 0.90 of the best found (the
-sign step at the pipeline's 40 steps: 0.20-0.26 at eps 0.25, its curve flat in eps). There the L2 objective has
-rare basins 2-7x higher than the usual ones in both directions (RealNVP hybrid, eps 1: the usual lowering basin
-pushes one pixel by ~eps plus a small dense tail, the high ones move ~10 pixels in structured patterns, e.g. a
-column of alternating signs), reached from random starts and rarely from the sparse ones; from the default's
-end point 80 more APGD steps gain 0-2 %, 150-step restarts from it nudged by 0.2 eps 1-16 %: a search over basins more
-than a convergence problem (an earlier reference, the default continued from its own point, gave worst 0.86-0.93
-and never left the basin). Hence ``probe_plan``'s rule: one sparse probe and 11 random ones where the screen cannot
-try every single move. Against the best of the default before and after that rule and of a strong run (200
-steps x 4 runs, seed 3: 1203 passes; RealNVP hybrid eps 1: 400 x 4; on some images the defaults beat it, so these are upper estimates of
-strength), worst (median) of 8 images, before -> after: L2 lowering RealNVP hybrid eps 1 0.14 (0.85) -> 0.30
-(0.93), eps 4 0.26 (0.68) -> 0.62 (0.95); RealNVP MLE eps 1 0.41 (0.97) -> 0.41 (0.97); GLOW MLE eps 1 0.82
-(0.995) -> 0.82 (0.99); L2 raising RealNVP MLE eps 1 0.22 (0.69) -> 0.23 (0.77) (the strong run: >= 0.80
-(0.99) on all). Which random probe finds a high basin is luck at this budget.
-Ill-conditioned convex minimisation (R2) converges at a rate set by the condition number. With ``clamp`` the L2 ball projection is followed by the
-clamp, the usual approximation of the projection onto their intersection (for L-inf both are boxes: the clamp
+budget. L2 raising >= 0.99. On the full runs' 28x28 flows (8 test images; references: the best of the defaults and
+of 200-step runs, which on most checkpoints do not agree on every image, so these fractions are upper estimates of
+strength): the OOD L-inf raising (MNIST images against the Fashion-MNIST models, eps up to 0.25) reaches >= 0.90 of
+the best found (the sign step at the pipeline's 40 steps: 0.20-0.26 at eps 0.25, its curve flat in eps). There the
+L2 objective has rare basins 2-7x higher than the usual ones in both directions (RealNVP hybrid, eps 1: the usual
+lowering basin pushes one pixel by ~eps plus a small dense tail, the high ones move ~10 pixels in structured
+patterns, e.g. a column of alternating signs), reached from random starts and rarely from the sparse ones; from the
+default's end point 80 more APGD steps gain 0-2 %, 150-step restarts from it nudged by 0.2 eps 1-16 %: a search over
+basins more than a convergence problem (an earlier reference, the default continued from its own point, gave worst
+0.86-0.93 and never left the basin). Hence ``probe_plan``'s rule: one sparse probe and 11 random ones where the
+screen cannot try every single move. Against the best of the default before and after that rule and of a strong run
+(200 steps x 4 runs, seed 3: 1203 passes; RealNVP hybrid eps 1: 400 x 4; on some images the defaults beat it, so
+these are upper estimates of strength), worst (median) of 8 images, before -> after: L2 lowering RealNVP hybrid eps
+1 0.14 (0.85) -> 0.30 (0.93), eps 4 0.26 (0.68) -> 0.62 (0.95); RealNVP MLE eps 1 0.41 (0.97) -> 0.41 (0.97); GLOW
+MLE eps 1 0.82 (0.995) -> 0.82 (0.99); L2 raising RealNVP MLE eps 1 0.22 (0.69) -> 0.23 (0.77) (the strong run: >=
+0.80 (0.99) on all). Which random probe finds a high basin is luck at this budget. Ill-conditioned convex
+minimisation (R2) converges at a rate set by the condition number. With ``clamp`` the L2 ball projection is followed
+by the clamp, the usual approximation of the projection onto their intersection (for L-inf both are boxes: the clamp
 is the exact projection).
 """
 
