@@ -186,3 +186,28 @@ def test_sphere_step_moves_along_the_sphere_within_the_box_face():
     g = torch.tensor([[0.0, 2.0, 0.0]])
     torch.testing.assert_close(sphere_tangent(torch.tensor([[0.0, 0.4, 0.0]]), g, 0.4, torch.zeros(1, 3, dtype=bool)),
                                torch.zeros(1, 3))  # purely radial
+
+
+@pytest.mark.parametrize("likelihood", ["decrease", "increase"])
+def test_l2_default_exact_on_a_linear_flow_where_the_probes_are_random(likelihood):
+    """d = 150 > steps: the probe run's plan is one sparse probe and 11 random ones (``probe_plan``'s ``dim``
+    rule); the default still reaches linflow's exact optimum (R1, R2; ``optimal_nll_change``) to 1e-3 relative,
+    within the budget of 404 forward+backward passes."""
+    from deepcheck.flows import LinearFlow as TorchLinearFlow
+    from linflow import optimal_nll_change
+    from tests.strategies import random_flow
+
+    rng = np.random.default_rng(3)
+    d = 150
+    assert probe_plan(100, d)[:2] == (1, 11)
+    flow = random_flow(d, 30.0, rng)
+    X = flow.sample(4, rng)
+    eps = float(0.1 * np.sqrt(np.mean(flow.eigvals)))
+    count = _Counted()
+    x_adv = pgd_with_info(TorchLinearFlow.from_linflow(flow, dtype=torch.float64), torch.tensor(X), eps, norm="l2",
+                          likelihood=likelihood, clamp=None, seed=1, loss_fn=count)[0].numpy()
+    assert np.all(np.linalg.norm(x_adv - X, axis=1) <= eps * (1 + 1e-12))
+    got = flow.nll(x_adv) - flow.nll(X)
+    exact = optimal_nll_change(flow, X, eps, norm=2, likelihood=likelihood)
+    np.testing.assert_allclose(got, exact, rtol=1e-3, atol=0)
+    assert count.fb <= 404, count.fb
