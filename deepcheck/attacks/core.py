@@ -93,12 +93,13 @@ basins more than a convergence problem (an earlier reference, the default contin
 screen cannot try every single move. Against the best of the default before and after that rule and of a strong run
 (200 steps x 4 runs, seed 3: 1203 passes; RealNVP hybrid eps 1: 400 x 4; on some images the defaults beat it, so
 these are upper estimates of strength), worst (median) of 8 images, before -> after: L2 lowering RealNVP hybrid eps
-1 0.14 (0.85) -> 0.30 (0.93), eps 4 0.26 (0.68) -> 0.62 (0.95); RealNVP MLE eps 1 0.41 (0.97) -> 0.41 (0.97); GLOW
-MLE eps 1 0.82 (0.995) -> 0.82 (0.99); L2 raising RealNVP MLE eps 1 0.22 (0.69) -> 0.23 (0.77) (the strong run: >=
-0.80 (0.99) on all). Which random probe finds a high basin is luck at this budget. Ill-conditioned convex
-minimisation (R2) converges at a rate set by the condition number. With ``clamp`` the L2 ball projection is followed
-by the clamp, the usual approximation of the projection onto their intersection (for L-inf both are boxes: the clamp
-is the exact projection).
+0.5 0.43 (0.95) -> 0.49 (0.92), eps 1 0.14 (0.85) -> 0.30 (0.93), eps 4 0.26 (0.68) -> 0.62 (0.95); RealNVP MLE eps
+1 0.41 (0.97) -> 0.41 (0.97), eps 4 0.25 (0.84) -> 0.25 (0.82); GLOW MLE eps 1 0.82 (0.995) -> 0.82 (0.99); GLOW
+hybrid eps 1 0.93 (0.98) -> 0.86 (0.99); L2 raising RealNVP MLE eps 1 0.22 (0.69) -> 0.23 (0.77); the strong run:
+worst 0.24-0.995, median >= 0.99 (4 sparse probes instead of 1: no better). Which random probe finds a high basin is
+luck at this budget. Ill-conditioned convex minimisation (R2) converges at a rate set by the condition number. With
+``clamp`` the L2 ball projection is followed by the clamp, the usual approximation of the projection onto their
+intersection (for L-inf both are boxes: the clamp is the exact projection).
 """
 
 from __future__ import annotations
