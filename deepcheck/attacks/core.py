@@ -18,23 +18,23 @@ one forward and one backward pass (the candidate's loss and gradient come from t
 direction):
 
 * ``"apgd"`` (L2, both directions): APGD (Croce & Hein 2020; :func:`~.search.apgd`: momentum 0.75, the step halved
-  at checkpoints where progress stalled, restarting from the best point) for ``APGD_FRACTION`` of the steps,
-  then the monotone ascent below from its best point, with the gradient projected onto the tangent cone of the
-  data box (:func:`~.search.tangent`). With ``restarts >= 1`` the first restart is the *probe run*
-  (:func:`_probe_run`, ``PROBE_RUN * steps`` passes): the ``PROBES`` best single-coordinate moves ``+-eps e_j``
-  (:func:`~.search.sparse_starts`, screened by at most ``2 steps`` forward passes; where these cannot try all
-  ``2 D`` moves, as on 28x28 images, ``SPARSE_LARGE`` = 1 of them and the rest random) and ``RANDOM_PROBES`` random
-  points of the ball are each probed by a short APGD run, the ``KEEP`` best go on, and the best of those and of
-  run 0 gets the remaining passes (:func:`~.search.probe_search`, successive halving over starts); every other
-  probe steps along the gradient projected onto the sphere's tangent within the box's active face
-  (:func:`~.search.sphere_step`: on the sphere the basins are joined by moving the perturbation's mass from one
-  pushed pixel to another, a small part of a mostly radial gradient that the plain normalised step barely
-  follows). Why: on the
-  trained flows the NLL over the L2 ball has many basins (on the digits one per background pixel pushed up by
-  ~eps, its neighbours to the clamp, with values up to 1.5x apart); the run from zero and a single start stop
-  in the wrong one, the forward screen ranks basins only roughly (rank correlation ~0, the best among the first
-  ~12) but 5-10 ascent steps rank them well. Without the tangent cone the normalised step spent its length on
-  background pixels already at the clamp (the iterate stalled at ``||delta|| ~ 0.7 eps`` on Fashion-MNIST).
+  at checkpoints where progress stalled, restarting from the best point) for ``APGD_FRACTION`` of the steps, then
+  the monotone ascent below from its best point, with the gradient projected onto the tangent cone of the data box
+  (:func:`~.search.tangent`). With ``restarts >= 1`` the first restart is the *probe run* (:func:`_probe_run`,
+  ``PROBE_RUN * steps`` passes): the ``PROBES`` best single-coordinate moves ``+-eps e_j``
+  (:func:`~.search.sparse_starts`, screened by at most ``2 steps`` forward passes) and ``RANDOM_PROBES`` random
+  points of the ball (where the screen cannot try all ``2 D`` moves, as on 28x28 images: ``SPARSE_LARGE`` = 1 sparse
+  probe, the others random; :func:`~.probe.probe_plan`) are each probed by a short APGD run, the ``KEEP`` best go
+  on, and the best of those and of run 0 gets the remaining passes (:func:`~.search.probe_search`, successive
+  halving over starts); every other probe steps along the gradient projected onto the sphere's tangent within the
+  box's active face (:func:`~.search.sphere_step`: on the sphere the basins are joined by moving the perturbation's
+  mass from one pushed pixel to another, a small part of a mostly radial gradient that the plain normalised step
+  barely follows). Why: on the trained flows the NLL over the L2 ball has many basins (on the digits one per
+  background pixel pushed up by ~eps, its neighbours to the clamp, with values up to 1.5x apart); the run from zero
+  and a single start stop in the wrong one, the forward screen ranks basins only roughly (rank correlation ~0, the
+  best among the first ~12) but 5-10 ascent steps rank them well. Without the tangent cone the normalised step spent
+  its length on background pixels already at the clamp (the iterate stalled at ``||delta|| ~ 0.7 eps`` on
+  Fashion-MNIST).
 * ``"vertex"`` (L-inf lowering): per sample a monotone sign ascent until it stalls (``patience`` failures in a
   row; on the 28x28 flows at large eps it never does), then the
   batched vertex search :func:`~.vertex.vertex_search`: per sample and pass one candidate vertex, kept only if
