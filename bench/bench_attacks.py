@@ -16,7 +16,7 @@
    ``BENCH_ATTACKS_DEEP=<checkpoint dir>`` :func:`deep_strength` on trained flows (reference: the best of a
    400-step x 8-run attack of each method and the defaults; minutes per model); with
    ``BENCH_ATTACKS_DEEP_FULL=<checkpoint dir>`` the same at L2 on the full run's Fashion-MNIST flows (8 images,
-   eps 0.5-4, 200 steps x 3 runs as the strong run; about an hour on 2 cores); with
+   eps 0.5, 1, 4, both directions, 200 steps x 3 runs as the strong run; about an hour on 2 cores); with
    ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` :func:`full_linf_strength`, the full runs' L-inf
    lowering and OOD raising (L-inf lowering: sign ascent until it stalls + vertex search; raising: Rprop).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
@@ -220,7 +220,9 @@ def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400,
     fraction of the best change found, per method of ``methods[norm]`` (default L2: ``"monotone"``, the
     issue-14 ``"sparse"``, ``"probe"`` (the probe run before its sphere probes) and the new ``"default"``;
     L-inf: ``"monotone"`` and ``"default"``), with the passes each spent. The best change found is the best
-    over the methods at default settings and a strong run ``strong = (steps, restarts)`` of each of them."""
+    over the methods at default settings and a strong run ``strong = (steps, restarts)`` of each of them (seed 3:
+    other random starts than the defaults' seed 1). On the 28x28 flows the L2 NLL has rare basins 2-7x higher
+    than the usual ones, so this reference, too, is beaten by more search: its fractions are upper estimates."""
     import glob
 
     from deepcheck.checkpoint import load_checkpoint
@@ -235,7 +237,7 @@ def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400,
             for lk in directions:
                 kw = dict(norm=norm, likelihood=lk, seed=1)
                 runs = {m: _attack(model, x, eps, m, **kw) for m in methods[norm]}
-                s_kw = dict(kw, steps=strong[0], restarts=strong[1])
+                s_kw = dict(kw, steps=strong[0], restarts=strong[1], seed=3)  # other random starts than the defaults
                 refs = [r[0] for r in runs.values()] + [_attack(model, x, eps, m, **s_kw)[0] for m in runs]
                 best = np.max(refs, axis=0) if lk == "decrease" else np.min(refs, axis=0)
                 for m, (change, fb, fwd) in runs.items():
@@ -319,11 +321,11 @@ def _report() -> None:
     else:
         print("\n(set BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood,sets> for the full runs' L-inf rows)")
     if os.environ.get("BENCH_ATTACKS_DEEP_FULL"):
-        print("\nFull-run flows (Fashion-MNIST 28x28), L2 lowering, 8 test images: fraction of the best change found "
-              "(strong: 200 steps x 3 restarts of each method)")
+        print("\nFull-run flows (Fashion-MNIST 28x28), L2, 8 test images: fraction of the best change found "
+              "(strong: 200 steps x 3 restarts of each method, another seed)")
         _print_deep(deep_strength(os.environ["BENCH_ATTACKS_DEEP_FULL"], n=8, strong=(200, 3), data="fashion-mnist",
-                                  budgets=(("l2", 0.5), ("l2", 1.0), ("l2", 2.0), ("l2", 4.0)),
-                                  directions=("decrease",), methods={"l2": ("sparse", "probe", "default")},
+                                  budgets=(("l2", 0.5), ("l2", 1.0), ("l2", 4.0)),
+                                  directions=("decrease", "increase"), methods={"l2": ("probe", "default")},
                                   pattern="*_[mh][ly]*.pt"))
     else:
         print("\n(set BENCH_ATTACKS_DEEP_FULL=<checkpoint dir> for the full run's Fashion-MNIST flows, e.g. "

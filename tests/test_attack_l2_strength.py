@@ -110,6 +110,12 @@ def test_probe_plan_fits_the_budget():
         assert (k + r) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
         assert 1 <= keep <= k + r <= 12 and keep <= 3 and k <= 8 and 0 <= r <= 4 and finish >= 0
     assert probe_plan(100) == (8, 4, 8, 3, 30, 101)
+    assert probe_plan(100, 64) == probe_plan(100)  # 8x8: the screen tries all 128 single moves
+    assert probe_plan(100, 784) == (1, 11, 8, 3, 30, 101)  # 28x28: one sparse probe, the rest random
+    for steps in range(2, 400):
+        k, r, s, keep, s2, finish = probe_plan(steps, 784)
+        assert (k + r) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
+        assert k == 1 and r == min(12, PROBE_RUN * steps // (2 * (1 + s))) - 1, steps
     assert 1 + 100 + PROBE_RUN * 100 <= 404  # 2x the 202 passes of the default before issue 14 goal 4
 
 
@@ -180,3 +186,28 @@ def test_sphere_step_moves_along_the_sphere_within_the_box_face():
     g = torch.tensor([[0.0, 2.0, 0.0]])
     torch.testing.assert_close(sphere_tangent(torch.tensor([[0.0, 0.4, 0.0]]), g, 0.4, torch.zeros(1, 3, dtype=bool)),
                                torch.zeros(1, 3))  # purely radial
+
+
+@pytest.mark.parametrize("likelihood", ["decrease", "increase"])
+def test_l2_default_exact_on_a_linear_flow_where_the_probes_are_random(likelihood):
+    """d = 150 > steps: the probe run's plan is one sparse probe and 11 random ones (``probe_plan``'s ``dim``
+    rule); the default still reaches linflow's exact optimum (R1, R2; ``optimal_nll_change``) to 1e-3 relative,
+    within the budget of 404 forward+backward passes."""
+    from deepcheck.flows import LinearFlow as TorchLinearFlow
+    from linflow import optimal_nll_change
+    from tests.strategies import random_flow
+
+    rng = np.random.default_rng(3)
+    d = 150
+    assert probe_plan(100, d)[:2] == (1, 11)
+    flow = random_flow(d, 30.0, rng)
+    X = flow.sample(4, rng)
+    eps = float(0.1 * np.sqrt(np.mean(flow.eigvals)))
+    count = _Counted()
+    x_adv = pgd_with_info(TorchLinearFlow.from_linflow(flow, dtype=torch.float64), torch.tensor(X), eps, norm="l2",
+                          likelihood=likelihood, clamp=None, seed=1, loss_fn=count)[0].numpy()
+    assert np.all(np.linalg.norm(x_adv - X, axis=1) <= eps * (1 + 1e-12))
+    got = flow.nll(x_adv) - flow.nll(X)
+    exact = optimal_nll_change(flow, X, eps, norm=2, likelihood=likelihood)
+    np.testing.assert_allclose(got, exact, rtol=1e-3, atol=0)
+    assert count.fb <= 404, count.fb

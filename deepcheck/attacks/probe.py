@@ -5,6 +5,7 @@ passes (:func:`~.search.probe_search`). Why, and the measured limits: the module
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,16 +24,22 @@ KEEP = 3  # probes that go on
 SPHERE_PROBES = True  # every other probe steps along the sphere's tangent (sphere_step); False: the default before
 KEEP_FRACTION = 0.3  # their steps each, in units of ``steps``
 PROBE_RUN = 3  # the probe run's passes, in units of ``steps``
+SPARSE_LARGE = 1  # sparse probes where the screen cannot try every single-coordinate move (28x28); the rest random
 
 
-def probe_plan(steps: int) -> tuple[int, int, int, int, int, int]:
+def probe_plan(steps: int, dim: int = 0) -> tuple[int, int, int, int, int, int]:
     """``(sparse, random, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run for ``steps``:
     ``PROBE_RUN * steps`` passes in all (the probes take at most half), the incumbent's evaluation included
-    (``steps >= 2``)."""
+    (``steps >= 2``). ``dim``: the number of coordinates per sample; where the screen's ``2 steps`` forward
+    passes cannot try all ``2 dim`` single-coordinate moves, only ``SPARSE_LARGE`` probes are sparse and the
+    others random (on the 28x28 flows the sparse starts lead to the low basins, one pixel pushed by ~eps; the
+    high ones, up to 3-7x higher, move ~10 pixels in structured patterns and are reached from random starts)."""
     total = PROBE_RUN * steps
     s = max(1, round(PROBE_FRACTION * steps))
     n = max(1, min(PROBES + RANDOM_PROBES, total // (2 * (1 + s))))
     n_random = n * RANDOM_PROBES // (PROBES + RANDOM_PROBES)
+    if dim > steps:  # 2 dim moves > 2 steps screened
+        n_random = n - min(SPARSE_LARGE, n)
     keep = min(KEEP, n)
     s2 = round(KEEP_FRACTION * steps)
     finish = max(0, total - n * (1 + s) - keep * s2 - 1)
@@ -49,7 +56,7 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
     gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
     ``norm`` is the L2 entry of :data:`.core.NORM_SPECS` (its ``random`` start and ``step``)."""
-    k, r, s, keep, s2, finish = probe_plan(spec.steps)
+    k, r, s, keep, s2, finish = probe_plan(spec.steps, int(math.prod(shape[1:])))
     starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
     starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
     step = norm.step
