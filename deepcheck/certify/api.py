@@ -178,9 +178,10 @@ def nll_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "li
         ``"zonotope"`` (affine forms with an error symbol per relaxed activation: the tightest, the most memory).
     steps, restarts, seed : of the :func:`~deepcheck.attacks.pgd` attack giving ``lower`` and ``delta``.
     batch_size : samples propagated at once (the symbolic forms hold ``D`` coefficients per activation).
-    max_symbols : the zonotope's symbol budget per propagation: relaxation errors beyond it (the smallest of a
-        layer first) go to the per-element remainder, as in the symbolic mode (:mod:`deepcheck.certify.forms`);
-        each layer's symbols are also capped so that their coefficients fit ``MAX_SYMBOL_BYTES``.
+    max_symbols : the zonotope's symbol budget: at each GLOW layer boundary with more symbols than this, the
+        smallest are merged into one fresh symbol per element of the flow's state
+        (:func:`deepcheck.certify.reduce.compact`); a relaxation's new symbols are also capped so that their
+        coefficients fit ``MAX_SYMBOL_BYTES`` (:mod:`deepcheck.certify.forms`; the rest go to the remainder).
     """
     from ..attacks import pgd
 

@@ -18,9 +18,10 @@ tensors of one propagation. Three modes (:class:`Context`):
   the remainder ``r`` (symbolic intervals).
 * ``"zonotope"``: as symbolic, but each relaxation's offset width becomes a *new error symbol* (DeepZ-style),
   so later affine layers propagate it with signed weights (cancellations kept) instead of ``|W|``; the
-  remainder ``r`` then only carries rounding slack. **Symbol budget:** a propagation holds at most
-  ``Context.max_symbols`` symbols, and a relaxation of ``n`` elements per sample (batch ``b``) may only bring the
-  count to ``MAX_SYMBOL_BYTES / (8 b n)`` (its coefficient tensor stays under the memory limit). A relaxation
+  remainder ``r`` then only carries rounding slack. **Symbol budget:** at the flows' layer boundaries the
+  symbols are compacted to ``Context.max_symbols`` (:mod:`deepcheck.certify.reduce`), and a relaxation of ``n``
+  elements per sample (batch ``b``) may only bring the count to ``MAX_SYMBOL_BYTES / (8 b n)`` (its coefficient
+  tensor stays under the memory limit). A relaxation
   whose errors do not all fit gives symbols to its largest errors (max over the batch) and puts the others
   into the remainder ``r``, elementwise (what the symbolic mode does with all of them): a box term per element,
   sound because ``|rad_i e| <= rad_i``; only the correlation carried by those symbols is lost.
@@ -153,13 +154,16 @@ class Context:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         check_max_symbols(self.max_symbols)
 
+    compactions: int = 0
+    """How often :func:`deepcheck.certify.reduce.compact` reduced the symbols to ``max_symbols``."""
+
     def room(self, b: int, n: int) -> int:
         """How many new symbols a relaxation of ``n`` elements per sample (batch ``b``) may add."""
-        return max(0, min(self.max_symbols, MAX_SYMBOL_BYTES // (8 * b * n)) - self.n_symbols)
+        return max(0, MAX_SYMBOL_BYTES // (8 * b * n) - self.n_symbols)
 
 
 def check_max_symbols(max_symbols: object) -> int:
-    """``max_symbols`` validated: an int ``>= 0`` (0: the zonotope mode degenerates to the symbolic one)."""
+    """``max_symbols`` validated: an int ``>= 0``."""
     if isinstance(max_symbols, bool) or not isinstance(max_symbols, int) or max_symbols < 0:
         raise ValueError(f"max_symbols must be an int >= 0, got {max_symbols!r}")
     return max_symbols
