@@ -13,6 +13,17 @@
    (zonotope); the rows are also written to ``out/certify/bench_certify.json``.
 
 Run ``python -m bench certify`` (about 2-4 minutes of CPU, most of it training).
+
+4. ``BENCH_CERTIFY_FULL=out/full/checkpoints/glow_mle_<hash>.pt python -m bench certify``: instead of 1-3, the
+   full budget's certify step (28x28 small GLOW) per method and eps in {0.01, 0.05, 0.1, 0.5}/255 on
+   ``BENCH_CERTIFY_N`` (default 1) Fashion-MNIST test images, batch 1, zonotope ``max_symbols`` 1500
+   (:func:`full_size`; wall-clock seconds, about 10 minutes). Measured (MLE GLOW of the full run, first test
+   image, 2-core CPU under load 8-11): IBP overflows (upper = inf) at 0.5, 1 and 4/255; symbolic is vacuous
+   (upper/lower 6e13 at 0.01/255); zonotope upper/lower 1.74 (0.01/255, 62 s), 1.90 (0.05/255, 108 s),
+   2.92 (0.1/255, 101 s), 594 (0.2/255), 4e7 (0.5/255, 155 s); with ``max_symbols`` 6000 still 3e5 at 0.5/255
+   (368 s). The full budget's eps (0.5/255 and up) are beyond what these relaxations certify on this model.
+   With the default ``max_symbols`` (4096), both models, eps {0.01, 0.05, 0.1}/255, one image: upper/lower
+   MLE 1.74 / 1.89 / 2.54, hybrid 2.51 / 2.74 / 3.72; 481 s for all six (PGD included).
 """
 
 from __future__ import annotations
@@ -66,19 +77,51 @@ def tightness(paths: dict[str, Path], n: int = 32, methods=METHODS, eps=EPS) -> 
 
     x = data.load("digits", "test", seed=0, limit=n).pixels(torch.float32)
     rows = []
-    print(f"{'model':>7} {'method':>9} {'eps*255':>7} {'clean':>7} {'lower':>7} {'upper':>10} {'up/low':>8} "
-          f"{'excess':>9} {'s':>5}")
+    _header()
     for name, path in paths.items():
         model = load_checkpoint(path).model.eval()
         for method in methods:
             for e in eps:
                 t0 = time.process_time()
                 b = nll_bounds(model, x, e, method=method, steps=100, restarts=2, batch_size=8)
-                s = {"model": name, **b.summary(), "seconds": time.process_time() - t0}
-                rows.append(s)
-                print(f"{name:>7} {method:>9} {e * 255:7.2g} {s['clean_bpd']:7.3f} {s['lower_bpd']:7.3f} "
-                      f"{s['upper_bpd']:10.4g} {s['ratio_bpd']:8.4g} {s['excess_ratio_median']:9.4g} "
-                      f"{s['seconds']:5.1f}", flush=True)
+                rows.append(_row(name, b, time.process_time() - t0))
+    return rows
+
+
+def _header() -> None:
+    print(f"{'model':>7} {'method':>9} {'eps*255':>7} {'clean':>7} {'lower':>7} {'upper':>10} {'up/low':>8} "
+          f"{'excess':>9} {'s':>5}")
+
+
+def _row(name: str, b, seconds: float) -> dict:
+    s = {"model": name, **b.summary(), "seconds": seconds}
+    print(f"{name:>7} {b.method:>9} {b.eps * 255:7.2g} {s['clean_bpd']:7.3f} {s['lower_bpd']:7.3f} "
+          f"{s['upper_bpd']:10.4g} {s['ratio_bpd']:8.4g} {s['excess_ratio_median']:9.4g} {s['seconds']:5.1f}",
+          flush=True)
+    return s
+
+
+FULL_EPS = (0.01 / 255, 0.05 / 255, 0.1 / 255, 0.5 / 255)
+
+
+def full_size(path: Path, n: int = 1, methods=("ibp", "symbolic", "zonotope"), eps=FULL_EPS,
+              max_symbols: int = 1500) -> list[dict]:
+    """The full budget's certify step on its own checkpoint (28x28 small GLOW, Fashion-MNIST): each method on
+    the first ``n`` test images, ``batch_size`` 1, the zonotope with ``max_symbols`` (wall-clock seconds)."""
+    from deepcheck import data
+    from deepcheck.certify import nll_bounds
+    from deepcheck.checkpoint import load_checkpoint
+
+    model = load_checkpoint(path).model.eval()
+    x = data.load("fashion-mnist", "test", seed=0, limit=n).pixels(torch.float32)
+    rows = []
+    print(f"\nfull size: {path.name}, {n} Fashion-MNIST test image(s), zonotope max_symbols {max_symbols}")
+    _header()
+    for method in methods:
+        for e in eps:
+            t0 = time.time()
+            b = nll_bounds(model, x, e, method=method, steps=100, restarts=2, batch_size=1, max_symbols=max_symbols)
+            rows.append(_row(path.stem.split("_")[1], b, time.time() - t0))
     return rows
 
 
@@ -127,6 +170,11 @@ def main() -> None:
 
     torch.set_num_threads(1)
     paths = train_models()
+    full = os.environ.get("BENCH_CERTIFY_FULL")
+    if full:  # a full-budget checkpoint, e.g. out/full/checkpoints/glow_mle_*.pt (minutes per zonotope row)
+        rows = full_size(Path(full), n=int(os.environ.get("BENCH_CERTIFY_N", "1")))
+        atomic_write(OUT / "bench_certify_full.json", json.dumps(rows, indent=1))
+        return
     rows = tightness(paths, n=int(os.environ.get("BENCH_CERTIFY_N", "32")))
     atomic_write(OUT / "bench_certify.json", json.dumps(rows, indent=1))
     print(f"wrote {figure(rows)}")

@@ -38,7 +38,7 @@ from torch import nn
 from ..attacks.spec import check_clamp
 from ..flows.base import bits_per_dim, parameter_dtype
 from .flows import MODEL_RULES, latents
-from .forms import MODES, Form, InputSet, U
+from .forms import MAX_SYMBOLS, MODES, Form, InputSet, U, check_max_symbols
 from .objective import box_upper, chord_upper, gram_upper
 
 METHODS = MODES
@@ -123,9 +123,12 @@ def float64_copy(model: nn.Module) -> nn.Module:
 
 def nll_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf",
                     clamp: tuple[float, float] | None = (0.0, 1.0), method: str = "ibp",
-                    batch_size: int = 16, _model64: nn.Module | None = None) -> torch.Tensor:
-    """The certified ``upper`` of :func:`nll_bounds` alone (no attack), float64, shape ``(B,)``."""
+                    batch_size: int = 16, max_symbols: int = MAX_SYMBOLS,
+                    _model64: nn.Module | None = None) -> torch.Tensor:
+    """The certified ``upper`` of :func:`nll_bounds` alone (no attack), float64, shape ``(B,)``; ``+inf`` where
+    the enclosures overflow (a NaN in them means nothing is known, and ``+inf`` is then the only sound bound)."""
     eps, clamp = _check(model, x, eps, norm, clamp, method)
+    check_max_symbols(max_symbols)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     m64 = _model64 if _model64 is not None else float64_copy(model)
@@ -134,13 +137,14 @@ def nll_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str 
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             inp = InputSet.build(x[i:i + batch_size].detach().to(torch.float64), eps, norm, clamp)
-            zs, logdet = latents(m64, Form.input(inp, method))
+            zs, logdet = latents(m64, Form.input(inp, method, max_symbols))
             if method == "ibp":
                 up = box_upper(zs, logdet)
             else:
                 up = torch.minimum(chord_upper(zs, logdet), gram_upper(zs, logdet))
             const = dim * _HALF_LOG_2PI
-            out.append((up + const) * (1 + 4 * U) + 4 * U * (up.abs() + const))
+            up = (up + const) * (1 + 4 * U) + 4 * U * (up.abs() + const)
+            out.append(torch.nan_to_num(up, nan=math.inf))
     return torch.cat(out)
 
 
@@ -160,7 +164,7 @@ def _witness(x64: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str,
 
 def nll_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf",
                clamp: tuple[float, float] | None = (0.0, 1.0), method: str = "ibp", steps: int = 100,
-               restarts: int = 2, seed: int = 0, batch_size: int = 16) -> NLLBounds:
+               restarts: int = 2, seed: int = 0, batch_size: int = 16, max_symbols: int = MAX_SYMBOLS) -> NLLBounds:
     """Certified per-sample interval ``[lower, upper]`` on the worst-case NLL (module docstring).
 
     Parameters
@@ -174,6 +178,10 @@ def nll_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "li
         ``"zonotope"`` (affine forms with an error symbol per relaxed activation: the tightest, the most memory).
     steps, restarts, seed : of the :func:`~deepcheck.attacks.pgd` attack giving ``lower`` and ``delta``.
     batch_size : samples propagated at once (the symbolic forms hold ``D`` coefficients per activation).
+    max_symbols : the zonotope's symbol budget: at each GLOW layer boundary with more symbols than this, the
+        smallest are merged into one fresh symbol per element of the flow's state
+        (:func:`deepcheck.certify.reduce.compact`); a relaxation's new symbols are also capped so that their
+        coefficients fit ``MAX_SYMBOL_BYTES`` (:mod:`deepcheck.certify.forms`; the rest go to the remainder).
     """
     from ..attacks import pgd
 
@@ -181,7 +189,7 @@ def nll_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "li
     m64 = float64_copy(model)
     x64 = x.detach().to(torch.float64)
     upper = nll_upper_bound(model, x, eps, norm=norm, clamp=clamp, method=method, batch_size=batch_size,
-                            _model64=m64)
+                            max_symbols=max_symbols, _model64=m64)
     x_in = x.detach().to(parameter_dtype(model))
     x_adv = pgd(model, x_in, eps, norm=norm, clamp=clamp, steps=steps, restarts=restarts, seed=seed) if eps > 0 \
         else x_in

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from ..flows.glow import Glow
+from ..flows.layers import Chain
 from ..flows.linear import LinearFlow
 from ..flows.realnvp import RealNVP
 from .forms import ABS_SLACK, FUNC_REL, Form, gamma
+from .reduce import compact
 from .rules import apply
 
 MODEL_RULES: dict[type, object] = {}
@@ -34,13 +36,27 @@ def _zero(x: Form) -> Form:
     return x.const(x.c.new_zeros(x.c.shape[0]))
 
 
+def _chain_compacted(flow: Chain, h: Form, live: list[Form]) -> tuple[Form, Form, list[Form]]:
+    """The ``Chain`` rule (same operations, same order) with :func:`~deepcheck.certify.reduce.compact` after each
+    layer: ``(h, chain logdet, live)``, ``live`` the other enclosures in use (rewritten when compacted)."""
+    ld_chain = _zero(h)
+    for layer in flow.layers:
+        h, ld = apply(layer, h)
+        ld_chain = ld_chain + ld
+        h, (ld_chain, *live) = compact(h, [ld_chain, *live], h.ctx.max_symbols)
+    return h, ld_chain, live
+
+
 def _glow(model: Glow, x: Form) -> tuple[list[Form], Form]:
     h = x.shift(-0.5)
     logdet = _zero(x)
     zs = []
     for level, flow in enumerate(model.flows):
         h, _ = apply(model.squeeze, h)
-        h, ld = apply(flow, h)
+        if type(flow) is Chain:
+            h, ld, (logdet, *zs) = _chain_compacted(flow, h, [logdet, *zs])
+        else:
+            h, ld = apply(flow, h)
         logdet = logdet + ld
         if level < len(model.splits):
             h, z, ld = apply(model.splits[level], h)
