@@ -266,7 +266,7 @@ BUDGETS: dict[str, Budget] = {
         theory={"eps": (0.5, 1.0, 2.0), "n": 64, "pgd_steps": 40, "universal_steps": 40},
         deep_tradeoff={"model": "glow", "lambdas": (0.25, 0.5, 1.0), "eps_train": (0.5, 1.0), "epochs": 1,
                        "n_train": 3000, "pgd_steps": 2, "eps_attack": 1.0, "attack_steps": 40, "n": 64},
-        certify={"n": 4, "batch_size": 1}),
+        certify={"n": 1, "batch_size": 1, "eps": (0.01 / 255, 0.05 / 255, 0.1 / 255)}),
 }
 BUDGETS["full-mnist5k"] = replace(BUDGETS["full"], name="full-mnist5k").with_settings(
     deep={"dataset": "mnist5k", "n_train": None}, ood={"sets": ("uniform-noise", "fashion-mnist")})
