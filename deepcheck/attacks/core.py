@@ -288,6 +288,7 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
 
 
 APGD_FRACTION = 0.6
+RPROP_WARM = True
 LINF_ASCENT_FRACTION = 0.35
 
 
@@ -375,6 +376,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
         else:
             if run == 0 and first is not None:
                 start = first
+            elif how == "rprop" and RPROP_WARM and best_delta is not None:
+                start = best_delta  # raising: continue from the best point with fresh steps (a warm restart)
             elif run == 1 and value is not None and how == "sparse" and spec.adaptive:
                 start = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps)[0][0]
             else:
