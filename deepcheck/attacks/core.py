@@ -46,6 +46,11 @@ direction):
   grown while its partial derivative keeps its sign and halved when it changes, candidates kept only if the
   objective does not fall. The sign step moves every coordinate by one ``alpha``; on trained 28x28 flows the
   OOD optimum moves foreground pixels by ``eps`` and background pixels by ~1e-3, so one step size stalled.
+  Its restarts are *warm* (``RPROP_WARM``): each continues from the best point so far with the steps reset
+  to ``RPROP_ETA0 * alpha0``, not from a random point. Why: on the full 28x28 flows at eps 0.25 one run of
+  101 passes is still converging (a 300-step run gains 5-10 % more on the worst MNIST image) and a random
+  start in the box begins far from the OOD optimum, so the cold restart rarely won; the warm restart spends
+  those passes converging (worst 0.90 -> 0.97 on MNIST against the Fashion GLOWs, eps 0.25).
 * ``"monotone"`` (the method of every norm before issue 14): a candidate is accepted per
   sample only if it improves that sample's objective; the step ``alpha`` doubles on success (up to a
   per-norm cap) and halves on failure. For a convex objective maximised over the ball (R1, R3) a full step
@@ -289,6 +294,8 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
 
 APGD_FRACTION = 0.6
 RPROP_WARM = True
+"""L-inf raising (``"rprop"``): every restart continues from the best point so far with fresh steps (a warm
+restart) instead of a random point of the ball (``False``: the random start, the default before; ``bench/``)."""
 LINF_ASCENT_FRACTION = 0.35
 
 
@@ -376,7 +383,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
         else:
             if run == 0 and first is not None:
                 start = first
-            elif how == "rprop" and RPROP_WARM and best_delta is not None:
+            elif how == "rprop" and RPROP_WARM and spec.adaptive and best_delta is not None:
                 start = best_delta  # raising: continue from the best point with fresh steps (a warm restart)
             elif run == 1 and value is not None and how == "sparse" and spec.adaptive:
                 start = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps)[0][0]

@@ -146,7 +146,6 @@ def rprop(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float
 
 KICK_FRACTION = 0.1
 """The share of the coordinates (at least 2) that a small kick of :func:`vertex_search` flips."""
-ASCENT_MAX = 1.0
 
 
 def vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, gen: Gen,
@@ -210,8 +209,7 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
     rows = torch.arange(B, device=flat.device)
     ranks = torch.arange(D, device=flat.device)
     n_kick = max(2, math.ceil(KICK_FRACTION * D))
-    n_ascent = math.ceil(ASCENT_MAX * steps)
-    for it in range(steps):
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
         target = torch.where(flat > mid, lo, torch.where(flat < mid, hi, torch.where(g >= 0, hi, lo)))
         step = target - flat
@@ -258,5 +256,5 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
         best = torch.where(better[:, None], flat, best)
         best_val = torch.where(better, val, best_val)
         hist.append(best_val)
-        ascending = ascending & (fails < patience) & (it + 1 < n_ascent)
+        ascending = ascending & (fails < patience)
     return best.reshape(delta.shape), best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
