@@ -46,11 +46,8 @@ direction):
   grown while its partial derivative keeps its sign and halved when it changes, candidates kept only if the
   objective does not fall. The sign step moves every coordinate by one ``alpha``; on trained 28x28 flows the
   OOD optimum moves foreground pixels by ``eps`` and background pixels by ~1e-3, so one step size stalled.
-  Its restarts are *warm* (``RPROP_WARM``): each continues from the best point so far with the steps reset
-  to ``RPROP_ETA0 * alpha0``, not from a random point. Why: on the full 28x28 flows at eps 0.25 one run of
-  101 passes is still converging (a 300-step run gains 5-10 % more on the worst MNIST image) and a random
-  start in the box begins far from the OOD optimum, so the cold restart rarely won; the warm restart spends
-  those passes converging (worst 0.90 -> 0.97 on MNIST against the Fashion GLOWs, eps 0.25).
+  Its restarts are *warm* (``RPROP_WARM``): from the best point so far with fresh steps, not a random point
+  (on the 28x28 flows at eps 0.25 one 101-pass run is still converging and a random start is far off).
 * ``"monotone"`` (the method of every norm before issue 14): a candidate is accepted per
   sample only if it improves that sample's objective; the step ``alpha`` doubles on success (up to a
   per-norm cap) and halves on failure. For a convex objective maximised over the ball (R1, R3) a full step
@@ -88,15 +85,12 @@ budget. L2 raising >= 0.99. On the full runs'
 28x28 flows (8 test images; references: the best of the defaults and of 200-step runs, which on most
 checkpoints do not agree on every image, so these fractions are upper estimates of strength): the OOD L-inf
 raising (MNIST images against the Fashion-MNIST models, eps up to 0.25) reaches >= 0.90 of the best found (the
-sign step at the pipeline's 40 steps: 0.20-0.26 at eps 0.25, its curve flat in eps); at eps 0.25, against a
-reference built for it (400-step Rprop runs, growth 1.2 and 1.5, first step eps/4 and eps/64, a 400-step sign
-ascent, the best point then polished by two rounds of 150-step Rprop with small first steps), the warm-restart
-default reaches worst 0.958-0.971, median >= 0.977 on MNIST (the cold restart: 0.883-0.911) and >= 0.993 on
-uniform noise (GLOW MLE / hybrid, RealNVP MLE; the pipeline's 40 steps: 0.72-0.84 on MNIST); L-inf lowering
-at eps 0.25 is far from the best found: worst 0.33-0.82, median 0.67-0.93 (GLOW MLE / hybrid, RealNVP MLE)
-against the best of 300-step runs of the ascent + vertex search, Rprop and APGD from zero and random starts,
-polished by the vertex search -- a reference that is not stable (later 200-step runs beat it by up to 29 % on
-single images: many basins, none found reliably at this budget); L2 lowering (eps 0.5-4)
+sign step at the pipeline's 40 steps: 0.20-0.26 at eps 0.25, its curve flat in eps); at eps 0.25 against
+400-step Rprop runs polished by 300 more passes, worst 0.958-0.971 on MNIST (cold restart 0.883-0.911; the
+pipeline's 40 steps 0.72-0.84), >= 0.993 on noise (GLOW MLE / hybrid, RealNVP MLE). L-inf lowering at eps
+0.25 is far from the best found (worst 0.29-0.71, median 0.67-0.93; the best of 300-step ascent + vertex,
+Rprop and APGD runs polished by the vertex search; other 100-200-step runs beat it by up to 29 % on single
+images: many basins, none found reliably at this budget); L2 lowering (eps 0.5-4)
 median 0.75-0.99, worst 0.24-0.97 (before the probe run: median 0.37-0.93, worst 0.18-0.69); L2 raising on
 RealNVP at eps 1 median 0.58, worst 0.20 (before: 0.23, 0.03). There the L2 lowering optimum is dense, not a
 basin choice (RealNVP MLE, eps 1: 72-385 pixels at the clamp, 700+ moved, ``||delta||`` 0.84-1.0 eps), the
