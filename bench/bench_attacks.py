@@ -167,6 +167,18 @@ def _full_pixels(name: str, n: int, model):
     return as_pixels(load(name, "test", seed=0, limit=n, size=(28, 28), resize="interpolate", channels=1), like=model)
 
 
+def _cold(model, x, eps, likelihood, **kw):
+    """:func:`_attack` at the default method with the L-inf raising restart from a random point
+    (``core.RPROP_WARM = False``: the default before the warm restart)."""
+    from deepcheck.attacks import core
+
+    before, core.RPROP_WARM = core.RPROP_WARM, False
+    try:
+        return _attack(model, x, eps, "default", norm="linf", likelihood=likelihood, **kw)
+    finally:
+        core.RPROP_WARM = before
+
+
 def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n: int = 8, steps: int = 40,
                        strong: tuple[int, int] = (200, 0), lower: bool = True) -> list[tuple]:
     """The full runs' L-inf attacks (28x28 GLOW / RealNVP, ``*_mle_*`` and ``*_hybrid_*`` checkpoints in
@@ -174,8 +186,9 @@ def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n
     raising on each ``ood`` set at ``FULL_OOD_EPS``. Per eps, the worst and median fraction of the best NLL
     change found: the method before this change ("today": ``"flip"`` lowering, ``"monotone"`` raising) at the
     pipeline's ``steps`` (no restart), the new default at those settings and at the default ones (100 steps,
-    1 restart); the reference is the best of these and of a strong run of both methods (``strong = (steps,
-    restarts)``, another seed). Also the median bits/dim each reaches (the OOD curve; the pipeline also takes
+    1 restart), and for raising "cold": the default with the restart from a random point (before
+    ``RPROP_WARM``); the reference is the best of these and of a strong run of both methods (``strong =
+    (steps, restarts)``, another seed). Also the median bits/dim each reaches (the OOD curve; the pipeline also takes
     the best over the smaller balls, not done here). Rows: ``(checkpoint, set, direction, eps, method,
     settings, fwd+bwd passes, worst, median, median bpd)``."""
     import glob
@@ -195,18 +208,22 @@ def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n
             today = "flip" if lk == "decrease" else "monotone"
             for eps in grid:
                 runs = {}
-                for m, label, kw in ((today, "pipeline", dict(steps=steps, restarts=0)),
-                                     ("default", "pipeline", dict(steps=steps, restarts=0)), ("default", "default", {}),
-                                     (today, "strong", dict(steps=strong[0], restarts=strong[1], seed=2)),
-                                     ("default", "strong", dict(steps=strong[0], restarts=strong[1], seed=2))):
-                    runs[(m, label)] = _attack(model, x, eps, m, norm="linf", likelihood=lk, **{"seed": 1, **kw})
+                cold = (("cold", "default", {}),) if lk == "increase" else ()
+                for m, label, kw in cold + ((today, "pipeline", dict(steps=steps, restarts=0)),
+                                            ("default", "pipeline", dict(steps=steps, restarts=0)),
+                                            ("default", "default", {}),
+                                            (today, "strong", dict(steps=strong[0], restarts=strong[1], seed=2)),
+                                            ("default", "strong", dict(steps=strong[0], restarts=strong[1], seed=2))):
+                    runs[(m, label)] = _cold(model, x, eps, lk, **{"seed": 1, **kw}) if m == "cold" else _attack(
+                        model, x, eps, m, norm="linf", likelihood=lk, **{"seed": 1, **kw})
                 changes = [r[0] for r in runs.values()]
                 best = np.max(changes, axis=0) if lk == "decrease" else np.min(changes, axis=0)
                 nats_to_bpd = 1.0 / (np.log(2.0) * x[0].numel())
                 for (m, label), (change, fb, _) in runs.items():
                     frac = change / best
                     bpd = float(np.median(clean + change * nats_to_bpd))
-                    out.append((os.path.basename(path), name, lk, eps, "today" if m == today else "new", label, fb,
+                    who = {today: "today", "cold": "cold"}.get(m, "new")
+                    out.append((os.path.basename(path), name, lk, eps, who, label, fb,
                                 float(np.min(frac)), float(np.median(frac)), bpd))
     return out
 

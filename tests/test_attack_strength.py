@@ -144,3 +144,16 @@ def test_apply_thread_policy(monkeypatch):
             apply_thread_policy(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_linf_raising_restart_is_warm():
+    """L-inf raising (Rprop): the restart continues from run 0's best point (``core.RPROP_WARM``), so its first
+    evaluation is run 0's final NLL and the result is never worse than run 0's."""
+    rng = np.random.default_rng(4)
+    flow = LinearFlow.from_gaussian(rng.uniform(0.3, 0.7, 6), random_spd(6, 100.0, rng, scale=0.01))
+    X = torch.tensor(flow.sample(3, rng))
+    model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
+    _, info = pgd_with_info(model, X, 0.05, norm="linf", likelihood="increase", steps=5, restarts=1)
+    assert info.history.shape == (2, 6, 3)
+    np.testing.assert_allclose(info.history[1, 0].numpy(), info.history[0, -1].numpy(), rtol=1e-12)
+    assert torch.all(info.nll_adv <= info.history[0, -1])
