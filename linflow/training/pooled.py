@@ -77,6 +77,7 @@ from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_newton import _newton_step
+from .pooled_polish import _polish
 from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
@@ -246,7 +247,8 @@ class _Anderson:
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
-                   repair: bool = True, max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
+                   repair: bool = True, polish: int = 8, max_seconds: float | None = None
+                   ) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -263,8 +265,12 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``newton``: with ``newton > 0``, every ``newton_every``-th iteration also tries one truncated Newton-CG step
     with at most ``newton`` conjugate-gradient products (:func:`linflow.training.pooled_newton._newton_step`,
     accepted only if ``Phi`` rises; the Anderson history is then reset); 0 (default) is the block ascent alone.
-    History rows: ``(F, gap, rho)``. Status ``"stalled"`` when no step ascends even at ``rho > 1e12`` (the dual
-    is at its optimum to rounding, or the step is useless). Deterministic.
+    ``polish`` (8): when the run ends unconverged, at most that many polish steps
+    (:func:`linflow.training.pooled_polish._polish`: the repair iterated on the exact ``F``) from the last dual's
+    primal, the model kept when its exact ``F`` is lower; with ``max_seconds`` the ascent then stops at 90% of it
+    and the polish at ``max_seconds``. 0 is the solver before the polish.
+    History rows: ``(F, gap, rho)`` (one more after the polish). Status ``"stalled"`` when no step ascends even at
+    ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
     from tqdm.auto import tqdm
 
@@ -282,6 +288,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
+    if isinstance(polish, bool) or not isinstance(polish, int | np.integer) or polish < 0:
+        raise ValueError(f"polish must be an int >= 0, got {polish!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
@@ -298,7 +306,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
     for it in bar:
-        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds
+        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds * (0.9 if polish else 1.0)
         last = it == max_iter - 1 or out_of_time
         models = [dual] if it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair) else []
         if repair and models and it > 0:
@@ -337,6 +345,14 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 accel.reset()
         best_G = max(best_G, dual.G)
     bar.close()
+    if polish and not converged:
+        deadline = None if max_seconds is None else c0 + max_seconds
+        F, model = _polish(dual, eps, reg, steps=polish, deadline=deadline)
+        if model is not None and F < best_F:
+            F = red.objective(model, eps, reg)  # the exact F of the model returned, through the same path as above
+            if F < best_F:
+                best_F, best_flow = F, red.flow(model)
+        history.append((best_F, max(best_F - best_G, 0.0), rho))
     status = "converged" if converged else ("stalled" if stalled else "stopped")
     info = FitInfo("damped/pooled", status, best_F, gap=max(best_F - best_G, 0.0),
                    iterations=len(history), converged=converged, seconds=time.perf_counter() - t0,
