@@ -182,11 +182,12 @@ def pooled_newton(budget: float = 60.0) -> None:
 
 
 def pooled_polish(budget: float = 60.0) -> None:
-    """The pooled solver alone on MNIST-5k at eps in {0.3, 1, 3}, with the primal polish at the end
-    (:mod:`linflow.training.pooled_polish`, the default: the ascent stops at 90% of the budget, the polish takes the
-    rest) and without (``polish=0``, the solver before it), each stopped at a relative certified gap of 1e-8 or after
-    ``budget`` CPU seconds."""
-    _pooled_rows((("no polish", {"polish": 0}), ("polish", {})), budget, "pooled dual, primal polish")
+    """The pooled solver alone on MNIST-5k at eps in {0.3, 1, 3}: before (``polish=0, single=False``), with the
+    primal polish at the end (:mod:`linflow.training.pooled_polish`: the ascent stops at 90% of the budget, the
+    polish takes the rest; ``single=False``) and with single-precision block steps as well (the default), each
+    stopped at a relative certified gap of 1e-8 or after ``budget`` CPU seconds."""
+    _pooled_rows((("before", {"polish": 0, "single": False}), ("polish", {"single": False}), ("polish+single", {})),
+                 budget, "pooled dual, primal polish, single-precision steps")
 
 
 def _pooled_rows(variants: tuple, budget: float, title: str) -> None:

@@ -112,12 +112,24 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps
     return C
 
 
-def _prox_step(dual: _Dual, eps: float, rho: float) -> np.ndarray:
-    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates."""
+def _prox_step(dual: _Dual, eps: float, rho: float, X32: np.ndarray | None = None) -> np.ndarray:
+    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates.
+
+    With ``X32`` (the points in single precision) the three products with the eigenvectors (the points' and the
+    means' coordinates, and the step back) are computed in single precision and the result is projected onto the
+    ``eps``-ball: a step only proposes feasible means, whose ``Phi`` the caller evaluates in double precision, so
+    the bound stays rigorous; the exact coordinates ``W`` are then computed only where ``F`` is evaluated."""
     p = 1.0 / dual.s
     lam = dual.lam  # lambda_max(P) = 1 / max(nu, c_1)
     gaps = np.maximum(lam - p, 0.0)
     V = dual.V
+    if X32 is not None:
+        V32 = V.astype(np.float32)
+        W = X32 @ V32
+        W -= (dual.yb @ V).astype(np.float32)
+        B = W * p.astype(np.float32) + np.float32(rho) * (dual.Mn.astype(np.float32) @ V32)
+        C = _prox_responses(B.astype(float), gaps, rho, eps)
+        return _ball((C.astype(np.float32) @ V32.T).astype(float), eps)
     MV = dual.Mn @ V
     B = dual.W * p + rho * MV  # P (x - mu) + rho m, in the eigenbasis of Sigma
     return _prox_responses(B, gaps, rho, eps) @ V.T
@@ -247,7 +259,7 @@ class _Anderson:
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
-                   repair: bool = True, polish: int = 8, max_seconds: float | None = None
+                   repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None
                    ) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
@@ -269,6 +281,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     (:func:`linflow.training.pooled_polish._polish`: the repair iterated on the exact ``F``) from the last dual's
     primal, the model kept when its exact ``F`` is lower; with ``max_seconds`` the ascent then stops at 90% of it
     and the polish at ``max_seconds``. 0 is the solver before the polish.
+    ``single`` (True): the block steps' products with the eigenvectors in single precision
+    (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
+    ascend or a relative gap of 1e-7; False is the solver before.
     History rows: ``(F, gap, rho)`` (one more after the polish). Status ``"stalled"`` when no step ascends even at
     ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -288,6 +303,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
+    if not isinstance(single, bool):
+        raise TypeError(f"single must be a bool, got {single!r}")
     if isinstance(polish, bool) or not isinstance(polish, int | np.integer) or polish < 0:
         raise ValueError(f"polish must be an int >= 0, got {polish!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
@@ -299,6 +316,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     red = _Reduced(X)
     X = X[:, red.keep]
     dual = _pooled_dual(X, Mn[:, red.keep], eps, reg, red.k)
+    X32 = X.astype(np.float32) if single else None
     best_G = dual.G
     accel = _Anderson(memory)
     rho = rho * dual.lam * d / n  # in units of lambda_max(P) d / n (module docstring)
@@ -316,6 +334,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
         gap = max(best_F - best_G, 0.0)
+        if gap <= 1e-7 * max(1.0, abs(best_F)):
+            X32 = None  # double-precision steps for the last digits
         history.append((best_F, gap, rho))
         bar.set_postfix(objective=f"{best_F:.10g}", gap=f"{gap:.2e}")
         if gap <= tol * max(1.0, abs(best_F)):
@@ -323,7 +343,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             break
         if last:
             break
-        plain = _prox_step(dual, eps, rho)
+        plain = _prox_step(dual, eps, rho, X32)
         step = plain - dual.Mn
         corr = accel.correction(dual.Mn, step)
         candidates = ([_ball(plain - corr, eps)] if corr is not None else []) + [plain]
@@ -334,6 +354,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 break
         else:  # no ascent: a stiffer proximal term, a fresh history; stalled (rounding) when rho explodes
             rho *= 3.0
+            X32 = None
             accel.reset()
             if rho > 1e12:
                 stalled = True
