@@ -471,3 +471,29 @@ def test_primal_polish_solver_against_the_sdp_and_its_option():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="polish"):
             _sample_pooled(Xc, m, S, eps, REG, polish=bad)
+
+
+def test_single_precision_step_is_feasible_and_close_to_the_double_one():
+    """The block step with single-precision products (``single``, the default) proposes means inside the ball and
+    within single-precision rounding of the double-precision step; ``single=False`` (the solver before) certifies
+    against the SDP as well (solved, checked first); the option is checked."""
+    from linflow.training.pooled import _prox_step, _sample_pooled
+
+    X, eps = _data("near-mean", 13), 1.0
+    for steps in (0, 5):
+        Xc, red, dual = _dual_after(X, eps, steps)
+        rho = 1.5 * dual.lam * Xc.shape[1] / Xc.shape[0]
+        exact = _prox_step(dual, eps, rho)
+        fast = _prox_step(dual, eps, rho, Xc[:, red.keep].astype(np.float32))
+        assert fast.dtype == np.float64 and np.all(np.linalg.norm(fast, axis=1) <= eps)
+        np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-5 * eps)
+    sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+    scale = max(1.0, abs(sdp.objective))
+    Xc, m, S = check_data(X, REG)
+    flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, single=False)
+    assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+    assert info.objective - info.gap <= sdp.objective + 1e-7 * scale <= info.objective + 2e-7 * scale
+    assert info.gap <= 1e-6 * scale
+    with pytest.raises(TypeError, match="single"):
+        _sample_pooled(Xc, m, S, eps, REG, single=1)

@@ -284,8 +284,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
     ascend or a relative gap of 1e-7; False is the solver before.
-    History rows: ``(F, gap, rho)`` (one more after the polish). Status ``"stalled"`` when no step ascends even at
-    ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
+    History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
+    ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
     from tqdm.auto import tqdm
 
@@ -373,7 +373,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             F = red.objective(model, eps, reg)  # the exact F of the model returned, through the same path as above
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
-        history.append((best_F, max(best_F - best_G, 0.0), rho))
+        history[-1] = (best_F, max(best_F - best_G, 0.0), rho)
     status = "converged" if converged else ("stalled" if stalled else "stopped")
     info = FitInfo("damped/pooled", status, best_F, gap=max(best_F - best_G, 0.0),
                    iterations=len(history), converged=converged, seconds=time.perf_counter() - t0,
