@@ -126,7 +126,7 @@ def _polish(dual: _Dual, eps: float, reg: float, Z0: np.ndarray | None = None, s
             r = rk.copy()
             dZ = np.zeros_like(Z)
             for _ in range(irls):
-                om = a / np.maximum(np.linalg.norm(r, axis=1), 1e-12 * max(float(nr.max()), 1e-300))
+                om = a / np.maximum(np.linalg.norm(r, axis=1), 1e-12 * max(float(nr.max(initial=0.0)), 1e-300))
                 N = sigma * H + (Xk * om[:, None]).T @ Xk
                 try:
                     dZ = -scipy.linalg.solve(N, gs + (Xk * om[:, None]).T @ rk, assume_a="pos")
