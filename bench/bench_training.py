@@ -36,11 +36,18 @@ session): eps 0.3: 9.2e-11 (4) with and without; eps 1: 8.1e-7 (92) without, 1.7
 -312.697513 -> -312.697713); eps 3: 6.1e-5 (102) without, 1.5e-5 (96) with (-74.14814 -> -74.15161). With the repair
 every 6 iterations and F every 3: 1.75e-7 (90) and 1.7e-5 (94); with the Newton step too (``newton=10,
 newton_every=4``): 1.4e-7 (42) and 9.7e-5 (34). The 1e-8 target at eps >= 1 is still not met.
+Pooled with the primal polish and single-precision steps (issue 14, R6E; ``--pooled-polish``, 60 CPU s, relative gap
+(iterations of the ascent), same session; before = ``polish=0, single=False``): eps 0.3: 1.5e-16 (11, 10.4 s) /
+1.5e-16 (11, 9.7 s) / 0 (11, 7.7 s); eps 1: 1.6e-7 (101) before, 1.24e-7 (93) with the polish, 1.48e-7 (95) with
+the polish and single precision; eps 3: 1.7e-5 (94), 1.37e-5 (82), 1.42e-5 (101). An earlier run, before / polish:
+1.75e-7 (90) / 1.43e-7 (84) and 1.47e-5 (101) / 1.21e-5 (88). The printed iterations of the polish rows count the
+polish as one. The 1e-8 target at eps >= 1 is still not met.
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).
 Only part 3: ``PYTHONPATH=. python bench/bench_training.py --large-only``; the pooled solver with and without the
-Newton step only: ``--pooled-newton``; with and without the primal repair only: ``--pooled-repair``.
+Newton step only: ``--pooled-newton``; with and without the primal repair only: ``--pooled-repair``; before, with
+the polish, with the polish and single-precision steps: ``--pooled-polish``.
 """
 
 from __future__ import annotations

@@ -63,6 +63,12 @@ which sets the gap, lags as before; so it is off by default. The option ``repair
 upper bound instead: :mod:`linflow.training.pooled_primal` turns the filled space of the dual's primal towards the
 interior points' null space at the Lagrangian's price, and ``F`` there is kept when lower; within 60 CPU s the
 certified gaps become 9e-11 / 1.7e-7 / 1.5e-5 (against 9e-11 / 8.1e-7 / 6.1e-5 without, same session).
+The option ``polish`` (8 steps, on by default) iterates that repair on the exact ``F`` once the ascent ends
+(:mod:`linflow.training.pooled_polish`; the ascent stops at 90% of ``max_seconds``) and ``single`` (on by default)
+computes the block step's products with the eigenvectors in single precision (``Phi`` and ``F`` stay double).
+Within 60 CPU s (same session; before / polish / polish + single): eps 1: 1.6e-7 / 1.24e-7 / 1.48e-7, eps 3: 1.7e-5
+/ 1.37e-5 / 1.42e-5; eps 0.3 converges to rounding in 11 iterations in each. The polish helps in every run; single
+precision buys 2-23% more iterations and a higher ``Phi``, the certified gap moving within the runs' spread.
 """
 
 from __future__ import annotations
