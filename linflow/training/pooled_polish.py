@@ -17,9 +17,15 @@ variable metric: those kinks are kept as norms of their residuals, linearised in
 the rest of ``F`` by its exact gradient and the metric ``sigma H``, ``H`` the Lagrangian's price of the turn
 (``(s_l - nu)^2 / (nu s_l)`` per unfilled direction ``l``, ``lambda`` for the mean) plus the curvature of the other
 points (``lambda^2 / (n (eta_i - lambda))`` on ``[w_{iU}, -1]``, the second derivative of ``phi`` along ``J``
-beyond the Lagrangian's). The sum of norms plus quadratic is minimised by reweighted least squares; every row of
-``dZ`` shares one normal matrix of the size of ``U``. ``F`` is evaluated exactly at the new ``Z``: kept if lower,
-else ``sigma`` quadruples. The certificate is unchanged: the caller keeps the lowest exact ``F`` it has seen.
+beyond the Lagrangian's). The sum of norms plus quadratic is minimised by reweighted least squares; the columns of
+``dZ`` (one per direction of ``J``) share one normal matrix of size ``|U| + 1``. ``F`` is evaluated exactly at the
+new ``Z``: kept if lower, else ``sigma`` quadruples (at most 8 times). The certificate is unchanged: the caller keeps
+the lowest exact ``F`` it has seen.
+
+Measured (MNIST-5k, reg 0.01): on the eps-1 dual of :mod:`.pooled_primal`'s measurement, ``F - Phi`` is 5.1e-5 at
+the repaired model and 3.7e-5 after 4-8 polish steps (4-6 CPU s), where it stops improving: the sphere points near
+the hard case pay 8.9e-6 instead of 1.8e-5, the interior points 2.1e-5 as before; at eps 3 (a dual after 55 s),
+1.5e-3 -> 9.2e-4. Started from the repair's turn instead of ``Z = 0`` it ends higher (5.0e-5 at eps 1).
 """
 
 from __future__ import annotations
