@@ -94,12 +94,14 @@ class _Rotated:
 
 
 def _polish(dual: _Dual, eps: float, reg: float, Z0: np.ndarray | None = None, steps: int = 4, irls: int = 2,
-            kink: float = 0.05, sigma: float = 1.0, deadline: float | None = None) -> tuple[float, _Dual | None]:
+            kink: float = 0.05, sigma: float = 1.0, deadline: float | None = None,
+            floor: float = 1e-6) -> tuple[float, _Dual | None]:
     """At most ``steps`` polish steps (module docstring) from ``Z0`` (default: the dual's primal, no turn), each
     with ``irls`` reweighting rounds; points with ``(eta - lambda) / lambda < kink`` are kept as norms; ``sigma``
-    is the initial weight of the metric. No step starts after the process time ``deadline``. Returns ``(F,
-    model)``: the lowest exact ``F`` evaluated and its model (``(inf, None)`` when nothing or everything is
-    filled)."""
+    is the initial weight of the metric; the reweighting treats residuals below ``floor`` times the largest as that
+    (the normal matrix stays well conditioned; 1e-12 gave the same ``F`` on MNIST at eps 1). No step starts after
+    the process time ``deadline``. Returns ``(F, model)``: the lowest exact ``F`` evaluated and its model (``(inf,
+    None)`` when nothing or everything is filled)."""
     n, d = dual.W.shape
     if not (dual.c < dual.nu).any() or (dual.c < dual.nu).all():
         return np.inf, None
@@ -132,7 +134,7 @@ def _polish(dual: _Dual, eps: float, reg: float, Z0: np.ndarray | None = None, s
             r = rk.copy()
             dZ = np.zeros_like(Z)
             for _ in range(irls):
-                om = a / np.maximum(np.linalg.norm(r, axis=1), 1e-12 * max(float(nr.max(initial=0.0)), 1e-300))
+                om = a / np.maximum(np.linalg.norm(r, axis=1), floor * max(float(nr.max(initial=0.0)), 1e-300))
                 N = sigma * H + (Xk * om[:, None]).T @ Xk
                 try:
                     dZ = -scipy.linalg.solve(N, gs + (Xk * om[:, None]).T @ rk, assume_a="pos")
