@@ -68,7 +68,8 @@ The option ``polish`` (8 steps, on by default) iterates that repair on the exact
 computes the block step's products with the eigenvectors in single precision (``Phi`` and ``F`` stay double).
 Within 60 CPU s (same session; before / polish / polish + single): eps 1: 1.6e-7 / 1.24e-7 / 1.48e-7, eps 3: 1.7e-5
 / 1.37e-5 / 1.42e-5; eps 0.3 converges to rounding in 11 iterations in each. The polish helps in every run; single
-precision buys 2-23% more iterations and a higher ``Phi``, the certified gap moving within the runs' spread.
+precision buys 2-23% more iterations and a higher ``Phi``, the certified gap moving within the runs' spread (at a
+fixed 70 iterations at eps 1: the same ``F`` to 4e-10 and ``Phi`` to 6e-7, 11% less CPU time).
 """
 
 from __future__ import annotations
