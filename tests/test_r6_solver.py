@@ -409,3 +409,91 @@ def test_primal_repair_solver_against_the_sdp_and_its_option():
             _sample_pooled(Xc, m, S, eps, REG, primal_every=bad)
     with pytest.raises(TypeError, match="repair"):
         _sample_pooled(Xc, m, S, eps, REG, repair=1)
+
+
+# --- the primal polish (linflow.training.pooled_polish) -----------------------------------------------------------
+
+@pytest.mark.parametrize("case", [("near-mean", 1.0, 13), ("near-mean", 2.0, 2), ("constant", 1.0, 3)])
+def test_primal_polish_is_an_exact_model_never_below_the_sdp(case):
+    """At a dual short of its optimum on hard-case-heavy problems: the polished model is a rotation of the dual's
+    primal (same eigenvalues, orthonormal eigenvectors), the F the polish reports is the exact R6 objective of the
+    flow the solver would return, below F at the dual's primal (it starts there) and never below the SDP
+    optimum (solved, checked first); and the gradient the polish steps with matches central differences of the
+    exact F at a random turn (where no point sits exactly in R1's hard case)."""
+    from linflow.training.pooled_polish import _polish, _Rotated
+
+    kind, eps, seed = case
+    X = _data(kind, seed)
+    sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+    scale = max(1.0, abs(sdp.objective))
+    for steps in (2, 8):
+        Xc, red, dual = _dual_after(X, eps, steps)
+        assert (dual.c < dual.nu).any() and not (dual.c < dual.nu).all()  # the precondition: something to turn
+        F, model = _polish(dual, eps, REG, steps=6)
+        assert model is not None
+        np.testing.assert_allclose(model.s, dual.s, rtol=0, atol=0)
+        np.testing.assert_allclose(model.V.T @ model.V, np.eye(model.V.shape[1]), rtol=0, atol=1e-12)
+        exact = _damped_eval(red.flow(model), Xc, eps, REG)[0]
+        assert F == pytest.approx(exact, rel=1e-12, abs=1e-12)
+        assert red.objective(model, eps, REG) == pytest.approx(exact, rel=1e-12, abs=1e-12)
+        assert F < red.objective(dual, eps, REG) - 1e-6 * scale  # it starts there and lowers it on these problems
+        assert F >= sdp.objective - 1e-7 * scale
+        rot = _Rotated(dual, eps, dual.k, REG)
+        rng = np.random.default_rng(seed)
+        Z = 0.05 * rng.standard_normal((rot.uu.size + 1, rot.jj.size))
+        V = rng.standard_normal(Z.shape)
+        h = 1e-6
+        fd = (rot.evaluate(Z + h * V)["F"] - rot.evaluate(Z - h * V)["F"]) / (2 * h)
+        assert fd == pytest.approx(float(np.sum(rot.evaluate(Z)["grad"] * V)), rel=1e-5, abs=1e-9)
+
+
+def test_primal_polish_solver_against_the_sdp_and_its_option():
+    """Stopped early (8 iterations, unconverged) with the polish off (``polish=0``, the solver before it) and on:
+    both certify against the SDP (solved, checked first), the reported objective is the exact objective of the
+    returned model, and the polish lowers the certified gap; the option is checked."""
+    from linflow.training.pooled import _sample_pooled
+
+    X, eps = _data("near-mean", 13), 1.0
+    sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+    scale = max(1.0, abs(sdp.objective))
+    Xc, m, S = check_data(X, REG)
+    gaps = []
+    for polish in (0, 8):
+        flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=8, polish=polish)
+        assert info.status == "stopped"
+        assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+        assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
+        assert info.objective >= sdp.objective - 1e-7 * scale
+        gaps.append(info.gap)
+    assert gaps[1] < gaps[0]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="polish"):
+            _sample_pooled(Xc, m, S, eps, REG, polish=bad)
+
+
+def test_single_precision_step_is_feasible_and_close_to_the_double_one():
+    """The block step with single-precision products (``single``, the default) proposes means inside the ball and
+    within single-precision rounding of the double-precision step; ``single=False`` (the solver before) certifies
+    against the SDP as well (solved, checked first); the option is checked."""
+    from linflow.training.pooled import _prox_step, _sample_pooled
+
+    X, eps = _data("near-mean", 13), 1.0
+    for steps in (0, 5):
+        Xc, red, dual = _dual_after(X, eps, steps)
+        rho = 1.5 * dual.lam * Xc.shape[1] / Xc.shape[0]
+        exact = _prox_step(dual, eps, rho)
+        fast = _prox_step(dual, eps, rho, Xc[:, red.keep].astype(np.float32))
+        assert fast.dtype == np.float64 and np.all(np.linalg.norm(fast, axis=1) <= eps)
+        np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-5 * eps)
+    sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+    scale = max(1.0, abs(sdp.objective))
+    Xc, m, S = check_data(X, REG)
+    flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, single=False)
+    assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+    assert info.objective - info.gap <= sdp.objective + 1e-7 * scale <= info.objective + 2e-7 * scale
+    assert info.gap <= 1e-6 * scale
+    with pytest.raises(TypeError, match="single"):
+        _sample_pooled(Xc, m, S, eps, REG, single=1)

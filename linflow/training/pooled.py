@@ -63,6 +63,13 @@ which sets the gap, lags as before; so it is off by default. The option ``repair
 upper bound instead: :mod:`linflow.training.pooled_primal` turns the filled space of the dual's primal towards the
 interior points' null space at the Lagrangian's price, and ``F`` there is kept when lower; within 60 CPU s the
 certified gaps become 9e-11 / 1.7e-7 / 1.5e-5 (against 9e-11 / 8.1e-7 / 6.1e-5 without, same session).
+The option ``polish`` (8 steps, on by default) iterates that repair on the exact ``F`` once the ascent ends
+(:mod:`linflow.training.pooled_polish`; the ascent stops at 90% of ``max_seconds``) and ``single`` (on by default)
+computes the block step's products with the eigenvectors in single precision (``Phi`` and ``F`` stay double).
+Within 60 CPU s (same session; before / polish / polish + single): eps 1: 1.6e-7 / 1.24e-7 / 1.48e-7, eps 3: 1.7e-5
+/ 1.37e-5 / 1.42e-5; eps 0.3 converges to rounding in 11 iterations in each. The polish helps in every run; single
+precision buys 2-23% more iterations and a higher ``Phi``, the certified gap moving within the runs' spread (at a
+fixed 70 iterations at eps 1: the same ``F`` to 4e-10 and ``Phi`` to 6e-7, 11% less CPU time).
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_newton import _newton_step
+from .pooled_polish import _polish
 from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
@@ -111,12 +119,24 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps
     return C
 
 
-def _prox_step(dual: _Dual, eps: float, rho: float) -> np.ndarray:
-    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates."""
+def _prox_step(dual: _Dual, eps: float, rho: float, X32: np.ndarray | None = None) -> np.ndarray:
+    """The proximal block step ``m -> m^+`` of :func:`_sample_pooled` (module docstring), in original coordinates.
+
+    With ``X32`` (the points in single precision) the three products with the eigenvectors (the points' and the
+    means' coordinates, and the step back) are computed in single precision and the result is projected onto the
+    ``eps``-ball: a step only proposes feasible means, whose ``Phi`` the caller evaluates in double precision, so
+    the bound stays rigorous; the exact coordinates ``W`` are then computed only where ``F`` is evaluated."""
     p = 1.0 / dual.s
     lam = dual.lam  # lambda_max(P) = 1 / max(nu, c_1)
     gaps = np.maximum(lam - p, 0.0)
     V = dual.V
+    if X32 is not None:
+        V32 = V.astype(np.float32)
+        W = X32 @ V32
+        W -= (dual.yb @ V).astype(np.float32)
+        B = W * p.astype(np.float32) + np.float32(rho) * (dual.Mn.astype(np.float32) @ V32)
+        C = _prox_responses(B.astype(float), gaps, rho, eps)
+        return _ball((C.astype(np.float32) @ V32.T).astype(float), eps)
     MV = dual.Mn @ V
     B = dual.W * p + rho * MV  # P (x - mu) + rho m, in the eigenbasis of Sigma
     return _prox_responses(B, gaps, rho, eps) @ V.T
@@ -246,7 +266,8 @@ class _Anderson:
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
-                   repair: bool = True, max_seconds: float | None = None) -> tuple[LinearFlow, FitInfo]:
+                   repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None
+                   ) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -263,8 +284,15 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``newton``: with ``newton > 0``, every ``newton_every``-th iteration also tries one truncated Newton-CG step
     with at most ``newton`` conjugate-gradient products (:func:`linflow.training.pooled_newton._newton_step`,
     accepted only if ``Phi`` rises; the Anderson history is then reset); 0 (default) is the block ascent alone.
-    History rows: ``(F, gap, rho)``. Status ``"stalled"`` when no step ascends even at ``rho > 1e12`` (the dual
-    is at its optimum to rounding, or the step is useless). Deterministic.
+    ``polish`` (8): when the run ends unconverged, at most that many polish steps
+    (:func:`linflow.training.pooled_polish._polish`: the repair iterated on the exact ``F``) from the last dual's
+    primal, the model kept when its exact ``F`` is lower; with ``max_seconds`` the ascent then stops at 90% of it
+    and the polish at ``max_seconds``. 0 is the solver before the polish.
+    ``single`` (True): the block steps' products with the eigenvectors in single precision
+    (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
+    ascend or a relative gap of 1e-7; False is the solver before.
+    History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
+    ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
     from tqdm.auto import tqdm
 
@@ -282,6 +310,10 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
+    if not isinstance(single, bool):
+        raise TypeError(f"single must be a bool, got {single!r}")
+    if isinstance(polish, bool) or not isinstance(polish, int | np.integer) or polish < 0:
+        raise ValueError(f"polish must be an int >= 0, got {polish!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
@@ -291,6 +323,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     red = _Reduced(X)
     X = X[:, red.keep]
     dual = _pooled_dual(X, Mn[:, red.keep], eps, reg, red.k)
+    X32 = X.astype(np.float32) if single else None
     best_G = dual.G
     accel = _Anderson(memory)
     rho = rho * dual.lam * d / n  # in units of lambda_max(P) d / n (module docstring)
@@ -298,7 +331,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
     for it in bar:
-        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds
+        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds * (0.9 if polish else 1.0)
         last = it == max_iter - 1 or out_of_time
         models = [dual] if it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair) else []
         if repair and models and it > 0:
@@ -308,6 +341,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
         gap = max(best_F - best_G, 0.0)
+        if gap <= 1e-7 * max(1.0, abs(best_F)):
+            X32 = None  # double-precision steps for the last digits
         history.append((best_F, gap, rho))
         bar.set_postfix(objective=f"{best_F:.10g}", gap=f"{gap:.2e}")
         if gap <= tol * max(1.0, abs(best_F)):
@@ -315,7 +350,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             break
         if last:
             break
-        plain = _prox_step(dual, eps, rho)
+        plain = _prox_step(dual, eps, rho, X32)
         step = plain - dual.Mn
         corr = accel.correction(dual.Mn, step)
         candidates = ([_ball(plain - corr, eps)] if corr is not None else []) + [plain]
@@ -326,6 +361,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 break
         else:  # no ascent: a stiffer proximal term, a fresh history; stalled (rounding) when rho explodes
             rho *= 3.0
+            X32 = None
             accel.reset()
             if rho > 1e12:
                 stalled = True
@@ -337,6 +373,14 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 accel.reset()
         best_G = max(best_G, dual.G)
     bar.close()
+    if polish and not converged:
+        deadline = None if max_seconds is None else c0 + max_seconds
+        F, model = _polish(dual, eps, reg, steps=polish, deadline=deadline)
+        if model is not None and F < best_F:
+            F = red.objective(model, eps, reg)  # the exact F of the model returned, through the same path as above
+            if F < best_F:
+                best_F, best_flow = F, red.flow(model)
+        history[-1] = (best_F, max(best_F - best_G, 0.0), rho)
     status = "converged" if converged else ("stalled" if stalled else "stopped")
     info = FitInfo("damped/pooled", status, best_F, gap=max(best_F - best_G, 0.0),
                    iterations=len(history), converged=converged, seconds=time.perf_counter() - t0,
