@@ -228,7 +228,9 @@ def _ascend(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, projec
 APGD_FRACTION = 0.6
 RPROP_WARM = True
 """L-inf raising (``"rprop"``): every restart continues from the best point so far with fresh steps (a warm
-restart) instead of a random point of the ball (``False``: the random start, the default before; ``bench/``)."""
+restart) instead of a random point of the ball (``False``: the random start, the default before; ``bench/``).
+Only when run 0 started from zero: with ``random_start=True`` the restarts stay random (a monotone run from a
+random point can end above the clean NLL; only another start can bring such a row back below it)."""
 LINF_ASCENT_FRACTION = 0.35
 
 
@@ -316,7 +318,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
         else:
             if run == 0 and first is not None:
                 start = first
-            elif how == "rprop" and RPROP_WARM and spec.adaptive and best_delta is not None:
+            elif how == "rprop" and RPROP_WARM and spec.adaptive and first is not None and best_delta is not None:
                 start = best_delta  # raising: continue from the best point with fresh steps (a warm restart)
             elif run == 1 and value is not None and how == "sparse" and spec.adaptive:
                 start = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps)[0][0]
