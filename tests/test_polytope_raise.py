@@ -302,17 +302,36 @@ def test_interior_rows_and_a_hard_batch(norm):
             assert res.value[i] <= f_of(P, V[i], ref) + 1e-12 * rounding_scale(P, V[i], ref)
 
 
-def _cycling_batch():
-    """d = 40, cond 1e8, eps = 0.1 x the median ||v||_1: the undamped primal-dual active set settles ~10 % of these
-    rows in 50 iterations (it overshoots, then cycles)."""
-    rng = np.random.default_rng(0)
-    U = scipy.stats.ortho_group.rvs(40, random_state=rng)
-    s = np.exp(rng.uniform(-np.log(1e8), 0.0, 40))
-    s[0], s[-1] = 1e-8, 1.0
+def _ill_conditioned_batch(d: int, n: int, cond: float, seed: int):
+    """``P`` with eigenvalues spread log-uniformly over ``[1, cond]`` (both ends attained), ``n`` rows ``v`` with
+    covariance ``P^{-1}``, eps = 0.1 x the median ``||v||_1``."""
+    rng = np.random.default_rng(seed)
+    U = scipy.stats.ortho_group.rvs(d, random_state=rng)
+    s = np.exp(rng.uniform(-np.log(cond), 0.0, d))
+    s[0], s[-1] = 1.0 / cond, 1.0
     P = (U / s) @ U.T
     P = 0.5 * (P + P.T)
-    V = rng.standard_normal((40, 40)) * np.sqrt(s) @ U.T
+    V = rng.standard_normal((n, d)) * np.sqrt(s) @ U.T
     return P, V, 0.1 * float(np.median(np.abs(V).sum(axis=1)))
+
+
+def _cycling_batch():
+    """d = 40, cond 1e8: the undamped primal-dual active set settles ~10 % of these rows in 50 iterations (it
+    overshoots, then cycles)."""
+    return _ill_conditioned_batch(40, 40, 1e8, 0)
+
+
+def _assert_active_set_alone_settles(P, V, eps):
+    """The damped active set settles every row within 50 iterations, and its iterate is the certified optimum that
+    ``raise_l1`` without the homotopy path returns."""
+    Sig = np.linalg.inv(P)
+    Sig = 0.5 * (Sig + Sig.T)
+    X, done, it, *_ = l1._l1_pdas(P, Sig, V, V @ P, V != 0, -np.sign(V), eps, 50)
+    assert np.all(done) and it.max() < 50
+    res = raise_l1(P, V, eps, path_steps=0)  # no path: every row must come from the active set (or the finite step)
+    check_result(P, V, eps, 1.0, res)
+    for v, x, d, val in zip(V, X, res.D, res.value):  # the active-set iterate is that optimum
+        assert f_of(P, v, x) == pytest.approx(val, abs=1e-12 * (rounding_scale(P, v, x) + rounding_scale(P, v, d)))
 
 
 PATHS = [False, pytest.param(True, marks=pytest.mark.skipif(not _jit.AVAILABLE, reason="numba not installed"))]
@@ -324,16 +343,7 @@ def test_damped_active_set_alone_settles_a_cycling_batch(jit, monkeypatch):
     primal-dual active set alone settle every row of a batch where the plain exchange cycles; the result is the
     certified optimum."""
     monkeypatch.setattr(l1, "_USE_JIT", jit)
-    P, V, eps = _cycling_batch()
-    Sig = np.linalg.inv(P)
-    Sig = 0.5 * (Sig + Sig.T)
-    X, done, it, *_ = l1._l1_pdas(P, Sig, V, V @ P, V != 0, -np.sign(V), eps, 50)
-    assert np.all(done)
-    assert it.max() < 50
-    res = raise_l1(P, V, eps, path_steps=0)  # no path: every row must come from the active set (or the finite step)
-    check_result(P, V, eps, 1.0, res)
-    for v, x, d, val in zip(V, X, res.D, res.value):  # the active-set iterate is that optimum
-        assert f_of(P, v, x) == pytest.approx(val, abs=1e-12 * (rounding_scale(P, v, x) + rounding_scale(P, v, d)))
+    _assert_active_set_alone_settles(*_cycling_batch())
 
 
 @pytest.mark.parametrize("jit", PATHS)
@@ -342,22 +352,7 @@ def test_each_row_runs_to_settling_at_condition_1e5(jit, monkeypatch):
     iterations here). The batched path used to stop the whole batch after 5 iterations, when the set changes of its
     undamped rows stopped falling, and send every row to the homotopy (then 5x slower than this)."""
     monkeypatch.setattr(l1, "_USE_JIT", jit)
-    rng = np.random.default_rng(1)
-    U = scipy.stats.ortho_group.rvs(100, random_state=rng)
-    s = np.exp(rng.uniform(-np.log(1e5), 0.0, 100))
-    s[0], s[-1] = 1e-5, 1.0
-    P = (U / s) @ U.T
-    P = 0.5 * (P + P.T)
-    V = rng.standard_normal((200, 100)) * np.sqrt(s) @ U.T
-    eps = 0.1 * float(np.median(np.abs(V).sum(axis=1)))
-    Sig = np.linalg.inv(P)
-    Sig = 0.5 * (Sig + Sig.T)
-    X, done, it, *_ = l1._l1_pdas(P, Sig, V, V @ P, V != 0, -np.sign(V), eps, 50)
-    assert np.all(done) and it.max() < 50
-    res = raise_l1(P, V, eps, path_steps=0)
-    check_result(P, V, eps, 1.0, res)
-    for v, x, d, val in zip(V, X, res.D, res.value):  # the active-set iterate is that optimum
-        assert f_of(P, v, x) == pytest.approx(val, abs=1e-12 * (rounding_scale(P, v, x) + rounding_scale(P, v, d)))
+    _assert_active_set_alone_settles(*_ill_conditioned_batch(100, 200, 1e5, 1))
 
 
 @pytest.mark.skipif(not _jit.AVAILABLE, reason="numba not installed")

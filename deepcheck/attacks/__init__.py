@@ -23,14 +23,13 @@ import torch
 
 from ..adapt import LogProbModel
 from ..data import as_pixels
-from .core import (
+from .core import _objective, attack_mode, best_of_runs
+from .guard import AttackInfo, FiniteGuard, NonFiniteWarning, check_clean, check_finite, check_in_clamp
+from .norms import (
     FLIP_PROB,
     NORM_SPECS,
     NormSpec,
-    _objective,
     _project,
-    attack_mode,
-    best_of_runs,
     perturb_l2,
     perturb_linf,
     project_l2,
@@ -40,7 +39,6 @@ from .core import (
     step_l2,
     step_linf,
 )
-from .guard import AttackInfo, FiniteGuard, NonFiniteWarning, check_clean, check_finite, check_in_clamp
 from .spec import (
     DEFAULT_PATIENCE,
     DEFAULT_RESTARTS,

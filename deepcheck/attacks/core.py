@@ -113,21 +113,7 @@ import torch
 from torch import nn
 
 from ..adapt import as_log_prob
-from .norms import (  # noqa: F401  (public here as before)
-    FLIP_PROB,
-    NORM_SPECS,
-    NormSpec,
-    _per_sample_norm,
-    _project,
-    perturb_l2,
-    perturb_linf,
-    project_l2,
-    project_linf,
-    random_l2,
-    random_linf,
-    step_l2,
-    step_linf,
-)
+from .norms import NORM_SPECS, NormSpec
 from .probe import PROBE_RUN, SPHERE_PROBES, _probe_run, probe_plan  # noqa: F401  (public here as before)
 from .search import _bcast, apgd, sparse_starts, tangent
 from .spec import AttackSpec, Gen, LossFn, SampleGenerators

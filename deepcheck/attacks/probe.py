@@ -55,7 +55,7 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
     finishing from the best of the probes and ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)``
     gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
-    ``norm`` is the L2 entry of :data:`.core.NORM_SPECS` (its ``random`` start and ``step``)."""
+    ``norm`` is the L2 entry of :data:`.norms.NORM_SPECS` (its ``random`` start and ``step``)."""
     k, r, s, keep, s2, finish = probe_plan(spec.steps, int(math.prod(shape[1:])))
     starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
     starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]

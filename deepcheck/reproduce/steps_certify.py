@@ -24,7 +24,7 @@ def step_certify(ctx: Context) -> StepOutput:
             try:
                 bounds = nll_bounds(net.cpu(), x.cpu(), float(eps), norm="linf", method=c.method, steps=c.steps,
                                     restarts=c.restarts, seed=ctx.seed, batch_size=c.batch_size)
-            except MemoryError as exc:  # the zonotope's error symbols of a large flow (measured: 28x28 small GLOW)
+            except MemoryError as exc:  # an allocation that does not fit (the zonotope caps its symbols, max_symbols)
                 raise NotAvailable(f"{c.method} bounds of {label} do not fit in memory: {exc}") from exc
             rows.append({"model": label, **bounds.summary()})
     out = StepOutput(results={"rows": rows, "dataset": b.deep.dataset, "n": int(len(x))})

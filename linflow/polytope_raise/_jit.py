@@ -48,21 +48,10 @@ def _face_one(P, Sig, v, g0, Sr, sr, eps, idx, x, G):  # pragma: no cover - comp
                 if P[i, i] > c:
                     c = P[i, i]
         c *= 2.0
-        M = np.zeros((k + 1, k + 1))
-        b = np.zeros(k + 1)
-        for a in range(k):
-            ia = idx[a]
-            for e in range(k):
-                M[a, e] = P[ia, idx[e]]
-            M[a, k] = c * sr[ia]
-            M[k, a] = c * sr[ia]
-            b[a] = -g0[ia]
+        M, b = _bordered(P, idx, k, sr, c, g0)
         b[k] = c * eps
-        try:
-            y = np.linalg.solve(M, b)
-        except Exception:
-            x[:] = np.nan
-            G[:] = np.nan
+        y = _solve_or_nan(M, b, x, G)
+        if y.shape[0] == 0:
             return np.nan
         for a in range(k):
             x[idx[a]] = y[a]
@@ -90,24 +79,13 @@ def _face_one(P, Sig, v, g0, Sr, sr, eps, idx, x, G):  # pragma: no cover - comp
         if Sr[j]:
             corner += sr[j] * w[j]
             sv += sr[j] * v[j]
-    M = np.zeros((q + 1, q + 1))
-    b = np.zeros(q + 1)
-    for a in range(q):
-        ia = idx[a]
-        for e in range(q):
-            M[a, e] = Sig[ia, idx[e]]
-        M[a, q] = w[ia]
-        M[q, a] = w[ia]
-        b[a] = -v[ia]
+    M, b = _bordered(Sig, idx, q, w, 1.0, v)
     M[q, q] = corner
     b[q] = -eps - sv
     y = np.empty(q + 1)
     if not _chol_solve(M, b, y):  # positive definite in exact arithmetic; LU where rounding says otherwise
-        try:
-            y = np.linalg.solve(M, b)
-        except Exception:
-            x[:] = np.nan
-            G[:] = np.nan
+        y = _solve_or_nan(M, b, x, G)
+        if y.shape[0] == 0:
             return np.nan
     t = y[q]
     u = np.empty(d)
@@ -124,6 +102,31 @@ def _face_one(P, Sig, v, g0, Sr, sr, eps, idx, x, G):  # pragma: no cover - comp
     for a in range(q):
         G[idx[a]] = -y[a]
     return t
+
+
+def _bordered(A, idx, k, border, scale, rhs):  # pragma: no cover - compiled
+    """The bordered system ``[[A_SS, scale border_S], [scale border_S^T, 0]] y = [-rhs_S, 0]`` over the ``k``
+    coordinates ``S = idx[:k]``; the caller sets the corner and the last right-hand side."""
+    M = np.zeros((k + 1, k + 1))
+    b = np.zeros(k + 1)
+    for a in range(k):
+        ia = idx[a]
+        for e in range(k):
+            M[a, e] = A[ia, idx[e]]
+        M[a, k] = scale * border[ia]
+        M[k, a] = scale * border[ia]
+        b[a] = -rhs[ia]
+    return M, b
+
+
+def _solve_or_nan(M, b, x, G):  # pragma: no cover - compiled
+    """``M^{-1} b`` by LU; if ``M`` is singular, ``x`` and ``G`` are set to NaN and an empty array returned."""
+    try:
+        return np.linalg.solve(M, b)
+    except Exception:
+        x[:] = np.nan
+        G[:] = np.nan
+        return np.empty(0)
 
 
 def _chol_solve(M, b, y):  # pragma: no cover - compiled
@@ -244,11 +247,12 @@ def _pdas_rows(P, Sig, V, G0, S, sig, eps, max_iter, damp, damp_join, crawl_from
 def _compiled():  # pragma: no cover - exercised only where numba is installed
     """The compiled ``_pdas_rows``; the helpers it calls are rebound to their compiled versions first (numba
     resolves them as globals when it compiles the caller, at its first call)."""
-    global _chol_solve, _face_one, _keep_largest
+    global _bordered, _chol_solve, _face_one, _keep_largest, _solve_or_nan
     import numba
 
     jit = numba.njit(cache=True, nogil=True)
-    _chol_solve, _face_one, _keep_largest = jit(_chol_solve), jit(_face_one), jit(_keep_largest)
+    _bordered, _chol_solve, _solve_or_nan = jit(_bordered), jit(_chol_solve), jit(_solve_or_nan)
+    _face_one, _keep_largest = jit(_face_one), jit(_keep_largest)
     return jit(_pdas_rows)
 
 

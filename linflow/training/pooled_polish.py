@@ -38,6 +38,7 @@ import scipy.linalg
 from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI
 from .pooled_dual import _Dual
+from .pooled_primal import _skew, _turned_model
 
 
 class _Rotated:
@@ -55,18 +56,11 @@ class _Rotated:
         self.const = 0.5 * (float(np.sum(np.log(self.sfull))) + self.sfull.size * _LOG_2PI
                             + reg * float(np.sum(1.0 / self.sfull)))
 
-    def skew(self, Z: np.ndarray) -> np.ndarray:
-        d = self.dual.W.shape[1]
-        S = np.zeros((d, d))
-        S[np.ix_(self.uu, self.jj)] = Z[:-1]
-        S[np.ix_(self.jj, self.uu)] = -Z[:-1].T
-        return S
-
     def evaluate(self, Z: np.ndarray) -> dict:
         """``F(Z)``, its gradient, the rotated coordinates ``W(Z)`` and the R1 solution (multipliers, ``delta``)."""
         dual, n = self.dual, self.dual.W.shape[0]
         d = dual.W.shape[1]
-        S = self.skew(Z)
+        S = _skew(d, self.jj, self.uu, Z)
         eye = np.eye(d)
         M = eye - 0.5 * S
         R = np.linalg.solve(M, eye + 0.5 * S)
@@ -85,12 +79,7 @@ class _Rotated:
 
     def model(self, Z: np.ndarray, R: np.ndarray) -> _Dual:
         """The rotated model as a :class:`_Dual` (as :func:`.pooled_primal._repaired_model` returns it)."""
-        dual = self.dual
-        shift = R[:, self.jj] @ Z[-1]
-        model = _Dual(dual.Mn, -np.inf, dual.yb + dual.V @ shift, dual.Yc - dual.V @ shift, dual.s.copy(),
-                      dual.V @ R, dual.nu, dual.k, dual.reg)
-        model.__dict__["W"] = (dual.W - shift) @ R
-        return model
+        return _turned_model(self.dual, self.jj, Z, R)
 
 
 def _polish(dual: _Dual, eps: float, reg: float, Z0: np.ndarray | None = None, steps: int = 4, irls: int = 2,

@@ -73,13 +73,26 @@ def _repaired_model(dual: _Dual, eps: float, scale: float = 3.0, irls: int = 2) 
             return None
         r = np.linalg.norm(WJ + WU @ AT, axis=1)
     jj, uu = np.flatnonzero(J), np.flatnonzero(~J)
-    S = np.zeros((d, d))
-    S[np.ix_(uu, jj)] = AT[:-1]
-    S[np.ix_(jj, uu)] = -AT[:-1].T
     eye = np.eye(d)
+    S = _skew(d, jj, uu, AT)
     R = np.linalg.solve(eye - 0.5 * S, eye + 0.5 * S)  # Cayley: orthogonal, R e_j = e_j + S e_j + O(S^2)
-    shift = R[:, jj] @ AT[-1]  # the mean's move: the points' coordinates along R e_j drop by b_j
-    model = _Dual(dual.Mn, -np.inf, dual.yb + dual.V @ shift, dual.Yc - dual.V @ shift, s.copy(), dual.V @ R,
-                  nu, dual.k, dual.reg)
+    return _turned_model(dual, jj, AT, R)
+
+
+def _skew(d: int, jj: np.ndarray, uu: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """The skew generator ``S`` of the turn ``Z = (A, b)`` (rows: the unfilled directions ``uu``, then the mean;
+    columns: the filled ``jj``): ``S_{lj} = A_{lj} = -S_{jl}``."""
+    S = np.zeros((d, d))
+    S[np.ix_(uu, jj)] = Z[:-1]
+    S[np.ix_(jj, uu)] = -Z[:-1].T
+    return S
+
+
+def _turned_model(dual: _Dual, jj: np.ndarray, Z: np.ndarray, R: np.ndarray) -> _Dual:
+    """The dual's primal turned by ``R`` and its mean moved by ``b = Z[-1]`` along ``J``, as a :class:`_Dual`
+    (eigenvalues kept; ``G = -inf``: a model, not a dual value)."""
+    shift = R[:, jj] @ Z[-1]  # the mean's move: the points' coordinates along R e_j drop by b_j
+    model = _Dual(dual.Mn, -np.inf, dual.yb + dual.V @ shift, dual.Yc - dual.V @ shift, dual.s.copy(), dual.V @ R,
+                  dual.nu, dual.k, dual.reg)
     model.__dict__["W"] = (dual.W - shift) @ R  # (x - mu') V R, without another pass over Yc - Mn
     return model
