@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .patterns import PATTERN_LENGTH, pattern_starts
 from .search import probe_search, sparse_starts, sphere_step
 from .spec import AttackSpec, Gen
 
@@ -25,6 +26,10 @@ SPHERE_PROBES = True  # every other probe steps along the sphere's tangent (sphe
 KEEP_FRACTION = 0.3  # their steps each, in units of ``steps``
 PROBE_RUN = 3  # the probe run's passes, in units of ``steps``
 SPARSE_LARGE = 1  # sparse probes where the screen cannot try every single-coordinate move (28x28); the rest random
+PATTERN_PROBES = 4  # large images: structured starts (.patterns) probed instead (0: the sparse + random plan)
+PATTERN_FRACTION = 0.3  # their probe steps and the kept ones' steps, in units of ``steps``
+PATTERN_KEEP = 2  # pattern probes that go on
+PATTERN_ALPHA = 0.25  # their first step, in units of ``alpha0`` (2 eps: a larger step leaves the pattern's basin)
 
 
 def probe_plan(steps: int, dim: int = 0) -> tuple[int, int, int, int, int, int]:
@@ -46,6 +51,27 @@ def probe_plan(steps: int, dim: int = 0) -> tuple[int, int, int, int, int, int]:
     return n - n_random, n_random, s, keep, s2, finish
 
 
+def pattern_plan(steps: int) -> tuple[int, int, int, int, int]:
+    """``(patterns, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run on large images
+    (:func:`uses_patterns`): ``PATTERN_PROBES`` structured starts probed for ``PATTERN_FRACTION * steps`` steps,
+    the ``PATTERN_KEEP`` best go on as long, the best of them and of the earlier runs finishes; ``PROBE_RUN *
+    steps`` forward+backward passes in all, the incumbent's evaluation included."""
+    total = PROBE_RUN * steps
+    s = max(1, round(PATTERN_FRACTION * steps))
+    n = max(1, min(PATTERN_PROBES, total // (2 * (1 + s))))
+    keep = min(PATTERN_KEEP, n)
+    finish = max(0, total - n * (1 + s) - keep * s - 1)
+    return n, s, keep, s, finish
+
+
+def uses_patterns(steps: int, shape: tuple[int, ...]) -> bool:
+    """Whether the probe run starts from structured patterns (:mod:`.patterns`): ``PATTERN_PROBES > 0``, image
+    batches ``(B, C, H, W)`` with ``H, W >= 2 PATTERN_LENGTH`` and more coordinates than ``steps`` (where the
+    forward screen cannot try every single-coordinate move: the 28x28 flows, not the 8x8 digits)."""
+    return (PATTERN_PROBES > 0 and len(shape) == 4 and min(shape[2:]) >= 2 * PATTERN_LENGTH
+            and math.prod(shape[1:]) > steps)
+
+
 def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[Tensor], Tensor],
                project: Callable[[Tensor], Tensor], spec: AttackSpec, norm: NormLike, shape: tuple[int, ...],
                like: Tensor,
@@ -56,6 +82,12 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
     gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
     ``norm`` is the L2 entry of :data:`.norms.NORM_SPECS` (its ``random`` start and ``step``)."""
+    if x is not None and spec.clamp is not None and uses_patterns(spec.steps, shape):
+        k, s, keep, s2, finish = pattern_plan(spec.steps)
+        starts, _ = pattern_starts(value, project, x, spec.eps, k, 2 * spec.steps)
+        delta, val, _, hist = probe_search(fn, starts, project, norm.step, s, keep, s2, finish,
+                                           PATTERN_ALPHA * spec.alpha0, incumbent)
+        return delta, val, hist
     k, r, s, keep, s2, finish = probe_plan(spec.steps, int(math.prod(shape[1:])))
     starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
     starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
