@@ -29,6 +29,7 @@ SPARSE_LARGE = 1  # sparse probes where the screen cannot try every single-coord
 PATTERN_PROBES = 4  # large images: structured starts (.patterns) probed instead (0: the sparse + random plan)
 PATTERN_FRACTION = 0.3  # their probe steps and the kept ones' steps, in units of ``steps``
 PATTERN_KEEP = 2  # pattern probes that go on
+PATTERN_SPARSE = 1  # and sparse probes (best single-coordinate moves), screened by a third of the forward passes
 PATTERN_ALPHA = 0.25  # their first step, in units of ``alpha0`` (2 eps: a larger step leaves the pattern's basin)
 
 
@@ -51,17 +52,19 @@ def probe_plan(steps: int, dim: int = 0) -> tuple[int, int, int, int, int, int]:
     return n - n_random, n_random, s, keep, s2, finish
 
 
-def pattern_plan(steps: int) -> tuple[int, int, int, int, int]:
-    """``(patterns, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run on large images
-    (:func:`uses_patterns`): ``PATTERN_PROBES`` structured starts probed for ``PATTERN_FRACTION * steps`` steps,
-    the ``PATTERN_KEEP`` best go on as long, the best of them and of the earlier runs finishes; ``PROBE_RUN *
-    steps`` forward+backward passes in all, the incumbent's evaluation included."""
+def pattern_plan(steps: int) -> tuple[int, int, int, int, int, int]:
+    """``(sparse, patterns, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run on large images
+    (:func:`uses_patterns`): ``PATTERN_SPARSE`` single-coordinate starts and ``PATTERN_PROBES`` structured ones
+    probed for ``PATTERN_FRACTION * steps`` steps each, the ``PATTERN_KEEP`` best go on as long, the best of
+    them and of the earlier runs finishes; ``PROBE_RUN * steps`` forward+backward passes in all, the
+    incumbent's evaluation included (the probes take at most two thirds)."""
     total = PROBE_RUN * steps
     s = max(1, round(PATTERN_FRACTION * steps))
-    n = max(1, min(PATTERN_PROBES, total // (2 * (1 + s))))
-    keep = min(PATTERN_KEEP, n)
+    n = max(1, min(PATTERN_SPARSE + PATTERN_PROBES, 2 * total // (3 * (1 + s))))
+    k = min(PATTERN_SPARSE, n - 1)
+    keep = max(0, min(PATTERN_KEEP, n, (total - n * (1 + s) - 1) // s))
     finish = max(0, total - n * (1 + s) - keep * s - 1)
-    return n, s, keep, s, finish
+    return k, n - k, s, keep, s, finish
 
 
 def uses_patterns(steps: int, shape: tuple[int, ...]) -> bool:
@@ -83,8 +86,10 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
     ``norm`` is the L2 entry of :data:`.norms.NORM_SPECS` (its ``random`` start and ``step``)."""
     if x is not None and spec.clamp is not None and uses_patterns(spec.steps, shape):
-        k, s, keep, s2, finish = pattern_plan(spec.steps)
-        starts, _ = pattern_starts(value, project, x, spec.eps, k, 2 * spec.steps)
+        k, p, s, keep, s2, finish = pattern_plan(spec.steps)
+        screen = 2 * spec.steps
+        starts = sparse_starts(value, project, shape, spec.eps, like, gen, screen // 3, k)[0][:k] if k else []
+        starts += pattern_starts(value, project, x, spec.eps, p, screen - screen // 3)[0]
         delta, val, _, hist = probe_search(fn, starts, project, norm.step, s, keep, s2, finish,
                                            PATTERN_ALPHA * spec.alpha0, incumbent)
         return delta, val, hist
