@@ -252,7 +252,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 
 
 # ---------------------------------------------------------------------------------------------- restarts
-METHODS = ("default", "apgd", "probe", "sparse", "vertex", "flip", "rprop", "monotone")
+METHODS = ("default", "apgd", "probe", "random", "sparse", "vertex", "flip", "rprop", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -290,7 +290,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     norm = NORM_SPECS[spec.norm]
     method = method or METHOD
     sphere = method != "probe"  # "probe": the L2 default before the sphere probes (kept for bench/)
-    how = default_method(spec) if method in ("default", "probe") else method
+    how = default_method(spec) if method in ("default", "probe", "random") else method
     l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
     if l2_default and x is not None and spec.clamp is not None:
         fn = tangent(fn, x, spec.clamp)
@@ -300,7 +300,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     for run in range(1 + spec.restarts):
         if run == 1 and value is not None and l2_default and spec.steps >= 2:
             delta, val, hist = _probe_run(fn, value, project, spec, NORM_SPECS["l2"], shape, like, gen, best_delta,
-                                          x if sphere else None)
+                                          x if sphere else None, patterns=method not in ("probe", "random"))
         else:
             if run == 0 and first is not None:
                 start = first

@@ -78,14 +78,15 @@ def uses_patterns(steps: int, shape: tuple[int, ...]) -> bool:
 def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[Tensor], Tensor],
                project: Callable[[Tensor], Tensor], spec: AttackSpec, norm: NormLike, shape: tuple[int, ...],
                like: Tensor,
-               gen: Gen, incumbent: Tensor, x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+               gen: Gen, incumbent: Tensor, x: Tensor | None = None,
+               patterns: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """The L2 restart of the default method: :func:`~.search.probe_search` over the best single-coordinate
     moves (:func:`~.search.sparse_starts`, at most ``2 steps`` forward passes) and random points of the ball,
     finishing from the best of the probes and ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)``
     gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
     ``norm`` is the L2 entry of :data:`.norms.NORM_SPECS` (its ``random`` start and ``step``)."""
-    if x is not None and spec.clamp is not None and uses_patterns(spec.steps, shape):
+    if patterns and x is not None and spec.clamp is not None and uses_patterns(spec.steps, shape):
         k, p, s, keep, s2, finish = pattern_plan(spec.steps)
         screen = 2 * spec.steps
         starts = sparse_starts(value, project, shape, spec.eps, like, gen, screen // 3, k)[0][:k] if k else []
