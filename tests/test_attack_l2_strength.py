@@ -217,11 +217,11 @@ def test_pattern_plan_fits_the_budget():
     from deepcheck.attacks.probe import pattern_plan, uses_patterns
 
     for steps in range(2, 400):
-        k, n, s, keep, s2, finish = pattern_plan(steps)
-        assert (k + n) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
-        assert 0 <= keep <= 2 and 0 <= k <= 1 and 1 <= n <= 4 and finish >= 0, steps
-        assert keep >= 1 or steps < 5, steps
-    assert pattern_plan(100) == (1, 4, 30, 2, 30, 84)
+        k, r, n, s, keep, s2, finish = pattern_plan(steps)
+        assert (k + r + n) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
+        assert 0 <= keep <= 2 and 0 <= k <= 1 and 0 <= r <= 2 and 1 <= n <= 4 and finish >= 0, steps
+        assert keep >= 1 and (k, r) == (1, 2) or steps < 10, steps
+    assert pattern_plan(100) == (1, 2, 4, 20, 2, 30, 92)
     assert uses_patterns(100, (8, 1, 28, 28))
     assert not uses_patterns(100, (8, 1, 8, 8))  # the digits: every single move is screened
     assert not uses_patterns(100, (8, 150))  # not an image (the linear flows)

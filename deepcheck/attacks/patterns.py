@@ -22,6 +22,7 @@ import torch
 Tensor = torch.Tensor
 
 PATTERN_LENGTH = 8  # pixels per pattern
+BORDER_SHARE = 0.5  # of the screened windows on the image's border (where the flows' padding acts)
 EDGE_LEVEL = 0.1  # a pixel is on an edge where it differs from a neighbour (8-neighbourhood) by more than this
 
 
@@ -34,19 +35,22 @@ def _edges(x: Tensor) -> Tensor:
     return d.amax(dim=0).sum(dim=1)
 
 
-def _windows(H: int, W: int, length: int) -> tuple[Tensor, Tensor]:
-    """Every pattern window: ``masks (N, H, W)`` (the pattern's signed unit entries) and ``line (N,)`` (an id of
-    the column or row it lies on). Kinds: alternating signs on ``length`` consecutive pixels, equal signs at
-    stride 2 on ``length`` pixels; along columns and rows; windows start every 2 pixels."""
-    masks, lines = [], []
+def _windows(H: int, W: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Every pattern window: ``masks (N, H, W)`` (the pattern's signed unit entries), ``line (N,)`` (an id of the
+    column or row it lies on) and ``border (N,)`` (whether that line is on the image's border). Kinds:
+    alternating signs on ``length`` consecutive pixels, equal signs at stride 2 on ``length`` pixels and at
+    stride 4 on ``length // 2 + 2`` pixels (the strides of the checkerboard and of one and two 2x2 squeezes);
+    along columns and rows; windows start every 2 pixels (every 4 on the border)."""
+    masks, lines, border = [], [], []
     for along_col in (True, False):
         n_line, n_pos = (W, H) if along_col else (H, W)
-        for stride, alt in ((1, True), (2, False)):
-            span = stride * (length - 1) + 1
+        for stride, alt, n in ((1, True, length), (2, False, length), (4, False, length // 2 + 2)):
+            span = stride * (n - 1) + 1
             for line in range(n_line):
-                for r0 in range(0, n_pos - span + 1, 2):
+                edge = line in (0, n_line - 1)
+                for r0 in range(0, n_pos - span + 1, 4 if edge else 2):
                     m = torch.zeros(n_pos, n_line) if along_col else torch.zeros(n_line, n_pos)
-                    for k in range(length):
+                    for k in range(n):
                         v = (-1.0) ** k if alt else 1.0
                         if along_col:
                             m[r0 + stride * k, line] = v
@@ -54,7 +58,8 @@ def _windows(H: int, W: int, length: int) -> tuple[Tensor, Tensor]:
                             m[line, r0 + stride * k] = v
                     masks.append(m)
                     lines.append(line if along_col else W + line)
-    return torch.stack(masks), torch.tensor(lines)
+                    border.append(edge)
+    return torch.stack(masks), torch.tensor(lines), torch.tensor(border)
 
 
 def pattern_starts(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], x: Tensor, eps: float,
@@ -66,11 +71,15 @@ def pattern_starts(value: Callable[[Tensor], Tensor], project: Callable[[Tensor]
     (columns or rows) are returned with the number of forward passes spent. Images only (``x`` of shape
     ``(B, C, H, W)``, ``H, W >= 2 length``)."""
     B, C, H, W = x.shape
-    masks, lines = _windows(H, W, min(length, H // 2, W // 2))
+    masks, lines, border = _windows(H, W, min(length, H // 2, W // 2))
     masks = masks.to(x.device, x.dtype)
     cover = torch.einsum("bhw,nhw->bn", (_edges(x) > EDGE_LEVEL).to(x.dtype), masks.abs())
     n_win = max(1, min(masks.shape[0], max_candidates // 2))
-    win = cover.topk(n_win, dim=1).indices  # (B, n_win), the windows with most edge pixels
+    on_border = torch.nonzero(border).flatten().to(x.device)
+    n_border = min(len(on_border), int(BORDER_SHARE * n_win)) if BORDER_SHARE > 0 else 0
+    cover[:, on_border] = -1.0  # the border's windows are taken apart, the first n_border of them
+    win = torch.cat([on_border[:n_border].expand(B, n_border),
+                     cover.topk(n_win - n_border, dim=1).indices], dim=1)  # (B, n_win)
     unit = eps * masks / masks.flatten(1).norm(dim=1).view(-1, 1, 1)
     rows = torch.arange(B, device=x.device)
 

@@ -27,9 +27,10 @@ KEEP_FRACTION = 0.3  # their steps each, in units of ``steps``
 PROBE_RUN = 3  # the probe run's passes, in units of ``steps``
 SPARSE_LARGE = 1  # sparse probes where the screen cannot try every single-coordinate move (28x28); the rest random
 PATTERN_PROBES = 4  # large images: structured starts (.patterns) probed instead (0: the sparse + random plan)
-PATTERN_FRACTION = 0.3  # their probe steps and the kept ones' steps, in units of ``steps``
+PATTERN_FRACTION = 0.2  # the probe steps of the plan with patterns, in units of ``steps``
 PATTERN_KEEP = 2  # pattern probes that go on
 PATTERN_SPARSE = 1  # and sparse probes (best single-coordinate moves), screened by a third of the forward passes
+PATTERN_RANDOM = 2  # and random points of the ball
 PATTERN_ALPHA = 0.25  # their first step, in units of ``alpha0`` (2 eps: a larger step leaves the pattern's basin)
 
 
@@ -52,19 +53,23 @@ def probe_plan(steps: int, dim: int = 0) -> tuple[int, int, int, int, int, int]:
     return n - n_random, n_random, s, keep, s2, finish
 
 
-def pattern_plan(steps: int) -> tuple[int, int, int, int, int, int]:
-    """``(sparse, patterns, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run on large images
-    (:func:`uses_patterns`): ``PATTERN_SPARSE`` single-coordinate starts and ``PATTERN_PROBES`` structured ones
-    probed for ``PATTERN_FRACTION * steps`` steps each, the ``PATTERN_KEEP`` best go on as long, the best of
-    them and of the earlier runs finishes; ``PROBE_RUN * steps`` forward+backward passes in all, the
-    incumbent's evaluation included (the probes take at most two thirds)."""
+def pattern_plan(steps: int) -> tuple[int, int, int, int, int, int, int]:
+    """``(sparse, random, patterns, probe_steps, keep, keep_steps, finish_steps)`` of the L2 probe run on large
+    images (:func:`uses_patterns`): ``PATTERN_SPARSE`` single-coordinate starts, ``PATTERN_RANDOM`` random points
+    of the ball and ``PATTERN_PROBES`` structured starts, probed for ``PATTERN_FRACTION * steps`` steps each; the
+    ``PATTERN_KEEP`` best go on for ``KEEP_FRACTION * steps``, the best of them and of the earlier runs
+    finishes; ``PROBE_RUN * steps`` forward+backward passes in all, the incumbent's evaluation included (the
+    probes take at most two thirds; the patterns are the last to go when they do not fit)."""
     total = PROBE_RUN * steps
     s = max(1, round(PATTERN_FRACTION * steps))
-    n = max(1, min(PATTERN_SPARSE + PATTERN_PROBES, 2 * total // (3 * (1 + s))))
-    k = min(PATTERN_SPARSE, n - 1)
-    keep = max(0, min(PATTERN_KEEP, n, (total - n * (1 + s) - 1) // s))
-    finish = max(0, total - n * (1 + s) - keep * s - 1)
-    return k, n - k, s, keep, s, finish
+    n = max(1, min(PATTERN_SPARSE + PATTERN_RANDOM + PATTERN_PROBES, 2 * total // (3 * (1 + s))))
+    p = max(1, n - PATTERN_SPARSE - PATTERN_RANDOM) if PATTERN_PROBES else 0
+    k = min(PATTERN_SPARSE, n - p)
+    r = n - p - k
+    s2 = max(1, round(KEEP_FRACTION * steps))
+    keep = max(0, min(PATTERN_KEEP, n, (total - n * (1 + s) - 1) // s2))
+    finish = max(0, total - n * (1 + s) - keep * s2 - 1)
+    return k, r, p, s, keep, s2, finish
 
 
 def uses_patterns(steps: int, shape: tuple[int, ...]) -> bool:
@@ -87,9 +92,10 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
     ``norm`` is the L2 entry of :data:`.norms.NORM_SPECS` (its ``random`` start and ``step``)."""
     if patterns and x is not None and spec.clamp is not None and uses_patterns(spec.steps, shape):
-        k, p, s, keep, s2, finish = pattern_plan(spec.steps)
+        k, r, p, s, keep, s2, finish = pattern_plan(spec.steps)
         screen = 2 * spec.steps
         starts = sparse_starts(value, project, shape, spec.eps, like, gen, screen // 3, k)[0][:k] if k else []
+        starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
         starts += pattern_starts(value, project, x, spec.eps, p, screen - screen // 3)[0]
         delta, val, _, hist = probe_search(fn, starts, project, norm.step, s, keep, s2, finish,
                                            PATTERN_ALPHA * spec.alpha0, incumbent)
