@@ -23,9 +23,12 @@ direction):
   (:func:`~.search.tangent`). With ``restarts >= 1`` the first restart is the *probe run* (:func:`_probe_run`,
   ``PROBE_RUN * steps`` passes): the ``PROBES`` best single-coordinate moves ``+-eps e_j``
   (:func:`~.search.sparse_starts`, screened by at most ``2 steps`` forward passes) and ``RANDOM_PROBES`` random
-  points of the ball (where the screen cannot try all ``2 D`` moves, as on 28x28 images: ``SPARSE_LARGE`` = 1 sparse
-  probe, the others random; :func:`~.probe.probe_plan`) are each probed by a short APGD run, the ``KEEP`` best go
-  on, and the best of those and of run 0 gets the remaining passes (:func:`~.search.probe_search`, successive
+  points of the ball (where the screen cannot try all ``2 D`` moves: ``SPARSE_LARGE`` = 1 sparse probe, the others
+  random, :func:`~.probe.probe_plan`; on image batches of 16x16 pixels or more, the 28x28 flows,
+  :func:`~.probe.pattern_plan`: 1 sparse probe, 2 random ones and 4 structured patterns of :mod:`.patterns`, runs
+  of pixels down a column or along a row at the object's edges and on the image border, 20 steps each from
+  ``alpha0 / 4``, ``PATTERN_KEEP`` = 2 go on, no sphere steps) are each probed by a short APGD run, the ``KEEP``
+  best go on, and the best of those and of run 0 gets the remaining passes (:func:`~.search.probe_search`, successive
   halving over starts); every other probe steps along the gradient projected onto the sphere's tangent within the
   box's active face (:func:`~.search.sphere_step`: on the sphere the basins are joined by moving the perturbation's
   mass from one pushed pixel to another, a small part of a mostly radial gradient that the plain normalised step
