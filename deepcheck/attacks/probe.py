@@ -1,7 +1,9 @@
 """The L2 *probe run* of :mod:`deepcheck.attacks.core` (issue 14, goal 4): the restart of the default L2 attack,
 a successive halving over starts -- the best single-coordinate moves and random points of the ball are each
 probed by a short APGD run, the best few go on, and the best of those and of the earlier runs gets the remaining
-passes (:func:`~.search.probe_search`). Why, and the measured limits: the module docstring of :mod:`.core`."""
+passes (:func:`~.search.probe_search`); on large images (:func:`uses_patterns`) the structured starts of
+:mod:`.patterns` join them (:func:`pattern_plan`). Why, and the measured limits: the module docstring of
+:mod:`.core`."""
 
 from __future__ import annotations
 
@@ -86,7 +88,10 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
                gen: Gen, incumbent: Tensor, x: Tensor | None = None,
                patterns: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """The L2 restart of the default method: :func:`~.search.probe_search` over the best single-coordinate
-    moves (:func:`~.search.sparse_starts`, at most ``2 steps`` forward passes) and random points of the ball,
+    moves (:func:`~.search.sparse_starts`, at most ``2 steps`` forward passes) and random points of the ball
+    (with ``patterns``, ``x`` and a clamp on large images, :func:`uses_patterns`: :func:`pattern_plan`'s sparse,
+    random and structured starts, :func:`~.patterns.pattern_starts`, screened by a third and two thirds of the
+    ``2 steps`` forward passes, the probes' first step ``PATTERN_ALPHA * alpha0``),
     finishing from the best of the probes and ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)``
     gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
