@@ -5,13 +5,14 @@ column or a row with alternating signs (``+ - + - ...``, consecutive pixels) or 
 Why: on the full runs' 28x28 RealNVP flows the L2 objective (NLL over the eps-ball and the data box) has rare
 basins 2-7x higher than the usual ones; their maximisers move ~10 pixels in such patterns along a column at the
 object's edge (the checkerboard couplings and the 2x2 squeeze put pixels two rows apart into neighbouring
-positions of one channel, and consecutive pixels into two channels). Measured on the hybrid RealNVP at eps 1
-(``bench/bench_attacks.py``'s worst images): random starts of the ball reach them in 0-2 of 6 tries only after
-100-300 ascent steps, a 10-step probe cannot tell them apart (all at 5-10 % of the best after 10 steps), the top
-Hessian eigenvectors at ``delta = 0`` lie on the image border and lead to 5-21 % -- but an ascent of 40 steps from
-the right pattern reaches the best known point (101 %). The forward screen ranks the patterns only roughly: the
-image border's patterns score well and lead to low basins, hence the restriction to windows on edges and one
-start per line (column or row) among the best screened."""
+positions of one channel, and consecutive pixels into two channels), or, at eps 0.5, a few pixels four rows apart
+on the image's border column. Measured on the hybrid RealNVP at eps 1, on the two worst images of the default
+before (fractions of the best point then known): random starts of the ball reach them in 0-2 of 6 tries, and only
+after 100-300 ascent steps; after 10 steps all are at 5-10 %, so a short probe cannot tell them apart; the top
+Hessian eigenvectors at ``delta = 0`` (20 Lanczos steps) lie on the image border, and ascents from them reach 5-21
+%; an ascent of 40 steps from the right pattern reaches 101 %. The forward screen ranks patterns only roughly (the
+border's screen well and lead to lower basins than the edges' best), hence the restriction to windows on edges or
+on the border and one start per line (column or row) and group among the best screened."""
 
 from __future__ import annotations
 
