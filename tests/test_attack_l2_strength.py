@@ -230,8 +230,7 @@ def test_pattern_plan_fits_the_budget():
 def test_pattern_starts_find_a_planted_pattern_on_an_edge():
     """A linear objective ``<t, delta>`` whose maximiser over the ball is a pattern planted at the edge of a
     square object (an alternating run of 8 pixels down column 8, rows 10-17): the screen's best start is that
-    pattern (scaled to eps, the data box not binding; the edge windows' best comes first), every start is
-    feasible and on its own line, and the
+    pattern (scaled to eps, the data box not binding), every start is feasible and on its own line, and the
     screen spends at most ``max_candidates`` forward passes."""
     from deepcheck.attacks.norms import NORM_SPECS, _project
     from deepcheck.attacks.patterns import pattern_starts
@@ -262,6 +261,8 @@ def test_pattern_starts_find_a_planted_pattern_on_an_edge():
     rows = [set(torch.nonzero(s[0, 0])[:, 0].tolist()) for s in starts]
     lines = [("c", min(c)) if len(c) == 1 else ("r", min(r)) for c, r in zip(cols, rows)]
     assert len(set(lines)) == 3  # one start per line
+    vals = [float(value(s)[0]) for s in starts]
+    assert vals == sorted(vals, reverse=True)
 
 
 def test_l2_default_on_28x28_images_keeps_the_budget():

@@ -68,11 +68,8 @@ def pattern_starts(value: Callable[[Tensor], Tensor], project: Callable[[Tensor]
     r"""``k`` structured starts per sample, best first: among the pattern windows (:func:`_windows`, scaled to
     ``||delta||_2 = eps``, both signs, projected), those covering the most edge pixels of ``x`` (``EDGE_LEVEL``)
     are screened by forward passes (``value(delta) -> (B,)``, maximised; one pass of the batch per candidate,
-    each sample its own candidates; ``max_candidates`` passes at most), with ``BORDER_SHARE`` of the windows on
-    the image's border; the best on distinct lines (columns or rows) of each group, edge windows and border
-    windows, are interleaved (the best edge window first: the border's patterns screen well but, on the 28x28
-    RealNVPs, lead to lower basins than the edges' best) and the first ``k`` returned with the number of forward
-    passes spent. Images only (``x`` of shape
+    each sample its own candidates; ``max_candidates`` passes at most), and the best ``k`` on distinct lines
+    (columns or rows) are returned with the number of forward passes spent. Images only (``x`` of shape
     ``(B, C, H, W)``, ``H, W >= 2 length``)."""
     B, C, H, W = x.shape
     masks, lines, border = _windows(H, W, min(length, H // 2, W // 2))
@@ -97,16 +94,15 @@ def pattern_starts(value: Callable[[Tensor], Tensor], project: Callable[[Tensor]
     order = vals.argsort(dim=1, descending=True).cpu()
     line_of = lines[win.cpu()]  # (B, n_win)
     picks = []
-    for b in range(B):  # per group (edge windows, border windows) the best on distinct lines, interleaved
-        seen: set[int] = set()
-        groups: tuple[list[int], list[int]] = ([], [])
+    for b in range(B):
+        seen, mine = set(), []
         for i in order[b].tolist():
             ln = int(line_of[b, i // 2])
             if ln not in seen:
                 seen.add(ln)
-                groups[int(i // 2 < n_border)].append(i)
-        mine = [i for pair in zip(*groups) for i in pair]
-        mine = (mine + groups[0][len(mine) // 2:] + groups[1][len(mine) // 2:])[:k]
+                mine.append(i)
+            if len(mine) == k:
+                break
         picks.append(mine + [mine[-1]] * (k - len(mine)))
     out = []
     for j in range(k):
