@@ -12,7 +12,7 @@ after 100-300 ascent steps; after 10 steps all are at 5-10 %, so a short probe c
 Hessian eigenvectors at ``delta = 0`` (20 Lanczos steps) lie on the image border, and ascents from them reach 5-21
 %; an ascent of 40 steps from the right pattern reaches 101 %. The forward screen ranks patterns only roughly (the
 border's screen well and lead to lower basins than the edges' best), hence the restriction to windows on edges or
-on the border and one start per line (column or row) and group among the best screened."""
+on the border and one start per line (column or row) among the best screened."""
 
 from __future__ import annotations
 
