@@ -235,11 +235,13 @@ def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400,
     """Every checkpoint in ``checkpoints`` matching ``pattern`` (flows of ``data``; default the 8x8 digits), at
     each ``(norm, eps)`` of ``budgets``, in each direction, on ``n`` test images of ``data``: worst and median
     fraction of the best change found, per method of ``methods[norm]`` (default L2: ``"monotone"``, the
-    issue-14 ``"sparse"``, ``"probe"`` (the probe run before its sphere probes) and the new ``"default"``;
+    issue-14 ``"sparse"``, ``"probe"`` (the probe run before its sphere probes), ``"random"`` (the probe run
+    before its pattern probes on large images: one sparse and 11 random starts) and the new ``"default"``;
     L-inf: ``"monotone"`` and ``"default"``), with the passes each spent. The best change found is the best
     over the methods at default settings and a strong run ``strong = (steps, restarts)`` of each of them (seed 3:
     other random starts than the defaults' seed 1). On the 28x28 flows the L2 NLL has rare basins 2-7x higher
-    than the usual ones, so this reference, too, is beaten by more search: its fractions are upper estimates."""
+    than the usual ones, so this reference, too, is beaten by more search: its fractions are upper estimates
+    (the strong run of ``"default"`` probes structured patterns there, ``deepcheck.attacks.patterns``)."""
     import glob
 
     from deepcheck.checkpoint import load_checkpoint
@@ -342,7 +344,8 @@ def _report() -> None:
               "(strong: 200 steps x 3 restarts of each method, another seed)")
         _print_deep(deep_strength(os.environ["BENCH_ATTACKS_DEEP_FULL"], n=8, strong=(200, 3), data="fashion-mnist",
                                   budgets=(("l2", 0.5), ("l2", 1.0), ("l2", 4.0)),
-                                  directions=("decrease", "increase"), methods={"l2": ("probe", "default")},
+                                  directions=("decrease", "increase"),
+                                  methods={"l2": ("probe", "random", "default")},
                                   pattern="*_[mh][ly]*.pt"))
     else:
         print("\n(set BENCH_ATTACKS_DEEP_FULL=<checkpoint dir> for the full run's Fashion-MNIST flows, e.g. "

@@ -211,3 +211,74 @@ def test_l2_default_exact_on_a_linear_flow_where_the_probes_are_random(likelihoo
     exact = optimal_nll_change(flow, X, eps, norm=2, likelihood=likelihood)
     np.testing.assert_allclose(got, exact, rtol=1e-3, atol=0)
     assert count.fb <= 404, count.fb
+
+
+def test_pattern_plan_fits_the_budget():
+    from deepcheck.attacks.probe import pattern_plan, uses_patterns
+
+    for steps in range(2, 400):
+        k, r, n, s, keep, s2, finish = pattern_plan(steps)
+        assert (k + r + n) * (1 + s) + keep * s2 + 1 + finish == PROBE_RUN * steps, steps
+        assert 0 <= keep <= 2 and 0 <= k <= 1 and 0 <= r <= 2 and 1 <= n <= 4 and finish >= 0, steps
+        assert keep >= 1 and (k, r) == (1, 2) or steps < 10, steps
+    assert pattern_plan(100) == (1, 2, 4, 20, 2, 30, 92)
+    assert uses_patterns(100, (8, 1, 28, 28))
+    assert not uses_patterns(100, (8, 1, 8, 8))  # the digits: every single move is screened
+    assert not uses_patterns(100, (8, 150))  # not an image (the linear flows)
+
+
+def test_pattern_starts_find_a_planted_pattern_on_an_edge():
+    """A linear objective ``<t, delta>`` whose maximiser over the ball is a pattern planted at the edge of a
+    square object (an alternating run of 8 pixels down column 8, rows 10-17): the screen's best start is that
+    pattern (scaled to eps, the data box not binding), every start is feasible and on its own line, and the
+    screen spends at most ``max_candidates`` forward passes."""
+    from deepcheck.attacks.norms import NORM_SPECS, _project
+    from deepcheck.attacks.patterns import pattern_starts
+
+    x = torch.zeros(2, 1, 28, 28, dtype=torch.float64)
+    x[:, :, 8:20, 8:20] = 0.5  # edges on rows/columns 7-8 and 19-20
+    t = torch.zeros(28, 28, dtype=torch.float64)
+    t[10:18, 8] = torch.tensor([(-1.0) ** k for k in range(8)])
+    t[1, 0] = 0.3  # a single pixel: not a pattern
+    calls = []
+
+    def value(d):
+        calls.append(1)
+        return (d[:, 0] * t).flatten(1).sum(dim=1)
+
+    eps = 0.4
+    starts, n = pattern_starts(value, lambda d: _project(d, x, eps, NORM_SPECS["l2"], (0.0, 1.0)), x, eps, 3, 200)
+    assert n == len(calls) <= 200 and len(starts) == 3
+    want = eps * t.clone()
+    want[1, 0] = 0.0
+    want /= 8 ** 0.5
+    torch.testing.assert_close(starts[0][:, 0], want.expand(2, 28, 28))
+    for s in starts:
+        assert torch.all(s.flatten(1).norm(dim=1) <= eps * (1 + 1e-12))
+        assert torch.all(x + s >= 0) and torch.all(x + s <= 1)
+        assert int((s[0] != 0).sum()) <= 8
+    cols = [set(torch.nonzero(s[0, 0])[:, 1].tolist()) for s in starts]
+    rows = [set(torch.nonzero(s[0, 0])[:, 0].tolist()) for s in starts]
+    lines = [("c", min(c)) if len(c) == 1 else ("r", min(r)) for c, r in zip(cols, rows)]
+    assert len(set(lines)) == 3  # one start per line
+    vals = [float(value(s)[0]) for s in starts]
+    assert vals == sorted(vals, reverse=True)
+
+
+def test_l2_default_on_28x28_images_keeps_the_budget():
+    """On 28x28 images the probe run starts from patterns (``uses_patterns``): the passes stay within 2x the 202
+    forward+backward passes of the default before issue 14 goal 4, and the screen within ``2 steps`` forward
+    passes; the result is feasible and no worse than the clean NLL; same seed, same numbers."""
+    net = build("realnvp", "tiny", (1, 28, 28), n_bins=256, seed=0).eval()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x[:, :, :6] = 0.0
+    steps, eps = 10, 0.5
+    count = _Counted()
+    adv, info = pgd_with_info(net, x, eps, norm="l2", steps=steps, seed=1, loss_fn=count)
+    assert count.fb == 1 + steps + PROBE_RUN * steps, count.fb
+    assert count.fwd <= 1 + 2 * steps, count.fwd
+    assert torch.all((adv - x).flatten(1).norm(dim=1) <= eps * (1 + 1e-5))
+    assert torch.all(adv >= 0) and torch.all(adv <= 1)
+    assert torch.all(info.nll_adv >= info.nll_clean)
+    adv2 = pgd_with_info(net, x, eps, norm="l2", steps=steps, seed=1)[0]
+    torch.testing.assert_close(adv, adv2, rtol=0, atol=0)

@@ -23,9 +23,12 @@ direction):
   (:func:`~.search.tangent`). With ``restarts >= 1`` the first restart is the *probe run* (:func:`_probe_run`,
   ``PROBE_RUN * steps`` passes): the ``PROBES`` best single-coordinate moves ``+-eps e_j``
   (:func:`~.search.sparse_starts`, screened by at most ``2 steps`` forward passes) and ``RANDOM_PROBES`` random
-  points of the ball (where the screen cannot try all ``2 D`` moves, as on 28x28 images: ``SPARSE_LARGE`` = 1 sparse
-  probe, the others random; :func:`~.probe.probe_plan`) are each probed by a short APGD run, the ``KEEP`` best go
-  on, and the best of those and of run 0 gets the remaining passes (:func:`~.search.probe_search`, successive
+  points of the ball (where the screen cannot try all ``2 D`` moves: ``SPARSE_LARGE`` = 1 sparse probe, the others
+  random, :func:`~.probe.probe_plan`; on image batches of 16x16 pixels or more, the 28x28 flows,
+  :func:`~.probe.pattern_plan`: 1 sparse probe, 2 random ones and 4 structured patterns of :mod:`.patterns`, runs
+  of pixels down a column or along a row at the object's edges and on the image border, 20 steps each from
+  ``alpha0 / 4``, ``PATTERN_KEEP`` = 2 go on, no sphere steps) are each probed by a short APGD run, the ``KEEP``
+  best go on, and the best of those and of run 0 gets the remaining passes (:func:`~.search.probe_search`, successive
   halving over starts); every other probe steps along the gradient projected onto the sphere's tangent within the
   box's active face (:func:`~.search.sphere_step`: on the sphere the basins are joined by moving the perturbation's
   mass from one pushed pixel to another, a small part of a mostly radial gradient that the plain normalised step
@@ -98,9 +101,16 @@ every single move. Against a strong run (200 steps x 4 runs, seed 3; RealNVP hyb
 (median), before -> after that rule: L2 lowering RealNVP hybrid eps 0.5 / 1 / 4 0.43 (0.95) / 0.14 (0.85) / 0.26
 (0.68) -> 0.49 (0.92) / 0.30 (0.93) / 0.62 (0.95); RealNVP MLE eps 1 / 4 0.41 (0.97) / 0.25 (0.84) -> 0.41 (0.97)
 / 0.25 (0.82); GLOW MLE / hybrid eps 1 0.82 / 0.93 -> 0.82 / 0.86 (medians >= 0.98); L2 raising RealNVP MLE eps 1
-0.22 (0.69) -> 0.23 (0.77). Ill-conditioned convex minimisation (R2) converges at a rate set by the condition
-number. With ``clamp`` the L2 ball projection is followed by the clamp, the usual approximation of the projection
-onto their intersection (for L-inf both are boxes: the clamp is the exact projection).
+0.22 (0.69) -> 0.23 (0.77). On large images the probe run then became :func:`~.probe.pattern_plan` (structured starts,
+:mod:`.patterns`). Against the best of every run made since (the strong runs above, the plan's variants, and per image
+12 pattern starts x 100 APGD steps with two window sets: the reference rose by up to 2.1x on single images), worst
+(median), sparse+random plan -> pattern plan: L2 lowering RealNVP hybrid eps 0.5 / 1 / 4 0.49 (0.84) / 0.29 (0.76) /
+0.44 (0.66) -> 0.55 (0.89) / 0.14 (0.83) / 0.44 (0.72); RealNVP MLE eps 1 / 4 0.40 (0.87) / 0.25 (0.74) -> 0.55 (0.88) /
+0.24 (0.72); GLOW MLE / hybrid eps 1 0.82 / 0.86 -> 0.84 / 0.93 (medians 0.98-0.99); L2 raising RealNVP MLE eps 1 0.23
+(0.74) -> 0.28 (0.87); same passes (401 forward+backward, 200 forward-only screening). No single run finds every basin:
+the strong runs themselves reach worst 0.20-0.96 of that reference. Ill-conditioned convex minimisation (R2) converges
+at a rate set by the condition number. With ``clamp`` the L2 ball projection is followed by the clamp, the usual
+approximation of the projection onto their intersection (for L-inf both are boxes: the clamp is the exact projection).
 """
 
 from __future__ import annotations
@@ -252,7 +262,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 
 
 # ---------------------------------------------------------------------------------------------- restarts
-METHODS = ("default", "apgd", "probe", "sparse", "vertex", "flip", "rprop", "monotone")
+METHODS = ("default", "apgd", "probe", "random", "sparse", "vertex", "flip", "rprop", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -290,7 +300,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     norm = NORM_SPECS[spec.norm]
     method = method or METHOD
     sphere = method != "probe"  # "probe": the L2 default before the sphere probes (kept for bench/)
-    how = default_method(spec) if method in ("default", "probe") else method
+    how = default_method(spec) if method in ("default", "probe", "random") else method
     l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
     if l2_default and x is not None and spec.clamp is not None:
         fn = tangent(fn, x, spec.clamp)
@@ -300,7 +310,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     for run in range(1 + spec.restarts):
         if run == 1 and value is not None and l2_default and spec.steps >= 2:
             delta, val, hist = _probe_run(fn, value, project, spec, NORM_SPECS["l2"], shape, like, gen, best_delta,
-                                          x if sphere else None)
+                                          x if sphere else None, patterns=method not in ("probe", "random"))
         else:
             if run == 0 and first is not None:
                 start = first
