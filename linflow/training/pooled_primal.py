@@ -36,6 +36,24 @@ Measured on MNIST-5k at eps 1 (reg 0.01, a dual after 60 CPU s): ``F - Phi`` is 
 out). A projection instead of a rotation (``J'`` the bottom eigenspace of the interior points' weighted scatter
 plus ``kappa (I - Pi_J)``) gave 1.1e-4; reweighting that towards the sum of norms drove the kink to 1e-7 and raised
 ``F`` to 4e-4 (the price of turning ``J`` was not counted).
+
+Other primal steps measured without gain (MNIST-5k, reg 0.01, duals after ~55 CPU s; issue 14, R6-PRIMAL):
+
+- *the eigenvalues and the mean, eigenvectors fixed*: ``F`` is convex in the precisions ``p`` and the natural mean
+  ``p * b``; L-BFGS-B on the exact ``F`` (the tied top eigenvalue kept as one variable, the others bounded by it,
+  exact envelope gradients) after the polish: 3.687e-5 -> 3.683e-5 at eps 1 in 30 iterations (7.6 CPU s);
+- *snapping ``J`` to the pixels*: at eps 3 ``J`` (115 directions) lies within 0.2 rad of the span of the 172 pixels
+  constant on all 3746 interior points, which are zero there; turning ``J`` into that span (the minimal rotation,
+  eigenvalues kept, the mean moved along it) zeroes every interior kink but raises ``F - Phi`` from 5.7e-3 to 1.1e-2
+  (the 1190 sphere points pay 9e-3); polished afterwards 1.0e-3 against 9.2e-4 from the dual's primal;
+- *an extrapolated dual*: the primal of ``m_K + beta (m_K - m_{K-9})`` (projected on the ball) has a higher ``Phi``
+  (+4.6e-6 at ``beta = 1``, eps 1) but a higher polished ``F`` (4.9e-5 against 4.6e-5 above ``Phi(m_K)``);
+- *extrapolating the primal* along the line (natural parameters, where ``F`` is convex) through the polished
+  models of two duals 12 iterations apart: ``F`` rises beyond the later one (+2.3e-5 at 1.5 times the step).
+
+Along one 54-s ascent at eps 1 the polished ``F`` falls 1.5e-5, 8.6e-6, 4.1e-6 every ~7.5 CPU s while ``Phi`` rises
+2.5e-5, 1.6e-5, 1.1e-5: the upper bound tracks the dual. Bracketed by a 170-s run (``F`` -312.6977359, ``Phi``
+-312.6977463), at 54 s ``F`` is 0.9-2.0e-5 above the optimum and ``Phi`` at least 2.7e-5 below it.
 """
 
 from __future__ import annotations
