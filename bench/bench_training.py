@@ -250,7 +250,7 @@ def pooled_primal(budget: float = 60.0, reference: str | None = None, eps_list: 
                   + f" {info.gap / abs(info.objective):>9.2e}", flush=True)
 
 
-_PRIMAL_VARIANTS: tuple = (("reserve 0.1", {"polish_reserve": 0.1}), ("reserve 0.05", {}))
+_PRIMAL_VARIANTS: tuple = (("before", {"polish_first": False}), ("polish first", {}))
 
 
 def _pooled_rows(variants: tuple, budget: float, title: str) -> None:

@@ -1,6 +1,6 @@
 """The upper bound of the pooled R6 solver: the block Cayley rotation of the repair and polish
 (:class:`linflow.training.pooled_primal._Cayley`), the polished model against a status-checked cvxpy SDP on
-hard-case-heavy data, and the ``polish_reserve`` option of :func:`linflow.training.pooled._sample_pooled`."""
+hard-case-heavy data, and the ``polish_first`` option of :func:`linflow.training.pooled._sample_pooled`."""
 
 from __future__ import annotations
 
@@ -132,22 +132,22 @@ def test_polish_at_the_fixed_point_returns_the_sdp_optimum(monkeypatch):
     assert F <= red.objective(dual, eps, REG) + 1e-12 * scale
 
 
-def test_polish_reserve_option():
-    """``polish_reserve`` only moves the ascent's stop under ``max_seconds``: without it the results are identical
-    for any reserve; with it both the old (0.1) and the new (default) reserve certify against the SDP (solved,
-    checked first), the objective the exact one of the returned model; bad values are named."""
+def test_polish_first_option():
+    """``polish_first`` only changes what happens when ``max_seconds`` ends the ascent: without a time limit the
+    results are identical; with a limit that ends it at once, both settings return the exact objective of the
+    returned model, certified against the SDP (solved, checked first); a bad value is named."""
     X, eps = _data("near-mean", 13), 1.0
     sdp = _sdp(X, eps)
     scale = max(1.0, abs(sdp.objective))
     Xc, m, S = check_data(X, REG)
-    a = _sample_pooled(Xc, m, S, eps, REG, max_iter=8, polish_reserve=0.1)[1]
+    a = _sample_pooled(Xc, m, S, eps, REG, max_iter=8, polish_first=False)[1]
     b = _sample_pooled(Xc, m, S, eps, REG, max_iter=8)[1]
     assert a.objective == b.objective and a.gap == b.gap and a.history == b.history
-    for reserve in (0.1, 0.05):
-        flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, max_seconds=30.0, polish_reserve=reserve)
-        assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
-        assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
-        assert info.objective >= sdp.objective - 1e-7 * scale
-    for bad in (-0.1, 1.0, True, "0.1"):
-        with pytest.raises(ValueError, match="polish_reserve"):
-            _sample_pooled(Xc, m, S, eps, REG, polish_reserve=bad)
+    for first in (False, True):
+        for seconds in (1e-4, 0.05):
+            flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, max_seconds=seconds, polish_first=first)
+            assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+            assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
+            assert info.objective >= sdp.objective - 1e-7 * scale
+    with pytest.raises(TypeError, match="polish_first"):
+        _sample_pooled(Xc, m, S, eps, REG, polish_first=1)
