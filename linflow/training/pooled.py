@@ -394,7 +394,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
         history[-1] = (best_F, max(best_F - best_G, 0.0), rho)
-        converged = skip and best_F - best_G <= tol * max(1.0, abs(best_F))  # the check the ascent skipped
+        converged = bool(skip and best_F - best_G <= tol * max(1.0, abs(best_F)))  # the check the ascent skipped
     status = "converged" if converged else ("stalled" if stalled else "stopped")
     info = FitInfo("damped/pooled", status, best_F, gap=max(best_F - best_G, 0.0),
                    iterations=len(history), converged=converged, seconds=time.perf_counter() - t0,
