@@ -42,12 +42,22 @@ Pooled with the primal polish and single-precision steps (issue 14, R6E; ``--poo
 the polish and single precision; eps 3: 1.7e-5 (94), 1.37e-5 (82), 1.42e-5 (101). An earlier run, before / polish:
 1.75e-7 (91) / 1.43e-7 (84) and 1.47e-5 (102) / 1.21e-5 (88). The 1e-8 target at eps >= 1 is still not met (with
 180 CPU s and the defaults, eps 1 reaches 3.3e-8 in 258 iterations).
+The upper bound alone (issue 14, R6-PRIMAL; ``--pooled-primal``, 60 CPU s, load ~10, same session): references from
+a 600-CPU-s run of the default ascent (R6-DUAL's) polished by 16 steps: eps 1 F_ref -312.69773855 (Phi -312.69773932),
+eps 3 F_ref -74.15222928 (Phi -74.15224054; the polish lowered the long run's own F by 2.9e-6 and 8.1e-5). F - F_ref
+at 60 s, before (``polish_first=False``) / after: eps 1 1.15e-5 / 1.17e-5 (84 / 83 iterations, relative gap 1.44e-7
+/ 1.47e-7); eps 3 2.08e-4 / 2.01e-4 (94 / 96, 1.04e-5 / 9.7e-6); eps 0.3 converged in 11 iterations either way
+(0). The dual is short by at least 3.3e-5 (eps 1) and 5.1e-4 (eps 3) at 60 s, so even an exact F would leave
+relative gaps >= 1.0e-7 and 6.8e-6. The polish is cheaper (the Cayley rotation by blocks: 8 steps 7.8 -> 6.4 s at
+eps 1), same iterates. Stopping the ascent at 95% instead of 90%: 1.36e-7 / 1.25e-5 (worse); at 85% with 12 polish
+steps: 1.49e-7 at eps 1 (worse).
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).
 Only part 3: ``PYTHONPATH=. python bench/bench_training.py --large-only``; the pooled solver with and without the
 Newton step only: ``--pooled-newton``; with and without the primal repair only: ``--pooled-repair``; before, with
-the polish, with the polish and single-precision steps: ``--pooled-polish``.
+the polish, with the polish and single-precision steps: ``--pooled-polish``; the upper bound ``F`` against CPU time,
+before and after ``polish_first``: ``--pooled-primal [--reference FILE.json]``.
 """
 
 from __future__ import annotations
