@@ -288,10 +288,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     (:func:`linflow.training.pooled_polish._polish`: the repair iterated on the exact ``F``) from the last dual's
     primal, the model kept when its exact ``F`` is lower; with ``max_seconds`` the ascent then stops at 90% of it
     and the polish at ``max_seconds``. 0 is the solver before the polish.
-    ``polish_first`` (True): when ``max_seconds`` ends the ascent and the polish follows, go straight to it (its
-    first evaluation is ``F`` at the dual's primal, which it keeps when no step lowers it; were it to return no model,
-    ``F`` is evaluated there and at the repair as before) instead of first evaluating ``F`` at the dual's primal and
-    at its repair; the polish gets those ~3 evaluations' time for its steps. False is the solver before.
+    ``polish_first`` (True): when ``max_seconds`` ends the ascent, go straight to the polish (it starts with ``F`` at
+    the dual's primal; with no model to turn, ``F`` there and at the repair) instead of evaluating those first.
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
     ascend or a relative gap of 1e-7; False is the solver before.
