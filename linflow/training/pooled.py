@@ -266,8 +266,8 @@ class _Anderson:
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
-                   repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None
-                   ) -> tuple[LinearFlow, FitInfo]:
+                   repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
+                   polish_first: bool = True) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -288,6 +288,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     (:func:`linflow.training.pooled_polish._polish`: the repair iterated on the exact ``F``) from the last dual's
     primal, the model kept when its exact ``F`` is lower; with ``max_seconds`` the ascent then stops at 90% of it
     and the polish at ``max_seconds``. 0 is the solver before the polish.
+    ``polish_first`` (True): when ``max_seconds`` ends the ascent, go straight to the polish (it starts with ``F`` at
+    the dual's primal; with no model to turn, ``F`` there and at the repair) instead of evaluating those first.
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
     ascend or a relative gap of 1e-7; False is the solver before.
@@ -314,6 +316,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise TypeError(f"single must be a bool, got {single!r}")
     if isinstance(polish, bool) or not isinstance(polish, int | np.integer) or polish < 0:
         raise ValueError(f"polish must be an int >= 0, got {polish!r}")
+    if not isinstance(polish_first, bool):
+        raise TypeError(f"polish_first must be a bool, got {polish_first!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
@@ -333,7 +337,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     for it in bar:
         out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds * (0.9 if polish else 1.0)
         last = it == max_iter - 1 or out_of_time
-        models = [dual] if it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair) else []
+        skip = out_of_time and polish > 0 and polish_first  # the polish evaluates F at the dual's primal itself
+        due = it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair)
+        models = [dual] if due and not skip else []
         if repair and models and it > 0:
             models.append(_repaired_model(dual, eps))  # a candidate upper bound (pooled_primal)
         for model in models:
@@ -376,11 +382,17 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     if polish and not converged:
         deadline = None if max_seconds is None else c0 + max_seconds
         F, model = _polish(dual, eps, reg, steps=polish, deadline=deadline)
+        if model is None and skip:  # nothing to turn: the evaluations the ascent skipped
+            for cand in [dual] + ([_repaired_model(dual, eps)] if repair else []):
+                F = red.objective(cand, eps, reg) if cand is not None else np.inf
+                if F < best_F:
+                    best_F, best_flow = F, red.flow(cand)
         if model is not None and F < best_F:
             F = red.objective(model, eps, reg)  # the exact F of the model returned, through the same path as above
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
         history[-1] = (best_F, max(best_F - best_G, 0.0), rho)
+        converged = bool(skip and best_F - best_G <= tol * max(1.0, abs(best_F)))  # the check the ascent skipped
     status = "converged" if converged else ("stalled" if stalled else "stopped")
     info = FitInfo("damped/pooled", status, best_F, gap=max(best_F - best_G, 0.0),
                    iterations=len(history), converged=converged, seconds=time.perf_counter() - t0,

@@ -24,7 +24,8 @@ w_{iU} - b||``. The repair minimises their sum, a convex sum of norms plus a qua
 least squares from ``A = 0, b = 0`` (``irls`` rounds, weights ``lambda sqrt(t_i) / (n ||r_i||)``; the rows of
 ``(A, b)`` share one normal matrix), with the quadratic scaled by ``scale`` (3: a margin for what the model leaves
 out, the curvature of the points on the sphere near R1's hard case, whose excess rises when ``J`` turns), and
-rotates by the Cayley transform ``(I - S/2)^{-1} (I + S/2)`` (exactly orthogonal, ``e^S`` to second order). The
+rotates by the Cayley transform ``(I - S/2)^{-1} (I + S/2)`` (exactly orthogonal, ``e^S`` to second order;
+:class:`_Cayley` applies it by blocks). The
 eigenvalues are kept. The repaired model is only a candidate: :func:`linflow.training.pooled._sample_pooled`
 evaluates ``F`` at it exactly (one batched R1 attack) and keeps it only when ``F`` is lower than at every model
 seen, so the certificate stays ``min F - max Phi``, both sides rigorous.
@@ -35,6 +36,24 @@ Measured on MNIST-5k at eps 1 (reg 0.01, a dual after 60 CPU s): ``F - Phi`` is 
 out). A projection instead of a rotation (``J'`` the bottom eigenspace of the interior points' weighted scatter
 plus ``kappa (I - Pi_J)``) gave 1.1e-4; reweighting that towards the sum of norms drove the kink to 1e-7 and raised
 ``F`` to 4e-4 (the price of turning ``J`` was not counted).
+
+Other primal steps measured without gain (MNIST-5k, reg 0.01, duals after ~55 CPU s; issue 14, R6-PRIMAL):
+
+- *the eigenvalues and the mean, eigenvectors fixed*: ``F`` is convex in the precisions ``p`` and the natural mean
+  ``p * b``; L-BFGS-B on the exact ``F`` (the tied top eigenvalue kept as one variable, the others bounded by it,
+  exact envelope gradients) after the polish: 3.687e-5 -> 3.683e-5 at eps 1 in 30 iterations (7.6 CPU s);
+- *snapping ``J`` to the pixels*: at eps 3 ``J`` (115 directions) lies within 0.2 rad of the span of the 172 pixels
+  constant on all 3746 interior points, which are zero there; turning ``J`` into that span (the minimal rotation,
+  eigenvalues kept, the mean moved along it) zeroes every interior kink but raises ``F - Phi`` from 5.7e-3 to 1.1e-2
+  (the 1190 sphere points pay 9e-3); polished afterwards 1.0e-3 against 9.2e-4 from the dual's primal;
+- *an extrapolated dual*: the primal of ``m_K + beta (m_K - m_{K-9})`` (projected on the ball) has a higher ``Phi``
+  (+4.6e-6 at ``beta = 1``, eps 1) but a higher polished ``F`` (4.9e-5 against 4.6e-5 above ``Phi(m_K)``);
+- *extrapolating the primal* along the line (natural parameters, where ``F`` is convex) through the polished
+  models of two duals 12 iterations apart: ``F`` rises beyond the later one (+2.3e-5 at 1.5 times the step).
+
+Along one 54-s ascent at eps 1 the polished ``F`` falls 1.5e-5, 8.6e-6, 4.1e-6 every ~7.5 CPU s while ``Phi`` rises
+2.5e-5, 1.6e-5, 1.1e-5: the upper bound tracks the dual. Bracketed by a 170-s run (``F`` -312.6977359, ``Phi``
+-312.6977463), at 54 s ``F`` is 0.9-2.0e-5 above the optimum and ``Phi`` at least 2.7e-5 below it.
 """
 
 from __future__ import annotations
@@ -73,10 +92,7 @@ def _repaired_model(dual: _Dual, eps: float, scale: float = 3.0, irls: int = 2) 
             return None
         r = np.linalg.norm(WJ + WU @ AT, axis=1)
     jj, uu = np.flatnonzero(J), np.flatnonzero(~J)
-    eye = np.eye(d)
-    S = _skew(d, jj, uu, AT)
-    R = np.linalg.solve(eye - 0.5 * S, eye + 0.5 * S)  # Cayley: orthogonal, R e_j = e_j + S e_j + O(S^2)
-    return _turned_model(dual, jj, AT, R)
+    return _turned_model(dual, _Cayley(jj, uu, AT))
 
 
 def _skew(d: int, jj: np.ndarray, uu: np.ndarray, Z: np.ndarray) -> np.ndarray:
@@ -88,11 +104,64 @@ def _skew(d: int, jj: np.ndarray, uu: np.ndarray, Z: np.ndarray) -> np.ndarray:
     return S
 
 
-def _turned_model(dual: _Dual, jj: np.ndarray, Z: np.ndarray, R: np.ndarray) -> _Dual:
+class _Cayley:
+    r"""The Cayley rotation ``R = M^{-1} (I + S/2)``, ``M = I - S/2``, of the turn ``Z = (A, b)`` (:func:`_skew`),
+    applied in ``O(n |U| |J|)`` instead of ``O(n d^2)``: in the blocks ``(J, U)``, ``S = [[0, -A^T], [A, 0]]``, so
+    with ``K = (I + A^T A / 4)^{-1}`` (``|J| x |J|``)
+
+    .. math:: M^{-1} = \begin{pmatrix} K & -K A^T/2 \\ A K/2 & I - A K A^T/4 \end{pmatrix}, \qquad
+              R = 2 M^{-1} - I = \begin{pmatrix} 2K - I & -K A^T \\ A K & I - A K A^T/2 \end{pmatrix}
+
+    (``M M^{-1} = I`` by ``(I + A^T A/4) K = I``; ``R`` is exactly orthogonal). Rows ``y`` are turned as ``y R`` and
+    ``y M^{-1}``; ``y M^{-T}`` is ``y M^{-1}`` with ``A`` negated. ``jj``, ``uu``: the columns of ``J`` and ``U``
+    (index arrays, or slices where the columns are stored in blocks: no gather)."""
+
+    def __init__(self, jj: np.ndarray | slice, uu: np.ndarray | slice, Z: np.ndarray) -> None:
+        self.jj, self.uu, self.Z = jj, uu, Z
+        A = Z[:-1]
+        self.A = A
+        self.K = np.linalg.inv(np.eye(A.shape[1]) + 0.25 * (A.T @ A))
+        self.K = 0.5 * (self.K + self.K.T)
+
+    def _halves(self, Y: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(Y_J + sign Y_U A / 2) K`` and ``Y_U A`` for the rows of ``Y``."""
+        YUA = Y[:, self.uu] @ self.A
+        return (Y[:, self.jj] + (0.5 * sign) * YUA) @ self.K, YUA
+
+    def inv_m(self, Y: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """``Y M^{-1}`` (``Y M^{-T}`` with ``transpose``)."""
+        sign = -1.0 if transpose else 1.0
+        T, _ = self._halves(Y, sign)
+        out = np.empty_like(Y)
+        out[:, self.jj] = T
+        out[:, self.uu] = Y[:, self.uu] - (0.5 * sign) * (T @ self.A.T)
+        return out
+
+    def rotate(self, Y: np.ndarray) -> np.ndarray:
+        """``Y R = 2 Y M^{-1} - Y``."""
+        out = self.inv_m(Y)
+        out *= 2.0
+        out -= Y
+        return out
+
+    def shift(self) -> np.ndarray:
+        """``R[:, J] b`` (``b = Z[-1]``), the mean's move in the eigenbasis: ``[(2K - I) b, A K b]``."""
+        Kb = self.K @ self.Z[-1]
+        out = np.zeros(self.K.shape[0] + self.A.shape[0])
+        out[self.jj] = 2.0 * Kb - self.Z[-1]
+        out[self.uu] = self.A @ Kb
+        return out
+
+    def dense(self) -> np.ndarray:
+        """``R`` itself (``d x d``; for tests)."""
+        return self.rotate(np.eye(self.K.shape[0] + self.A.shape[0]))
+
+
+def _turned_model(dual: _Dual, rot: _Cayley) -> _Dual:
     """The dual's primal turned by ``R`` and its mean moved by ``b = Z[-1]`` along ``J``, as a :class:`_Dual`
     (eigenvalues kept; ``G = -inf``: a model, not a dual value)."""
-    shift = R[:, jj] @ Z[-1]  # the mean's move: the points' coordinates along R e_j drop by b_j
-    model = _Dual(dual.Mn, -np.inf, dual.yb + dual.V @ shift, dual.Yc - dual.V @ shift, dual.s.copy(), dual.V @ R,
-                  dual.nu, dual.k, dual.reg)
-    model.__dict__["W"] = (dual.W - shift) @ R  # (x - mu') V R, without another pass over Yc - Mn
+    shift = rot.shift()  # the mean's move: the points' coordinates along R e_j drop by b_j
+    model = _Dual(dual.Mn, -np.inf, dual.yb + dual.V @ shift, dual.Yc - dual.V @ shift, dual.s.copy(),
+                  rot.rotate(dual.V), dual.nu, dual.k, dual.reg)
+    model.__dict__["W"] = rot.rotate(dual.W) - rot.rotate(shift[None])[0]  # (x - mu') V R, without another pass
     return model

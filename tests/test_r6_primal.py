@@ -1,0 +1,153 @@
+"""The upper bound of the pooled R6 solver: the block Cayley rotation of the repair and polish
+(:class:`linflow.training.pooled_primal._Cayley`), the polished model against a status-checked cvxpy SDP on
+hard-case-heavy data, and the ``polish_first`` option of :func:`linflow.training.pooled._sample_pooled`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linflow import adversarial_fit
+from linflow.training.damped import _damped_eval
+from linflow.training.pooled import _pooled_dual, _prox_step, _Reduced, _sample_pooled, _start
+from linflow.training.pooled_polish import _polish, _Rotated
+from linflow.training.pooled_primal import _Cayley, _skew
+from linflow.validation import check_data
+
+REG = 0.05
+
+
+def _data(kind: str, seed: int) -> np.ndarray:
+    """Hard-case-heavy problems: most points near the mean (R1's hard case at the optimum), or constant coordinates
+    (exact ties of the smallest eigenvalue) and a thin direction."""
+    rng = np.random.default_rng(seed)
+    if kind == "near-mean":
+        X = 0.02 * rng.standard_normal((20, 5))
+        X[:4] += 2.0 * rng.standard_normal((4, 5))
+    else:
+        X = rng.standard_normal((16, 6))
+        X[:, :2] = 0.3
+        X[:, 2] *= 0.01
+    return X
+
+
+def _sdp(X: np.ndarray, eps: float):
+    """The S-lemma SDP optimum (cvxpy), its status checked before any comparison."""
+    sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
+    assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
+    return sdp
+
+
+def _dual_after(X: np.ndarray, eps: float, steps: int):
+    """``(Xc, red, dual)``: the pooled dual after ``steps`` plain proximal block steps from the solver's start."""
+    Xc, m, S = check_data(X, REG)
+    red = _Reduced(Xc)
+    Mn = _start(Xc, m, S, eps, REG, None)[0][:, red.keep]
+    dual = _pooled_dual(Xc[:, red.keep], Mn, eps, REG, red.k)
+    rho = 1.5 * dual.lam * Xc.shape[1] / Xc.shape[0]
+    for _ in range(steps):
+        new = _pooled_dual(Xc[:, red.keep], _prox_step(dual, eps, rho), eps, REG, red.k)
+        if new.G > dual.G:
+            dual = new
+    return Xc, red, dual
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.3, 3.0])
+def test_block_cayley_is_the_dense_cayley_transform(scale):
+    """``_Cayley`` by blocks equals the dense ``(I - S/2)^{-1} (I + S/2)`` of the skew generator (``_skew``), with
+    ``M^{-1}``, ``M^{-T}`` and the mean's move ``R[:, J] b``, for interleaved index arrays and for blocks given as
+    slices, small and large turns; ``R`` is orthogonal."""
+    rng = np.random.default_rng(7)
+    d, kJ = 9, 3
+    jj = np.array([1, 4, 8])
+    uu = np.setdiff1d(np.arange(d), jj)
+    Z = scale * rng.standard_normal((d - kJ + 1, kJ))
+    S = _skew(d, jj, uu, Z)
+    M = np.eye(d) - 0.5 * S
+    R = np.linalg.solve(M, np.eye(d) + 0.5 * S)
+    Y = rng.standard_normal((5, d))
+    rot = _Cayley(jj, uu, Z)
+    np.testing.assert_allclose(rot.dense(), R, rtol=0, atol=1e-12 * max(1.0, scale**2))
+    np.testing.assert_allclose(rot.dense().T @ rot.dense(), np.eye(d), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rot.inv_m(Y), Y @ np.linalg.inv(M), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rot.inv_m(Y, transpose=True), Y @ np.linalg.inv(M).T, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rot.shift(), R[:, jj] @ Z[-1], rtol=0, atol=1e-12 * max(1.0, scale**2))
+    perm = np.concatenate([jj, uu])  # the same turn with the columns stored in blocks (J, U)
+    blocked = _Cayley(slice(0, kJ), slice(kJ, d), Z)
+    np.testing.assert_allclose(blocked.rotate(Y[:, perm]), (Y @ R)[:, perm], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [("near-mean", 1.0, 13), ("near-mean", 2.0, 2), ("constant", 1.0, 3)])
+def test_polished_model_is_exact_and_never_below_the_sdp(case):
+    """At a dual short of its optimum: the polish's F at random turns is the exact R6 objective of the model it
+    describes (recomputed through the flow, independently of the block rotation); the returned model's F is exact,
+    not above F at the dual's primal, and never below the SDP optimum (solved, status checked first)."""
+    kind, eps, seed = case
+    X = _data(kind, seed)
+    sdp = _sdp(X, eps)
+    scale = max(1.0, abs(sdp.objective))
+    for steps in (2, 8):
+        Xc, red, dual = _dual_after(X, eps, steps)
+        assert (dual.c < dual.nu).any() and not (dual.c < dual.nu).all()  # the precondition: something to turn
+        rot = _Rotated(dual, eps, dual.k, REG)
+        rng = np.random.default_rng(seed + steps)
+        for size in (1e-3, 0.1):
+            Z = size * rng.standard_normal((rot.uu.size + 1, rot.jj.size))
+            exact = _damped_eval(red.flow(rot.model(Z)), Xc, eps, REG)[0]
+            assert rot.evaluate(Z)["F"] == pytest.approx(exact, rel=1e-10, abs=1e-10)
+            assert exact >= sdp.objective - 1e-7 * scale
+        F, model = _polish(dual, eps, REG, steps=6)
+        exact = _damped_eval(red.flow(model), Xc, eps, REG)[0]
+        assert F == pytest.approx(exact, rel=1e-12, abs=1e-12)
+        assert F <= red.objective(dual, eps, REG) + 1e-12 * scale
+        assert F >= sdp.objective - 1e-7 * scale
+
+
+def test_polish_at_the_fixed_point_returns_the_sdp_optimum(monkeypatch):
+    """At the dual the solver ends with after 600 iterations (``tol=0``: it never stops as converged, so the polish
+    runs), the certified gap is at rounding level, and the polished model's exact F equals the SDP optimum (solved,
+    checked first) to the SDP's accuracy and is never below it: the polish does not leave the optimum."""
+    from linflow.training import pooled
+
+    X, eps = _data("near-mean", 13), 1.0
+    sdp = _sdp(X, eps)
+    scale = max(1.0, abs(sdp.objective))
+    Xc, m, S = check_data(X, REG)
+    seen = []
+
+    def recording(dual, *args, **kwargs):
+        seen.append(dual)
+        return _polish(dual, *args, **kwargs)
+
+    monkeypatch.setattr(pooled, "_polish", recording)
+    _, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=600, tol=0.0)
+    assert len(seen) == 1 and info.gap <= 1e-9 * scale
+    dual, red = seen[0], _Reduced(Xc)
+    assert (dual.c < dual.nu).any() and not (dual.c < dual.nu).all()  # filled directions and interior points remain
+    F, model = _polish(dual, eps, REG, steps=6)
+    exact = _damped_eval(red.flow(model), Xc, eps, REG)[0]
+    assert F == pytest.approx(exact, rel=1e-12, abs=1e-12)
+    assert F >= sdp.objective - 1e-7 * scale
+    assert F == pytest.approx(sdp.objective, rel=1e-6, abs=1e-6)
+    assert F <= red.objective(dual, eps, REG) + 1e-12 * scale
+
+
+def test_polish_first_option():
+    """``polish_first`` only changes what happens when ``max_seconds`` ends the ascent: without a time limit the
+    results are identical; with a limit that ends it at once, both settings return the exact objective of the
+    returned model, certified against the SDP (solved, checked first); a bad value is named."""
+    X, eps = _data("near-mean", 13), 1.0
+    sdp = _sdp(X, eps)
+    scale = max(1.0, abs(sdp.objective))
+    Xc, m, S = check_data(X, REG)
+    a = _sample_pooled(Xc, m, S, eps, REG, max_iter=8, polish_first=False)[1]
+    b = _sample_pooled(Xc, m, S, eps, REG, max_iter=8)[1]
+    assert a.objective == b.objective and a.gap == b.gap and a.history == b.history
+    for first in (False, True):
+        for seconds in (1e-4, 0.05):
+            flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, max_seconds=seconds, polish_first=first)
+            assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+            assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
+            assert info.objective >= sdp.objective - 1e-7 * scale
+    with pytest.raises(TypeError, match="polish_first"):
+        _sample_pooled(Xc, m, S, eps, REG, polish_first=1)
