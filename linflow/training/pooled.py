@@ -83,6 +83,7 @@ from ..model import LinearFlow
 from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_dual import _ball, _Dual, _pooled_dual
+from .pooled_extrap import _Drift
 from .pooled_newton import _newton_step
 from .pooled_polish import _polish
 from .pooled_primal import _repaired_model
@@ -266,8 +267,8 @@ class _Anderson:
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
-                   repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None
-                   ) -> tuple[LinearFlow, FitInfo]:
+                   repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
+                   extrapolate: int = 10) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -291,6 +292,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
     ascend or a relative gap of 1e-7; False is the solver before.
+    ``extrapolate`` (10): every that many iterations the ascent also follows its drift over them, doubling while
+    ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
+    history is kept); 0 is the solver before.
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -314,6 +318,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise TypeError(f"single must be a bool, got {single!r}")
     if isinstance(polish, bool) or not isinstance(polish, int | np.integer) or polish < 0:
         raise ValueError(f"polish must be an int >= 0, got {polish!r}")
+    if isinstance(extrapolate, bool) or not isinstance(extrapolate, int | np.integer) or extrapolate < 0:
+        raise ValueError(f"extrapolate must be an int >= 0, got {extrapolate!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
@@ -326,6 +332,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     X32 = X.astype(np.float32) if single else None
     best_G = dual.G
     accel = _Anderson(memory)
+    drift = _Drift(extrapolate)
     rho = rho * dual.lam * d / n  # in units of lambda_max(P) d / n (module docstring)
     history: list[tuple[float, float, float]] = []
     converged = stalled = False
@@ -366,6 +373,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if rho > 1e12:
                 stalled = True
                 break
+        ext = drift.step(X, dual, eps, reg)
+        if ext is not None:
+            dual = ext
         if newton and it % newton_every == 0:
             nd = _newton_step(X, dual, eps, reg, cg_iter=newton)
             if nd is not None:

@@ -1,0 +1,68 @@
+r"""Extrapolation of the pooled dual's ascent along its recent drift (R6, the pooled dual).
+
+The proximal block ascent of :func:`linflow.training.pooled._sample_pooled` on ``Phi(m)`` (concave in the means
+``m``, each row in the ``eps``-ball) moves slowly but steadily along the directions its per-point model leaves out:
+the coupling of all means through ``cov(x + m)`` (rotating the filled eigenspace of the primal covariance). Every
+``period`` iterations the drift ``D = m_k - m_{k - period}`` is followed further: the means ``Pi(m_k + beta D)``
+(``Pi``: each row projected onto the ball, so the means stay feasible) for ``beta = 1, 2, 4, ...`` while ``Phi``
+increases, the best one kept (:func:`_extrapolate`). Each trial costs one evaluation of ``Phi`` (a covariance and an
+``eigh``), about a quarter of a block step. Since any feasible means give a lower bound, the certificate is
+unchanged: the bound is ``Phi`` at the means actually evaluated.
+
+Measured (MNIST-5k, reg 0.01, eps 3, from the dual after 30 CPU s, 20 CPU s more, one thread, load ~11): the
+ascent gains 4.4e-4 (35 iterations) without and 5.3e-4 (35 iterations, 5 trials gaining 4.2e-5 directly) with a
+period of 10; a period of 5 triggered a failed step and a stiffer proximal weight (3.7e-4), and resetting the
+Anderson history after an extrapolation costs more than the extrapolation gains (4.1e-4). See
+``bench/bench_training.py --pooled-dual`` for the whole solver.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .pooled_dual import _ball, _Dual, _pooled_dual
+
+
+class _Drift:
+    """The means of ``period`` iterations ago (:func:`_extrapolate` at every ``period``-th call of :meth:`step`)."""
+
+    def __init__(self, period: int, max_doublings: int = 6) -> None:
+        self.period, self.max_doublings = period, max_doublings
+        self.calls = 0
+        self.anchor: np.ndarray | None = None
+        self.trials = 0
+        self.gain = 0.0
+
+    def step(self, X: np.ndarray, dual: _Dual, eps: float, reg: float) -> _Dual | None:
+        """Called once per iteration of the ascent with its current dual: at every ``period``-th call, the
+        extrapolated dual if ``Phi`` rose (else None); the anchor moves to the means returned."""
+        self.calls += 1
+        if self.period <= 0 or self.calls % self.period:
+            return None
+        anchor, self.anchor = self.anchor, dual.Mn
+        if anchor is None:
+            return None
+        new, trials = _extrapolate(X, dual, dual.Mn - anchor, eps, reg, self.max_doublings)
+        self.trials += trials
+        if new is None:
+            return None
+        self.gain += new.G - dual.G
+        self.anchor = new.Mn
+        return new
+
+
+def _extrapolate(X: np.ndarray, dual: _Dual, D: np.ndarray, eps: float, reg: float,
+                 max_doublings: int = 6) -> tuple[_Dual | None, int]:
+    """``(best, trials)``: the dual at ``Pi(m + beta D)`` of highest ``Phi`` for ``beta = 1, 2, 4, ...`` (doubling
+    while ``Phi`` rises, at most ``max_doublings + 1`` trials), None when none rises above ``dual``; ``Pi`` projects
+    each row onto the ``eps``-ball, so every candidate is feasible and its ``Phi`` a valid lower bound."""
+    best: _Dual | None = None
+    beta, trials = 1.0, 0
+    for _ in range(max_doublings + 1):
+        trials += 1
+        cand = _pooled_dual(X, _ball(dual.Mn + beta * D, eps), eps, reg, dual.k)
+        if cand.G <= (dual.G if best is None else best.G):
+            break
+        best = cand
+        beta *= 2.0
+    return best, trials
