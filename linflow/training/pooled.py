@@ -370,6 +370,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             rho *= 3.0
             X32 = None
             accel.reset()
+            drift.clean = False  # no extrapolation over a period with a failed step
             if rho > 1e12:
                 stalled = True
                 break

@@ -29,18 +29,22 @@ class _Drift:
     def __init__(self, period: int, max_doublings: int = 6) -> None:
         self.period, self.max_doublings = period, max_doublings
         self.calls = 0
+        self.clean = True  # no failed block step since the anchor (set False by the caller)
         self.anchor: np.ndarray | None = None
         self.trials = 0
         self.gain = 0.0
 
     def step(self, X: np.ndarray, dual: _Dual, eps: float, reg: float) -> _Dual | None:
         """Called once per iteration of the ascent with its current dual: at every ``period``-th call, the
-        extrapolated dual if ``Phi`` rose (else None); the anchor moves to the means returned."""
+        extrapolated dual if ``Phi`` rose (else None); the anchor moves to the means returned. A period in which a
+        block step failed (``clean`` False: the proximal weight grew) is not extrapolated: near a stall (rounding)
+        the ascent must be allowed to stall, as before."""
         self.calls += 1
         if self.period <= 0 or self.calls % self.period:
             return None
         anchor, self.anchor = self.anchor, dual.Mn
-        if anchor is None:
+        clean, self.clean = self.clean, True
+        if anchor is None or not clean:
             return None
         new, trials = _extrapolate(X, dual, dual.Mn - anchor, eps, reg, self.max_doublings)
         self.trials += trials
