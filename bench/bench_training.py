@@ -42,12 +42,17 @@ Pooled with the primal polish and single-precision steps (issue 14, R6E; ``--poo
 the polish and single precision; eps 3: 1.7e-5 (94), 1.37e-5 (82), 1.42e-5 (101). An earlier run, before / polish:
 1.75e-7 (91) / 1.43e-7 (84) and 1.47e-5 (102) / 1.21e-5 (88). The 1e-8 target at eps >= 1 is still not met (with
 180 CPU s and the defaults, eps 1 reaches 3.3e-8 in 258 iterations).
+The lower bound alone (issue 14, R6-DUAL; ``--pooled-dual [--eps=E]``, 60 CPU s, load 11-16; before = ``extrapolate=0``,
+after = drift extrapolation, the default): Phi (iterations, relative certified gap) eps 0.3 -381.36170853 (11, 0) both;
+eps 1 -312.69777292 (83, 1.49e-7) / -312.69777132 (81, 1.65e-7); eps 3 -74.15283453 (91, 1.14e-5) / -74.15276268
+(92, 1.01e-5). 600-CPU-s references reach -312.69773932 and -74.15224054: at 60 s the dual is ~70% of the gap.
 Digits, 150 iterations: relative gap old 7.9e-3 / 0.25 / 0.13, new 2.9e-4 / 5.2e-3 / 1.7e-3 (eps 0.3 / 1 / 3).
 
 Run: ``python -m bench training`` (several minutes; BLAS is limited to one thread).
 Only part 3: ``PYTHONPATH=. python bench/bench_training.py --large-only``; the pooled solver with and without the
 Newton step only: ``--pooled-newton``; with and without the primal repair only: ``--pooled-repair``; before, with
-the polish, with the polish and single-precision steps: ``--pooled-polish``.
+the polish, with the polish and single-precision steps: ``--pooled-polish``; the lower bound before and after the
+drift extrapolation, with Phi at 15 / 30 / 45 CPU s: ``--pooled-dual`` (``--eps=1`` for one eps).
 """
 
 from __future__ import annotations
