@@ -77,12 +77,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.linalg
 
 from ..model import LinearFlow
 from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_dual import _ball, _Dual, _pooled_dual
+from .pooled_extrap import _Anderson, _Drift
 from .pooled_newton import _newton_step
 from .pooled_polish import _polish
 from .pooled_primal import _repaired_model
@@ -215,59 +215,11 @@ def _start(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float,
     return _ball(C @ U.T, eps), F, init
 
 
-class _Anderson:
-    """Anderson acceleration (type II) of the fixed-point map ``m -> m^+``: keeps the last ``memory`` differences
-    of the steps ``f_k = m^+_k - m_k`` (their Gram matrix updated incrementally) and of ``m_k + f_k``."""
-
-    def __init__(self, memory: int) -> None:
-        self.memory = memory
-        self.reset()
-
-    def reset(self) -> None:
-        self.last: tuple[np.ndarray, np.ndarray] | None = None
-        self.dF: list[np.ndarray] = []
-        self.dS: list[np.ndarray] = []
-        self.gram = np.zeros((0, 0))
-
-    def correction(self, x: np.ndarray, f: np.ndarray) -> np.ndarray | None:
-        """Record ``(x_k, f_k)``; return ``sum_j gamma_j (dX_j + dF_j)`` with ``gamma`` the least-squares
-        coefficients of ``f_k`` on the ``dF_j`` (None while there is no history)."""
-        if self.last is not None and self.memory > 1:
-            x0, f0 = self.last
-            df = f - f0
-            self.dF.append(df)
-            self.dS.append(x - x0 + df)
-            k = len(self.dF)
-            row = np.array([float(np.vdot(df, other)) for other in self.dF])
-            gram = np.zeros((k, k))
-            gram[: k - 1, : k - 1] = self.gram
-            gram[k - 1, :], gram[:, k - 1] = row, row
-            if k > self.memory - 1:
-                self.dF.pop(0)
-                self.dS.pop(0)
-                gram = gram[1:, 1:]
-            self.gram = gram
-        self.last = (x, f)
-        if not self.dF:
-            return None
-        k = len(self.dF)
-        A = self.gram + (1e-12 * np.trace(self.gram) + 1e-300) * np.eye(k)
-        rhs = np.array([float(np.vdot(df, f)) for df in self.dF])
-        try:
-            gam = scipy.linalg.solve(A, rhs, assume_a="pos")
-        except (np.linalg.LinAlgError, ValueError):
-            return None
-        out = gam[0] * self.dS[0]
-        for gj, ds in zip(gam[1:], self.dS[1:], strict=True):
-            out += gj * ds
-        return out
-
-
 def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg: float, *, max_iter: int = 1000,
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
                    repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
-                   polish_first: bool = True) -> tuple[LinearFlow, FitInfo]:
+                   polish_first: bool = True, extrapolate: int = 10) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -293,6 +245,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
     ascend or a relative gap of 1e-7; False is the solver before.
+    ``extrapolate`` (10): every that many iterations the ascent also follows its drift over them, doubling while
+    ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
+    history is kept); 0 is the solver before.
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -307,17 +262,13 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"rho must be a positive number, got {rho!r}")
     if primal_every is None:
         primal_every = 10 if repair else 3
-    if not isinstance(repair, bool):
-        raise TypeError(f"repair must be a bool, got {repair!r}")
-    for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1)):
+    for name, flag in (("repair", repair), ("single", single), ("polish_first", polish_first)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1),
+                           ("polish", polish, 0), ("extrapolate", extrapolate, 0)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
-    if not isinstance(single, bool):
-        raise TypeError(f"single must be a bool, got {single!r}")
-    if isinstance(polish, bool) or not isinstance(polish, int | np.integer) or polish < 0:
-        raise ValueError(f"polish must be an int >= 0, got {polish!r}")
-    if not isinstance(polish_first, bool):
-        raise TypeError(f"polish_first must be a bool, got {polish_first!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
@@ -330,6 +281,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     X32 = X.astype(np.float32) if single else None
     best_G = dual.G
     accel = _Anderson(memory)
+    drift = _Drift(extrapolate)
     rho = rho * dual.lam * d / n  # in units of lambda_max(P) d / n (module docstring)
     history: list[tuple[float, float, float]] = []
     converged = stalled = False
@@ -369,9 +321,13 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             rho *= 3.0
             X32 = None
             accel.reset()
+            drift.clean = False  # no extrapolation over a period with a failed step
             if rho > 1e12:
                 stalled = True
                 break
+        ext = drift.step(X, dual, eps, reg)
+        if ext is not None:
+            dual = ext
         if newton and it % newton_every == 0:
             nd = _newton_step(X, dual, eps, reg, cg_iter=newton)
             if nd is not None:
