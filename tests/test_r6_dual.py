@@ -98,13 +98,14 @@ def test_drift_acts_every_period_and_moves_its_anchor():
 
 @pytest.mark.parametrize("case", CASES)
 def test_solver_with_extrapolation_reaches_the_sdp_optimum(sdps, case):
-    """The default solver (``extrapolate=10``) and the one before (``extrapolate=0``): converged, the certified lower
-    bound never above the SDP optimum, the exact objective of the returned model never below it, both equal to it."""
+    """The solver with the drift extrapolation (``extrapolate=10``, 2) and without (the default): converged, the
+    certified lower bound never above the SDP optimum, the exact objective of the returned model never below it,
+    both equal to it."""
     X, opt = sdps[case]
     eps = case[1]
     Xc, m, S = check_data(X, REG)
     scale = max(1.0, abs(opt))
-    for opts in ({}, {"extrapolate": 0}, {"extrapolate": 2}):
+    for opts in ({"extrapolate": 10}, {}, {"extrapolate": 2}):
         flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=3000, **opts)
         low = info.objective - info.gap
         assert low <= opt + 1e-7 * scale

@@ -219,7 +219,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
                    repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
-                   polish_first: bool = True, extrapolate: int = 10) -> tuple[LinearFlow, FitInfo]:
+                   polish_first: bool = True, extrapolate: int = 0) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -245,9 +245,10 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
     ascend or a relative gap of 1e-7; False is the solver before.
-    ``extrapolate`` (10): every that many iterations the ascent also follows its drift over them, doubling while
+    ``extrapolate`` (0: off): every that many iterations the ascent also follows its drift over them, doubling while
     ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
-    history is kept); 0 is the solver before.
+    history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k, and on a small near-mean case
+    (eps 1) it stalls at a gap of 1.2e-6 where the plain ascent converges in 535 iterations.
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
