@@ -146,6 +146,7 @@ def rprop(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float
 
 
 KICK_FRACTION = 0.1
+SECANT = True
 """The share of the coordinates (at least 2) that a small kick of :func:`vertex_search` flips."""
 
 
@@ -173,7 +174,8 @@ def vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], ep
 
 
 def ascent_vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int,
-                         alpha0: float, patience: int, gen: Gen) -> tuple[Tensor, Tensor, Tensor]:
+                         alpha0: float, patience: int, gen: Gen,
+                         max_ascent: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     r"""The L-inf lowering method: ``1 + steps`` passes, per sample a monotone sign ascent
     ``delta' = P(delta + alpha sign(g))`` (kept only if the objective improves; ``alpha`` from ``alpha0``, doubled
     on success up to ``2 eps``, halved on failure) until it stalls -- ``patience`` failures in a row -- then
@@ -184,12 +186,13 @@ def ascent_vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tens
     ascent) reached only 0.13-0.57 of the best (``bench/bench_attacks.py``). Returns the best ``delta``, its
     objective and the history of best objectives ``(steps + 1, B)``."""
     start = fn(delta)
-    best, best_val, hist = _search(fn, delta, project, eps, steps, gen, start, alpha0, patience)
+    best, best_val, hist = _search(fn, delta, project, eps, steps, gen, start, alpha0, patience, max_ascent)
     return best, best_val, torch.cat([start[0][None], hist])
 
 
 def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, gen: Gen,
-            start: tuple[Tensor, Tensor], alpha0: float | None, patience: int) -> tuple[Tensor, Tensor, Tensor]:
+            start: tuple[Tensor, Tensor], alpha0: float | None, patience: int,
+            max_ascent: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The loop of :func:`vertex_search` (``alpha0=None``) and :func:`ascent_vertex_search`; history
     ``(steps, B)``."""
     val, grad = start
@@ -203,6 +206,8 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
     fails = torch.zeros(B, dtype=torch.long, device=flat.device)
     ascending = torch.full((B,), alpha0 is not None, dtype=torch.bool, device=flat.device)
     h = torch.zeros_like(flat)
+    hs = torch.zeros_like(flat)  # secant curvature from multi-coordinate moves: (g'_j - g_j) / (d'_j - d_j)
+    hsv = torch.zeros_like(flat, dtype=torch.bool)
     known = torch.zeros_like(flat, dtype=torch.bool)
     frozen = torch.zeros_like(known)
     kicks = torch.zeros(B, dtype=torch.long, device=flat.device)
@@ -210,11 +215,13 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
     rows = torch.arange(B, device=flat.device)
     ranks = torch.arange(D, device=flat.device)
     n_kick = max(2, math.ceil(KICK_FRACTION * D))
-    for _ in range(steps):
+    for it in range(steps):
+        if max_ascent is not None and it >= max_ascent:
+            ascending = ascending & False
         mid = 0.5 * (lo + hi)
         target = torch.where(flat > mid, lo, torch.where(flat < mid, hi, torch.where(g >= 0, hi, lo)))
         step = target - flat
-        p = g * step + 0.5 * h * step * step
+        p = g * step + 0.5 * (torch.where(known, h, torch.where(hsv, hs, 0.0)) if SECANT else h) * step * step
         eligible = (step != 0) & (~known | (p > 0)) & ~frozen & ~ascending[:, None]
         done = ~eligible.any(dim=1) & ~ascending
         order = p.masked_fill(~eligible, -math.inf).argsort(dim=1, descending=True)
@@ -223,6 +230,10 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
         sel = torch.zeros_like(eligible)
         sel.scatter_(1, order, ranks.expand(B, D) < kk[:, None])
         sel &= eligible
+        if SECANT:  # nothing predicted to gain: flip every coordinate with no curvature yet (measured, kept or not)
+            blind = eligible & ~known & ~hsv
+            probe = (n_pos == 0) & blind.any(dim=1) & ~done & ~ascending
+            sel = torch.where(probe[:, None], blind, sel)
         cand = torch.where(sel, target, flat)
         if bool(done.any()):  # a kick from the best vertex: the antipode, then a random half or a small tabu kick
             bt = torch.where(best > mid, lo, hi)
@@ -238,6 +249,11 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
         cand = project(cand.reshape(delta.shape)).reshape(B, -1)
         cval, cgrad = fn(cand.reshape(delta.shape))
         cg = cgrad.reshape(B, -1)
+        if SECANT:
+            dd = cand - flat
+            moved = (dd != 0) & torch.isfinite(cval)[:, None]
+            hs = torch.where(moved, (cg - g) / torch.where(moved, dd, torch.ones_like(dd)), hs)
+            hsv |= moved
         single = (sel.sum(dim=1) == 1) & ~done & ~ascending
         if bool(single.any()):  # the measured curvature along the flipped coordinate: the true gain, exactly
             j = sel.float().argmax(dim=1)
@@ -259,3 +275,17 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
         hist.append(best_val)
         ascending = ascending & (fails < patience)
     return best.reshape(delta.shape), best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
+
+
+def apgd_vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int,
+                       alpha0: float, gen: Gen, fraction: float,
+                       step: Callable[[Tensor, Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    r"""``1 + steps`` passes: APGD (:func:`~.search.apgd`, the sign ``step``) from ``delta`` for ``fraction`` of
+    the steps, then :func:`vertex_search` from its best point for the rest. Returns the best ``delta``, its
+    objective and the history of best objectives ``(steps + 1, B)``."""
+    from .search import apgd
+
+    n1 = int(round(fraction * steps))
+    best, best_val, best_grad, h1 = apgd(fn, delta, project, step, n1, alpha0)
+    best, best_val, h2 = vertex_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
+    return best, best_val, torch.cat([h1, h2])
