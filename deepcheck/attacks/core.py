@@ -219,7 +219,7 @@ Only when run 0 started from zero: with ``random_start=True`` the restarts stay 
 random point can end above the clean NLL; only another start can bring such a row back below it)."""
 LINF_ASCENT_FRACTION = 0.35
 LINF_LARGE_D = 256
-LINF_RESTART = "apgd"
+LINF_RESTART = "ascent"
 LINF_APGD_FRACTION = 0.6
 LINF_LARGE_MULT = 1
 LINF_RUN0 = "ascent"
