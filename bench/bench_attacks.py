@@ -172,10 +172,14 @@ def _patched(attrs: dict, f, *args, **kw):
             setattr(m, name, value)
 
 
+BEFORE = {"vertex.SECANT": False, "core.LINF_LARGE_D": 10**9}
+"""The L-inf lowering default before the secant curvature and the large-input rule (ascent, then vertex search)."""
+
+
 def high_dim_linear_strength(seeds: tuple[int, ...] = (0, 1, 2, 3)) -> list[tuple]:
     """L-inf lowering on the separable D = 400 linear flows of ``tests/test_attack_strength.py`` (the optimum:
-    per coordinate the better bound), default settings, with and without the vertex search's secant curvature
-    (``vertex.SECANT``: before it one coordinate's curvature was measured per pass). Rows ``(method, fwd+bwd,
+    per coordinate the better bound), default settings, against the default before (``BEFORE``: no secant
+    curvature, one coordinate's curvature measured per pass; sign ascent first at every size). Rows ``(method, fwd+bwd,
     median, worst, n)``."""
     from deepcheck.flows import LinearFlow as TorchLinearFlow
     from tests.test_attack_strength import _separable_case
@@ -186,7 +190,7 @@ def high_dim_linear_strength(seeds: tuple[int, ...] = (0, 1, 2, 3)) -> list[tupl
         flow, X, eps, ref = _separable_case(400, seed)
         model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
         for m in got:
-            change, fb, _ = _patched({"vertex.SECANT": m == "default"}, _attack, model, torch.tensor(X), eps,
+            change, fb, _ = _patched({} if m == "default" else BEFORE, _attack, model, torch.tensor(X), eps,
                                      "default", norm="linf", seed=1)
             got[m].extend(change / ref)
             passes[m] = fb
@@ -252,8 +256,8 @@ def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n
                                             ("default", "default", {}),
                                             (today, "strong", dict(steps=strong[0], restarts=strong[1], seed=2)),
                                             ("default", "strong", dict(steps=strong[0], restarts=strong[1], seed=2))):
-                    if m == "before":  # the lowering default before the vertex search's secant curvature
-                        runs[(m, label)] = _patched({"vertex.SECANT": False}, _attack, model, x, eps, "default",
+                    if m == "before":  # the lowering default before the secant curvature and the large-input rule
+                        runs[(m, label)] = _patched(BEFORE, _attack, model, x, eps, "default",
                                                     norm="linf", likelihood=lk, seed=1)
                         continue
                     runs[(m, label)] = _cold(model, x, eps, lk, **{"seed": 1, **kw}) if m == "cold" else _attack(

@@ -117,7 +117,7 @@ from .norms import NORM_SPECS, NormSpec
 from .probe import PROBE_RUN, SPHERE_PROBES, _probe_run, probe_plan  # noqa: F401  (public here as before)
 from .search import _bcast, apgd, sparse_starts, tangent
 from .spec import AttackSpec, Gen, LossFn, SampleGenerators
-from .vertex import RPROP_ETA0, apgd_vertex_search, ascent_vertex_search, flip_search, rprop, vertex_search
+from .vertex import RPROP_ETA0, apgd_vertex_search, ascent_vertex_search, flip_search, rprop
 
 Tensor = torch.Tensor
 
@@ -219,12 +219,10 @@ Only when run 0 started from zero: with ``random_start=True`` the restarts stay 
 random point can end above the clean NLL; only another start can bring such a row back below it)."""
 LINF_ASCENT_FRACTION = 0.35
 LINF_LARGE_D = 256
-LINF_RESTART = "ascent"
+"""L-inf lowering (``"vertex"``) on inputs with at least this many coordinates (the 28x28 images; not the 8x8
+digits): APGD for ``LINF_APGD_FRACTION`` of each run's steps, then the vertex search from its best point
+(:func:`~.vertex.apgd_vertex_search`); below it, the sign ascent until it stalls, then the vertex search."""
 LINF_APGD_FRACTION = 0.6
-LINF_LARGE_MULT = 1
-LINF_RUN0 = "ascent"
-LINF_CAP = None
-LINF_WARM_ALPHA = 0.25
 
 
 def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
@@ -245,29 +243,9 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
         best, best_val, _, hist = rprop(fn, delta, project, eps, steps, RPROP_ETA0 * alpha0)
         return best, best_val, hist
     if method == "vertex":
-        D = delta[0].numel()
-        steps = steps * LINF_LARGE_MULT if D >= LINF_LARGE_D else steps
-        large = D >= LINF_LARGE_D
-        restart = bool((delta != 0).any())
-        if large and restart and LINF_RESTART != "ascent":
-            if LINF_RESTART in ("rprop", "rprop_v"):
-                z = torch.zeros_like(delta)
-                if LINF_RESTART == "rprop":
-                    best, best_val, _, hist = rprop(fn, z, project, eps, steps, RPROP_ETA0 * alpha0)
-                    return best, best_val, hist
-                n1 = int(round(LINF_APGD_FRACTION * steps))
-                best, best_val, bg, h1 = rprop(fn, z, project, eps, n1, RPROP_ETA0 * alpha0)
-                best, best_val, h2 = vertex_search(fn, best, project, eps, steps - n1, gen, start=(best_val, bg))
-                return best, best_val, torch.cat([h1, h2])
-            if LINF_RESTART == "warm":
-                return apgd_vertex_search(fn, delta, project, eps, steps, alpha0 * LINF_WARM_ALPHA, gen,
-                                          LINF_APGD_FRACTION, spec.step)
-            return apgd_vertex_search(fn, delta if LINF_RESTART == "apgd" else torch.zeros_like(delta), project,
-                                      eps, steps, alpha0, gen, LINF_APGD_FRACTION, spec.step)
-        if large and not restart and LINF_RUN0 == "apgd":
+        if delta[0].numel() >= LINF_LARGE_D:
             return apgd_vertex_search(fn, delta, project, eps, steps, alpha0, gen, LINF_APGD_FRACTION, spec.step)
-        cap = int(round(LINF_CAP * steps)) if large and LINF_CAP is not None else None
-        return ascent_vertex_search(fn, delta, project, eps, steps, alpha0, patience, gen, cap)
+        return ascent_vertex_search(fn, delta, project, eps, steps, alpha0, patience, gen)
     if method == "flip":
         n1 = int(round(LINF_ASCENT_FRACTION * steps))
         best, best_val, h1, best_grad = _ascend(fn, delta, project, spec, eps, n1, alpha0, adaptive, patience, gen)
@@ -333,8 +311,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
         else:
             if run == 0 and first is not None:
                 start = first
-            elif ((how == "rprop" and RPROP_WARM) or (how == "vertex" and LINF_RESTART == "warm")) and spec.adaptive \
-                    and first is not None and best_delta is not None:
+            elif how == "rprop" and RPROP_WARM and spec.adaptive and first is not None and best_delta is not None:
                 start = best_delta  # raising: continue from the best point with fresh steps (a warm restart)
             elif run == 1 and value is not None and how == "sparse" and spec.adaptive:
                 start = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps)[0][0]

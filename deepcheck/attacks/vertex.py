@@ -174,8 +174,7 @@ def vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], ep
 
 
 def ascent_vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int,
-                         alpha0: float, patience: int, gen: Gen,
-                         max_ascent: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                         alpha0: float, patience: int, gen: Gen) -> tuple[Tensor, Tensor, Tensor]:
     r"""The L-inf lowering method: ``1 + steps`` passes, per sample a monotone sign ascent
     ``delta' = P(delta + alpha sign(g))`` (kept only if the objective improves; ``alpha`` from ``alpha0``, doubled
     on success up to ``2 eps``, halved on failure) until it stalls -- ``patience`` failures in a row -- then
@@ -186,13 +185,12 @@ def ascent_vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tens
     ascent) reached only 0.13-0.57 of the best (``bench/bench_attacks.py``). Returns the best ``delta``, its
     objective and the history of best objectives ``(steps + 1, B)``."""
     start = fn(delta)
-    best, best_val, hist = _search(fn, delta, project, eps, steps, gen, start, alpha0, patience, max_ascent)
+    best, best_val, hist = _search(fn, delta, project, eps, steps, gen, start, alpha0, patience)
     return best, best_val, torch.cat([start[0][None], hist])
 
 
 def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, gen: Gen,
-            start: tuple[Tensor, Tensor], alpha0: float | None, patience: int,
-            max_ascent: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+            start: tuple[Tensor, Tensor], alpha0: float | None, patience: int) -> tuple[Tensor, Tensor, Tensor]:
     """The loop of :func:`vertex_search` (``alpha0=None``) and :func:`ascent_vertex_search`; history
     ``(steps, B)``."""
     val, grad = start
@@ -215,9 +213,7 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
     rows = torch.arange(B, device=flat.device)
     ranks = torch.arange(D, device=flat.device)
     n_kick = max(2, math.ceil(KICK_FRACTION * D))
-    for it in range(steps):
-        if max_ascent is not None and it >= max_ascent:
-            ascending = ascending & False
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
         target = torch.where(flat > mid, lo, torch.where(flat < mid, hi, torch.where(g >= 0, hi, lo)))
         step = target - flat
