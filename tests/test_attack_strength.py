@@ -90,6 +90,19 @@ def test_default_linf_history_has_one_entry_per_pass():
     np.testing.assert_allclose(info.nll_adv.numpy(), info.history[:, -1].max(dim=0).values.numpy(), rtol=1e-12)
 
 
+def test_default_linf_history_has_one_entry_per_pass_on_large_inputs():
+    """Inputs with >= ``core.LINF_LARGE_D`` coordinates take the APGD + vertex search path: same pass count."""
+    from deepcheck.attacks import core
+
+    flow, X, eps, ref = _separable_case(core.LINF_LARGE_D, 2)
+    model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
+    _, info = pgd_with_info(model, torch.tensor(X), eps, norm="linf", steps=12, restarts=1)
+    assert info.history.shape == (2, 13, 4)
+    assert torch.all(info.history.diff(dim=1) >= 0)
+    np.testing.assert_allclose(info.nll_adv.numpy(), info.history[:, -1].max(dim=0).values.numpy(), rtol=1e-12)
+    assert np.all((info.nll_adv - info.nll_clean).numpy() <= ref * (1 + 1e-9))
+
+
 def test_sparse_start_is_the_best_single_coordinate_move():
     rng = np.random.default_rng(2)
     flow = LinearFlow.from_gaussian(rng.uniform(0.2, 0.8, 6), random_spd(6, 100.0, rng, scale=0.01))

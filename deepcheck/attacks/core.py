@@ -223,6 +223,7 @@ LINF_LARGE_D = 256
 digits): APGD for ``LINF_APGD_FRACTION`` of each run's steps, then the vertex search from its best point
 (:func:`~.vertex.apgd_vertex_search`); below it, the sign ascent until it stalls, then the vertex search."""
 LINF_APGD_FRACTION = 0.6
+LINF_LARGE_RUN0 = True
 
 
 def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
@@ -243,7 +244,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
         best, best_val, _, hist = rprop(fn, delta, project, eps, steps, RPROP_ETA0 * alpha0)
         return best, best_val, hist
     if method == "vertex":
-        if delta[0].numel() >= LINF_LARGE_D:
+        if delta[0].numel() >= LINF_LARGE_D and (LINF_LARGE_RUN0 or bool((delta != 0).any())):
             return apgd_vertex_search(fn, delta, project, eps, steps, alpha0, gen, LINF_APGD_FRACTION, spec.step)
         return ascent_vertex_search(fn, delta, project, eps, steps, alpha0, patience, gen)
     if method == "flip":
