@@ -36,13 +36,17 @@ direction):
   its length on background pixels already at the clamp (the iterate stalled at ``||delta|| ~ 0.7 eps`` on
   Fashion-MNIST).
 * ``"vertex"`` (L-inf lowering): per sample a monotone sign ascent until it stalls (``patience`` failures in a
-  row; on the 28x28 flows at large eps it never does), then the
-  batched vertex search :func:`~.vertex.vertex_search`: per sample and pass one candidate vertex, kept only if
-  the true objective improves -- the coordinates of largest predicted gain flipped to their opposite bound
-  (gain = first order plus the curvature measured on that coordinate's last single flip: exact on a quadratic),
-  as many as succeed (doubling/halving); at a local maximum over single flips, kicks from the best vertex (the
+  row), then the batched vertex search :func:`~.vertex.vertex_search`: per sample and pass one candidate vertex,
+  kept only if the true objective improves -- the coordinates of largest predicted gain flipped to their
+  opposite bound (gain = first order plus a curvature: measured on that coordinate's last single flip, exact on
+  a quadratic, or until then the secant of the gradient along the last evaluated move of that coordinate), as
+  many as succeed (doubling/halving); at a local maximum over single flips, kicks from the best vertex (the
   antipodal vertex first, then random halves and small tabu kicks). The maximum of a convex function over a box
-  is at a vertex (R3). ``"flip"`` is its first version (:func:`~.vertex.flip_search`, first-order order only).
+  is at a vertex (R3). On inputs with at least ``LINF_LARGE_D`` = 256 coordinates (the 28x28 images) each run
+  is instead APGD with the sign step for ``LINF_APGD_FRACTION`` = 60 % of its steps, then the vertex search
+  from APGD's best point (:func:`~.vertex.apgd_vertex_search`): there the sign ascent never stalled within
+  100 steps (the vertex search never ran) and the NLL has many basins, which the momentum crosses more often.
+  ``"flip"`` is its first version (:func:`~.vertex.flip_search`, first-order order only).
 * ``"rprop"`` (L-inf raising): monotone Rprop on the box (:func:`~.vertex.rprop`): a step per coordinate,
   grown while its partial derivative keeps its sign and halved when it changes, candidates kept only if the
   objective does not fall. The sign step moves every coordinate by one ``alpha``; on trained 28x28 flows the
@@ -223,7 +227,6 @@ LINF_LARGE_D = 256
 digits): APGD for ``LINF_APGD_FRACTION`` of each run's steps, then the vertex search from its best point
 (:func:`~.vertex.apgd_vertex_search`); below it, the sign ascent until it stalls, then the vertex search."""
 LINF_APGD_FRACTION = 0.6
-LINF_LARGE_RUN0 = True
 
 
 def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
@@ -234,7 +237,8 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     (:func:`_ascend`) from its best point for the rest (convergence to the resolution of the halving, and the
     iterated local search over vertices). ``"monotone"``: :func:`_ascend` alone (the method before APGD).
     L-inf: ``"vertex"``, :func:`~.vertex.ascent_vertex_search` (a sign ascent per sample until it stalls, then the
-    vertex search); ``"flip"`` (the first issue-14 version), :func:`_ascend` for ``LINF_ASCENT_FRACTION`` of the
+    vertex search; on inputs with at least ``LINF_LARGE_D`` coordinates :func:`~.vertex.apgd_vertex_search`, APGD
+    then the vertex search); ``"flip"`` (the first issue-14 version), :func:`_ascend` for ``LINF_ASCENT_FRACTION`` of the
     steps then :func:`~.vertex.flip_search`; ``"rprop"``: :func:`~.vertex.rprop` alone (first step
     ``RPROP_ETA0 * alpha0``).
     ``adaptive=False`` is plain fixed-step PGD in all."""
@@ -244,7 +248,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
         best, best_val, _, hist = rprop(fn, delta, project, eps, steps, RPROP_ETA0 * alpha0)
         return best, best_val, hist
     if method == "vertex":
-        if delta[0].numel() >= LINF_LARGE_D and (LINF_LARGE_RUN0 or bool((delta != 0).any())):
+        if delta[0].numel() >= LINF_LARGE_D:
             return apgd_vertex_search(fn, delta, project, eps, steps, alpha0, gen, LINF_APGD_FRACTION, spec.step)
         return ascent_vertex_search(fn, delta, project, eps, steps, alpha0, patience, gen)
     if method == "flip":
