@@ -18,7 +18,7 @@
    ``BENCH_ATTACKS_DEEP_FULL=<checkpoint dir>`` the same at L2 on the full run's Fashion-MNIST flows (8 images,
    eps 0.5, 1, 4, both directions, 200 steps x 3 runs as the strong run; about an hour on 2 cores); with
    ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` :func:`full_linf_strength`, the full runs' L-inf
-   lowering and OOD raising (L-inf lowering: sign ascent until it stalls + vertex search; raising: Rprop).
+   lowering and OOD raising (L-inf lowering: APGD + vertex search on 28x28 inputs; raising: Rprop).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
 """
 
@@ -159,11 +159,9 @@ def _patched(attrs: dict, f, *args, **kw):
     """``f(*args, **kw)`` with attributes of :mod:`deepcheck.attacks` modules set (``{"vertex.SECANT": False}``)."""
     import importlib
 
-    saved = []
-    for key, value in attrs.items():
-        mod, name = key.rsplit(".", 1)
-        m = importlib.import_module(f"deepcheck.attacks.{mod}")
-        saved.append((m, name, getattr(m, name)))
+    saved = [(importlib.import_module(f"deepcheck.attacks.{k.rsplit('.', 1)[0]}"), k.rsplit(".", 1)[1]) for k in attrs]
+    saved = [(m, name, getattr(m, name)) for m, name in saved]
+    for (m, name, _), value in zip(saved, attrs.values()):
         setattr(m, name, value)
     try:
         return f(*args, **kw)
@@ -179,13 +177,11 @@ BEFORE = {"vertex.SECANT": False, "core.LINF_LARGE_D": 10**9}
 def high_dim_linear_strength(seeds: tuple[int, ...] = (0, 1, 2, 3)) -> list[tuple]:
     """L-inf lowering on the separable D = 400 linear flows of ``tests/test_attack_strength.py`` (the optimum:
     per coordinate the better bound), default settings, against the default before (``BEFORE``: no secant
-    curvature, one coordinate's curvature measured per pass; sign ascent first at every size). Rows ``(method, fwd+bwd,
-    median, worst, n)``."""
+    curvature; sign ascent first at every size). Rows ``(method, fwd+bwd, median, worst, n)``."""
     from deepcheck.flows import LinearFlow as TorchLinearFlow
     from tests.test_attack_strength import _separable_case
 
-    got = {"before": [], "default": []}
-    passes = {}
+    got, passes = {"before": [], "default": []}, {}
     for seed in seeds:
         flow, X, eps, ref = _separable_case(400, seed)
         model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
