@@ -90,10 +90,13 @@ budget. L2 raising >= 0.99. On the full runs' 28x28 flows (8 test images; the re
 run made, strong ones included, and on some images the defaults beat them: these fractions are upper estimates of
 strength): OOD L-inf raising (MNIST images against the Fashion-MNIST models) at eps 0.25, against 400-step Rprop
 runs polished by 300 more passes: worst 0.958-0.971 on MNIST with the warm restart (``RPROP_WARM``; a cold random
-restart 0.883-0.911; the pipeline's 40 steps without restart 0.72-0.84), >= 0.993 on noise. L-inf lowering at eps
-0.25 is far from the best found (worst 0.29-0.71, median 0.67-0.93, against 300-step ascent + vertex, Rprop and
-APGD runs polished by the vertex search; other 100-200-step runs beat that reference by up to 29 % on single
-images): many basins, none found reliably at this budget. The L2 objective there has rare basins 2-7x higher than
+restart 0.883-0.911; the pipeline's 40 steps without restart 0.72-0.84), >= 0.993 on noise. L-inf lowering is
+short of the best found (references: 150-500-step runs of the sign ascent, APGD and Rprop, each followed by the
+vertex search, the best point polished twice more by the vertex search and by small-step APGD; other runs beat
+them on single images). Worst over GLOW / RealNVP, MLE / hybrid, before -> after the large-input rule and the
+secant curvature: eps 0.03 0.39 -> 0.80, eps 0.06 0.32 -> 0.83, eps 0.125 0.38 -> 0.37 (medians 0.76-0.99 ->
+0.89-0.98), eps 0.25 0.29 -> 0.32 (medians 0.67-0.94 -> 0.82-0.86): many basins, none found reliably at this
+budget; the strong references' gains come from polishing the best point of ~1000 passes. The L2 objective there has rare basins 2-7x higher than
 the usual ones in both directions (RealNVP hybrid, eps 1: the usual lowering basin pushes one pixel by ~eps plus a
 small dense tail, the high ones move ~10 pixels in structured patterns), reached from random starts and rarely
 from sparse ones; from the default's end point 80 more APGD steps gain 0-2 %: a search over basins more than a
