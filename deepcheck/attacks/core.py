@@ -96,8 +96,9 @@ vertex search, the best point polished twice more by the vertex search and by sm
 them on single images). Worst over GLOW / RealNVP, MLE / hybrid, before -> after the large-input rule and the
 secant curvature: eps 0.03 0.39 -> 0.80, eps 0.06 0.32 -> 0.83, eps 0.125 0.38 -> 0.37 (medians 0.76-0.99 ->
 0.89-0.98), eps 0.25 0.29 -> 0.32 (medians 0.67-0.94 -> 0.82-0.86): many basins, none found reliably at this
-budget; the strong references' gains come from polishing the best point of ~1000 passes.
-The L2 objective there has rare basins 2-7x higher than the usual ones in both directions (RealNVP hybrid, eps 1: the usual lowering basin pushes one pixel by ~eps plus a
+budget; the strong references' gains come from polishing the best point of ~1000
+passes. The L2 objective there has rare basins 2-7x higher than
+the usual ones in both directions (RealNVP hybrid, eps 1: the usual lowering basin pushes one pixel by ~eps plus a
 small dense tail, the high ones move ~10 pixels in structured patterns), reached from random starts and rarely
 from sparse ones; from the default's end point 80 more APGD steps gain 0-2 %: a search over basins more than a
 convergence problem. Hence ``probe_plan``'s rule: one sparse probe and 11 random ones where the screen cannot try
