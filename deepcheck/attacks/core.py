@@ -44,7 +44,7 @@ direction):
   antipodal vertex first, then random halves and small tabu kicks). The maximum of a convex function over a box
   is at a vertex (R3). On inputs with at least ``LINF_LARGE_D`` = 256 coordinates (the 28x28 images) each run
   is instead APGD with the sign step for ``LINF_APGD_FRACTION`` = 60 % of its steps, then the vertex search
-  from APGD's best point (:func:`~.vertex.apgd_vertex_search`): there the sign ascent never stalled within
+  from APGD's best point (:func:`~.apgd_vertex.apgd_vertex_search`): there the sign ascent never stalled in
   100 steps (the vertex search never ran) and the NLL has many basins, which the momentum crosses more often.
   ``"flip"`` is its first version (:func:`~.vertex.flip_search`, first-order order only).
 * ``"rprop"`` (L-inf raising): monotone Rprop on the box (:func:`~.vertex.rprop`): a step per coordinate,
@@ -123,11 +123,12 @@ import torch
 from torch import nn
 
 from ..adapt import as_log_prob
+from .apgd_vertex import apgd_vertex_search
 from .norms import NORM_SPECS, NormSpec
 from .probe import PROBE_RUN, SPHERE_PROBES, _probe_run, probe_plan  # noqa: F401  (public here as before)
 from .search import _bcast, apgd, sparse_starts, tangent
 from .spec import AttackSpec, Gen, LossFn, SampleGenerators
-from .vertex import RPROP_ETA0, apgd_vertex_search, ascent_vertex_search, flip_search, rprop
+from .vertex import RPROP_ETA0, ascent_vertex_search, flip_search, rprop
 
 Tensor = torch.Tensor
 
@@ -231,7 +232,8 @@ LINF_ASCENT_FRACTION = 0.35
 LINF_LARGE_D = 256
 """L-inf lowering (``"vertex"``) on inputs with at least this many coordinates (the 28x28 images; not the 8x8
 digits): APGD for ``LINF_APGD_FRACTION`` of each run's steps, then the vertex search from its best point
-(:func:`~.vertex.apgd_vertex_search`); below it, the sign ascent until it stalls, then the vertex search."""
+(:func:`~.apgd_vertex.apgd_vertex_search`); below it, the sign ascent until it stalls, then the vertex
+search."""
 LINF_APGD_FRACTION = 0.6
 
 
@@ -243,9 +245,9 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     (:func:`_ascend`) from its best point for the rest (convergence to the resolution of the halving, and the
     iterated local search over vertices). ``"monotone"``: :func:`_ascend` alone (the method before APGD).
     L-inf: ``"vertex"``, :func:`~.vertex.ascent_vertex_search` (a sign ascent per sample until it stalls, then the
-    vertex search; on inputs with at least ``LINF_LARGE_D`` coordinates :func:`~.vertex.apgd_vertex_search`, APGD
-    then the vertex search); ``"flip"`` (the first issue-14 version), :func:`_ascend` for ``LINF_ASCENT_FRACTION``
-    of the steps then :func:`~.vertex.flip_search`; ``"rprop"``: :func:`~.vertex.rprop` alone (first step
+    vertex search; on inputs with at least ``LINF_LARGE_D`` coordinates
+    :func:`~.apgd_vertex.apgd_vertex_search`, APGD then the vertex search); ``"flip"`` (the first issue-14
+    version), :func:`_ascend` for ``LINF_ASCENT_FRACTION`` of the steps then :func:`~.vertex.flip_search`; ``"rprop"``: :func:`~.vertex.rprop` alone (first step
     ``RPROP_ETA0 * alpha0``).
     ``adaptive=False`` is plain fixed-step PGD in all."""
     if method == "monotone" or not adaptive:

@@ -1,7 +1,7 @@
 """The L-infinity methods of :mod:`deepcheck.attacks.core` (R3): for lowering the likelihood (a convex
 maximisation over the box on the linear flow, NP-hard, optimum at a vertex) the vertex search
 :func:`vertex_search` (the default after a sign ascent, :func:`ascent_vertex_search`, or on large inputs after APGD,
-:func:`apgd_vertex_search`) and its first version :func:`flip_search`; for
+:func:`~.apgd_vertex.apgd_vertex_search`) and its first version :func:`flip_search`; for
 raising it (a concave maximisation, R2/R3) the per-coordinate :func:`rprop`.
 
 Each takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward
@@ -281,19 +281,3 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
         ascending = ascending & (fails < patience)
     return best.reshape(delta.shape), best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
 
-
-def apgd_vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int,
-                       alpha0: float, gen: Gen, fraction: float,
-                       step: Callable[[Tensor, Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    r"""``1 + steps`` passes: APGD (:func:`~.search.apgd`, the sign ``step``) from ``delta`` for ``fraction`` of
-    the steps, then :func:`vertex_search` from its best point for the rest: the L-inf lowering method on large
-    inputs (:mod:`.core`, ``LINF_LARGE_D``). On the trained 28x28 flows the NLL over the box has many basins and
-    the per-sample sign ascent of :func:`ascent_vertex_search` never stalls within 100 steps; APGD's momentum and
-    step halving at stalls reach better basins at eps 0.03-0.125 (``bench/bench_attacks.py``). Returns the best
-    ``delta``, its objective and the history of best objectives ``(steps + 1, B)``."""
-    from .search import apgd  # here: .search imports this module
-
-    n1 = int(round(fraction * steps))
-    best, best_val, best_grad, h1 = apgd(fn, delta, project, step, n1, alpha0)
-    best, best_val, h2 = vertex_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
-    return best, best_val, torch.cat([h1, h2])
