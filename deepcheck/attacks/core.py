@@ -247,7 +247,8 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
     L-inf: ``"vertex"``, :func:`~.vertex.ascent_vertex_search` (a sign ascent per sample until it stalls, then the
     vertex search; on inputs with at least ``LINF_LARGE_D`` coordinates
     :func:`~.apgd_vertex.apgd_vertex_search`, APGD then the vertex search); ``"flip"`` (the first issue-14
-    version), :func:`_ascend` for ``LINF_ASCENT_FRACTION`` of the steps then :func:`~.vertex.flip_search`; ``"rprop"``: :func:`~.vertex.rprop` alone (first step
+    version), :func:`_ascend` for ``LINF_ASCENT_FRACTION`` of the steps then
+    :func:`~.vertex.flip_search`; ``"rprop"``: :func:`~.vertex.rprop` alone (first step
     ``RPROP_ETA0 * alpha0``).
     ``adaptive=False`` is plain fixed-step PGD in all."""
     if method == "monotone" or not adaptive:
