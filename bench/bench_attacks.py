@@ -18,7 +18,7 @@
    ``BENCH_ATTACKS_DEEP_FULL=<checkpoint dir>`` the same at L2 on the full run's Fashion-MNIST flows (8 images,
    eps 0.5, 1, 4, both directions, 200 steps x 3 runs as the strong run; about an hour on 2 cores); with
    ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` :func:`full_linf_strength`, the full runs' L-inf
-   lowering and OOD raising (L-inf lowering: sign ascent until it stalls + vertex search; raising: Rprop).
+   lowering and OOD raising (L-inf lowering: APGD + vertex search on 28x28 inputs; raising: Rprop).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
 """
 
@@ -155,6 +155,44 @@ def linear_strength(n_flows: int = 40, seed: int = 0) -> list[tuple]:
             for m, r in got.items()]
 
 
+def _patched(attrs: dict, f, *args, **kw):
+    """``f(*args, **kw)`` with attributes of :mod:`deepcheck.attacks` modules set (``{"vertex.SECANT": False}``)."""
+    import importlib
+
+    saved = [(importlib.import_module(f"deepcheck.attacks.{k.rsplit('.', 1)[0]}"), k.rsplit(".", 1)[1]) for k in attrs]
+    saved = [(m, name, getattr(m, name)) for m, name in saved]
+    for (m, name, _), value in zip(saved, attrs.values()):
+        setattr(m, name, value)
+    try:
+        return f(*args, **kw)
+    finally:
+        for m, name, value in saved:
+            setattr(m, name, value)
+
+
+BEFORE = {"vertex.SECANT": False, "core.LINF_LARGE_D": 10**9}
+"""The L-inf lowering default before the secant curvature and the large-input rule (ascent, then vertex search)."""
+
+
+def high_dim_linear_strength(seeds: tuple[int, ...] = (0, 1, 2, 3)) -> list[tuple]:
+    """L-inf lowering on the separable D = 400 linear flows of ``tests/test_attack_strength.py`` (the optimum:
+    per coordinate the better bound), default settings, against the default before (``BEFORE``: no secant
+    curvature; sign ascent first at every size). Rows ``(method, fwd+bwd, median, worst, n)``."""
+    from deepcheck.flows import LinearFlow as TorchLinearFlow
+    from tests.test_attack_strength import _separable_case
+
+    got, passes = {"before": [], "default": []}, {}
+    for seed in seeds:
+        flow, X, eps, ref = _separable_case(400, seed)
+        model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
+        for m in got:
+            change, fb, _ = _patched({} if m == "default" else BEFORE, _attack, model, torch.tensor(X), eps,
+                                     "default", norm="linf", seed=1)
+            got[m].extend(change / ref)
+            passes[m] = fb
+    return [(m, passes[m], float(np.median(r)), float(np.min(r)), len(r)) for m, r in got.items()]
+
+
 FULL_LINF_EPS = (0.008, 0.016, 0.031, 0.063, 0.125, 0.25)
 FULL_OOD_EPS = (0.031, 0.063, 0.125, 0.25)
 
@@ -208,12 +246,16 @@ def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n
             today = "flip" if lk == "decrease" else "monotone"
             for eps in grid:
                 runs = {}
-                cold = (("cold", "default", {}),) if lk == "increase" else ()
+                cold = (("cold", "default", {}),) if lk == "increase" else (("before", "default", {}),)
                 for m, label, kw in cold + ((today, "pipeline", dict(steps=steps, restarts=0)),
                                             ("default", "pipeline", dict(steps=steps, restarts=0)),
                                             ("default", "default", {}),
                                             (today, "strong", dict(steps=strong[0], restarts=strong[1], seed=2)),
                                             ("default", "strong", dict(steps=strong[0], restarts=strong[1], seed=2))):
+                    if m == "before":  # the lowering default before the secant curvature and the large-input rule
+                        runs[(m, label)] = _patched(BEFORE, _attack, model, x, eps, "default",
+                                                    norm="linf", likelihood=lk, seed=1)
+                        continue
                     runs[(m, label)] = _cold(model, x, eps, lk, **{"seed": 1, **kw}) if m == "cold" else _attack(
                         model, x, eps, m, norm="linf", likelihood=lk, **{"seed": 1, **kw})
                 changes = [r[0] for r in runs.values()]
@@ -222,7 +264,7 @@ def full_linf_strength(checkpoints: str, data: str, ood: tuple[str, ...] = (), n
                 for (m, label), (change, fb, _) in runs.items():
                     frac = change / best
                     bpd = float(np.median(clean + change * nats_to_bpd))
-                    who = {today: "today", "cold": "cold"}.get(m, "new")
+                    who = {today: "today", "cold": "cold", "before": "before"}.get(m, "new")
                     out.append((os.path.basename(path), name, lk, eps, who, label, fb,
                                 float(np.min(frac)), float(np.median(frac)), bpd))
     return out
@@ -325,6 +367,10 @@ def _report() -> None:
     print(f"{'method':10s} {'fwd+bwd':>8s} {'fwd':>5s} {'median':>8s} {'worst':>8s} {'<0.99':>6s} {'n':>4s}")
     for m, fb, fwd, med, worst, below, n in linear_strength():
         print(f"{m:10s} {fb:8d} {fwd:5d} {med:8.4f} {worst:8.4f} {below:6.3f} {n:4d}")
+    print("\nL-inf lowering, separable linear flow, D = 400, clamp binding: fraction of the optimum")
+    print(f"{'method':10s} {'fwd+bwd':>8s} {'median':>8s} {'worst':>8s} {'n':>4s}")
+    for m, fb, med, worst, n in high_dim_linear_strength():
+        print(f"{m:10s} {fb:8d} {med:8.4f} {worst:8.4f} {n:4d}")
     if os.environ.get("BENCH_ATTACKS_DEEP"):
         print("\nTrained flows, 32 digits test images: fraction of the best NLL change found (passes per batch)")
         _print_deep(deep_strength(os.environ["BENCH_ATTACKS_DEEP"]))
