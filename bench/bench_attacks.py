@@ -17,7 +17,7 @@
    400-step x 8-run attack of each method and the defaults; minutes per model); with
    ``BENCH_ATTACKS_DEEP_FULL=<checkpoint dir>`` the same at L2 on the full run's Fashion-MNIST flows (8 images,
    eps 0.5, 1, 4, both directions, 200 steps x 3 runs as the strong run; about an hour on 2 cores); with
-   ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` ``bench_attacks_full.full_linf_strength``, the full
+   ``BENCH_ATTACKS_FULL=<checkpoint dir>:<data>:<ood sets>`` ``strength_full.full_linf_strength``, the full
    runs' L-inf lowering and OOD raising (L-inf lowering: APGD + vertex search on 28x28 inputs; raising: Rprop).
 4. With ``BENCH_ATTACKS_REAL=1``: :func:`real_data`, the teaser's experiment at CPU scale.
 """
@@ -304,7 +304,7 @@ def _report() -> None:
         print(f"\nFull runs ({ckpts}), L-inf, 8 images: fraction of the best NLL change found; median bits/dim")
         print(f"{'checkpoint':26s} {'set':14s} {'dir':9s} {'eps':>6s} {'method':6s} {'settings':9s} {'fwd+bwd':>8s} "
               f"{'worst':>7s} {'median':>7s} {'bpd':>7s}")
-        from bench.bench_attacks_full import full_linf_strength
+        from bench.strength_full import full_linf_strength
 
         for row in full_linf_strength(ckpts, data, tuple(o for o in ood.split(",") if o)):
             print("{:26s} {:14s} {:9s} {:6.3f} {:6s} {:9s} {:8d} {:7.3f} {:7.3f} {:7.3f}".format(*row))
