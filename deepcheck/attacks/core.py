@@ -133,7 +133,7 @@ import torch
 from torch import nn
 
 from ..adapt import as_log_prob
-from .apgd_vertex import apgd_vertex_search
+from .apgd_vertex import apgd_vertex_search, polish
 from .norms import NORM_SPECS, NormSpec
 from .probe import PROBE_RUN, SPHERE_PROBES, _probe_run, probe_plan  # noqa: F401  (public here as before)
 from .search import _bcast, apgd, sparse_starts, tangent
@@ -245,6 +245,12 @@ digits): APGD for ``LINF_APGD_FRACTION`` of each run's steps, then the vertex se
 (:func:`~.apgd_vertex.apgd_vertex_search`); below it, the sign ascent until it stalls, then the vertex
 search."""
 LINF_APGD_FRACTION = 0.6
+LINF_POLISH = 0.0
+"""L-inf lowering on inputs with at least ``LINF_LARGE_D`` coordinates: after the runs, ``LINF_POLISH * steps``
+passes polish the best point (:func:`~.apgd_vertex.polish`: APGD from it with the first step
+``alpha0 * LINF_POLISH_ALPHA`` for ``LINF_POLISH_FRACTION`` of the passes, then the vertex search); 0: none."""
+LINF_POLISH_ALPHA = 0.125
+LINF_POLISH_FRACTION = 0.5
 
 
 def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: Callable[[Tensor], Tensor],
@@ -352,6 +358,15 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
             best_delta = torch.where(_bcast(better, delta), delta, best_delta)
             best_val = torch.where(better, val, best_val)
             best_run = torch.where(better, torch.full_like(best_run, run), best_run)
+    if (how == "vertex" and spec.adaptive and LINF_POLISH > 0 and best_delta[0].numel() >= LINF_LARGE_D
+            and spec.steps >= 1):
+        delta, val, hist = polish(fn, best_delta, project, spec.eps, max(2, int(round(LINF_POLISH * spec.steps))),
+                                  spec.alpha0 * LINF_POLISH_ALPHA, gen, LINF_POLISH_FRACTION, norm.step)
+        hists.append(hist)
+        better = val > best_val
+        best_delta = torch.where(_bcast(better, delta), delta, best_delta)
+        best_val = torch.where(better, val, best_val)
+        best_run = torch.where(better, torch.full_like(best_run, len(hists) - 1), best_run)
     n = max(len(h) for h in hists)
     hists = [torch.cat([h, h[-1:].expand(n - len(h), *h.shape[1:])]) if len(h) < n else h for h in hists]
     return best_delta, best_val, best_run, torch.stack(hists)
