@@ -91,12 +91,15 @@ def test_default_linf_history_has_one_entry_per_pass():
 
 
 def test_default_linf_history_has_one_entry_per_pass_on_large_inputs():
-    """Inputs with >= ``core.LINF_LARGE_D`` coordinates take the APGD + vertex search path: same pass count."""
+    """Inputs with >= ``core.LINF_LARGE_D`` coordinates take the APGD + vertex search path: same pass count per
+    run, without the polish (``core.LINF_POLISH = 0``, the setting before it)."""
     from deepcheck.attacks import core
 
     flow, X, eps, ref = _separable_case(core.LINF_LARGE_D, 2)
     model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
-    _, info = pgd_with_info(model, torch.tensor(X), eps, norm="linf", steps=12, restarts=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(core, "LINF_POLISH", 0.0)
+        _, info = pgd_with_info(model, torch.tensor(X), eps, norm="linf", steps=12, restarts=1)
     assert info.history.shape == (2, 13, 4)
     assert torch.all(info.history.diff(dim=1) >= 0)
     np.testing.assert_allclose(info.nll_adv.numpy(), info.history[:, -1].max(dim=0).values.numpy(), rtol=1e-12)
@@ -166,7 +169,7 @@ def test_linf_polish_on_large_inputs(monkeypatch, fraction):
     and never exceeds the separable optimum. Below ``LINF_LARGE_D`` coordinates there is no polish."""
     from deepcheck.attacks import core
 
-    monkeypatch.setattr(core, "LINF_POLISH", 2.0)
+    monkeypatch.setattr(core, "LINF_POLISH", 2.0)  # the default
     monkeypatch.setattr(core, "LINF_POLISH_FRACTION", fraction)
     flow, X, eps, ref = _separable_case(core.LINF_LARGE_D, 3)
     model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)

@@ -72,7 +72,8 @@ direction):
 
 Limits, measured in ``tests/test_bridge.py``, ``tests/test_attack_strength.py``,
 ``tests/test_attack_l2_strength.py``, ``tests/test_attack_linf_strength.py`` and ``bench/bench_attacks.py``
-(default 100 steps, 1 restart: 202 forward+backward passes for L-inf; for L2 401, plus at most 200 forward-only
+(default 100 steps, 1 restart: 202 forward+backward passes for L-inf, 402 for L-inf lowering on inputs with at
+least ``LINF_LARGE_D`` coordinates; for L2 401, plus at most 200 forward-only
 screening passes, 128 on 8x8 images): exact to 1e-3 for L2 (both directions, hard case included) and for L-inf
 raising on flows with condition number up to 100 (``tests/test_bridge.py``); L-inf raising exact to 1e-9 on
 linear flows whose coordinates' scales span 1e-3..1e-1 (``tests/test_attack_linf_strength.py``; the sign step:
@@ -245,10 +246,11 @@ digits): APGD for ``LINF_APGD_FRACTION`` of each run's steps, then the vertex se
 (:func:`~.apgd_vertex.apgd_vertex_search`); below it, the sign ascent until it stalls, then the vertex
 search."""
 LINF_APGD_FRACTION = 0.6
-LINF_POLISH = 0.0
+LINF_POLISH = 2.0
 """L-inf lowering on inputs with at least ``LINF_LARGE_D`` coordinates: after the runs, ``LINF_POLISH * steps``
 passes polish the best point (:func:`~.apgd_vertex.polish`: APGD from it with the first step
-``alpha0 * LINF_POLISH_ALPHA`` for ``LINF_POLISH_FRACTION`` of the passes, then the vertex search); 0: none."""
+``alpha0 * LINF_POLISH_ALPHA`` for ``LINF_POLISH_FRACTION`` of the passes, then the vertex search; its history
+is one more row of ``best_of_runs``'s). 0: no polish (the default before; 202 passes at the defaults, now 402)."""
 LINF_POLISH_ALPHA = 0.125
 LINF_POLISH_FRACTION = 0.5
 
