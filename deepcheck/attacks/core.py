@@ -109,11 +109,13 @@ passes. Hence the polish (``LINF_POLISH``, 202 -> 402 passes); against the refer
 variants' runs, before -> after: eps 0.03 0.351 (0.84-0.99) -> 0.355 (0.98-1.00); eps 0.06 0.50 (0.89-1.00) ->
 0.58 (0.98-1.00); eps 0.125 0.37 (0.89-0.98) -> 0.38 (0.98-1.00); eps 0.25 0.32 (0.75-0.84) -> 0.33 (0.86-0.99);
 the worst rose in all 16 cells (by 0.001-0.40; GLOW MLE / hybrid / RealNVP hybrid at eps 0.25: 0.58 / 0.68 / 0.34
--> 0.77 / 0.90 / 0.74). The vertex search alone as the polish (``LINF_POLISH_FRACTION = 0``) gained <= 0.09 in
-any cell and nothing on most; a larger first step (``alpha0 / 4``) or more APGD (75 %) was within noise of it
-(better on some cells, worse by up to 0.08 on others). The remaining worst images (RealNVP MLE at eps 0.125 / 0.25,
-RealNVP hybrid at 0.03) sit in another basin than the reference: polishing does not move them. The L2 objective there has rare basins 2-7x higher than
-the usual ones in both directions (RealNVP hybrid, eps 1: the usual lowering basin pushes one pixel by ~eps plus a
+-> 0.77 / 0.90 / 0.74). The vertex search alone as the polish (``LINF_POLISH_FRACTION = 0``) gained 0.10 on one
+cell (GLOW MLE, eps 0.03), <= 0.01 on the others; APGD for 75 % of the polish: the same worst per eps (0.356 /
+0.577 / 0.384 / 0.327), per cell -0.04..+0.09 against the default; a first step ``alpha0 / 4``: down to 0.37 from
+0.74 on RealNVP hybrid at eps 0.25. The remaining worst images (RealNVP MLE at eps 0.125 / 0.25, RealNVP hybrid
+at 0.03) sit in another basin than the reference: polishing does not move them.
+The L2 objective there has rare basins 2-7x higher than the usual ones in both directions (RealNVP hybrid,
+eps 1: the usual lowering basin pushes one pixel by ~eps plus a
 small dense tail, the high ones move ~10 pixels in structured patterns), reached from random starts and rarely
 from sparse ones; from the default's end point 80 more APGD steps gain 0-2 %: a search over basins more than a
 convergence problem. Hence ``probe_plan``'s rule: one sparse probe and 11 random ones where the screen cannot try
