@@ -334,7 +334,9 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     L2 norm, the gradient is
     projected onto the tangent cone of the data box (:func:`~.search.tangent`). ``method="sparse"`` is the L2 default
     before the probe run (APGD runs, run 1 from the best single-coordinate move, no tangent cone; kept for
-    ``bench/``). Returns the best ``delta``, its objective, the run it came from (0 = the first run), and the
+    ``bench/``). L-inf lowering (``"vertex"``) on inputs with at least ``LINF_LARGE_D`` coordinates: after the
+    runs, the polish of the best point (``LINF_POLISH``, :func:`~.apgd_vertex.polish`) is one more run (index
+    ``1 + restarts``). Returns the best ``delta``, its objective, the run it came from (0 = the first run), and the
     histories of all runs ``(runs, passes, B)`` (of the maximised objective; ``passes`` = ``steps + 1``, or
     ``PROBE_RUN * steps`` with the probe run: a shorter run's history is padded with its last entry)."""
     norm = NORM_SPECS[spec.norm]
