@@ -91,12 +91,15 @@ def test_default_linf_history_has_one_entry_per_pass():
 
 
 def test_default_linf_history_has_one_entry_per_pass_on_large_inputs():
-    """Inputs with >= ``core.LINF_LARGE_D`` coordinates take the APGD + vertex search path: same pass count."""
+    """Inputs with >= ``core.LINF_LARGE_D`` coordinates take the APGD + vertex search path: same pass count per
+    run, without the polish (``core.LINF_POLISH = 0``, the setting before it)."""
     from deepcheck.attacks import core
 
     flow, X, eps, ref = _separable_case(core.LINF_LARGE_D, 2)
     model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
-    _, info = pgd_with_info(model, torch.tensor(X), eps, norm="linf", steps=12, restarts=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(core, "LINF_POLISH", 0.0)
+        _, info = pgd_with_info(model, torch.tensor(X), eps, norm="linf", steps=12, restarts=1)
     assert info.history.shape == (2, 13, 4)
     assert torch.all(info.history.diff(dim=1) >= 0)
     np.testing.assert_allclose(info.nll_adv.numpy(), info.history[:, -1].max(dim=0).values.numpy(), rtol=1e-12)
@@ -157,6 +160,33 @@ def test_apply_thread_policy(monkeypatch):
             apply_thread_policy(0)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.0])
+def test_linf_polish_on_large_inputs(monkeypatch, fraction):
+    """``core.LINF_POLISH``: after the runs, ``LINF_POLISH * steps`` passes from the best point (a third history
+    row, the runs' rows padded with their last entry); it starts at the runs' best, never lowers it, stays feasible
+    and never exceeds the separable optimum. Below ``LINF_LARGE_D`` coordinates there is no polish."""
+    from deepcheck.attacks import core
+
+    monkeypatch.setattr(core, "LINF_POLISH", 2.0)  # the default
+    monkeypatch.setattr(core, "LINF_POLISH_FRACTION", fraction)
+    flow, X, eps, ref = _separable_case(core.LINF_LARGE_D, 3)
+    model = TorchLinearFlow.from_linflow(flow, dtype=torch.float64)
+    x_adv, info = pgd_with_info(model, torch.tensor(X), eps, norm="linf", steps=12, restarts=1)
+    assert info.history.shape == (3, 24, 4)
+    assert torch.all(info.history.diff(dim=1) >= 0)
+    runs_best = info.history[:2, 12].max(dim=0).values
+    np.testing.assert_allclose(info.history[2, 0].numpy(), runs_best.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(info.nll_adv.numpy(), info.history[:, -1].max(dim=0).values.numpy(), rtol=1e-12)
+    xa = x_adv.numpy()
+    assert np.all(np.abs(xa - X).max(axis=1) <= eps * (1 + 1e-12)) and xa.min() >= 0 and xa.max() <= 1
+    got = flow.nll(xa) - flow.nll(X)
+    assert np.all(got <= ref * (1 + 1e-9))
+    small, Xs, _, _ = _separable_case(9, 3)
+    _, info = pgd_with_info(TorchLinearFlow.from_linflow(small, dtype=torch.float64), torch.tensor(Xs), eps,
+                            norm="linf", steps=12, restarts=1)
+    assert info.history.shape == (2, 13, 4)
 
 
 def test_linf_raising_restart_is_warm():

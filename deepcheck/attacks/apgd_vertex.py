@@ -27,3 +27,17 @@ def apgd_vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor
     best, best_val, best_grad, h1 = apgd(fn, delta, project, step, n1, alpha0)
     best, best_val, h2 = vertex_search(fn, best, project, eps, steps - n1, gen, start=(best_val, best_grad))
     return best, best_val, torch.cat([h1, h2])
+
+
+def polish(fn: Fn, best: Tensor, project: Callable[[Tensor], Tensor], eps: float, passes: int, alpha0: float,
+           gen: Gen, fraction: float,
+           step: Callable[[Tensor, Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    r"""``passes`` passes (at least 2) from the best point of the runs: :func:`apgd_vertex_search` with the small
+    first step ``alpha0`` (APGD for ``fraction`` of the steps, then the vertex search; ``fraction = 0``: the
+    vertex search alone, with its kicks). A local search around ``best``: the objective only rises (its best
+    point is the start or better). Returns the best ``delta``, its objective and the history ``(passes, B)``."""
+    if fraction <= 0.0:
+        start = fn(best)
+        out, val, hist = vertex_search(fn, best, project, eps, passes - 1, gen, start=start)
+        return out, val, torch.cat([start[0][None], hist])
+    return apgd_vertex_search(fn, best, project, eps, passes - 1, alpha0, gen, fraction, step)
