@@ -166,7 +166,8 @@ def test_apply_thread_policy(monkeypatch):
 def test_linf_polish_on_large_inputs(monkeypatch, fraction):
     """``core.LINF_POLISH``: after the runs, ``LINF_POLISH * steps`` passes from the best point (a third history
     row, the runs' rows padded with their last entry); it starts at the runs' best, never lowers it, stays feasible
-    and never exceeds the separable optimum. Below ``LINF_LARGE_D`` coordinates there is no polish."""
+    and never exceeds the separable optimum. Below ``LINF_LARGE_D`` coordinates, or with ``restarts=0``, there is no
+    polish."""
     from deepcheck.attacks import core
 
     monkeypatch.setattr(core, "LINF_POLISH", 2.0)  # the default
@@ -187,6 +188,9 @@ def test_linf_polish_on_large_inputs(monkeypatch, fraction):
     _, info = pgd_with_info(TorchLinearFlow.from_linflow(small, dtype=torch.float64), torch.tensor(Xs), eps,
                             norm="linf", steps=12, restarts=1)
     assert info.history.shape == (2, 13, 4)
+    # a single run (training's adversary: restarts=0) keeps its cost: no polish
+    _, info = pgd_with_info(model, torch.tensor(X), eps, norm="linf", steps=12, restarts=0)
+    assert info.history.shape == (1, 13, 4)
 
 
 def test_linf_raising_restart_is_warm():

@@ -49,8 +49,9 @@ direction):
   is instead APGD with the sign step for ``LINF_APGD_FRACTION`` = 60 % of its steps, then the vertex search
   from APGD's best point (:func:`~.apgd_vertex.apgd_vertex_search`): there the sign ascent never stalled in
   100 steps (the vertex search never ran) and the NLL has many basins, which the momentum crosses more often.
-  After the runs, ``LINF_POLISH * steps`` = 200 more passes polish the best point (:func:`~.apgd_vertex.polish`:
-  APGD from it with the first step ``alpha0 / 8`` for half of them, then the vertex search; one more history row).
+  After the runs (with ``restarts >= 1``), ``LINF_POLISH * steps`` = 200 more passes polish the best point
+  (:func:`~.apgd_vertex.polish`: APGD from it with the first step ``alpha0 / 8`` for half of them, then the
+  vertex search; one more history row).
   ``"flip"`` is its first version (:func:`~.vertex.flip_search`, first-order order only).
 * ``"rprop"`` (L-inf raising): monotone Rprop on the box (:func:`~.vertex.rprop`): a step per coordinate,
   grown while its partial derivative keeps its sign and halved when it changes, candidates kept only if the
@@ -261,7 +262,9 @@ LINF_POLISH = 2.0
 """L-inf lowering on inputs with at least ``LINF_LARGE_D`` coordinates: after the runs, ``LINF_POLISH * steps``
 passes polish the best point (:func:`~.apgd_vertex.polish`: APGD from it with the first step
 ``alpha0 * LINF_POLISH_ALPHA`` for ``LINF_POLISH_FRACTION`` of the passes, then the vertex search; its history
-is one more row of ``best_of_runs``'s). 0: no polish (the default before; 202 passes at the defaults, now 402)."""
+is one more row of ``best_of_runs``'s). Only with ``restarts >= 1`` (a search, as at the defaults): single runs
+(training's adversary, ``restarts=0``) keep their cost. 0: no polish (the default before; 202 passes at the
+defaults, now 402)."""
 LINF_POLISH_ALPHA = 0.125
 LINF_POLISH_FRACTION = 0.5
 
@@ -334,10 +337,11 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     L2 norm, the gradient is
     projected onto the tangent cone of the data box (:func:`~.search.tangent`). ``method="sparse"`` is the L2 default
     before the probe run (APGD runs, run 1 from the best single-coordinate move, no tangent cone; kept for
-    ``bench/``). L-inf lowering (``"vertex"``) on inputs with at least ``LINF_LARGE_D`` coordinates: after the
-    runs, the polish of the best point (``LINF_POLISH``, :func:`~.apgd_vertex.polish`) is one more run (index
-    ``1 + restarts``). Returns the best ``delta``, its objective, the run it came from (0 = the first run), and the
-    histories of all runs ``(runs, passes, B)`` (of the maximised objective; ``passes`` = ``steps + 1``, or
+    ``bench/``). L-inf lowering (``"vertex"``) on inputs with at least ``LINF_LARGE_D`` coordinates and
+    ``restarts >= 1``: after the runs, the polish of the best point (``LINF_POLISH``,
+    :func:`~.apgd_vertex.polish`) is one more run (index ``1 + restarts``). Returns the best ``delta``, its
+    objective, the run it came from (0 = the first run), and the histories of all runs ``(runs, passes, B)``
+    (of the maximised objective; ``passes`` = ``steps + 1``, or
     ``PROBE_RUN * steps`` with the probe run: a shorter run's history is padded with its last entry)."""
     norm = NORM_SPECS[spec.norm]
     method = method or METHOD
@@ -374,7 +378,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
             best_val = torch.where(better, val, best_val)
             best_run = torch.where(better, torch.full_like(best_run, run), best_run)
     if (how == "vertex" and spec.adaptive and LINF_POLISH > 0 and best_delta[0].numel() >= LINF_LARGE_D
-            and spec.steps >= 1):
+            and spec.steps >= 1 and spec.restarts >= 1):
         delta, val, hist = polish(fn, best_delta, project, spec.eps, max(2, int(round(LINF_POLISH * spec.steps))),
                                   spec.alpha0 * LINF_POLISH_ALPHA, gen, LINF_POLISH_FRACTION, norm.step)
         hists.append(hist)
