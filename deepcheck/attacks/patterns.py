@@ -17,6 +17,7 @@ on the border and one start per line (column or row) among the best screened."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
 
@@ -36,12 +37,14 @@ def _edges(x: Tensor) -> Tensor:
     return d.amax(dim=0).sum(dim=1)
 
 
+@lru_cache(maxsize=8)
 def _windows(H: int, W: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
     """Every pattern window: ``masks (N, H, W)`` (the pattern's signed unit entries), ``line (N,)`` (an id of the
     column or row it lies on) and ``border (N,)`` (whether that line is on the image's border). Kinds:
     alternating signs on ``length`` consecutive pixels, equal signs at stride 2 on ``length`` pixels and at
     stride 4 on ``length // 2 + 2`` pixels (the strides of the checkerboard and of one and two 2x2 squeezes);
-    along columns and rows; windows start every 2 pixels (every 4 on the border)."""
+    along columns and rows; windows start every 2 pixels (every 4 on the border). Cached per shape (built once,
+    never modified by the callers)."""
     masks, lines, border = [], [], []
     for along_col in (True, False):
         n_line, n_pos = (W, H) if along_col else (H, W)

@@ -147,9 +147,9 @@ def rprop(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float
 
 
 KICK_FRACTION = 0.1
+"""The share of the coordinates (at least 2) that a small kick of :func:`vertex_search` flips."""
 SECANT = True
 """The vertex search's secant curvature (:func:`vertex_search`); ``False``: the version before (``bench/``)."""
-"""The share of the coordinates (at least 2) that a small kick of :func:`vertex_search` flips."""
 
 
 def vertex_search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, gen: Gen,
@@ -280,4 +280,3 @@ def _search(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: flo
         hist.append(best_val)
         ascending = ascending & (fails < patience)
     return best.reshape(delta.shape), best_val, torch.stack(hist) if hist else val.new_zeros((0, B))
-
