@@ -9,26 +9,14 @@ import pytest
 
 from linflow import adversarial_fit
 from linflow.training.damped import _damped_eval
-from linflow.training.pooled import _pooled_dual, _prox_step, _Reduced, _sample_pooled, _start
+from linflow.training.pooled import _Reduced, _sample_pooled
 from linflow.training.pooled_polish import _polish, _Rotated
 from linflow.training.pooled_primal import _Cayley, _skew
 from linflow.validation import check_data
 
-REG = 0.05
-
-
-def _data(kind: str, seed: int) -> np.ndarray:
-    """Hard-case-heavy problems: most points near the mean (R1's hard case at the optimum), or constant coordinates
-    (exact ties of the smallest eigenvalue) and a thin direction."""
-    rng = np.random.default_rng(seed)
-    if kind == "near-mean":
-        X = 0.02 * rng.standard_normal((20, 5))
-        X[:4] += 2.0 * rng.standard_normal((4, 5))
-    else:
-        X = rng.standard_normal((16, 6))
-        X[:, :2] = 0.3
-        X[:, 2] *= 0.01
-    return X
+# the hard-case-heavy problems (points near the mean; constant coordinates and a thin direction), the regulariser
+# and the dual after a few plain block steps are those of the solver's tests
+from tests.test_r6_solver import REG, _data, _dual_after
 
 
 def _sdp(X: np.ndarray, eps: float):
@@ -36,20 +24,6 @@ def _sdp(X: np.ndarray, eps: float):
     sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
     assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
     return sdp
-
-
-def _dual_after(X: np.ndarray, eps: float, steps: int):
-    """``(Xc, red, dual)``: the pooled dual after ``steps`` plain proximal block steps from the solver's start."""
-    Xc, m, S = check_data(X, REG)
-    red = _Reduced(Xc)
-    Mn = _start(Xc, m, S, eps, REG, None)[0][:, red.keep]
-    dual = _pooled_dual(Xc[:, red.keep], Mn, eps, REG, red.k)
-    rho = 1.5 * dual.lam * Xc.shape[1] / Xc.shape[0]
-    for _ in range(steps):
-        new = _pooled_dual(Xc[:, red.keep], _prox_step(dual, eps, rho), eps, REG, red.k)
-        if new.G > dual.G:
-            dual = new
-    return Xc, red, dual
 
 
 @pytest.mark.parametrize("scale", [1e-3, 0.3, 3.0])
