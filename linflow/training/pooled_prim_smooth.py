@@ -1,0 +1,158 @@
+r"""A smooth primal step for the pooled dual of R6 (L2): the filled space kept, everything else free.
+
+Any model gives an upper bound ``F(theta) >= min F`` (R6). The polish (:mod:`.pooled_polish`) turns the filled space
+``J`` of the dual's primal and keeps the eigenvalues; this step keeps ``J`` (and the mean's component in it) and
+frees the rest: the precision on the complement ``U`` of ``J``, the common eigenvalue of ``J`` and the mean in
+``U``. In the model's eigenbasis ``V`` (eigenvalues ``s``, ``p = 1/s``, ``J`` the tied ``s = nu`` block, to which
+the ``k`` coordinates constant in the data are tied when their eigenvalue is ``nu`` too),
+
+.. math:: P(E, e, g) = V \begin{pmatrix} p_J (1 + e) I & 0 \\ 0 & D (I + E) D \end{pmatrix} V^\top, \qquad
+          \mu(g) = \mu_0 + V_U D^{-1} g, \qquad D = \mathrm{diag}(p_U^{1/2}),
+
+``E`` symmetric (``D`` whitens the start, so the Gaussian part of ``F`` has about unit curvature in ``E``).
+``F`` is jointly convex in ``(P, h = P mu)`` (R6); here it is evaluated exactly (one eigendecomposition of the
+``U`` block, one batched R1 attack) and its gradient is exact by the envelope theorem: with ``y_i = x_i + delta_i -
+mu`` at R1's maximiser, ``dF/dP = 1/2 (mean_i y_i y_i^T - Sigma + reg I)`` and ``dF/dmu = -P mean_i y_i``. The one
+place where R1's maximiser is not unique, its hard case (the top eigenspace ``J`` of ``P``, a point with no mass
+there spending its unspent budget ``t_i`` anywhere on ``J``'s sphere), leaves the gradient unique in these
+parameters: only ``tr`` of the ``J`` block of ``y_i y_i^T`` enters (``= t_i`` for every choice), the ``(J, U)``
+block is not a parameter. So ``F`` is differentiable here as long as ``J`` stays the top eigenspace of ``P``
+(``p_U < p_J (1 + e)``), and L-BFGS minimises it; every value it reports is the exact ``F`` of an actual model, so the
+certificate is unchanged: the caller keeps the lowest exact ``F``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from ..secular import _lower_likelihood
+from .objectives import _LOG_2PI
+from .pooled_dual import _Dual
+
+
+class _Free:
+    """The models ``(E, e, g)`` around a model ``base`` (a :class:`_Dual` used as a model: ``V``, ``s``, ``yb``,
+    ``W``; ``k`` constant coordinates at ``max(reg, nu)``), with the exact ``F`` and its gradient."""
+
+    def __init__(self, base: _Dual, eps: float, reg: float) -> None:
+        self.base, self.eps, self.reg = base, eps, reg
+        s = base.s
+        self.J = base.s <= base.nu * (1.0 + 1e-12)  # the tied filled block (c < nu in a dual, c = nu in a model)
+        self.jj, self.uu = np.flatnonzero(self.J), np.flatnonzero(~self.J)
+        self.k = base.k
+        self.sk = max(reg, base.nu)
+        self.tied = bool(self.jj.size) and self.sk == base.nu
+        self.sJ = base.nu if self.jj.size else self.sk
+        self.dU = np.sqrt(1.0 / s[self.uu])
+        self.WJ = base.W[:, self.jj]
+        self.WU = base.W[:, self.uu]
+        m = self.uu.size
+        self.iu = np.triu_indices(m)
+        self.nE = self.iu[0].size
+        self.size = self.nE + 1 + m
+        self.calls = 0
+
+    def unpack(self, z: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        m = self.uu.size
+        E = np.zeros((m, m))
+        E[self.iu] = z[: self.nE]
+        E = E + np.triu(E, 1).T
+        return E, float(z[self.nE]), z[self.nE + 1:]
+
+    def parts(self, z: np.ndarray) -> dict | None:
+        """The model at ``z``: eigenvalues of the ``U`` block ``sU`` with eigenvectors ``Q`` (in ``V_U`` coordinates),
+        ``sJ``, the shift of the points' ``U`` coordinates; None when ``P`` is not positive definite."""
+        E, e, g = self.unpack(z)
+        PU = (self.dU[:, None] * (np.eye(self.uu.size) + E)) * self.dU[None, :]
+        pe, Q = scipy.linalg.eigh(PU, driver="evd")
+        if pe[0] <= 0 or 1.0 + e <= 0:
+            return None
+        return {"pU": pe, "Q": Q, "sJ": self.sJ / (1.0 + e), "shift": g / self.dU}
+
+    def evaluate(self, z: np.ndarray, grad: bool = True) -> tuple[float, np.ndarray | None]:
+        """``F`` at ``z`` and its gradient (``(inf, None)`` where ``P`` is not positive definite)."""
+        self.calls += 1
+        pm = self.parts(z)
+        if pm is None:
+            return np.inf, None
+        n = self.WU.shape[0]
+        Q, pU, sJ = pm["Q"], pm["pU"], pm["sJ"]
+        WUq = (self.WU - pm["shift"]) @ Q
+        kj = self.jj.size + (self.k if self.tied else 0)
+        kc = 0 if self.tied else self.k
+        sfull = np.concatenate([np.full(kj, sJ), np.full(kc, self.sk), 1.0 / pU])
+        blocks = [self.WJ, np.zeros((n, self.k)), WUq] if self.k else [self.WJ, WUq]
+        Wf = np.concatenate(blocks, axis=1)
+        order = np.argsort(sfull, kind="stable")
+        sol = _lower_likelihood(sfull[order], Wf[:, order], self.eps)
+        Y = np.empty_like(Wf)
+        Y[:, order] = Wf[:, order] + sol.C
+        F = 0.5 * (float(np.mean(np.sum(Y**2 / sfull, axis=1))) + float(np.sum(np.log(sfull)))
+                   + sfull.size * _LOG_2PI + self.reg * float(np.sum(1.0 / sfull)))
+        if not grad:
+            return F, None
+        m = self.uu.size
+        YU = Y[:, -m:]
+        GU = 0.5 * (YU.T @ YU / n - np.diag(1.0 / pU) + self.reg * np.eye(m))  # dF/dP_UU in Q coordinates
+        GV = Q @ GU @ Q.T  # in V_U coordinates
+        DGD = self.dU[:, None] * GV * self.dU[None, :]
+        gE = 2.0 * DGD[self.iu]
+        gE[self.iu[0] == self.iu[1]] *= 0.5
+        gJ = 0.5 * (float(np.sum(Y[:, :kj] ** 2)) / n - kj * sJ + kj * self.reg)  # tr of the J block of dF/dP
+        ge = gJ * (1.0 / self.sJ)  # dP_J / de = p_J
+        ybar = Q @ (pU * YU.mean(axis=0))  # P mean(y), U block, in V_U coordinates
+        gg = -ybar / self.dU  # dmu = V_U D^{-1} dg
+        return F, np.concatenate([gE, [ge], gg])
+
+    def model(self, z: np.ndarray) -> _Dual:
+        """The model at ``z`` as a :class:`_Dual` (``c`` its eigenvalues, ``J`` kept below ``nu``: ``s = max(c, nu)``
+        with ``nu`` the new ``J`` eigenvalue; ``G = -inf``)."""
+        pm = self.parts(z)
+        b = self.base
+        sJ = pm["sJ"]
+        V = b.V.copy()
+        V[:, self.uu] = b.V[:, self.uu] @ pm["Q"]
+        c = np.empty(b.c.size)
+        c[self.jj] = np.minimum(b.c[self.jj], sJ * (1 - 1e-12))  # filled: s = max(c, nu) = sJ
+        c[self.uu] = 1.0 / pm["pU"]
+        mu = b.yb + b.V[:, self.uu] @ pm["shift"]
+        order = np.argsort(np.maximum(c, sJ), kind="stable")
+        new = _Dual(b.Mn, -np.inf, mu, b.Yc + b.yb - mu, c[order], V[:, order], sJ, b.k, b.reg)
+        return new
+
+
+def _free_step(base: _Dual, eps: float, reg: float, maxiter: int = 50, memory: int = 20,
+               deadline: float | None = None) -> tuple[float, _Dual | None, dict]:
+    """L-BFGS on ``F`` over ``(E, e, g)`` from the model ``base`` (module docstring). Returns ``(F, model, info)``:
+    the lowest exact ``F`` seen and its model (``(inf, None)`` when ``J`` is empty or everything)."""
+    fr = _Free(base, eps, reg)
+    if fr.jj.size == 0 or fr.uu.size == 0:
+        return np.inf, None, {}
+    best = {"F": np.inf, "z": None}
+    trace = []
+    c0 = time.process_time()
+
+    def fun(z):
+        F, g = fr.evaluate(z)
+        if F < best["F"]:
+            best["F"], best["z"] = F, z.copy()
+        trace.append((time.process_time() - c0, F))
+        if g is None:
+            return 1e300, np.zeros_like(z)
+        return F, g
+
+    def cb(_):
+        if deadline is not None and time.process_time() > deadline:
+            raise StopIteration
+
+    z0 = np.zeros(fr.size)
+    try:
+        scipy.optimize.minimize(fun, z0, jac=True, method="L-BFGS-B", callback=cb,
+                                options={"maxiter": maxiter, "maxcor": memory, "ftol": 0.0, "gtol": 0.0})
+    except StopIteration:
+        pass
+    return best["F"], fr.model(best["z"]), {"calls": fr.calls, "trace": trace}
