@@ -56,6 +56,7 @@ class _Free:
         self.calls = 0
 
     def unpack(self, z: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """``(E, e, g)`` from the vector ``z`` (``E`` by its upper triangle)."""
         m = self.uu.size
         E = np.zeros((m, m))
         E[self.iu] = z[: self.nE]
@@ -121,8 +122,7 @@ class _Free:
         c[self.uu] = 1.0 / pm["pU"]
         mu = b.yb + b.V[:, self.uu] @ pm["shift"]
         order = np.argsort(np.maximum(c, sJ), kind="stable")
-        new = _Dual(b.Mn, -np.inf, mu, b.Yc + b.yb - mu, c[order], V[:, order], sJ, b.k, b.reg)
-        return new
+        return _Dual(b.Mn, -np.inf, mu, b.Yc + b.yb - mu, c[order], V[:, order], sJ, b.k, b.reg)
 
 
 def _lbfgs(fun, z: np.ndarray, maxcalls: int, memory: int, first: float,
@@ -130,9 +130,12 @@ def _lbfgs(fun, z: np.ndarray, maxcalls: int, memory: int, first: float,
     """Minimise ``fun`` (value and gradient; ``(inf, None)`` outside its domain) by L-BFGS (two-loop recursion) with
     a backtracking line search (Armijo, halving; a step out of the domain is halved too); the first step moves at
     most ``first`` in any coordinate. Stops after ``maxcalls`` evaluations, at the process time ``deadline``, or
-    when no step decreases ``fun``. Returns ``(value, z, calls)`` at the lowest value seen."""
+    when no step decreases ``fun``. Returns ``(value, z, calls)`` at the last accepted point (the lowest of the
+    accepted values; a rejected trial point may have been lower)."""
     F, g = fun(z)
     calls = 1
+    if g is None:
+        return F, z, calls
     S: list[tuple[np.ndarray, np.ndarray, float]] = []
     while calls < maxcalls and (deadline is None or time.process_time() < deadline):
         q = g.copy()
@@ -150,11 +153,13 @@ def _lbfgs(fun, z: np.ndarray, maxcalls: int, memory: int, first: float,
             q += s_ * (a - r_ * float(y_ @ q))
         d = -q
         slope = float(g @ d)
-        if slope >= 0:  # not a descent direction: restart from the gradient
+        if slope >= 0:  # not a descent direction: restart from the gradient (none at a zero gradient)
+            if not S:
+                break
             S.clear()
             continue
         t = 1.0
-        while calls < maxcalls:
+        while calls < maxcalls and (deadline is None or time.process_time() < deadline):
             Fn, gn = fun(z + t * d)
             calls += 1
             if Fn <= F + 1e-4 * t * slope:
@@ -177,17 +182,23 @@ def _free_step(base: _Dual, eps: float, reg: float, maxcalls: int = 50, memory: 
     """L-BFGS (:func:`_lbfgs`) on ``F`` over ``(E, e, g)`` from the model ``base`` (module docstring), at most
     ``maxcalls`` evaluations (one R1 attack each), none started after the process time ``deadline``. Returns
     ``(F, model, info)``: the lowest exact ``F`` seen and its model (``(inf, None, {})`` when ``J`` or its
-    complement is empty)."""
+    complement is empty, or at the deadline)."""
     fr = _Free(base, eps, reg)
-    if fr.jj.size == 0 or fr.uu.size == 0:
+    if fr.jj.size == 0 or fr.uu.size == 0 or (deadline is not None and time.process_time() >= deadline):
         return np.inf, None, {}
     c0 = time.process_time()
     trace: list[tuple[float, float]] = []
 
+    best = [np.inf, None]
+
     def fun(z: np.ndarray) -> tuple[float, np.ndarray | None]:
         out = fr.evaluate(z)
         trace.append((time.process_time() - c0, out[0]))
+        if out[0] < best[0]:
+            best[:] = [out[0], z.copy()]
         return out
 
-    F, z, _ = _lbfgs(fun, np.zeros(fr.size), maxcalls, memory, first, deadline)
-    return F, fr.model(z), {"calls": fr.calls, "trace": trace}
+    _lbfgs(fun, np.zeros(fr.size), maxcalls, memory, first, deadline)
+    if best[1] is None:  # not even the start evaluated (deadline) or outside the domain
+        return np.inf, None, {"calls": fr.calls, "trace": trace}
+    return best[0], fr.model(best[1]), {"calls": fr.calls, "trace": trace}
