@@ -4,7 +4,8 @@ Default: the certified relative gap of ``_sample_pooled`` on MNIST-5k (reg 0.01,
 budget (60 s), before (``free=0``) and after (``free=16``), at eps 1 and 3 (``--eps=E`` for one eps, ``--budget=S``).
 ``--reference``: from saved reference means (``.npy``, shape ``(5000, 663)`` in the reduced coordinates, e.g. the
 600-CPU-s duals of R6-DUAL), ``F - Phi`` at the dual's primal, after 16 polish steps and after the smooth step
-(``--calls=N`` evaluations) with CPU times: ``--reference --eps=3 --means=/tmp/r6dual/ref_eps3_Mn.npy``.
+(``--calls=N`` evaluations) with CPU times, each split by :func:`decompose` (per class of points):
+``--reference --eps=3 --means=/tmp/r6dual/ref_eps3_Mn.npy``.
 
 Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python bench/r6_prim.py``.
 """
@@ -48,6 +49,43 @@ def gaps(eps_list: list[float], budget: float) -> None:
                   f"{info.objective - info.gap:>17.9f} {info.gap / abs(info.objective):>9.2e}", flush=True)
 
 
+def decompose(dual, model, eps: float, reg: float = 0.01) -> dict:
+    """``F - Phi`` at ``model`` split exactly: ``L - Phi`` (the Lagrangian of the dual's moments at the model, >= 0)
+    plus, per class of points, the mean over all points of each point's excess ``phi_i - q_i >= 0`` (its R1 value
+    over its share of the Lagrangian: ``q_i = 1/2 ((x_i + m_i - mu)^T P (x_i + m_i - mu) + (t_i / tau) tr(P R))``,
+    ``R`` the dual's pooled fill). Classes: interior (``t_i > 1e-6 eps^2``), sphere near R1's hard case (relative
+    ``(eta_i - lambda) / lambda < 0.05`` at the model), other sphere points."""
+    from linflow.secular import _lower_likelihood
+
+    n = dual.W.shape[0]
+    k, s = dual.k, model.s
+    sk = max(reg, model.nu)
+    sfull = np.concatenate([np.full(k, sk), s])
+    order = np.argsort(sfull, kind="stable")
+    sf = sfull[order]
+    Wf = np.concatenate([np.zeros((n, k)), model.W], 1)[:, order]
+    sol = _lower_likelihood(sf, Wf, eps)
+    phi = 0.5 * np.sum((Wf + sol.C) ** 2 / sf, axis=1)
+    const = 0.5 * (np.sum(np.log(sf)) + sf.size * np.log(2 * np.pi) + reg * np.sum(1 / sf))
+    t = np.maximum(eps**2 - np.sum(dual.Mn**2, 1), 0.0)
+    tau = float(np.mean(t))
+    fill = np.maximum(dual.nu - dual.c, 0.0)
+    trPR = float(np.sum(((model.V.T @ dual.V) ** 2 / s[:, None]) * fill[None, :])) + k * max(dual.nu - reg, 0.0) / sk
+    Y = model.W + dual.Mn @ model.V
+    q = 0.5 * np.sum(Y**2 / s, 1) + (0.5 * (t / tau) * trPR if tau > 0 else 0.0)
+    ex = phi - q
+    inner = t > 1e-6 * eps**2
+    near = ~inner & (sol.gap * sf[0] < 0.05)
+    out = {"F - Phi": float(np.mean(phi)) + const - dual.G, "L - Phi": float(np.mean(q)) + const - dual.G}
+    for name, msk in (("interior", inner), ("near hard case", near), ("other sphere", ~inner & ~near)):
+        out[f"{name} ({int(msk.sum())})"] = float(ex[msk].sum() / n)
+    return out
+
+
+def _show(title: str, parts: dict) -> None:
+    print(f"  {title}: " + ", ".join(f"{k} {v:.3e}" for k, v in parts.items()))
+
+
 def reference(eps: float, means: str, calls: int) -> None:
     """``F - Phi`` from saved means: the dual's primal, 16 polish steps, then the smooth step."""
     from linflow.training.pooled import _Reduced
@@ -63,10 +101,12 @@ def reference(eps: float, means: str, calls: int) -> None:
     c0 = time.process_time()
     F, model = _polish(dual, eps, 0.01, steps=16)
     print(f"  after 16 polish steps {F - dual.G:.4e} ({time.process_time() - c0:.1f} CPU s)")
+    _show("polished", decompose(dual, model, eps))
     c0 = time.process_time()
     F, model, info = _free_step(model, eps, 0.01, maxcalls=calls)
     print(f"  after the smooth step ({info['calls']} evaluations) {F - dual.G:.4e} ({time.process_time() - c0:.1f} CPU "
           f"s; exact F of the model returned: {red.objective(model, eps, 0.01) - dual.G:.4e})")
+    _show("smooth step", decompose(dual, model, eps))
 
 
 def main() -> None:
