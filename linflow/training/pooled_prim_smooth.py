@@ -27,8 +27,11 @@ the first 10), eps 1, 7.69e-7 -> 7.11e-7 (35, 16 s). Alternating 8 polish steps 
 eps 3: 1.027e-5 (51 s). On the duals a 60-s run reaches at 54 s, it gains more than further polish steps: eps 3,
 8 polish steps (6.3 s) 6.14e-4, 16 steps 6.04e-4, 4 steps and 8 evaluations (6.3 s) 5.51e-4; eps 1, 8 steps (5.8 s)
 3.97e-5, 4 steps and 10 evaluations (7.0 s) 3.89e-5. In the solver (option ``free`` of
-:func:`linflow.training.pooled._sample_pooled`) the certified gap after 60 CPU s moves within the run-to-run
-spread of the ascent (the polish's ``F - Phi`` alone varies by 1e-4 at eps 3 between runs).
+:func:`linflow.training.pooled._sample_pooled`; ``bench/r6_prim.py``, 60 CPU s, relative certified gap, two runs
+each) the gain is within the run-to-run spread of the ascent: eps 1, 1.27e-7 / 1.13e-7 without and 1.21e-7 /
+1.20e-7 with; eps 3, 8.86e-6 / 7.27e-6 without and 9.16e-6 / 6.83e-6 with. In a pair of eps-3 runs with the same
+ascent (108 iterations) the step lowered ``F`` by 1.75e-5 from the polish stopped at 57 s, 1.5e-6 below the
+polish run to 60 s (7.25e-6 against 7.27e-6).
 """
 
 from __future__ import annotations
