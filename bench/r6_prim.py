@@ -7,6 +7,11 @@ budget (60 s), before (``free=0``) and after (``free=16``), at eps 1 and 3 (``--
 (``--calls=N`` evaluations) with CPU times, each split by :func:`decompose` (per class of points):
 ``--reference --eps=3 --means=/tmp/r6dual/ref_eps3_Mn.npy``.
 
+Measured (load 6-8): ``--reference --eps=3 --calls=30``: ``F - Phi`` 1.163e-4 at the dual's primal, 1.126e-5
+after 16 polish steps (L - Phi 3.4e-8; interior points 6.41e-6, sphere points near the hard case 4.68e-6, other
+sphere points 1.4e-7), 1.063e-5 after the smooth step (6.57e-6 / 3.87e-6 / 1.5e-7). The 60-s rows: see
+:mod:`linflow.training.pooled_prim_smooth`.
+
 Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python bench/r6_prim.py``.
 """
 
