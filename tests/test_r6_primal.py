@@ -125,3 +125,79 @@ def test_polish_first_option():
             assert info.objective >= sdp.objective - 1e-7 * scale
     with pytest.raises(TypeError, match="polish_first"):
         _sample_pooled(Xc, m, S, eps, REG, polish_first=1)
+
+
+def _free_case(kind: str, eps: float, seed: int, steps: int):
+    """A dual short of its optimum with something filled and something not, and the smooth step's parametrisation
+    around its primal (:class:`linflow.training.pooled_prim_smooth._Free`)."""
+    from linflow.training.pooled_prim_smooth import _Free
+
+    X = _data(kind, seed)
+    Xc, red, dual = _dual_after(X, eps, steps)
+    assert (dual.c < dual.nu).any() and not (dual.c < dual.nu).all()  # the precondition: J and U both non-empty
+    return X, Xc, red, dual, _Free(dual, eps, REG)
+
+
+@pytest.mark.parametrize("case", [("near-mean", 1.0, 13, 4), ("near-mean", 2.0, 2, 8), ("constant", 1.0, 3, 4)])
+def test_free_step_value_is_the_exact_objective_and_its_gradient_matches_differences(case):
+    """The smooth primal step's ``F`` at random ``(E, e, g)`` is the exact R6 objective of the model it describes
+    (recomputed through the flow, independently), and its envelope gradient matches central differences of that
+    exact ``F`` along each block of parameters (``E``, ``e``, ``g``) where the model stays in the smooth domain."""
+    kind, eps, seed, steps = case
+    X, Xc, red, dual, fr = _free_case(kind, eps, seed, steps)
+    rng = np.random.default_rng(seed)
+    for size in (0.0, 1e-3, 3e-2):
+        z = size * rng.standard_normal(fr.size)
+        F, g = fr.evaluate(z)
+        assert np.isfinite(F)
+        exact = _damped_eval(red.flow(fr.model(z)), Xc, eps, REG)[0]
+        assert F == pytest.approx(exact, rel=1e-10, abs=1e-10)
+        for block in (slice(0, fr.nE), slice(fr.nE, fr.nE + 1), slice(fr.nE + 1, fr.size)):
+            dz = np.zeros(fr.size)
+            dz[block] = rng.standard_normal(dz[block].size)
+            dz /= np.linalg.norm(dz)
+            h = 1e-6
+            fd = (fr.evaluate(z + h * dz, grad=False)[0] - fr.evaluate(z - h * dz, grad=False)[0]) / (2 * h)
+            assert fd == pytest.approx(float(g @ dz), rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.parametrize("case", [("near-mean", 1.0, 13, 4), ("near-mean", 2.0, 2, 8), ("constant", 1.0, 3, 4)])
+def test_free_step_lowers_f_and_never_goes_below_the_sdp(case):
+    """The step returns the exact F of the model it returns, not above F at its start, never below the SDP optimum
+    (solved, status checked first); outside the domain (``J`` no longer the top eigenspace) ``evaluate`` is inf."""
+    from linflow.training.pooled_prim_smooth import _free_step
+
+    kind, eps, seed, steps = case
+    X, Xc, red, dual, fr = _free_case(kind, eps, seed, steps)
+    sdp = _sdp(X, eps)
+    scale = max(1.0, abs(sdp.objective))
+    F0 = red.objective(dual, eps, REG)
+    F, model, info = _free_step(dual, eps, REG, maxcalls=30)
+    exact = _damped_eval(red.flow(model), Xc, eps, REG)[0]
+    assert F == pytest.approx(exact, rel=1e-12, abs=1e-12)
+    assert F <= F0 + 1e-12 * scale
+    assert F >= sdp.objective - 1e-7 * scale
+    z = np.zeros(fr.size)
+    z[fr.nE] = -0.999  # the eigenvalue of J 1000 times larger: J is no longer the top eigenspace of P
+    assert fr.evaluate(z) == (np.inf, None)
+
+
+def test_free_option_of_the_solver():
+    """``free`` runs the smooth step after the polish: with it the solver returns the exact objective of the model
+    it returns, not above the one without it (same ascent: no time limit), certified against the SDP (solved,
+    checked first), with and without a time limit; a bad value is named."""
+    X, eps = _data("near-mean", 13), 1.0
+    sdp = _sdp(X, eps)
+    scale = max(1.0, abs(sdp.objective))
+    Xc, m, S = check_data(X, REG)
+    off = _sample_pooled(Xc, m, S, eps, REG, max_iter=8, free=0)[1]
+    flow, on = _sample_pooled(Xc, m, S, eps, REG, max_iter=8, free=16)
+    assert on.objective < off.objective and on.objective - on.gap == off.objective - off.gap  # it runs and helps here
+    for seconds in (None, 0.05):
+        flow, info = _sample_pooled(Xc, m, S, eps, REG, max_iter=8 if seconds is None else 3000, max_seconds=seconds)
+        assert info.objective == pytest.approx(_damped_eval(flow, Xc, eps, REG)[0], rel=1e-12, abs=1e-12)
+        assert info.objective - info.gap <= sdp.objective + 1e-7 * scale
+        assert info.objective >= sdp.objective - 1e-7 * scale
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="free"):
+            _sample_pooled(Xc, m, S, eps, REG, free=bad)

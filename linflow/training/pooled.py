@@ -85,6 +85,7 @@ from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_extrap import _Anderson, _Drift
 from .pooled_newton import _newton_step
 from .pooled_polish import _polish
+from .pooled_prim_smooth import _free_step
 from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
@@ -219,7 +220,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
                    repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
-                   polish_first: bool = True, extrapolate: int = 0) -> tuple[LinearFlow, FitInfo]:
+                   polish_first: bool = True, extrapolate: int = 0, free: int = 16) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -240,6 +241,11 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     (:func:`linflow.training.pooled_polish._polish`: the repair iterated on the exact ``F``) from the last dual's
     primal, the model kept when its exact ``F`` is lower; with ``max_seconds`` the ascent then stops at 90% of it
     and the polish at ``max_seconds``. 0 is the solver before the polish.
+    ``free`` (16): after the polish, at most that many evaluations (one R1 attack each) of the smooth primal step
+    (:func:`linflow.training.pooled_prim_smooth._free_step`: L-BFGS on the exact ``F`` with the filled space kept and
+    the precision on its complement, its eigenvalue and the mean free) from the polished model, kept when its exact
+    ``F`` is lower; with ``max_seconds`` the polish then stops at 95% of it and this step at ``max_seconds``. 0 is the
+    solver before this step; it needs ``polish > 0``.
     ``polish_first`` (True): when ``max_seconds`` ends the ascent, go straight to the polish (it starts with ``F`` at
     the dual's primal; with no model to turn, ``F`` there and at the repair) instead of evaluating those first.
     ``single`` (True): the block steps' products with the eigenvectors in single precision
@@ -267,7 +273,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
     for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1),
-                           ("polish", polish, 0), ("extrapolate", extrapolate, 0)):
+                           ("polish", polish, 0), ("extrapolate", extrapolate, 0), ("free", free, 0)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
@@ -337,7 +343,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         best_G = max(best_G, dual.G)
     bar.close()
     if polish and not converged:
-        deadline = None if max_seconds is None else c0 + max_seconds
+        deadline = None if max_seconds is None else c0 + max_seconds * (0.95 if free else 1.0)
         F, model = _polish(dual, eps, reg, steps=polish, deadline=deadline)
         if model is None and skip:  # nothing to turn: the evaluations the ascent skipped
             for cand in [dual] + ([_repaired_model(dual, eps)] if repair else []):
@@ -348,6 +354,13 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             F = red.objective(model, eps, reg)  # the exact F of the model returned, through the same path as above
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
+        if free and model is not None:  # the smooth primal step from the polished model (pooled_prim_smooth)
+            deadline = None if max_seconds is None else c0 + max_seconds
+            F, model, _ = _free_step(model, eps, reg, maxcalls=free, deadline=deadline)
+            if model is not None and F < best_F:
+                F = red.objective(model, eps, reg)  # the exact F of the model returned, as above
+                if F < best_F:
+                    best_F, best_flow = F, red.flow(model)
         history[-1] = (best_F, max(best_F - best_G, 0.0), rho)
         converged = bool(skip and best_F - best_G <= tol * max(1.0, abs(best_F)))  # the check the ascent skipped
     status = "converged" if converged else ("stalled" if stalled else "stopped")
