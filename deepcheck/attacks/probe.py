@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from .patterns import PATTERN_LENGTH, pattern_starts
-from .search import probe_search, sparse_starts, sphere_step
+from .pairs import pair_starts
+from .search import probe_search, screen_moves, sparse_starts, sphere_step
 from .spec import AttackSpec, Gen
 
 Tensor = torch.Tensor
@@ -33,6 +34,9 @@ PATTERN_FRACTION = 0.2  # the probe steps of the plan with patterns, in units of
 PATTERN_KEEP = 2  # pattern probes that go on
 PATTERN_SPARSE = 1  # and sparse probes (best single-coordinate moves), screened by a third of the forward passes
 PATTERN_RANDOM = 2  # and random points of the ball
+PAIR_PROBES = 6  # of the PROBES sparse probes, two-pixel starts (.pairs) where the screen leaves forward passes
+PAIR_TOP = 8  # the pairs are drawn from this many best single moves per sample
+PAIR_STEPS = 4  # APGD steps of each pair probe (their passes come from the finish)
 PATTERN_ALPHA = 0.25  # their first step, in units of ``alpha0`` (2 eps: a larger step leaves the pattern's basin)
 
 
@@ -106,10 +110,17 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
                                            PATTERN_ALPHA * spec.alpha0, incumbent)
         return delta, val, hist
     k, r, s, keep, s2, finish = probe_plan(spec.steps, int(math.prod(shape[1:])))
-    starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
+    screen = 2 * spec.steps
+    starts, moves, _, spent = screen_moves(value, project, shape, spec.eps, like, gen, screen, max(k, PAIR_TOP))
+    starts = starts[:k]
+    n_pairs = max(0, min(PAIR_PROBES, (finish - spec.steps // 2) // (1 + PAIR_STEPS))) if k >= 2 else 0
+    pairs = pair_starts(value, project, moves[:, :PAIR_TOP], shape, spec.eps, like, n_pairs, screen - spent)[0]
+    finish -= len(pairs) * (1 + PAIR_STEPS)
     starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
     step = norm.step
     if SPHERE_PROBES and x is not None and spec.clamp is not None:
         step = [norm.step, sphere_step(norm.step, x, spec.clamp, spec.eps)]
-    delta, val, _, hist = probe_search(fn, starts, project, step, s, keep, s2, finish, spec.alpha0, incumbent)
+    steps = [s] * len(starts) + [PAIR_STEPS] * len(pairs)
+    delta, val, _, hist = probe_search(fn, starts + pairs, project, step, steps, keep, s2, finish, spec.alpha0,
+                                       incumbent)
     return delta, val, hist
