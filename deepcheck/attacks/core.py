@@ -305,7 +305,7 @@ def _run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 
 
 # ---------------------------------------------------------------------------------------------- restarts
-METHODS = ("default", "apgd", "probe", "random", "sparse", "vertex", "flip", "rprop", "monotone")
+METHODS = ("default", "apgd", "single", "probe", "random", "sparse", "vertex", "flip", "rprop", "monotone")
 METHOD = "default"  # what best_of_runs uses when not told; bench/bench_attacks.py sets "monotone" for "today"
 
 
@@ -332,7 +332,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     (a forward-only objective, per sample), ``method="apgd"``, the L2 norm, ``steps >= 2`` and
     ``restarts >= 1``, run 1 is instead the probe run (:func:`_probe_run`: at most ``2 * steps`` forward
     passes, then ``PROBE_RUN * steps`` forward+backward passes; every other probe on the sphere's tangent
-    given ``x``, except with ``method="probe"``, the L2 default before them, kept for ``bench/``). With ``x``
+    given ``x``, except with ``method="probe"``, the L2 default before them, kept for ``bench/``; two-pixel starts
+    too, :mod:`.pairs`, except with ``"single"``, ``"probe"`` and ``"random"``, the defaults before them). With ``x``
     (the clean inputs, whose ``x + delta`` the projection keeps in ``spec.clamp``), ``method="apgd"`` and the
     L2 norm, the gradient is
     projected onto the tangent cone of the data box (:func:`~.search.tangent`). ``method="sparse"`` is the L2 default
@@ -346,7 +347,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     norm = NORM_SPECS[spec.norm]
     method = method or METHOD
     sphere = method != "probe"  # "probe": the L2 default before the sphere probes (kept for bench/)
-    how = default_method(spec) if method in ("default", "probe", "random") else method
+    how = default_method(spec) if method in ("default", "single", "probe", "random") else method
     l2_default = how == "apgd" and spec.norm == "l2" and spec.adaptive
     if l2_default and x is not None and spec.clamp is not None:
         fn = tangent(fn, x, spec.clamp)
@@ -356,7 +357,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     for run in range(1 + spec.restarts):
         if run == 1 and value is not None and l2_default and spec.steps >= 2:
             delta, val, hist = _probe_run(fn, value, project, spec, NORM_SPECS["l2"], shape, like, gen, best_delta,
-                                          x if sphere else None, patterns=method not in ("probe", "random"))
+                                          x if sphere else None, patterns=method not in ("probe", "random"),
+                                          pairs=method not in ("single", "probe", "random"))
         else:
             if run == 0 and first is not None:
                 start = first
