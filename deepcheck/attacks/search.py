@@ -1,10 +1,10 @@
-"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`), the sparse
-starts of L2 restarts (:func:`sparse_starts`), the successive halving over starts of the L2 probe run
-(:func:`probe_search`) and the tangent-cone gradient at the data box (:func:`tangent`); the L-inf methods (the
-vertex search :func:`flip_search`, re-exported here) are in :mod:`.vertex`. Each
-takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward pass)
-or ``value(delta) -> per-sample value`` (one forward pass) and a ``project`` onto the feasible set; the
-module knows nothing of models or specs (the method and its measured limits: :mod:`.core`)."""
+"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`), the sparse starts of L2
+restarts (:func:`sparse_starts`, screened by :func:`screen_moves`), the successive halving over starts of the L2
+probe run (:func:`probe_search`) and the tangent-cone gradient at the data box (:func:`tangent`); the L-inf methods
+(the vertex search :func:`flip_search`, re-exported here) are in :mod:`.vertex`. Each takes the objective as
+``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward pass) or ``value(delta) -> per-sample
+value`` (one forward pass) and a ``project`` onto the feasible set; the module knows nothing of models or specs (the
+method and its measured limits: :mod:`.core`)."""
 
 from __future__ import annotations
 
