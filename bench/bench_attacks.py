@@ -200,7 +200,8 @@ def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400,
     """Every checkpoint in ``checkpoints`` matching ``pattern`` (flows of ``data``; default the 8x8 digits), at
     each ``(norm, eps)`` of ``budgets``, in each direction, on ``n`` test images of ``data``: worst and median
     fraction of the best change found, per method of ``methods[norm]`` (default L2: ``"monotone"``, the
-    issue-14 ``"sparse"``, ``"probe"`` (the probe run before its sphere probes), ``"random"`` (the probe run
+    issue-14 ``"sparse"``, ``"probe"`` (the probe run before its sphere probes), ``"single"`` (the probe run
+    before its two-pixel starts on small images, :mod:`deepcheck.attacks.pairs`), ``"random"`` (the probe run
     before its pattern probes on large images: one sparse and 11 random starts) and the new ``"default"``;
     L-inf: ``"monotone"`` and ``"default"``), with the passes each spent. The best change found is the best
     over the methods at default settings and a strong run ``strong = (steps, restarts)`` of each of them (seed 3:
@@ -212,7 +213,7 @@ def deep_strength(checkpoints: str, n: int = 32, strong: tuple[int, int] = (400,
     from deepcheck.checkpoint import load_checkpoint
     from deepcheck.data import as_pixels, load
 
-    methods = methods or {"l2": ("monotone", "sparse", "probe", "default"), "linf": ("monotone", "default")}
+    methods = methods or {"l2": ("monotone", "sparse", "probe", "single", "default"), "linf": ("monotone", "default")}
     out = []
     for path in sorted(glob.glob(os.path.join(checkpoints, pattern))):
         model = load_checkpoint(path).model

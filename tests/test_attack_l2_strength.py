@@ -98,8 +98,9 @@ def test_default_l2_reaches_the_best_basin_on_a_trained_realnvp(trained):
     # the reference is demanding: the run from zero stops in a worse basin somewhere (else this test could not fail)
     assert np.min(zero / best) < 0.9, np.round(zero / best, 3)
     assert np.min(new / best) >= 0.95, np.round(new / best, 3)
-    # the budget: <= 2x the 202 forward+backward passes of 100 steps x 2 runs; the screen is <= 2 D forward passes
-    assert count.fb <= 404 and count.fwd <= 1 + 2 * 64, (count.fb, count.fwd)
+    # the budget: <= 2x the 202 forward+backward passes of 100 steps x 2 runs; the screen is <= 2 steps forward
+    # passes: the clean NLL, the 2 D = 128 single moves, then the 66 pairs of the PAIR_TOP = 12 best
+    assert count.fb <= 404 and count.fwd == 1 + 2 * 64 + 66 <= 1 + 2 * 100, (count.fb, count.fwd)
     assert info.history.shape == (2, 300, len(x))
     assert torch.all(info.history.diff(dim=1) >= 0)
 
@@ -282,3 +283,45 @@ def test_l2_default_on_28x28_images_keeps_the_budget():
     assert torch.all(info.nll_adv >= info.nll_clean)
     adv2 = pgd_with_info(net, x, eps, norm="l2", steps=steps, seed=1)[0]
     torch.testing.assert_close(adv, adv2, rtol=0, atol=0)
+
+
+def test_pair_starts_rank_two_pixel_moves_on_a_planted_objective():
+    """A concave objective per sample, ``<t, delta> - ||delta||^2 / 2``: a single move scores ``eps t_j - eps^2 /
+    2``, a pair ``eps (s_i t_i + s_j t_j) / sqrt 2 - eps^2 / 2`` (hand-computed: the best pair is the two largest
+    ``t``, wherever the single moves put them). A pair of one pixel's two signs scores -inf, the screen stops at
+    ``max_candidates`` forward passes (the pairs of the best-ranked moves first) and every start is feasible."""
+    from deepcheck.attacks.norms import NORM_SPECS, _project
+    from deepcheck.attacks.pairs import pair_order, pair_starts
+
+    assert pair_order(4) == [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    D, eps = 6, 0.5
+    x = torch.full((2, D), 0.5, dtype=torch.float64)
+    t = torch.tensor([[3.0, 2.0, 2.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 2.5, 2.5]], dtype=torch.float64)
+    calls = []
+
+    def value(d):
+        calls.append(1)
+        return (t * d).sum(dim=1) - 0.5 * (d * d).sum(dim=1)
+
+    def project(d):
+        return _project(d, x, eps, NORM_SPECS["l2"], (0.0, 1.0))
+
+    # per sample four single moves (j for +e_j, D + j for -e_j), in an order that is not the objective's: the
+    # best pair of sample 0, pixels (0, 2), is the last of pair_order; sample 1 lists pixel 3's two signs first
+    moves = torch.tensor([[3, 1, 0, 2], [3, D + 3, 4, 5]])
+    starts, n = pair_starts(value, project, moves, (2, D), eps, x, 2, 6)
+    assert n == len(calls) == 6 and len(starts) == 2
+    h = eps / 2 ** 0.5
+    want = torch.tensor([[h, 0.0, h, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, h, h]], dtype=torch.float64)
+    torch.testing.assert_close(starts[0], want)
+    for s in starts:
+        assert torch.all(s.norm(dim=1) <= eps * (1 + 1e-12)) and torch.all(x + s >= 0) and torch.all(x + s <= 1)
+    # second best: sample 0 pixels (0, 1) (5 / sqrt 2), sample 1 pixel 3 with 4 or 5 (3.5 / sqrt 2)
+    assert set(torch.nonzero(starts[1][0]).flatten().tolist()) == {0, 1}
+    assert set(torch.nonzero(starts[1][1]).flatten().tolist()) in ({3, 4}, {3, 5})
+    calls.clear()
+    starts, n = pair_starts(value, project, moves, (2, D), eps, x, 1, 3)  # only (0, 1), (0, 2), (1, 2) screened
+    assert n == len(calls) == 3 and len(starts) == 1
+    assert set(torch.nonzero(starts[0][0]).flatten().tolist()) == {0, 1}  # (3, 1), (3, 0) or (1, 0): t 0 + 1
+    torch.testing.assert_close(starts[0][1], torch.tensor([0.0, 0.0, 0.0, h, h, 0.0], dtype=torch.float64))
+    assert pair_starts(value, project, moves, (2, D), eps, x, 2, 0) == ([], 0)

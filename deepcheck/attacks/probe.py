@@ -1,9 +1,9 @@
 """The L2 *probe run* of :mod:`deepcheck.attacks.core` (issue 14, goal 4): the restart of the default L2 attack,
 a successive halving over starts -- the best single-coordinate moves and random points of the ball are each
 probed by a short APGD run, the best few go on, and the best of those and of the earlier runs gets the remaining
-passes (:func:`~.search.probe_search`); on large images (:func:`uses_patterns`) the structured starts of
-:mod:`.patterns` join them (:func:`pattern_plan`). Why, and the measured limits: the module docstring of
-:mod:`.core`."""
+passes (:func:`~.search.probe_search`); on small images two-pixel starts join them (:mod:`.pairs`), on large
+images (:func:`uses_patterns`) the structured starts of :mod:`.patterns` (:func:`pattern_plan`). Why, and the
+measured limits: the module docstring of :mod:`.core`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from .pairs import pair_starts
 from .patterns import PATTERN_LENGTH, pattern_starts
-from .search import probe_search, sparse_starts, sphere_step
+from .search import probe_search, screen_moves, sparse_starts, sphere_step
 from .spec import AttackSpec, Gen
 
 Tensor = torch.Tensor
@@ -33,6 +34,9 @@ PATTERN_FRACTION = 0.2  # the probe steps of the plan with patterns, in units of
 PATTERN_KEEP = 2  # pattern probes that go on
 PATTERN_SPARSE = 1  # and sparse probes (best single-coordinate moves), screened by a third of the forward passes
 PATTERN_RANDOM = 2  # and random points of the ball
+PAIR_PROBES = 8  # two-pixel starts (.pairs) probed besides the others where the screen leaves forward passes
+PAIR_TOP = 12  # the pairs are drawn from this many best single moves per sample
+PAIR_STEPS = 4  # APGD steps of each pair probe (their passes come from the finish)
 PATTERN_ALPHA = 0.25  # their first step, in units of ``alpha0`` (2 eps: a larger step leaves the pattern's basin)
 
 
@@ -86,7 +90,7 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
                project: Callable[[Tensor], Tensor], spec: AttackSpec, norm: NormLike, shape: tuple[int, ...],
                like: Tensor,
                gen: Gen, incumbent: Tensor, x: Tensor | None = None,
-               patterns: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+               patterns: bool = True, pairs: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """The L2 restart of the default method: :func:`~.search.probe_search` over the best single-coordinate
     moves (:func:`~.search.sparse_starts`, at most ``2 steps`` forward passes) and random points of the ball
     (with ``patterns``, ``x`` and a clamp on large images, :func:`uses_patterns`: :func:`pattern_plan`'s sparse,
@@ -95,7 +99,11 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
     finishing from the best of the probes and ``incumbent`` (the best of the earlier runs); ``probe_plan(steps)``
     gives the ``PROBE_RUN * steps`` forward+backward passes. With ``x`` (the clean inputs) and ``SPHERE_PROBES``,
     every other probe (the 2nd, 4th, ...) steps along the sphere's tangent (:func:`~.search.sphere_step`).
-    ``norm`` is the L2 entry of :data:`.norms.NORM_SPECS` (its ``random`` start and ``step``)."""
+    With ``pairs`` and at least 2 sparse probes (the 8x8 digits, not the linear flows of more than ``steps``
+    coordinates): ``PAIR_PROBES`` two-pixel starts too (:func:`~.pairs.pair_starts` over the ``PAIR_TOP`` best
+    single moves, screened by the forward passes the single moves leave of the ``2 steps``: 66 after 128 on the
+    digits), probed ``PAIR_STEPS`` steps each, their passes taken from the finish (which keeps at least
+    ``steps // 2``). ``norm`` is the L2 entry of :data:`.norms.NORM_SPECS` (its ``random`` start and ``step``)."""
     if patterns and x is not None and spec.clamp is not None and uses_patterns(spec.steps, shape):
         k, r, p, s, keep, s2, finish = pattern_plan(spec.steps)
         screen = 2 * spec.steps
@@ -106,10 +114,17 @@ def _probe_run(fn: Callable[[Tensor], tuple[Tensor, Tensor]], value: Callable[[T
                                            PATTERN_ALPHA * spec.alpha0, incumbent)
         return delta, val, hist
     k, r, s, keep, s2, finish = probe_plan(spec.steps, int(math.prod(shape[1:])))
-    starts, _ = sparse_starts(value, project, shape, spec.eps, like, gen, 2 * spec.steps, k)
+    screen = 2 * spec.steps
+    starts, moves, _, spent = screen_moves(value, project, shape, spec.eps, like, gen, screen, max(k, PAIR_TOP))
+    starts = starts[:k]
+    n_pairs = max(0, min(PAIR_PROBES, (finish - spec.steps // 2) // (1 + PAIR_STEPS))) if pairs and k >= 2 else 0
+    two = pair_starts(value, project, moves[:, :PAIR_TOP], shape, spec.eps, like, n_pairs, screen - spent)[0]
+    finish -= len(two) * (1 + PAIR_STEPS)
     starts += [project(norm.random(shape, spec.eps, gen, like.dtype).to(like.device)) for _ in range(r)]
     step = norm.step
     if SPHERE_PROBES and x is not None and spec.clamp is not None:
         step = [norm.step, sphere_step(norm.step, x, spec.clamp, spec.eps)]
-    delta, val, _, hist = probe_search(fn, starts, project, step, s, keep, s2, finish, spec.alpha0, incumbent)
+    steps = [s] * len(starts) + [PAIR_STEPS] * len(two)
+    delta, val, _, hist = probe_search(fn, starts + two, project, step, steps, keep, s2, finish, spec.alpha0,
+                                       incumbent)
     return delta, val, hist

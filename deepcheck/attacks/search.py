@@ -1,10 +1,10 @@
-"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`), the sparse
-starts of L2 restarts (:func:`sparse_starts`), the successive halving over starts of the L2 probe run
-(:func:`probe_search`) and the tangent-cone gradient at the data box (:func:`tangent`); the L-inf methods (the
-vertex search :func:`flip_search`, re-exported here) are in :mod:`.vertex`. Each
-takes the objective as ``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward pass)
-or ``value(delta) -> per-sample value`` (one forward pass) and a ``project`` onto the feasible set; the
-module knows nothing of models or specs (the method and its measured limits: :mod:`.core`)."""
+"""The search methods of :mod:`deepcheck.attacks.core` added for issue 14: APGD (:func:`apgd`), the sparse starts of L2
+restarts (:func:`sparse_starts`, screened by :func:`screen_moves`), the successive halving over starts of the L2
+probe run (:func:`probe_search`) and the tangent-cone gradient at the data box (:func:`tangent`); the L-inf methods
+(the vertex search :func:`flip_search`, re-exported here) are in :mod:`.vertex`. Each takes the objective as
+``fn(delta) -> (per-sample value, gradient)`` (maximised; one forward+backward pass) or ``value(delta) -> per-sample
+value`` (one forward pass) and a ``project`` onto the feasible set; the module knows nothing of models or specs (the
+method and its measured limits: :mod:`.core`)."""
 
 from __future__ import annotations
 
@@ -79,13 +79,24 @@ def apgd(fn: Callable[[Tensor], tuple[Tensor, Tensor]], delta: Tensor, project: 
 def sparse_starts(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
                   eps: float, like: Tensor, gen: Gen, max_candidates: int, k: int = 1) -> tuple[list[Tensor], int]:
     r"""The ``k`` best single-coordinate moves ``delta = s eps e_j`` (``s = +-1``, projected onto the ball and the
-    data box) per sample, best first, screened by forward passes only: ``value(delta) -> (B,)``, maximised. Each
-    candidate is one forward pass of the whole batch; at most ``max_candidates`` of the ``2D`` moves are screened
-    (a seeded random subset, the same for every sample, when there are more). On the trained digits flows the
-    best L2 perturbation is sparse (one background pixel pushed by ~eps, its neighbours to the clamp) and lies in
-    a basin that runs from zero or from random points of the ball rarely reach; the screen ranks these basins
-    only roughly (rank correlation with the value after ascent ~0, but the best basin is among the first ~12),
-    hence ``k`` starts for :func:`probe_search`. Returns the ``k`` starts and the number of forward passes."""
+    data box) per sample, best first, screened by forward passes only (:func:`screen_moves`). On the trained
+    digits flows the best L2 perturbation is sparse (one or two background pixels pushed by ~eps, their
+    neighbours to the clamp) and lies in a basin that runs from zero or from random points of the ball rarely
+    reach; the screen ranks these basins only roughly (rank correlation with the value after ascent ~0, but the
+    best basin is among the first ~12), hence ``k`` starts for :func:`probe_search`. Returns the ``k`` starts and
+    the number of forward passes."""
+    starts, _, _, spent = screen_moves(value, project, shape, eps, like, gen, max_candidates, k)
+    return starts, spent
+
+
+def screen_moves(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
+                 eps: float, like: Tensor, gen: Gen, max_candidates: int,
+                 k: int = 1) -> tuple[list[Tensor], Tensor, Tensor, int]:
+    r"""The forward screen of the single-coordinate moves ``delta = s eps e_j``: each candidate is one forward
+    pass of the whole batch (``value(delta) -> (B,)``, maximised); at most ``max_candidates`` of the ``2D``
+    moves are screened (a seeded random subset, the same for every sample, when there are more). Returns the
+    ``k`` best moves per sample (best first, projected), the move indices ``(B, k)`` (``j`` for ``+e_j``,
+    ``D + j`` for ``-e_j``), their screened values ``(B, k)`` and the number of forward passes."""
     D = int(math.prod(shape[1:]))
     cand = torch.arange(2 * D)
     if len(cand) > max_candidates:
@@ -106,9 +117,11 @@ def sparse_starts(value: Callable[[Tensor], Tensor], project: Callable[[Tensor],
         with torch.no_grad():
             vals.append(value(move(torch.full((B,), c))))
     if not vals:
-        return [torch.zeros(shape, dtype=like.dtype, device=like.device)], 0
-    top = torch.stack(vals, dim=1).topk(min(k, len(cand)), dim=1).indices.cpu()  # (B, k), stable for ties
-    return [move(cand[top[:, i]]) for i in range(top.shape[1])], len(cand)
+        z = torch.zeros((B, 0), dtype=torch.long)
+        return [torch.zeros(shape, dtype=like.dtype, device=like.device)], z, z.to(like.dtype), 0
+    top = torch.stack(vals, dim=1).topk(min(k, len(cand)), dim=1)  # (B, k), stable for ties
+    idx = top.indices.cpu()
+    return [move(cand[idx[:, i]]) for i in range(idx.shape[1])], cand[idx], top.values.cpu(), len(cand)
 
 
 def sparse_start(value: Callable[[Tensor], Tensor], project: Callable[[Tensor], Tensor], shape: tuple[int, ...],
@@ -132,7 +145,7 @@ Step = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 def probe_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], starts: list[Tensor],
                  project: Callable[[Tensor], Tensor], step: Step | list[Step],
-                 probe_steps: int, keep: int, keep_steps: int, finish_steps: int, alpha0: float,
+                 probe_steps: int | list[int], keep: int, keep_steps: int, finish_steps: int, alpha0: float,
                  incumbent: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Successive halving over starting points, batched over samples (each sample has its own ``starts[i]``):
     a short APGD probe (:func:`apgd`, ``probe_steps`` steps from ``alpha0``) from every start (``step``: one
@@ -142,6 +155,7 @@ def probe_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], starts: list[Ten
     (step ``alpha0 / 4``). On the trained flows the objective has many basins (one per pushed pixel on the
     digits), a few ascent steps rank them well (the best basin is first or second after 5-10 steps) and a
     basin needs ~40-60 steps to converge: this spends the budget on the basins that rank best.
+    ``probe_steps``: one for all starts, or one per start.
     Passes: ``len(starts) (1 + probe_steps) + keep keep_steps + finish_steps`` (+1 with ``incumbent``). Returns
     the best ``delta``, its objective, its gradient and the history of the best objective so far, one entry per
     pass."""
@@ -149,8 +163,9 @@ def probe_search(fn: Callable[[Tensor], tuple[Tensor, Tensor]], starts: list[Ten
     probes = []
     cycle = step if isinstance(step, list) else [step]
     step = cycle[0]
+    per = probe_steps if isinstance(probe_steps, list) else [probe_steps] * len(starts)
     for i, s in enumerate(starts):
-        b, v, g, h = apgd(fn, s, project, cycle[i % len(cycle)], probe_steps, alpha0)
+        b, v, g, h = apgd(fn, s, project, cycle[i % len(cycle)], per[i], alpha0)
         probes.append((b, v, g))
         hist.extend(h if not hist else torch.maximum(h, hist[-1]))
     best = _pick(probes, torch.stack([p[1] for p in probes]).argmax(dim=0))
