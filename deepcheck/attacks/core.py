@@ -81,9 +81,8 @@ direction):
 Limits, measured in ``tests/test_bridge.py``, ``tests/test_attack_strength.py``,
 ``tests/test_attack_l2_strength.py``, ``tests/test_attack_linf_strength.py`` and ``bench/bench_attacks.py``
 (default 100 steps, 1 restart: 202 forward+backward passes for L-inf, 402 for L-inf lowering on inputs with at
-least ``LINF_LARGE_D`` coordinates; for L2 401, plus at most 200 forward-only
-screening passes, 194 on 8x8 images: 128 single moves and 66 pairs): exact to 1e-3 for L2 (both directions,
-hard case included) and for L-inf
+least ``LINF_LARGE_D`` coordinates; for L2 401, plus at most 200 forward-only screening passes, 194 on 8x8
+images: 128 single moves and 66 pairs): exact to 1e-3 for L2 (both directions, hard case included) and for L-inf
 raising on flows with condition number up to 100 (``tests/test_bridge.py``); L-inf raising exact to 1e-9 on
 linear flows whose coordinates' scales span 1e-3..1e-1 (``tests/test_attack_linf_strength.py``; the sign step:
 1e-3 off). L-inf lowering with the [0, 1] clamp binding, points near the mean and condition numbers up to 1e4
@@ -102,48 +101,45 @@ seeds and their variants. The remaining gaps (~1 %) are convergence within the b
 by their forward screen, which is rough (the best pair 1st-7th of 66 on the four worst images): 6 pair probes of
 the 66 missed it on the hybrid's worst image (0.85, the finish then too short for the single start's basin), and
 pairs of the best 8 moves cannot reach the RealNVP MLE's (its second pixel is the 11th single move). L2 raising
->= 0.999 (with and without the pairs).
-On the full runs' 28x28 flows (8 test images; the references are the best of every
-run made, strong ones included, and on some images the defaults beat them: these fractions are upper estimates of
-strength): OOD L-inf raising (MNIST images against the Fashion-MNIST models) at eps 0.25, against 400-step Rprop
+>= 0.999 (with and without the pairs). On the full runs' 28x28 flows (8 test images; the references are the best of
+every run made, strong ones included, and on some images the defaults beat them: these fractions are upper estimates
+of strength): OOD L-inf raising (MNIST images against the Fashion-MNIST models) at eps 0.25, against 400-step Rprop
 runs polished by 300 more passes: worst 0.958-0.971 on MNIST with the warm restart (``RPROP_WARM``; a cold random
-restart 0.883-0.911; the pipeline's 40 steps without restart 0.72-0.84), >= 0.993 on noise. L-inf lowering is
-short of the best found (8 images; references: 150-500-step runs of the sign ascent, APGD and Rprop, the best
-point polished twice by the vertex search and by small-step APGD + vertex search, ~1000-2500 passes; other runs
-beat them on single images). Worst (median range) over GLOW / RealNVP, MLE / hybrid, before -> after the
-large-input rule and the secant curvature: eps 0.03 0.29 (0.76-0.97) -> 0.35 (0.94-0.99); eps 0.06 0.32
-(0.62-1.00) -> 0.50 (0.91-1.00); eps 0.125 0.38 (0.76-1.00) -> 0.37 (0.89-0.98); eps 0.25 0.29 (0.67-0.94) ->
-0.32 (0.82-0.86); per checkpoint the worst rose in 10 of 16 cells and fell in 6 (by up to 0.08). Many basins,
-none found reliably at this budget; the references' gains come from polishing the best point of ~1000
-passes. Hence the polish (``LINF_POLISH``, 202 -> 402 passes); against the references raised by the polish
-variants' runs, before -> after: eps 0.03 0.351 (0.84-0.99) -> 0.355 (0.98-1.00); eps 0.06 0.50 (0.89-1.00) ->
-0.58 (0.98-1.00); eps 0.125 0.37 (0.89-0.98) -> 0.38 (0.98-1.00); eps 0.25 0.32 (0.75-0.84) -> 0.33 (0.86-0.99);
-the worst rose in all 16 cells (by 0.001-0.40; GLOW MLE / hybrid / RealNVP hybrid at eps 0.25: 0.58 / 0.68 / 0.34
--> 0.77 / 0.90 / 0.74). The vertex search alone as the polish (``LINF_POLISH_FRACTION = 0``) gained 0.10 on one
-cell (GLOW MLE, eps 0.03), <= 0.01 on the others; APGD for 75 % of the polish: the same worst per eps (0.356 /
-0.577 / 0.384 / 0.327), per cell -0.04..+0.09 against the default; a first step ``alpha0 / 4``: down to 0.37 from
-0.74 on RealNVP hybrid at eps 0.25. The remaining worst images (RealNVP MLE at eps 0.125 / 0.25, RealNVP hybrid
-at 0.03) sit in another basin than the reference: polishing does not move them.
-The L2 objective there has rare basins 2-7x higher than the usual ones in both directions (RealNVP hybrid,
-eps 1: the usual lowering basin pushes one pixel by ~eps plus a
-small dense tail, the high ones move ~10 pixels in structured patterns), reached from random starts and rarely
-from sparse ones; from the default's end point 80 more APGD steps gain 0-2 %: a search over basins more than a
-convergence problem. Hence ``probe_plan``'s rule: one sparse probe and 11 random ones where the screen cannot try
-every single move. Against a strong run (200 steps x 4 runs, seed 3; RealNVP hybrid eps 1: 400 x 4), worst
-(median), before -> after that rule: L2 lowering RealNVP hybrid eps 0.5 / 1 / 4 0.43 (0.95) / 0.14 (0.85) / 0.26
-(0.68) -> 0.49 (0.92) / 0.30 (0.93) / 0.62 (0.95); RealNVP MLE eps 1 / 4 0.41 (0.97) / 0.25 (0.84) -> 0.41 (0.97)
-/ 0.25 (0.82); GLOW MLE / hybrid eps 1 0.82 / 0.93 -> 0.82 / 0.86 (medians >= 0.98); L2 raising RealNVP MLE eps 1
-0.22 (0.69) -> 0.23 (0.77). On large images the probe run then became :func:`~.probe.pattern_plan` (structured starts,
-:mod:`.patterns`). Against the best of every run made since (the strong runs above, the plan's variants, and per image
-12 pattern starts x 100 APGD steps with two window sets: the reference rose by up to 2.1x on single images), worst
-(median), sparse+random plan -> pattern plan: L2 lowering RealNVP hybrid eps 0.5 / 1 / 4 0.49 (0.84) / 0.29 (0.76) /
-0.44 (0.66) -> 0.55 (0.89) / 0.14 (0.83) / 0.44 (0.72); RealNVP MLE eps 1 / 4 0.40 (0.87) / 0.25 (0.74) -> 0.55 (0.88) /
-0.24 (0.72); GLOW MLE / hybrid eps 1 0.82 / 0.86 -> 0.84 / 0.93 (medians 0.98-0.99); L2 raising RealNVP MLE eps 1 0.23
-(0.74) -> 0.28 (0.87); same passes (401 forward+backward, 200 forward-only screening). No single run finds every basin:
-the strong runs themselves reach worst 0.20-0.96 of that reference. Ill-conditioned convex minimisation (R2) converges
-at a rate set by the condition number. With ``clamp`` the L2 ball projection is followed by the clamp, the usual
-approximation of the projection onto their intersection (for L-inf both are boxes: the clamp is the exact projection).
-"""
+restart 0.883-0.911; the pipeline's 40 steps without restart 0.72-0.84), >= 0.993 on noise. L-inf lowering is short
+of the best found (8 images; references: 150-500-step runs of the sign ascent, APGD and Rprop, the best point
+polished twice by the vertex search and by small-step APGD + vertex search, ~1000-2500 passes; other runs beat them
+on single images). Worst (median range) over GLOW / RealNVP, MLE / hybrid, before -> after the large-input rule and
+the secant curvature: eps 0.03 0.29 (0.76-0.97) -> 0.35 (0.94-0.99); eps 0.06 0.32 (0.62-1.00) -> 0.50 (0.91-1.00);
+eps 0.125 0.38 (0.76-1.00) -> 0.37 (0.89-0.98); eps 0.25 0.29 (0.67-0.94) -> 0.32 (0.82-0.86); per checkpoint the
+worst rose in 10 of 16 cells and fell in 6 (by up to 0.08). Many basins, none found reliably at this budget; the
+references' gains come from polishing the best point of ~1000 passes. Hence the polish (``LINF_POLISH``, 202 -> 402
+passes); against the references raised by the polish variants' runs, before -> after: eps 0.03 0.351 (0.84-0.99) ->
+0.355 (0.98-1.00); eps 0.06 0.50 (0.89-1.00) -> 0.58 (0.98-1.00); eps 0.125 0.37 (0.89-0.98) -> 0.38 (0.98-1.00);
+eps 0.25 0.32 (0.75-0.84) -> 0.33 (0.86-0.99); the worst rose in all 16 cells (by 0.001-0.40; GLOW MLE / hybrid /
+RealNVP hybrid at eps 0.25: 0.58 / 0.68 / 0.34 -> 0.77 / 0.90 / 0.74). The vertex search alone as the polish
+(``LINF_POLISH_FRACTION = 0``) gained 0.10 on one cell (GLOW MLE, eps 0.03), <= 0.01 on the others; APGD for 75 % of
+the polish: the same worst per eps (0.356 / 0.577 / 0.384 / 0.327), per cell -0.04..+0.09 against the default; a
+first step ``alpha0 / 4``: down to 0.37 from 0.74 on RealNVP hybrid at eps 0.25. The remaining worst images (RealNVP
+MLE at eps 0.125 / 0.25, RealNVP hybrid at 0.03) sit in another basin than the reference: polishing does not move
+them. The L2 objective there has rare basins 2-7x higher than the usual ones in both directions (RealNVP hybrid, eps
+1: the usual lowering basin pushes one pixel by ~eps plus a small dense tail, the high ones move ~10 pixels in
+structured patterns), reached from random starts and rarely from sparse ones; from the default's end point 80 more
+APGD steps gain 0-2 %: a search over basins more than a convergence problem. Hence ``probe_plan``'s rule: one sparse
+probe and 11 random ones where the screen cannot try every single move. Against a strong run (200 steps x 4 runs,
+seed 3; RealNVP hybrid eps 1: 400 x 4), worst (median), before -> after that rule: L2 lowering RealNVP hybrid eps
+0.5 / 1 / 4 0.43 (0.95) / 0.14 (0.85) / 0.26 (0.68) -> 0.49 (0.92) / 0.30 (0.93) / 0.62 (0.95); RealNVP MLE eps 1 /
+4 0.41 (0.97) / 0.25 (0.84) -> 0.41 (0.97) / 0.25 (0.82); GLOW MLE / hybrid eps 1 0.82 / 0.93 -> 0.82 / 0.86
+(medians >= 0.98); L2 raising RealNVP MLE eps 1 0.22 (0.69) -> 0.23 (0.77). On large images the probe run then
+became :func:`~.probe.pattern_plan` (structured starts, :mod:`.patterns`). Against the best of every run made since
+(the strong runs above, the plan's variants, and per image 12 pattern starts x 100 APGD steps with two window sets:
+the reference rose by up to 2.1x on single images), worst (median), sparse+random plan -> pattern plan: L2 lowering
+RealNVP hybrid eps 0.5 / 1 / 4 0.49 (0.84) / 0.29 (0.76) / 0.44 (0.66) -> 0.55 (0.89) / 0.14 (0.83) / 0.44 (0.72);
+RealNVP MLE eps 1 / 4 0.40 (0.87) / 0.25 (0.74) -> 0.55 (0.88) / 0.24 (0.72); GLOW MLE / hybrid eps 1 0.82 / 0.86 ->
+0.84 / 0.93 (medians 0.98-0.99); L2 raising RealNVP MLE eps 1 0.23 (0.74) -> 0.28 (0.87); same passes (401
+forward+backward, 200 forward-only screening). No single run finds every basin: the strong runs themselves reach
+worst 0.20-0.96 of that reference. Ill-conditioned convex minimisation (R2) converges at a rate set by the condition
+number. With ``clamp`` the L2 ball projection is followed by the clamp, the usual approximation of the projection
+onto their intersection (for L-inf both are boxes: the clamp is the exact projection). """
 
 from __future__ import annotations
 
