@@ -188,8 +188,9 @@ class _AffineAscent:
         self.cooldown = 10  # block steps before a partition is tried again after one was refused
 
     def _enter(self, dual: _Dual) -> _AffineDual | None:
-        """Compress ``dual`` (a new partition from its means); None when the affine projection lowers ``Phi``
-        (then no new partition is tried for ``cooldown`` calls)."""
+        """Compress ``dual`` (a new partition from its means); None when the affine projection lowers ``Phi`` by more
+        than rounding (then no new partition is tried for ``cooldown`` calls). The bound is unaffected either way:
+        the caller keeps the best exact ``Phi`` seen."""
         part = _Partition.build(self.X, dual.Mn, self.eps, self.margin)
         Z = part.U.T @ dual.Mn[part.inner]
         self.rebuilds += 1
@@ -197,7 +198,7 @@ class _AffineAscent:
         over = part.interior_norms(Z) > self.eps * (1 - self.margin / 2)
         x = np.vstack([dual.Mn[~part.inner], Z])
         new = None if over.any() else _compressed(part, x, self.eps, self.reg, self.k)
-        if new is None or new.G < dual.G:
+        if new is None or new.G < dual.G - 1e-12 * max(1.0, abs(dual.G)):  # beyond rounding (the same means if affine)
             self.part, self.wait = None, self.cooldown
             return None
         self.part = part
@@ -268,4 +269,5 @@ def _transfer(accel, convert) -> None:
         accel.last = (convert(accel.last[0]), convert(accel.last[1]))
     accel.dF = [convert(v) for v in accel.dF]
     accel.dS = [convert(v) for v in accel.dS]
-    accel.gram = np.array([[float(np.vdot(a, b)) for b in accel.dF] for a in accel.dF]).reshape(len(accel.dF), -1)
+    k = len(accel.dF)
+    accel.gram = np.array([[float(np.vdot(a, b)) for b in accel.dF] for a in accel.dF]).reshape(k, k)
