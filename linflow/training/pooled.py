@@ -250,6 +250,11 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
     history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k, and on a small near-mean case
     (eps 1) it stalls at a gap of 1.2e-6 where the plain ascent converges in 535 iterations.
+    ``affine`` (0: off): from that iteration on, the block steps run on the compressed dual of
+    :mod:`linflow.training.pooled_affine` (the interior means restricted to ``m_i = A x_i + a``, carried by the rank
+    of the interior data instead of their number; the same steps where the interior set holds); ``Phi`` enters the
+    certificate only as evaluated exactly at the explicit, ball-projected means, at every evaluation of ``F``
+    and when the ascent ends.
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
