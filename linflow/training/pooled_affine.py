@@ -228,8 +228,8 @@ class _AffineAscent:
         """One block step (``prox(B, gaps, rho, eps)``: the per-point responses, :func:`.pooled._prox_responses`;
         ``single``: the explicit rows' products in single precision) from ``dual``: the new (compressed) dual if
         ``Phi`` rose, else None; then :attr:`part` is None when no step was tried (no partition: the caller takes a
-        plain block step). Interior means that reach ``eps (1 - margin / 2)`` become ghosts (explicit rows;
-        :meth:`_Partition.with_ghosts`, the Anderson history carried over)."""
+        plain block step). When an interior mean reaches ``eps (1 - margin / 2)``, those beyond ``eps (1 - 2 margin)``
+        become ghosts (explicit rows; :meth:`_Partition.with_ghosts`, the Anderson history carried over)."""
         self.single = single
         if self.wait > 0:
             self.wait -= 1
@@ -245,7 +245,10 @@ class _AffineAscent:
         corr = self.accel.correction(x, plain - x)
         self.steps += 1
         for cand in ([plain - corr] if corr is not None else []) + [plain]:
-            over = np.flatnonzero(part.interior_norms(cand[part.XE.shape[0]:]) > eps * (1 - self.margin / 2))
+            norms = part.interior_norms(cand[part.XE.shape[0]:])
+            # ghosts when a row reaches eps (1 - margin / 2): then every row beyond eps (1 - 2 margin), fewer events
+            over = np.flatnonzero(norms > eps * (1 - 2 * self.margin)) if norms.max(initial=0.0) > eps * (
+                1 - self.margin / 2) else np.zeros(0, dtype=int)
             cpart = part.with_ghosts(over) if over.size else part
             if over.size:
                 cand = part.convert(cpart, cand)
