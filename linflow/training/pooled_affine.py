@@ -228,7 +228,7 @@ class _AffineAscent:
         """One block step (``prox(B, gaps, rho, eps)``: the per-point responses, :func:`.pooled._prox_responses`;
         ``single``: the explicit rows' products in single precision) from ``dual``: the new (compressed) dual if
         ``Phi`` rose, else None; then :attr:`part` is None when no step was tried (no partition: the caller takes a
-        plain block step). When an interior mean reaches ``eps (1 - margin / 2)``, those beyond ``eps (1 - 2 margin)``
+        plain block step). When an interior mean reaches ``eps (1 - margin / 2)``, those beyond ``eps (1 - margin)``
         become ghosts (explicit rows; :meth:`_Partition.with_ghosts`, the Anderson history carried over)."""
         self.single = single
         if self.wait > 0:
@@ -246,8 +246,8 @@ class _AffineAscent:
         self.steps += 1
         for cand in ([plain - corr] if corr is not None else []) + [plain]:
             norms = part.interior_norms(cand[part.XE.shape[0]:])
-            # ghosts when a row reaches eps (1 - margin / 2): then every row beyond eps (1 - 2 margin), fewer events
-            over = np.flatnonzero(norms > eps * (1 - 2 * self.margin)) if norms.max(initial=0.0) > eps * (
+            # ghosts when a row reaches eps (1 - margin / 2): then every row beyond eps (1 - margin), fewer events
+            over = np.flatnonzero(norms > eps * (1 - self.margin)) if norms.max(initial=0.0) > eps * (
                 1 - self.margin / 2) else np.zeros(0, dtype=int)
             cpart = part.with_ghosts(over) if over.size else part
             if over.size:
@@ -260,7 +260,7 @@ class _AffineAscent:
                     _transfer(self.accel, lambda v, cpart=cpart: part.convert(cpart, v))
                     self.part = cpart
                     self.ghosted += over.size
-                    if cpart.ghost.size > self.max_ghosts * cpart.Q.shape[0]:
+                    if cpart.ghost.size > self.max_ghosts * int(cpart.inner.sum()):
                         self.part = None  # rebuild at the next step
                 return new
         return None
