@@ -25,7 +25,20 @@ when one reaches ``eps (1 - margin / 2)`` the partition is rebuilt from the expl
 ``Phi`` is evaluated exactly (:func:`linflow.training.pooled_dual._pooled_dual`). The compressed ``Phi`` only
 steers (accept a step if it rises): the caller re-evaluates ``Phi`` exactly at the explicit means before it enters
 the certificate. The interior set is a guess (any partition is valid: it only decides which rows are compressed); a
-partition whose affine projection ``U U^T m_I`` lowers ``Phi`` is not used.
+partition whose affine projection ``U U^T m_I`` lowers ``Phi`` (beyond rounding) is not used.
+
+**Measured** (``bench/r6_affine.py``, MNIST-5k, reg 0.01, one thread, 60 CPU s, same session; option ``affine=20``
+of :func:`linflow.training.pooled._sample_pooled` against 0): a step works on about 3500 rows at eps 1 (1900
+interior points of rank 436) and 1800 at eps 3 (3600 of rank 475) instead of 5000; a step plus its ``Phi`` cost
+0.39 s against 0.52 s at eps 1. Shortfall of ``Phi`` to the 600-s references at 15 / 30 / 45 / 60 s, eps 1:
+2.5e-4 / 6.8e-5 / 3.4e-5 / 2.5e-5 before, 1.8e-4 / 4.6e-5 / 2.4e-5 / 1.9e-5 after (102 / 120 iterations; certified
+relative gap 1.24e-7 / 9.2e-8); eps 3: 3.4e-3 / 8.5e-4 / 4.2e-4 / 3.0e-4 before, 5.0e-3 / 8.5e-4 / 3.5e-4 / 2.0e-4
+after (128 / 137; 5.3e-6 / 3.6e-6). Earlier runs in the session, before two fixes (ghosts counted against the
+pseudo-rows, which rebuilt the partition and reset the Anderson history after nearly every ghost event), were worse
+than the plain ascent at eps 1. A time-constant gain (the steps are the same), not a faster rate: 1e-8 at eps 1
+still needs the dual about 3x faster. Tried and dropped: L-BFGS on ``Z`` with the explicit means fixed (from the
+eps-1 dual after 30 s, 30 s more: shortfall 5.4e-5 -> 3.2e-5, where the block ascent reaches 2.6e-5 in 20 s), and
+over-relaxing the interior rows' step (gains ``Phi`` directly but fewer iterations: 3.6e-5 against 2.8e-5).
 """
 
 from __future__ import annotations
