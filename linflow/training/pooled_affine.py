@@ -29,8 +29,9 @@ partition whose affine projection ``U U^T m_I`` lowers ``Phi`` (beyond rounding)
 
 **Measured** (``bench/r6_affine.py``, MNIST-5k, reg 0.01, one thread, 60 CPU s, same session; option ``affine=20``
 of :func:`linflow.training.pooled._sample_pooled` against 0): a step works on about 3500 rows at eps 1 (1900
-interior points of rank 436) and 1800 at eps 3 (3600 of rank 475) instead of 5000; a step plus its ``Phi`` cost
-0.39 s against 0.52 s at eps 1. Shortfall of ``Phi`` to the 600-s references at 15 / 30 / 45 / 60 s, eps 1:
+interior points of rank 436) and 1800 at eps 3 (3600 of rank 475) instead of 5000; a step, its ``Phi`` and Anderson's
+mixing about 0.34 s against 0.46 s at eps 1 (a process-time profile). Shortfall of ``Phi`` to the 600-s
+references at 15 / 30 / 45 / 60 s, eps 1:
 2.5e-4 / 6.8e-5 / 3.4e-5 / 2.5e-5 before, 1.8e-4 / 4.6e-5 / 2.4e-5 / 1.9e-5 after (102 / 120 iterations; certified
 relative gap 1.24e-7 / 9.2e-8); eps 3: 3.4e-3 / 8.5e-4 / 4.2e-4 / 3.0e-4 before, 5.0e-3 / 8.5e-4 / 3.5e-4 / 2.0e-4
 after (128 / 137; 5.3e-6 / 3.6e-6). Earlier runs in the session, before two fixes (ghosts counted against the
