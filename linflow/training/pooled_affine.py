@@ -21,8 +21,9 @@ Anderson mixing is linear, with the same inner products (``U`` orthonormal): on 
 ascent takes the same steps as the ascent on all means, at the cost of ``n - |I| + r`` rows instead of ``n``.
 
 **Safety.** The bound needs feasible means: every step forms the interior means ``U Z`` and checks their norms;
-when one reaches ``eps (1 - margin / 2)`` the partition is rebuilt from the explicit (ball-projected) means, whose
-``Phi`` is evaluated exactly (:func:`linflow.training.pooled_dual._pooled_dual`). The compressed ``Phi`` only
+when one reaches ``eps (1 - margin / 2)``, the rows beyond ``eps (1 - margin)`` become *ghosts*: explicit rows
+(starting at their compressed values), their compressed rows subtracted from the sums, so the means are unchanged;
+the partition is rebuilt (an SVD) when the ghosts exceed 10% of the interior rows. The compressed ``Phi`` only
 steers (accept a step if it rises): the caller re-evaluates ``Phi`` exactly at the explicit means before it enters
 the certificate. The interior set is a guess (any partition is valid: it only decides which rows are compressed); a
 partition whose affine projection ``U U^T m_I`` lowers ``Phi`` (beyond rounding) is not used.
