@@ -1,0 +1,144 @@
+r"""A sub-solve of the pooled dual of R6 over the rare coordinates ``K`` (:mod:`linflow.training.pooled`).
+
+**Where the dual is slow.** At the optimum of the pooled dual ``Phi(m)`` on MNIST the filled eigenspace of
+``Sigma`` and the unfilled eigenvalues crowding at the water level ``nu`` lie in the span of the pixels ``K`` that
+are zero in every interior point (points with ``||m_i|| < eps``): a block of about 200 of the 663 coordinates, in
+which the data are very sparse. The proximal block ascent crawls there (strict complementarity fails at the water
+level). This module ascends ``Phi`` over the ``K``-components of all means with the other components held fixed,
+at a fraction of the cost of a full step.
+
+**The sub-problem.** Split the coordinates into ``K`` and ``N``, fix ``m_N`` and write ``Z`` for the centred
+``x_N + m_N`` (``n x |N|``). With ``R`` restricted to ``K`` (plus the constant coordinates left out by
+:class:`linflow.training.pooled._Reduced`), the Schur complement gives
+
+.. math:: \log\det(\mathrm{cov}(x + m) + \mathrm{reg}\,I + R) = \log\det C_{NN} + \log\det(S(m_K) + R),
+          \qquad S(m_K) = \tfrac1n Y_K^\top A\, Y_K + \mathrm{reg}\,I ,
+
+with ``Y_K = x_K + m_K``, ``C_NN = Z^T Z / n + reg I`` (fixed) and ``A = I - 11^T / n - Z (Z^T Z + n reg
+I)^{-1} Z^T`` (PSD; with ``Z = U D W^T``, ``A = I - 11^T/n - U diag(D^2 / (D^2 + n reg)) U^T``). The best ``R``
+is water-filling (R5) of the eigenvalues of ``S`` and the constant block's ``reg`` with the budget ``tau = eps^2 -
+mean_i ||m_i||^2``; call the value ``Phi_K(m_K)``. Restricting ``R`` only lowers the bound, so ``Phi_K <= Phi``
+(equal when the optimal ``R`` lives in ``K``, as it does near the optimum), and ``Phi_K`` is concave in ``m_K``.
+Its gradient is ``((A Y_K T)_i - lambda m_iK) / n`` with ``T = (S + R^*)^{-1}``, ``lambda = lambda_max(T)``:
+the ``K``-rows of the full gradient (R6, the pooled dual). Each row is constrained to ``||m_iK||^2 <= r_i^2 =
+eps^2 - ||m_iN||^2``.
+
+**The step** (:func:`_k_ascent`) is the proximal block step of :func:`linflow.training.pooled._prox_step` on
+``Phi_K``: each ``m_iK`` maximises ``m^T (T ((A Y_K)_i - m_iK) + rho m_iK) + 1/2 m^T (T - (lambda + rho) I) m`` on its
+ball of radius ``r_i`` (:func:`linflow.training.pooled._prox_responses` on rows scaled by ``1 / r_i``),
+Anderson-accelerated, a step accepted only if ``Phi_K`` rises. One step costs about ``4 n |N| |K| + 4 n |K|^2``
+flops against about ``4 n d^2`` for a full step. The caller evaluates the full ``Phi`` at the means returned and
+keeps them only if it rose, so the certificate never depends on ``K`` (a guess that only steers the step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from .objectives import _LOG_2PI
+from .pooled_dual import _Dual
+from .pooled_extrap import _Anderson
+from .universal import _water_level
+
+
+def _k_coordinates(X: np.ndarray, dual: _Dual, eps: float, energy: float = 1e-5, near: float = 1e-2,
+                   inner: float = 1e-3) -> np.ndarray:
+    """The block ``K`` (indices into ``X``'s columns): the coordinates that are zero in every interior point of
+    ``dual`` (``||m_i|| < eps (1 - inner)``), together with those that carry more than ``energy`` of the squared
+    norm of an eigenvector of ``cov(x + m) + reg I`` that is filled or within ``near`` (relative) above the water
+    level. Sorted; a guess that only steers the step."""
+    interior = np.linalg.norm(dual.Mn, axis=1) < eps * (1.0 - inner)
+    rare = np.flatnonzero(np.all(X[interior] == 0.0, axis=0)) if interior.any() else np.zeros(0, dtype=int)
+    crowd = dual.c < dual.nu * (1.0 + near)
+    heavy = np.flatnonzero(np.sum(dual.V[:, crowd] ** 2, axis=1) > energy)
+    return np.union1d(rare, heavy)
+
+
+class _KProblem:
+    """The sub-problem ``Phi_K`` (module docstring) at fixed ``m_N``: ``X`` (n, d) the points, ``Mn`` the current
+    means (its ``N``-columns are kept), ``K`` the free coordinates, ``k`` the constant coordinates left out."""
+
+    def __init__(self, X: np.ndarray, Mn: np.ndarray, K: np.ndarray, eps: float, reg: float, k: int) -> None:
+        n, d = X.shape
+        N = np.setdiff1d(np.arange(d), K)
+        self.n, self.d, self.K, self.eps, self.reg, self.k = n, d, K, eps, reg, k
+        YN = X[:, N] + Mn[:, N]
+        Z = YN - YN.mean(axis=0)
+        U, D, _ = scipy.linalg.svd(Z, full_matrices=False, lapack_driver="gesdd")
+        self.U, self.w = U, D**2 / (D**2 + n * reg)
+        cnn = D**2 / n + reg  # eigenvalues of C_NN (|N| of them: Z has at most |N| columns)
+        self.logdet_nn = float(np.sum(np.log(cnn))) + (N.size - cnn.size) * np.log(reg)
+        self.XK = X[:, K]
+        self.rn2 = np.sum(Mn[:, N] ** 2, axis=1)
+        self.r = np.sqrt(np.maximum(eps**2 - self.rn2, 0.0))
+
+    def evaluate(self, MK: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(Phi_K, AY, s, V, nu)`` at the ``K``-means ``MK``: ``AY = A Y_K`` and the eigenpairs of ``S``."""
+        n = self.n
+        Y = self.XK + MK
+        AY = Y - Y.mean(axis=0)
+        AY -= self.U @ (self.w[:, None] * (self.U.T @ Y))
+        Sm = AY.T @ Y / n
+        Sm = 0.5 * (Sm + Sm.T)
+        Sm[np.diag_indices_from(Sm)] += self.reg
+        s, V = scipy.linalg.eigh(Sm, driver="evd")
+        tau = max(self.eps**2 - float(np.mean(self.rn2 + np.sum(MK**2, axis=1))), 0.0)
+        call = np.sort(np.concatenate([np.full(self.k, self.reg), s])) if self.k else s
+        nu = _water_level(call, np.sqrt(tau)) if call[0] > 0 else float(call[0])
+        D = self.d + self.k
+        G = 0.5 * (D + self.logdet_nn + float(np.sum(np.log(np.maximum(call, nu)))) + D * _LOG_2PI)
+        return G, AY, s, V, nu
+
+    def step(self, MK: np.ndarray, AY: np.ndarray, s: np.ndarray, V: np.ndarray, nu: float,
+             rho: float) -> np.ndarray:
+        """The proximal block step on ``Phi_K`` (module docstring): feasible ``K``-means."""
+        from .pooled import _prox_responses
+
+        p = 1.0 / np.maximum(s, nu)
+        low = min(float(s[0]), self.reg) if self.k else float(s[0])
+        lam = 1.0 / max(nu, low)
+        gaps = np.maximum(lam - p, 0.0)
+        B = ((AY - MK) @ V) * p + rho * (MK @ V)  # T ((A Y_K)_i - m_iK) + rho m_iK in the eigenbasis of S
+        out = np.zeros_like(MK)
+        live = self.r > 0
+        r = self.r[live][:, None]
+        out[live] = (_prox_responses(B[live] / r, gaps, rho, 1.0) * r) @ V.T
+        norms = np.linalg.norm(out, axis=1)
+        scale = np.minimum(1.0, self.r / np.maximum(norms, np.finfo(float).tiny))
+        return out * scale[:, None]
+
+
+def _k_ascent(X: np.ndarray, dual: _Dual, eps: float, reg: float, K: np.ndarray, steps: int, rho: float,
+              memory: int = 8) -> tuple[np.ndarray, float, int]:
+    """At most ``steps`` accepted proximal block steps on ``Phi_K`` from ``dual``'s means (module docstring).
+    Returns ``(Mn, rho, accepted)``: the new feasible means (the ``N``-columns unchanged), the proximal weight
+    reached (tripled after every failed step) and the number of accepted steps. ``Phi`` at the result is the
+    caller's to evaluate."""
+    prob = _KProblem(X, dual.Mn, K, eps, reg, dual.k)
+    MK = dual.Mn[:, K].copy()
+    G, AY, s, V, nu = prob.evaluate(MK)
+    accel = _Anderson(memory)
+    accepted = 0
+    for _ in range(2 * steps + 4):
+        if accepted >= steps:
+            break
+        plain = prob.step(MK, AY, s, V, nu, rho)
+        corr = accel.correction(MK, plain - MK)
+        cands = [plain]
+        if corr is not None:
+            a = plain - corr
+            norms = np.linalg.norm(a, axis=1)
+            cands.insert(0, a * np.minimum(1.0, prob.r / np.maximum(norms, np.finfo(float).tiny))[:, None])
+        for cand in cands:
+            new = prob.evaluate(cand)
+            if new[0] > G:
+                MK, (G, AY, s, V, nu) = cand, new
+                accepted += 1
+                break
+        else:
+            rho *= 3.0
+            accel.reset()
+    Mn = dual.Mn.copy()
+    Mn[:, K] = MK
+    return Mn, rho, accepted
