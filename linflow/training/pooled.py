@@ -83,6 +83,7 @@ from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_extrap import _Anderson, _Drift
+from .pooled_k import _crowd_step
 from .pooled_newton import _newton_step
 from .pooled_polish import _polish
 from .pooled_primal import _repaired_model
@@ -219,7 +220,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
                    repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
-                   polish_first: bool = True, extrapolate: int = 0) -> tuple[LinearFlow, FitInfo]:
+                   polish_first: bool = True, extrapolate: int = 0, crowd: int = 60) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -249,6 +250,10 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
     history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k, and on a small near-mean case
     (eps 1) it stalls at a gap of 1.2e-6 where the plain ascent converges in 535 iterations.
+    ``crowd`` (60; 0: off): after each block step, at most that many proximal block steps of the sub-solve on the
+    eigenspace crowding at the water level, the other means' components fixed
+    (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged); with it
+    ``primal_every`` defaults to 2 (an iteration then costs several block steps).
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -262,12 +267,12 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     if not (isinstance(rho, float | int) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
     if primal_every is None:
-        primal_every = 10 if repair else 3
+        primal_every = (2 if crowd else 10) if repair else 3
     for name, flag in (("repair", repair), ("single", single), ("polish_first", polish_first)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
     for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1),
-                           ("polish", polish, 0), ("extrapolate", extrapolate, 0)):
+                           ("polish", polish, 0), ("extrapolate", extrapolate, 0), ("crowd", crowd, 0)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
@@ -284,6 +289,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     accel = _Anderson(memory)
     drift = _Drift(extrapolate)
     rho = rho * dual.lam * d / n  # in units of lambda_max(P) d / n (module docstring)
+    crowd_rho = rho
     history: list[tuple[float, float, float]] = []
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
@@ -334,6 +340,10 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if nd is not None:
                 dual = nd
                 accel.reset()
+        if crowd:
+            stop = None if max_seconds is None else c0 + max_seconds * (0.9 if polish else 1.0)
+            cd, crowd_rho = _crowd_step(X, dual, eps, reg, crowd, crowd_rho, deadline=stop)
+            dual = dual if cd is None else cd
         best_G = max(best_G, dual.G)
     bar.close()
     if polish and not converged:

@@ -33,11 +33,13 @@ keeps them only if it rose, so the certificate never depends on ``K`` (a guess t
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.linalg
 
 from .objectives import _LOG_2PI
-from .pooled_dual import _Dual
+from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_extrap import _Anderson
 from .universal import _water_level
 
@@ -64,11 +66,12 @@ class _KProblem:
         N = np.setdiff1d(np.arange(d), K)
         self.n, self.d, self.K, self.eps, self.reg, self.k = n, d, K, eps, reg, k
         YN = X[:, N] + Mn[:, N]
-        Z = YN - YN.mean(axis=0)
-        U, D, _ = scipy.linalg.svd(Z, full_matrices=False, lapack_driver="gesdd")
-        self.U, self.w = U, D**2 / (D**2 + n * reg)
-        cnn = D**2 / n + reg  # eigenvalues of C_NN (|N| of them: Z has at most |N| columns)
-        self.logdet_nn = float(np.sum(np.log(cnn))) + (N.size - cnn.size) * np.log(reg)
+        self.Z = YN - YN.mean(axis=0)
+        G = scipy.linalg.blas.dsyrk(1.0, self.Z, trans=1, lower=1)  # Z^T Z (lower triangle)
+        G[np.diag_indices(N.size)] += n * reg
+        self.chol = scipy.linalg.cho_factor(G, lower=True, check_finite=False)
+        # log det C_NN = log det(Z^T Z + n reg I) - |N| log n
+        self.logdet_nn = 2.0 * float(np.sum(np.log(np.diag(self.chol[0])))) - N.size * np.log(n)
         self.XK = X[:, K]
         self.rn2 = np.sum(Mn[:, N] ** 2, axis=1)
         self.r = np.sqrt(np.maximum(eps**2 - self.rn2, 0.0))
@@ -78,7 +81,7 @@ class _KProblem:
         n = self.n
         Y = self.XK + MK
         AY = Y - Y.mean(axis=0)
-        AY -= self.U @ (self.w[:, None] * (self.U.T @ Y))
+        AY -= self.Z @ scipy.linalg.cho_solve(self.chol, self.Z.T @ Y, check_finite=False)
         Sm = AY.T @ Y / n
         Sm = 0.5 * (Sm + Sm.T)
         Sm[np.diag_indices_from(Sm)] += self.reg
@@ -109,19 +112,21 @@ class _KProblem:
         return out * scale[:, None]
 
 
-def _k_ascent(X: np.ndarray, dual: _Dual, eps: float, reg: float, K: np.ndarray, steps: int, rho: float,
-              memory: int = 8) -> tuple[np.ndarray, float, int]:
-    """At most ``steps`` accepted proximal block steps on ``Phi_K`` from ``dual``'s means (module docstring).
-    Returns ``(Mn, rho, accepted)``: the new feasible means (the ``N``-columns unchanged), the proximal weight
-    reached (tripled after every failed step) and the number of accepted steps. ``Phi`` at the result is the
-    caller's to evaluate."""
-    prob = _KProblem(X, dual.Mn, K, eps, reg, dual.k)
-    MK = dual.Mn[:, K].copy()
+def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: np.ndarray, steps: int,
+              rho: float, memory: int = 8, deadline: float | None = None,
+              trace: list[float] | None = None) -> tuple[np.ndarray, float, int]:
+    """At most ``steps`` accepted proximal block steps on ``Phi_K`` from the feasible means ``Mn`` (module
+    docstring; ``k`` constant coordinates left out), stopping early at the process time ``deadline``. Returns
+    ``(Mn, rho, accepted)``: the new feasible means (the columns outside ``K`` unchanged), the proximal weight
+    reached (tripled after every failed step) and the number of accepted steps; ``trace`` collects ``Phi_K`` after
+    each. ``Phi`` at the result is the caller's to evaluate."""
+    prob = _KProblem(X, Mn, K, eps, reg, k)
+    MK = Mn[:, K].copy()
     G, AY, s, V, nu = prob.evaluate(MK)
     accel = _Anderson(memory)
     accepted = 0
     for _ in range(2 * steps + 4):
-        if accepted >= steps:
+        if accepted >= steps or (deadline is not None and time.process_time() > deadline):
             break
         plain = prob.step(MK, AY, s, V, nu, rho)
         corr = accel.correction(MK, plain - MK)
@@ -135,10 +140,33 @@ def _k_ascent(X: np.ndarray, dual: _Dual, eps: float, reg: float, K: np.ndarray,
             if new[0] > G:
                 MK, (G, AY, s, V, nu) = cand, new
                 accepted += 1
+                if trace is not None:
+                    trace.append(G)
                 break
         else:
             rho *= 3.0
             accel.reset()
-    Mn = dual.Mn.copy()
-    Mn[:, K] = MK
-    return Mn, rho, accepted
+    out = Mn.copy()
+    out[:, K] = MK
+    return out, rho, accepted
+
+
+def _crowd_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, steps: int, rho: float, near: float = 0.05,
+                deadline: float | None = None) -> tuple[_Dual | None, float]:
+    """The sub-solve on the crowded eigenspace (module docstring): :func:`_k_ascent` in the eigenbasis ``V`` of
+    ``cov(x + m) + reg I``, on the eigenvectors whose eigenvalue is filled or within ``near`` (relative) above the
+    water level. ``Phi`` is rotation invariant (so is each ball), so the sub-problem is the one of the module
+    docstring for the rotated points ``X V``. Returns ``(dual, rho)``: the full pooled dual at the new means
+    (projected onto the ``eps``-ball, evaluated in double precision) if its ``Phi`` rose, else None; and the
+    proximal weight reached."""
+    crowd = dual.c < dual.nu * (1.0 + near)
+    q = int(crowd.sum())
+    if q == 0 or q == crowd.size:
+        return None, rho
+    Q = np.concatenate([dual.V[:, crowd], dual.V[:, ~crowd]], axis=1)
+    Mr, rho, accepted = _k_ascent(X @ Q, dual.Mn @ Q, dual.k, eps, reg, np.arange(q), steps, rho,
+                                  deadline=deadline)
+    if not accepted:
+        return None, rho
+    new = _pooled_dual(X, _ball(Mr @ Q.T, eps), eps, reg, dual.k)
+    return (new if new.G > dual.G else None), rho
