@@ -92,7 +92,7 @@ def test_crowd_step_is_feasible_rises_and_stays_below_the_sdp(sdps, case):
     scale = max(1.0, abs(opt))
     rose = 0
     for _ in range(6):
-        new, rho = _crowd_step(Xk, dual, eps, REG, 10, rho, near=0.5)
+        new, rho, _ = _crowd_step(Xk, dual, eps, REG, 10, rho, near=0.5)
         if new is None:
             continue
         rose += 1
@@ -120,13 +120,13 @@ def test_crowd_step_is_a_fixed_point_at_the_optimum(sdps, case):
     for _ in range(400):
         new = _pooled_dual(Xk, _prox_step(dual, eps, rho), eps, REG, dual.k)
         dual = new if new.G > dual.G else dual
-        kd, krho = _crowd_step(Xk, dual, eps, REG, 5, min(krho, 1e6), near=0.5)
+        kd, krho, _ = _crowd_step(Xk, dual, eps, REG, 5, min(krho, 1e6), near=0.5)
         dual = dual if kd is None else kd
         if dual.G >= opt - 1e-9 * scale:
             break
     assert opt - 1e-7 * scale <= dual.G <= opt + 1e-7 * scale  # converged to the SDP optimum (to its accuracy)
     before = dual.G
-    new, _ = _crowd_step(Xk, dual, eps, REG, 20, rho, near=0.5)
+    new, _, _ = _crowd_step(Xk, dual, eps, REG, 20, rho, near=0.5)
     if new is not None:
         assert new.G - before <= 1e-7 * scale and new.G <= opt + 1e-7 * scale and _feasible(new.Mn, eps)
 

@@ -83,7 +83,7 @@ from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_extrap import _Anderson, _Drift
-from .pooled_k import _crowd_step
+from .pooled_k import _crowd_step, _CrowdSchedule
 from .pooled_newton import _newton_step
 from .pooled_polish import _polish
 from .pooled_primal import _repaired_model
@@ -250,10 +250,11 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
     history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k, and on a small near-mean case
     (eps 1) it stalls at a gap of 1.2e-6 where the plain ascent converges in 535 iterations.
-    ``crowd`` (60; 0: off): after each block step, at most that many proximal block steps of the sub-solve on the
+    ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
     eigenspace crowding at the water level, the other means' components fixed
-    (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged); with it
-    ``primal_every`` defaults to 2 (an iteration then costs several block steps).
+    (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
+    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`); with it
+    ``primal_every`` defaults to 2 (an iteration may then cost many block steps).
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -289,7 +290,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     accel = _Anderson(memory)
     drift = _Drift(extrapolate)
     rho = rho * dual.lam * d / n  # in units of lambda_max(P) d / n (module docstring)
-    crowd_rho = rho
+    crowd_rho, sched = rho, _CrowdSchedule(crowd)
     history: list[tuple[float, float, float]] = []
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
@@ -315,6 +316,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             break
         if last:
             break
+        c_step, G_step = time.process_time(), dual.G
         plain = _prox_step(dual, eps, rho, X32)
         step = plain - dual.Mn
         corr = accel.correction(dual.Mn, step)
@@ -340,9 +342,12 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if nd is not None:
                 dual = nd
                 accel.reset()
-        if crowd:
+        sched.block(dual.G - G_step, time.process_time() - c_step)
+        if sched.due():
             stop = None if max_seconds is None else c0 + max_seconds * (0.9 if polish else 1.0)
-            cd, crowd_rho = _crowd_step(X, dual, eps, reg, crowd, crowd_rho, deadline=stop)
+            cd, crowd_rho, accepted = _crowd_step(X, dual, eps, reg, crowd, crowd_rho, deadline=stop,
+                                                  min_rate=sched.rate)
+            sched.done(accepted)
             dual = dual if cd is None else cd
         best_G = max(best_G, dual.G)
     bar.close()

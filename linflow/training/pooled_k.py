@@ -113,10 +113,11 @@ class _KProblem:
 
 
 def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: np.ndarray, steps: int,
-              rho: float, memory: int = 8, deadline: float | None = None,
+              rho: float, memory: int = 8, deadline: float | None = None, min_rate: float = 0.0,
               trace: list[float] | None = None) -> tuple[np.ndarray, float, int]:
     """At most ``steps`` accepted proximal block steps on ``Phi_K`` from the feasible means ``Mn`` (module
-    docstring; ``k`` constant coordinates left out), stopping early at the process time ``deadline``. Returns
+    docstring; ``k`` constant coordinates left out), stopping early at the process time ``deadline`` or when the
+    last three accepted steps gained less than ``min_rate`` per CPU second (the caller's rate of a full step). Returns
     ``(Mn, rho, accepted)``: the new feasible means (the columns outside ``K`` unchanged), the proximal weight
     reached (tripled after every failed step) and the number of accepted steps; ``trace`` collects ``Phi_K`` after
     each. ``Phi`` at the result is the caller's to evaluate."""
@@ -125,8 +126,12 @@ def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: 
     G, AY, s, V, nu = prob.evaluate(MK)
     accel = _Anderson(memory)
     accepted = 0
+    seen = [(time.process_time(), G)]
     for _ in range(2 * steps + 4):
-        if accepted >= steps or (deadline is not None and time.process_time() > deadline):
+        now = time.process_time()
+        if accepted >= steps or (deadline is not None and now > deadline):
+            break
+        if len(seen) > 3 and seen[-1][1] - seen[-4][1] < min_rate * (now - seen[-4][0]):
             break
         plain = prob.step(MK, AY, s, V, nu, rho)
         corr = accel.correction(MK, plain - MK)
@@ -140,6 +145,7 @@ def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: 
             if new[0] > G:
                 MK, (G, AY, s, V, nu) = cand, new
                 accepted += 1
+                seen.append((time.process_time(), G))
                 if trace is not None:
                     trace.append(G)
                 break
@@ -152,21 +158,49 @@ def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: 
 
 
 def _crowd_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, steps: int, rho: float, near: float = 0.05,
-                deadline: float | None = None) -> tuple[_Dual | None, float]:
+                deadline: float | None = None, min_rate: float = 0.0) -> tuple[_Dual | None, float, int]:
     """The sub-solve on the crowded eigenspace (module docstring): :func:`_k_ascent` in the eigenbasis ``V`` of
     ``cov(x + m) + reg I``, on the eigenvectors whose eigenvalue is filled or within ``near`` (relative) above the
     water level. ``Phi`` is rotation invariant (so is each ball), so the sub-problem is the one of the module
-    docstring for the rotated points ``X V``. Returns ``(dual, rho)``: the full pooled dual at the new means
-    (projected onto the ``eps``-ball, evaluated in double precision) if its ``Phi`` rose, else None; and the
-    proximal weight reached."""
+    docstring for the rotated points ``X V``. Returns ``(dual, rho, accepted)``: the full pooled dual at the new
+    means (projected onto the ``eps``-ball, evaluated in double precision) if its ``Phi`` rose, else None; the
+    proximal weight reached and the number of accepted sub-steps. ``deadline``, ``min_rate``: see :func:`_k_ascent`."""
     crowd = dual.c < dual.nu * (1.0 + near)
     q = int(crowd.sum())
     if q == 0 or q == crowd.size:
-        return None, rho
+        return None, rho, 0
     Q = np.concatenate([dual.V[:, crowd], dual.V[:, ~crowd]], axis=1)
     Mr, rho, accepted = _k_ascent(X @ Q, dual.Mn @ Q, dual.k, eps, reg, np.arange(q), steps, rho,
-                                  deadline=deadline)
+                                  deadline=deadline, min_rate=min_rate)
     if not accepted:
-        return None, rho
+        return None, rho, 0
     new = _pooled_dual(X, _ball(Mr @ Q.T, eps), eps, reg, dual.k)
-    return (new if new.G > dual.G else None), rho
+    return (new if new.G > dual.G else None), rho, accepted
+
+
+class _CrowdSchedule:
+    """When to run :func:`_crowd_step` inside the block ascent, and how long. Early on the crowded eigenspace is not
+    yet where the ascent is slow and a full block step gains more per CPU second; so each sub-solve runs while its
+    gain per CPU second stays above the full steps' recent rate (:attr:`rate`), and a sub-solve that stops within
+    3 accepted steps doubles the number of iterations to the next one (at most ``max_wait``); one that runs longer
+    brings the next one back to the next iteration."""
+
+    def __init__(self, steps: int, max_wait: int = 16) -> None:
+        self.steps, self.max_wait = steps, max_wait
+        self.wait = self.skip = 1
+        self.rate = 0.0
+
+    def block(self, gain: float, seconds: float) -> None:
+        """Record a full block step's gain of ``Phi`` and its CPU time (an average of the recent rates)."""
+        rate = max(gain, 0.0) / max(seconds, 1e-9)
+        self.rate = rate if self.rate == 0.0 else 0.5 * (self.rate + rate)
+
+    def due(self) -> bool:
+        """Whether the sub-solve runs at this iteration (call once per iteration)."""
+        self.wait -= 1
+        return self.steps > 0 and self.wait <= 0
+
+    def done(self, accepted: int) -> None:
+        """Record how many sub-steps the sub-solve accepted."""
+        self.skip = 1 if accepted > 3 else min(2 * self.skip, self.max_wait)
+        self.wait = self.skip
