@@ -151,3 +151,19 @@ def test_crowd_option_is_checked():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="crowd"):
             _sample_pooled(Xc, m, S, 1.0, REG, crowd=bad)
+
+
+def test_crowd_schedule_backs_off_and_returns():
+    from linflow.training.pooled_k import _CrowdSchedule
+
+    sched = _CrowdSchedule(10, max_wait=4)
+    assert sched.due()  # the first iteration tries the sub-solve
+    runs = []
+    for it in range(12):
+        if sched.due():
+            runs.append(it)
+            sched.done(0 if it < 8 else 10)  # useless sub-solves first, then useful ones
+    assert runs == [0, 2, 6, 10, 11]  # waits 1, 2, 4, 4 (capped), then every iteration again
+    sched.block(2.0, 1.0)
+    sched.block(4.0, 1.0)
+    assert sched.rate == 3.0 and not _CrowdSchedule(0).due()
