@@ -162,8 +162,10 @@ def test_crowd_schedule_backs_off_and_returns():
     for it in range(12):
         if sched.due():
             runs.append(it)
-            sched.done(0 if it < 8 else 10)  # useless sub-solves first, then useful ones
+            sched.done(0.0 if it < 8 else 10.0, 1.0)  # useless sub-solves first, then useful ones
     assert runs == [0, 2, 6, 10, 11]  # waits 1, 2, 4, 4 (capped), then every iteration again
     sched.block(2.0, 1.0)
     sched.block(4.0, 1.0)
     assert sched.rate == 3.0 and not _CrowdSchedule(0).due()
+    sched.done(2.9, 1.0)  # below the block steps' rate: back off
+    assert sched.skip == 2

@@ -181,9 +181,9 @@ def _crowd_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, steps: int, 
 class _CrowdSchedule:
     """When to run :func:`_crowd_step` inside the block ascent, and how long. Early on the crowded eigenspace is not
     yet where the ascent is slow and a full block step gains more per CPU second; so each sub-solve runs while its
-    gain per CPU second stays above the full steps' recent rate (:attr:`rate`), and a sub-solve that stops within
-    3 accepted steps doubles the number of iterations to the next one (at most ``max_wait``); one that runs longer
-    brings the next one back to the next iteration."""
+    gain per CPU second stays above the full steps' recent rate (:attr:`rate`), and a sub-solve whose whole gain of
+    ``Phi`` per CPU second (its set-up included) falls below that rate doubles the number of iterations to the next
+    one (at most ``max_wait``); one above it brings the next one back to the next iteration."""
 
     def __init__(self, steps: int, max_wait: int = 16) -> None:
         self.steps, self.max_wait = steps, max_wait
@@ -200,7 +200,7 @@ class _CrowdSchedule:
         self.wait -= 1
         return self.steps > 0 and self.wait <= 0
 
-    def done(self, accepted: int) -> None:
-        """Record how many sub-steps the sub-solve accepted."""
-        self.skip = 1 if accepted > 3 else min(2 * self.skip, self.max_wait)
+    def done(self, gain: float, seconds: float) -> None:
+        """Record a sub-solve's gain of ``Phi`` and its CPU time."""
+        self.skip = 1 if gain > self.rate * seconds and gain > 0 else min(2 * self.skip, self.max_wait)
         self.wait = self.skip
