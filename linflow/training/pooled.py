@@ -253,8 +253,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
     eigenspace crowding at the water level, the other means' components fixed
     (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
-    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`); with it
-    ``primal_every`` defaults to 2 (an iteration may then cost many block steps).
+    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`).
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -268,7 +267,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     if not (isinstance(rho, float | int) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
     if primal_every is None:
-        primal_every = (2 if crowd else 10) if repair else 3
+        primal_every = 10 if repair else 3
     for name, flag in (("repair", repair), ("single", single), ("polish_first", polish_first)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {flag!r}")
