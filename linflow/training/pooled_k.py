@@ -86,6 +86,9 @@ class _KProblem:
         self.XK = X[:, K]
         self.rn2 = np.sum(Mn[:, N] ** 2, axis=1)
         self.r = np.sqrt(np.maximum(eps**2 - self.rn2, 0.0))
+        # the diagonal of A (each point's own curvature factor): 1 - 1/n - its ridge leverage in N
+        half = scipy.linalg.solve_triangular(self.chol[0], self.Z.T, lower=True, check_finite=False)
+        self.a = np.clip(1.0 - 1.0 / n - np.sum(half**2, axis=0), 1e-3, 1.0)
 
     def evaluate(self, MK: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
         """``(Phi_K, AY, s, V, nu)`` at the ``K``-means ``MK``: ``AY = A Y_K`` and the eigenpairs of ``S``."""
@@ -113,11 +116,13 @@ class _KProblem:
         low = min(float(s[0]), self.reg) if self.k else float(s[0])
         lam = 1.0 / max(nu, low)
         gaps = np.maximum(lam - p, 0.0)
-        B = ((AY - MK) @ V) * p + rho * (MK @ V)  # T ((A Y_K)_i - m_iK) + rho m_iK in the eigenbasis of S
+        a = self.a[:, None]
+        B = ((AY - a * MK) @ V) * p + rho * (MK @ V)  # T ((A Y_K)_i - a_i m_iK) + rho m_iK, eigenbasis of S
         out = np.zeros_like(MK)
         live = self.r > 0
-        r = self.r[live][:, None]
-        out[live] = (_prox_responses(B[live] / r, gaps, rho, 1.0) * r) @ V.T
+        r, a = self.r[live][:, None], self.a[live]
+        g0 = (rho + lam * (1.0 - a)) / a
+        out[live] = (_prox_responses(B[live] / (r * a[:, None]), gaps, g0, 1.0) * r) @ V.T
         norms = np.linalg.norm(out, axis=1)
         scale = np.minimum(1.0, self.r / np.maximum(norms, np.finfo(float).tiny))
         return out * scale[:, None]
