@@ -156,7 +156,9 @@ def test_crowd_option_is_checked():
 def test_crowd_schedule_backs_off_and_returns():
     from linflow.training.pooled_k import _CrowdSchedule
 
-    sched = _CrowdSchedule(10, max_wait=4)
+    late = _CrowdSchedule(10, first=3)
+    assert [it for it in range(4) if late.due()] == [3]  # the first sub-solve at iteration `first`
+    sched = _CrowdSchedule(10, max_wait=4, first=0)
     assert sched.due()  # the first iteration tries the sub-solve
     runs = []
     for it in range(12):

@@ -201,11 +201,13 @@ class _CrowdSchedule:
     yet where the ascent is slow and a full block step gains more per CPU second; so each sub-solve runs while its
     gain per CPU second stays above the full steps' recent rate (:attr:`rate`), and a sub-solve whose whole gain of
     ``Phi`` per CPU second (its set-up included) falls below that rate doubles the number of iterations to the next
-    one (at most ``max_wait``); one above it brings the next one back to the next iteration."""
+    one (at most ``max_wait``); one above it brings the next one back to the next iteration. The first sub-solve
+    comes at iteration ``first`` (10): on MNIST-5k earlier ones never paid, and at eps 0.3 the ascent converges in
+    11 iterations without them (6 CPU s, against 15 s with a sub-solve from the first iteration on)."""
 
-    def __init__(self, steps: int, max_wait: int = 16) -> None:
+    def __init__(self, steps: int, max_wait: int = 16, first: int = 10) -> None:
         self.steps, self.max_wait = steps, max_wait
-        self.wait = self.skip = 1
+        self.wait, self.skip = first + 1, 1
         self.rate = 0.0
 
     def block(self, gain: float, seconds: float) -> None:
