@@ -10,7 +10,7 @@ import pytest
 
 from linflow import adversarial_fit
 from linflow.training.damped import _damped_eval
-from linflow.training.pooled import _pooled_dual, _prox_step, _Reduced, _sample_pooled, _start
+from linflow.training.pooled import _pooled_dual, _prox_responses, _prox_step, _Reduced, _sample_pooled, _start
 from linflow.training.pooled_k import _crowd_step, _k_ascent, _k_coordinates, _KProblem
 from linflow.validation import check_data
 
@@ -92,7 +92,7 @@ def test_crowd_step_is_feasible_rises_and_stays_below_the_sdp(sdps, case):
     scale = max(1.0, abs(opt))
     rose = 0
     for _ in range(6):
-        new, rho, _ = _crowd_step(Xk, dual, eps, REG, 10, rho, near=0.5)
+        new, rho, _ = _crowd_step(Xk, dual, eps, REG, 10, rho, _prox_responses, near=0.5)
         if new is None:
             continue
         rose += 1
@@ -104,7 +104,7 @@ def test_crowd_step_is_feasible_rises_and_stays_below_the_sdp(sdps, case):
     # the rare coordinates' sub-problem (the block K of the data) also gives feasible means whose Phi is a bound
     K = _k_coordinates(Xk, dual, eps)
     if 0 < K.size < Xk.shape[1]:
-        Mn, _, _ = _k_ascent(Xk, dual.Mn, dual.k, eps, REG, K, 5, rho)
+        Mn, _, _ = _k_ascent(Xk, dual.Mn, dual.k, eps, REG, K, 5, rho, _prox_responses)
         assert _feasible(Mn, eps) and _pooled_dual(Xk, Mn, eps, REG, dual.k).G <= opt + 1e-7 * scale
 
 
@@ -120,13 +120,13 @@ def test_crowd_step_is_a_fixed_point_at_the_optimum(sdps, case):
     for _ in range(400):
         new = _pooled_dual(Xk, _prox_step(dual, eps, rho), eps, REG, dual.k)
         dual = new if new.G > dual.G else dual
-        kd, krho, _ = _crowd_step(Xk, dual, eps, REG, 5, min(krho, 1e6), near=0.5)
+        kd, krho, _ = _crowd_step(Xk, dual, eps, REG, 5, min(krho, 1e6), _prox_responses, near=0.5)
         dual = dual if kd is None else kd
         if dual.G >= opt - 1e-9 * scale:
             break
     assert opt - 1e-7 * scale <= dual.G <= opt + 1e-7 * scale  # converged to the SDP optimum (to its accuracy)
     before = dual.G
-    new, _, _ = _crowd_step(Xk, dual, eps, REG, 20, rho, near=0.5)
+    new, _, _ = _crowd_step(Xk, dual, eps, REG, 20, rho, _prox_responses, near=0.5)
     if new is not None:
         assert new.G - before <= 1e-7 * scale and new.G <= opt + 1e-7 * scale and _feasible(new.Mn, eps)
 

@@ -348,7 +348,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         if sched.due():
             stop = None if max_seconds is None else c0 + max_seconds * (0.9 if polish else 1.0)
             c_step, G_step = time.process_time(), dual.G
-            cd, crowd_rho, _ = _crowd_step(X, dual, eps, reg, crowd, crowd_rho, deadline=stop, min_rate=sched.rate)
+            cd, crowd_rho, _ = _crowd_step(X, dual, eps, reg, crowd, crowd_rho, _prox_responses, deadline=stop,
+                                           min_rate=sched.rate)
             dual = dual if cd is None else cd
             sched.done(dual.G - G_step, time.process_time() - c_step)
         best_G = max(best_G, dual.G)

@@ -47,6 +47,7 @@ steps per CPU second.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -109,11 +110,10 @@ class _KProblem:
         G = 0.5 * (D + self.logdet_nn + float(np.sum(np.log(np.maximum(call, nu)))) + D * _LOG_2PI)
         return G, AY, s, V, nu
 
-    def step(self, MK: np.ndarray, AY: np.ndarray, s: np.ndarray, V: np.ndarray, nu: float,
-             rho: float) -> np.ndarray:
-        """The proximal block step on ``Phi_K`` (module docstring): feasible ``K``-means."""
-        from .pooled import _prox_responses
-
+    def step(self, MK: np.ndarray, AY: np.ndarray, s: np.ndarray, V: np.ndarray, nu: float, rho: float,
+             prox: Callable) -> np.ndarray:
+        """The proximal block step on ``Phi_K`` (module docstring): feasible ``K``-means; ``prox`` is
+        :func:`linflow.training.pooled._prox_responses` (passed in: :mod:`.pooled` imports this module)."""
         p = 1.0 / np.maximum(s, nu)
         low = min(float(s[0]), self.reg) if self.k else float(s[0])
         lam = 1.0 / max(nu, low)
@@ -124,21 +124,22 @@ class _KProblem:
         live = self.r > 0
         r, a = self.r[live][:, None], self.a[live]
         g0 = (rho + lam * (1.0 - a)) / a
-        out[live] = (_prox_responses(B[live] / (r * a[:, None]), gaps, g0, 1.0) * r) @ V.T
+        out[live] = (prox(B[live] / (r * a[:, None]), gaps, g0, 1.0) * r) @ V.T
         norms = np.linalg.norm(out, axis=1)
         scale = np.minimum(1.0, self.r / np.maximum(norms, np.finfo(float).tiny))
         return out * scale[:, None]
 
 
 def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: np.ndarray, steps: int,
-              rho: float, memory: int = 8, deadline: float | None = None, min_rate: float = 0.0,
+              rho: float, prox: Callable, memory: int = 8, deadline: float | None = None, min_rate: float = 0.0,
               trace: list[float] | None = None) -> tuple[np.ndarray, float, int]:
     """At most ``steps`` accepted proximal block steps on ``Phi_K`` from the feasible means ``Mn`` (module
     docstring; ``k`` constant coordinates left out), stopping early at the process time ``deadline`` or when the
     last three accepted steps gained less than ``min_rate`` per CPU second (the caller's rate of a full step). Returns
     ``(Mn, rho, accepted)``: the new feasible means (the columns outside ``K`` unchanged), the proximal weight
     reached (tripled after every failed step) and the number of accepted steps; ``trace`` collects ``Phi_K`` after
-    each. ``Phi`` at the result is the caller's to evaluate."""
+    each. ``Phi`` at the result is the caller's to evaluate. ``prox``:
+    :func:`linflow.training.pooled._prox_responses` (passed in, since :mod:`.pooled` imports this module)."""
     prob = _KProblem(X, Mn, K, eps, reg, k)
     MK = Mn[:, K].copy()
     G, AY, s, V, nu = prob.evaluate(MK)
@@ -151,7 +152,7 @@ def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: 
             break
         if len(seen) > 3 and seen[-1][1] - seen[-4][1] < min_rate * (now - seen[-4][0]):
             break
-        plain = prob.step(MK, AY, s, V, nu, rho)
+        plain = prob.step(MK, AY, s, V, nu, rho, prox)
         corr = accel.correction(MK, plain - MK)
         cands = [plain]
         if corr is not None:
@@ -175,20 +176,22 @@ def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: 
     return out, rho, accepted
 
 
-def _crowd_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, steps: int, rho: float, near: float = 0.05,
+def _crowd_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, steps: int, rho: float, prox: Callable,
+                near: float = 0.05,
                 deadline: float | None = None, min_rate: float = 0.0) -> tuple[_Dual | None, float, int]:
     """The sub-solve on the crowded eigenspace (module docstring): :func:`_k_ascent` in the eigenbasis ``V`` of
     ``cov(x + m) + reg I``, on the eigenvectors whose eigenvalue is filled or within ``near`` (relative) above the
     water level. ``Phi`` is rotation invariant (so is each ball), so the sub-problem is the one of the module
     docstring for the rotated points ``X V``. Returns ``(dual, rho, accepted)``: the full pooled dual at the new
     means (projected onto the ``eps``-ball, evaluated in double precision) if its ``Phi`` rose, else None; the
-    proximal weight reached and the number of accepted sub-steps. ``deadline``, ``min_rate``: see :func:`_k_ascent`."""
+    proximal weight reached and the number of accepted sub-steps. ``prox``, ``deadline``, ``min_rate``: see
+    :func:`_k_ascent`."""
     crowd = dual.c < dual.nu * (1.0 + near)
     q = int(crowd.sum())
     if q == 0 or q == crowd.size:
         return None, rho, 0
     Q = np.concatenate([dual.V[:, crowd], dual.V[:, ~crowd]], axis=1)
-    Mr, rho, accepted = _k_ascent(X @ Q, dual.Mn @ Q, dual.k, eps, reg, np.arange(q), steps, rho,
+    Mr, rho, accepted = _k_ascent(X @ Q, dual.Mn @ Q, dual.k, eps, reg, np.arange(q), steps, rho, prox,
                                   deadline=deadline, min_rate=min_rate)
     if not accepted:
         return None, rho, 0
