@@ -46,30 +46,15 @@ they enter the water-filling as a block ``reg I``; the model is put back in full
 the points' eigen-coordinates shared by the step and ``F`` and a divide-and-conquer ``eigh``, an iteration on
 MNIST-5k is about 1.4x cheaper; the iterates are the same up to rounding.
 
-Measured (``bench/bench_training.py``, MNIST-5k, reg 0.01, 60 CPU s): relative certified gaps 9e-11 / 6e-7 / 4e-5
-at eps 0.3 / 1 / 3 (4 / 112 / 124 iterations), against 7e-9 / 4e-4 / 0.75 for the damped solver. The tail is
-linear but slow (at eps 1 the gap halves every ~20 iterations, so 1e-8 needs ~150 s), and the primal recovered from
-the dual lags the dual value: at eps 1 after 45 s, 99% of ``F - Phi`` (the mean over points of each point's
-suboptimality at the dual's primal) comes from the ~2100 interior points, through their coordinates in the filled
-(non-constant) eigenspace of ``Sigma``. At a stationary point those coordinates vanish; the per-point curvature in
-that space is 0 and the collective one (rotating the filled space against its unfilled neighbours) large, so the
-block step, and any step along those gradient components (at best a gain of 6e-10 there), moves slowly. On some
-small hard-case problems the dual stops ascending (``rho`` explodes) at a relative gap of ~1e-10 to 1e-9, above the
-default ``tol``: ``minorant="pooled"`` then continues with the damped steps
-(:func:`linflow.training.damped._pooled_then_damped`). The option ``newton`` adds a truncated Newton-CG step over all
-means jointly (:mod:`linflow.training.pooled_newton`, the coupling curvature modelled exactly); measured, it does not
-shorten the tail within 60 s (9e-7 / 2e-4 at eps 1 / 3): it raises ``Phi`` faster, but ``F`` at the dual's primal,
-which sets the gap, lags as before; so it is off by default. The option ``repair`` (on by default) attacks that
-upper bound instead: :mod:`linflow.training.pooled_primal` turns the filled space of the dual's primal towards the
-interior points' null space at the Lagrangian's price, and ``F`` there is kept when lower; within 60 CPU s the
-certified gaps become 9e-11 / 1.7e-7 / 1.5e-5 (against 9e-11 / 8.1e-7 / 6.1e-5 without, same session).
-The option ``polish`` (8 steps, on by default) iterates that repair on the exact ``F`` once the ascent ends
-(:mod:`linflow.training.pooled_polish`; the ascent stops at 90% of ``max_seconds``) and ``single`` (on by default)
-computes the block step's products with the eigenvectors in single precision (``Phi`` and ``F`` stay double).
-Within 60 CPU s (same session; before / polish / polish + single): eps 1: 1.6e-7 / 1.24e-7 / 1.48e-7, eps 3: 1.7e-5
-/ 1.37e-5 / 1.42e-5; eps 0.3 converges to rounding in 11 iterations in each. The polish helps in every run; single
-precision buys 2-23% more iterations and a higher ``Phi``, the certified gap moving within the runs' spread (at a
-fixed 70 iterations at eps 1: the same ``F`` to 4e-10 and ``Phi`` to 6e-7, 11% less CPU time).
+Measured (``bench/bench_training.py``, ``bench/r6_affine.py``, ``bench/r6_k.py``, ``bench/r6_prim.py``; MNIST-5k,
+reg 0.01, 60 CPU s, one thread): the history of each option, with its numbers, is in ``docs/theory.md`` (R6) and
+``docs/performance.md``. In short: the block ascent alone certifies ~1e-10 / 6e-7 / 4e-5 at eps 0.3 / 1 / 3 (the
+damped solver 7e-9 / 4e-4 / 0.75); the tail is linear and slow because the optimum is degenerate at the water level
+(unfilled eigenvalues crowd at ``nu``, in the rare pixels where the interior points are zero). ``repair``, ``polish``
+and ``free`` lower the upper bound ``F`` (the interior points' kinks); ``single``, ``affine`` (compressed interior
+means) and ``crowd`` (a sub-solve on the crowded eigenspace) speed up the dual; ``newton`` (Newton-CG) and
+``extrapolate`` are off by default (no gain within 60 s). On MNIST-5k at eps 1 the dual is still ~3x too slow for a
+certified 1e-8 in 60 s.
 """
 
 from __future__ import annotations
@@ -84,6 +69,7 @@ from .objectives import _LOG_2PI, FitInfo
 from .pooled_affine import _AffineAscent, _AffineDual
 from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_extrap import _Anderson, _Drift
+from .pooled_k import _crowd_step, _CrowdSchedule
 from .pooled_newton import _newton_step
 from .pooled_polish import _polish
 from .pooled_prim_smooth import _free_step
@@ -221,8 +207,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
                    repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
-                   polish_first: bool = True, extrapolate: int = 0, free: int = 16,
-                   affine: int = 20) -> tuple[LinearFlow, FitInfo]:
+                   polish_first: bool = True, extrapolate: int = 0, free: int = 16, affine: int = 20,
+                   crowd: int = 60) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -264,6 +250,13 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     and when the ascent ends. On MNIST-5k (60 CPU s, same session) it takes 18% / 7% more iterations and ends with
     ``Phi`` 26% / 34% closer to the 600-s references and certified gaps 9.2e-8 / 3.6e-6 against 1.24e-7 / 5.3e-6
     at eps 1 / 3 (``bench/r6_affine.py``).
+    ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
+    eigenspace crowding at the water level, the other means' components fixed
+    (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
+    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`).
+    Measured (``bench/r6_k.py``, MNIST-5k, 60 CPU s, load ~9): shortfall of ``Phi`` against 600-s references at
+    30 / 60 s, eps 1: 3.3e-5 / 8.4e-6 against 6.6e-5 / 2.5e-5 without, certified gap 3.9e-8 against 1.2e-7; eps 3:
+    8.7e-4 / 1.5e-4 against 1.3e-3 / 3.9e-4, gap 3.4e-6 against 6.7e-6; eps 0.3 converges either way.
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -283,7 +276,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             raise TypeError(f"{name} must be a bool, got {flag!r}")
     for name, val, low in (("newton", newton, 0), ("newton_every", newton_every, 1), ("primal_every", primal_every, 1),
                            ("polish", polish, 0), ("extrapolate", extrapolate, 0), ("free", free, 0),
-                           ("affine", affine, 0)):
+                           ("affine", affine, 0), ("crowd", crowd, 0)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
@@ -301,6 +294,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     drift = _Drift(extrapolate)
     aff = _AffineAscent(X, eps, reg, red.k, _Anderson(memory)) if affine else None
     rho = rho * dual.lam * d / n  # in units of lambda_max(P) d / n (module docstring)
+    crowd_rho, sched = rho, _CrowdSchedule(crowd)
     history: list[tuple[float, float, float]] = []
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
@@ -329,6 +323,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             break
         if last:
             break
+        c_step, G_step = time.process_time(), dual.G
         new = aff.advance(dual, rho, _prox_responses, X32 is not None) if aff is not None and it >= affine else None
         if new is None and (aff is None or aff.part is None):  # the plain block step (no compressed step was tried)
             plain = _prox_step(dual, eps, rho, X32)
@@ -361,6 +356,15 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if nd is not None:
                 dual = nd
                 accel.reset()
+        sched.block(dual.G - G_step, time.process_time() - c_step)
+        if sched.due():
+            stop = None if max_seconds is None else c0 + max_seconds * (0.9 if polish else 1.0)
+            c_step, G_step = time.process_time(), dual.G
+            full = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k) if isinstance(dual, _AffineDual) else dual
+            cd, crowd_rho, _ = _crowd_step(X, full, eps, reg, crowd, crowd_rho, _prox_responses, deadline=stop,
+                                           min_rate=sched.rate)
+            dual = dual if cd is None else cd  # a crowd step leaves explicit means: the affine ascent re-enters
+            sched.done(dual.G - G_step, time.process_time() - c_step)
         if not isinstance(dual, _AffineDual):
             best_G = max(best_G, dual.G)
     bar.close()
