@@ -53,8 +53,7 @@ damped solver 7e-9 / 4e-4 / 0.75); the tail is linear and slow because the optim
 (unfilled eigenvalues crowd at ``nu``, in the rare pixels where the interior points are zero). ``repair``, ``polish``
 and ``free`` lower the upper bound ``F`` (the interior points' kinks); ``single``, ``affine`` (compressed interior
 means) and ``crowd`` (a sub-solve on the crowded eigenspace) speed up the dual; ``newton`` (Newton-CG) and
-``extrapolate`` are off by default (no gain within 60 s). On MNIST-5k at eps 1 the dual is still ~3x too slow for a
-certified 1e-8 in 60 s.
+``extrapolate`` (no gain within 60 s) and ``affine`` (no gain with ``crowd``) are off by default.
 """
 
 from __future__ import annotations
@@ -207,7 +206,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    tol: float = 1e-10, progress: bool = False, init: LinearFlow | None = None, rho: float = 1.5,
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
                    repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
-                   polish_first: bool = True, extrapolate: int = 0, free: int = 16, affine: int = 20,
+                   polish_first: bool = True, extrapolate: int = 0, free: int = 16, affine: int = 0,
                    crowd: int = 60) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
@@ -243,13 +242,15 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
     history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k, and on a small near-mean case
     (eps 1) it stalls at a gap of 1.2e-6 where the plain ascent converges in 535 iterations.
-    ``affine`` (20; 0: off, the solver before): from that iteration on, the block steps run on the compressed dual of
+    ``affine`` (0: off): from that iteration on, the block steps run on the compressed dual of
     :mod:`linflow.training.pooled_affine` (the interior means restricted to ``m_i = A x_i + a``, carried by the rank
     of the interior data instead of their number; the same steps where the interior set holds); ``Phi`` enters the
     certificate only as evaluated exactly at the explicit, ball-projected means, at every evaluation of ``F``
     and when the ascent ends. On MNIST-5k (60 CPU s, same session) it takes 18% / 7% more iterations and ends with
     ``Phi`` 26% / 34% closer to the 600-s references and certified gaps 9.2e-8 / 3.6e-6 against 1.24e-7 / 5.3e-6
-    at eps 1 / 3 (``bench/r6_affine.py``).
+    at eps 1 / 3 (``bench/r6_affine.py``). Off by default: with ``crowd`` (each crowd step leaves explicit means,
+    so the compressed ascent re-enters: a new basis, a fresh history) the 60-s gaps were 4.4e-8 / 3.4e-6-4.5e-6
+    against 2.9e-8-3.4e-8 / 2.4e-6-2.9e-6 with ``crowd`` alone (two runs each, same session, load ~2).
     ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
     eigenspace crowding at the water level, the other means' components fixed
     (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while

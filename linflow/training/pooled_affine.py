@@ -41,6 +41,8 @@ than the plain ascent at eps 1. A time-constant gain (the steps are the same), n
 still needs the dual about 3x faster. Tried and dropped: L-BFGS on ``Z`` with the explicit means fixed (from the
 eps-1 dual after 30 s, 30 s more: shortfall 5.4e-5 -> 3.2e-5, where the block ascent reaches 2.6e-5 in 20 s), and
 over-relaxing the interior rows' step (gains ``Phi`` directly but fewer iterations: 3.6e-5 against 2.8e-5).
+Off by default since the crowded-eigenspace sub-solve (``crowd``, :mod:`.pooled_k`): the two together did worse than
+``crowd`` alone (the ``affine`` paragraph of :func:`linflow.training.pooled._sample_pooled`).
 """
 
 from __future__ import annotations
