@@ -55,8 +55,8 @@ class _Dual:
         return LinearFlow.from_gaussian(self.yb, 0.5 * (cov + cov.T))
 
 
-def _ball(Mn: np.ndarray, eps: float) -> np.ndarray:
-    """Rows projected onto the ``eps``-ball (feasible means)."""
+def _ball(Mn: np.ndarray, eps: float | np.ndarray) -> np.ndarray:
+    """Rows projected onto the ``eps``-ball (feasible means); ``eps`` may also give each row its own radius."""
     norms = np.linalg.norm(Mn, axis=1)
     scale = np.minimum(1.0, eps / np.maximum(norms, np.finfo(float).tiny))
     return Mn * scale[:, None]

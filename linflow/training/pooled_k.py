@@ -125,9 +125,7 @@ class _KProblem:
         r, a = self.r[live][:, None], self.a[live]
         g0 = (rho + lam * (1.0 - a)) / a
         out[live] = (prox(B[live] / (r * a[:, None]), gaps, g0, 1.0) * r) @ V.T
-        norms = np.linalg.norm(out, axis=1)
-        scale = np.minimum(1.0, self.r / np.maximum(norms, np.finfo(float).tiny))
-        return out * scale[:, None]
+        return _ball(out, self.r)  # each row onto its own ball (rounding)
 
 
 def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: np.ndarray, steps: int,
@@ -156,9 +154,7 @@ def _k_ascent(X: np.ndarray, Mn: np.ndarray, k: int, eps: float, reg: float, K: 
         corr = accel.correction(MK, plain - MK)
         cands = [plain]
         if corr is not None:
-            a = plain - corr
-            norms = np.linalg.norm(a, axis=1)
-            cands.insert(0, a * np.minimum(1.0, prob.r / np.maximum(norms, np.finfo(float).tiny))[:, None])
+            cands.insert(0, _ball(plain - corr, prob.r))
         for cand in cands:
             new = prob.evaluate(cand)
             if new[0] > G:
