@@ -34,11 +34,11 @@ def _data(kind: str, seed: int) -> np.ndarray:
 CASES = [("near-mean", 1.0, 13), ("near-mean", 2.0, 2), ("constant", 1.0, 3), ("cross", 2.0, 0)]
 
 
-@pytest.fixture(scope="module")
-def sdps():
+def sdp_references(cases, data) -> dict:
+    """``{(kind, eps, seed): (X, SDP optimum)}`` for ``data(kind, seed)``: status-checked cvxpy references."""
     out = {}
-    for kind, eps, seed in CASES:
-        X = _data(kind, seed)
+    for kind, eps, seed in cases:
+        X = data(kind, seed)
         sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
         # a reference only when the SDP solved and its value is the exact objective at its own solution
         assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
@@ -46,8 +46,14 @@ def sdps():
     return out
 
 
+@pytest.fixture(scope="module")
+def sdps():
+    return sdp_references(CASES, _data)
+
+
 def _ascent(X: np.ndarray, eps: float, steps: int):
-    """``(Xk, duals)``: the reduced points and the duals of ``steps`` plain proximal block steps from the start."""
+    """``(Xk, duals, rho)``: the reduced points, the duals of ``steps`` plain proximal block steps from the start
+    and their proximal weight."""
     Xc, m, S = check_data(X, REG)
     red = _Reduced(Xc)
     Xk = Xc[:, red.keep]
@@ -57,7 +63,7 @@ def _ascent(X: np.ndarray, eps: float, steps: int):
     for _ in range(steps):
         new = _pooled_dual(Xk, _prox_step(duals[-1], eps, rho), eps, REG, red.k)
         duals.append(new if new.G > duals[-1].G else duals[-1])
-    return Xk, duals
+    return Xk, duals, rho
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -66,7 +72,7 @@ def test_extrapolated_dual_is_feasible_rises_and_stays_below_the_sdp(sdps, case)
     recomputed independently, above the current dual's and never above the SDP optimum; None means no rise."""
     X, opt = sdps[case]
     eps = case[1]
-    Xk, duals = _ascent(X, eps, 12)
+    Xk, duals, _ = _ascent(X, eps, 12)
     rises = 0
     for a, b in zip(duals[:-3], duals[3:], strict=True):
         new, trials = _extrapolate(Xk, b, b.Mn - a.Mn, eps, REG)
@@ -84,7 +90,7 @@ def test_extrapolated_dual_is_feasible_rises_and_stays_below_the_sdp(sdps, case)
 
 def test_drift_acts_every_period_and_moves_its_anchor():
     X = _data("near-mean", 2)
-    Xk, duals = _ascent(X, 2.0, 9)
+    Xk, duals, _ = _ascent(X, 2.0, 9)
     drift = _Drift(3)
     out = [drift.step(Xk, d, 2.0, REG) for d in duals[:9]]
     assert all(o is None for i, o in enumerate(out) if (i + 1) % 3)  # only every third call acts

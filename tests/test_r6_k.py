@@ -8,13 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from linflow import adversarial_fit
 from linflow.training.damped import _damped_eval
-from linflow.training.pooled import _pooled_dual, _prox_responses, _prox_step, _Reduced, _sample_pooled, _start
+from linflow.training.pooled import _pooled_dual, _prox_responses, _prox_step, _sample_pooled
 from linflow.training.pooled_k import _crowd_step, _k_ascent, _k_coordinates, _KProblem
 from linflow.validation import check_data
-
-REG = 0.05
+from tests.test_r6_dual import REG, _ascent, sdp_references
 
 
 def _data(kind: str, seed: int) -> np.ndarray:
@@ -36,27 +34,13 @@ CASES = [("rare", 1.0, 0), ("rare", 2.0, 1), ("const", 1.0, 2), ("const", 0.5, 3
 
 @pytest.fixture(scope="module")
 def sdps():
-    out = {}
-    for kind, eps, seed in CASES:
-        X = _data(kind, seed)
-        sdp = adversarial_fit(X, eps, attack="sample", reg=REG, solver="cvxpy", return_info=True)[1]
-        # a reference only when the SDP solved and its value is the exact objective at its own solution
-        assert sdp.status == "optimal" and sdp.solver_value == pytest.approx(sdp.objective, rel=1e-6)
-        out[(kind, eps, seed)] = (X, sdp.objective)
-    return out
+    return sdp_references(CASES, _data)
 
 
 def _start_dual(X: np.ndarray, eps: float, steps: int):
     """``(Xk, dual, rho)``: the reduced points and the dual after ``steps`` plain proximal block steps."""
-    Xc, m, S = check_data(X, REG)
-    red = _Reduced(Xc)
-    Xk = Xc[:, red.keep]
-    dual = _pooled_dual(Xk, _start(Xc, m, S, eps, REG, None)[0][:, red.keep], eps, REG, red.k)
-    rho = 1.5 * dual.lam * Xc.shape[1] / Xc.shape[0]
-    for _ in range(steps):
-        new = _pooled_dual(Xk, _prox_step(dual, eps, rho), eps, REG, red.k)
-        dual = new if new.G > dual.G else dual
-    return Xk, dual, rho
+    Xk, duals, rho = _ascent(X, eps, steps)
+    return Xk, duals[-1], rho
 
 
 def _feasible(Mn: np.ndarray, eps: float) -> bool:
