@@ -69,6 +69,8 @@ class _FillBound:
     def __init__(self, X: np.ndarray, Mn: np.ndarray, free: np.ndarray, VF: np.ndarray, eps: float, reg: float,
                  k: int = 0) -> None:
         n, d = X.shape
+        if VF.ndim != 2 or VF.shape[0] != d or VF.shape[1] + k == 0:
+            raise ValueError(f"VF must be a (d, f) array with f + k > 0 (d = {d}, k = {k}), got shape {VF.shape}")
         self.n, self.d, self.eps, self.reg, self.k, self.VF = n, d, float(eps), float(reg), int(k), VF
         self.free = free
         self.shift = X.mean(axis=0) + Mn.mean(axis=0)  # centring against cancellation in the second moments
@@ -106,6 +108,22 @@ class _FillBound:
         return _FillValue(val, (WY - MI / nu) / n, nu, sch_max, valid)
 
 
+    def model(self, MI: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(mu, Sigma, nu_F)``: the primal of ``Phi_F`` at the free rows ``MI``, ``mu = mean(x + m)`` and ``Sigma =
+        C + V_F R V_F^T`` with ``R = nu_F I - Sch`` (the constant coordinates at ``nu_F``); ``W`` of the gradient is
+        ``Sigma^{-1}``."""
+        n, d = self.n, self.d
+        Y = self.XI + MI
+        mean = (self.sum_f + Y.sum(axis=0)) / n
+        C = (self.gram_f + Y.T @ Y) / n - np.outer(mean, mean)
+        C = 0.5 * (C + C.T)
+        C[np.diag_indices(d)] += self.reg
+        nu = self(MI, grad=False).nu
+        Sch = np.linalg.inv(self.VF.T @ np.linalg.solve(C, self.VF))
+        Sigma = C + self.VF @ (nu * np.eye(self.VF.shape[1]) - 0.5 * (Sch + Sch.T)) @ self.VF.T
+        return mean + self.shift, 0.5 * (Sigma + Sigma.T), nu
+
+
 def _fill_space(dual: _Dual, delta: float) -> np.ndarray:
     """``V_F``: the eigenvectors of ``cov(x + m) + reg I`` that are filled or within ``delta`` (relative) above the
     water level (a guess that only steers the ascent)."""
@@ -131,12 +149,14 @@ def _lbfgs_direction(g: np.ndarray, S: list[np.ndarray], Yd: list[np.ndarray], s
 
 def _fill_ascent(X: np.ndarray, dual: _Dual, eps: float, reg: float, *, delta: float = 1e-3, iters: int = 30,
                  memory: int = 10, inner: float = 1e-3, deadline: float | None = None,
-                 trace: list | None = None) -> tuple[_Dual | None, dict]:
+                 keep_valid: bool = True, trace: list | None = None) -> tuple[_Dual | None, dict]:
     """L-BFGS on ``Phi_F`` (module docstring) over the interior means of ``dual`` (rows with ``||m_i|| < eps (1 -
     inner)``), ``F`` from :func:`_fill_space` with ``delta``; at most ``iters`` iterations or until the process time
     ``deadline``. Returns ``(dual, info)``: the full pooled dual at the new means (projected onto the ``eps``-ball,
     in double precision) if its ``Phi`` rose above ``dual.G``, else None; ``info`` counts iterations, evaluations,
-    frozen rows and the last ``Phi_F`` and its validity. ``trace`` collects ``(process time, Phi_F, lambda_max(Sch) / nu_F - 1)`` (``<= 0``: valid)."""
+    frozen rows, the last ``Phi_F`` and its validity, the final (projected) means ``means``, the free rows ``rows``
+    and ``VF``. With ``keep_valid`` (default) a step is accepted only where ``R`` stays PSD (so ``Phi_F <= Phi``).
+    ``trace`` collects ``(process time, Phi_F, lambda_max(Sch) / nu_F - 1)`` (``<= 0``: valid)."""
     n, d = X.shape
     free = np.linalg.norm(dual.Mn, axis=1) < eps * (1.0 - inner)
     info = {"iters": 0, "evals": 0, "frozen": 0, "free": int(free.sum()), "f": 0, "valid": True, "G_F": np.nan}
@@ -144,6 +164,8 @@ def _fill_ascent(X: np.ndarray, dual: _Dual, eps: float, reg: float, *, delta: f
         return None, info
     VF = _fill_space(dual, delta)
     info["f"] = VF.shape[1]
+    if VF.shape[1] + dual.k == 0:  # nothing filled: no budget to pool
+        return None, info
     prob = _FillBound(X, dual.Mn, free, VF, eps, reg, dual.k)
     MI = dual.Mn[free].copy()
     cur = prob(MI)
@@ -171,7 +193,8 @@ def _fill_ascent(X: np.ndarray, dual: _Dual, eps: float, reg: float, *, delta: f
             trial = _ball(trial, eps * (1.0 - inner))
             val = prob(trial)
             info["evals"] += 1
-            if val.G >= cur.G + 1e-4 * float(np.vdot(cur.grad, trial - MI)) and val.G > cur.G:
+            rise = val.G >= cur.G + 1e-4 * float(np.vdot(cur.grad, trial - MI)) and val.G > cur.G
+            if rise and (val.valid or not keep_valid):
                 new = (trial, val, out)
                 break
             alpha *= 0.3
@@ -194,5 +217,7 @@ def _fill_ascent(X: np.ndarray, dual: _Dual, eps: float, reg: float, *, delta: f
     info.update(frozen=int((~live).sum()), valid=bool(cur.valid), G_F=cur.G)
     Mn = dual.Mn.copy()
     Mn[free] = MI
-    new_dual = _pooled_dual(X, _ball(Mn, eps), eps, reg, dual.k)
+    Mn = _ball(Mn, eps)
+    info.update(means=Mn, rows=free, VF=VF)
+    new_dual = _pooled_dual(X, Mn, eps, reg, dual.k)
     return (new_dual if new_dual.G > dual.G else None), info
