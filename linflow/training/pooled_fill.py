@@ -35,6 +35,18 @@ interior means (``||m_i|| < eps (1 - inner)``), the others fixed; a row that a s
 projected back and frozen. ``F`` and the interior set are guesses that only steer the step: the caller gets the
 full ``Phi`` at the resulting (ball-projected) means, evaluated in double precision by
 :func:`linflow.training.pooled_dual._pooled_dual`, and keeps it only if it rose.
+
+**Why it does not remove the slow modes** (measured, ``bench/r6_fill.py``; not used by the solver). Adding an
+unfilled eigenvector ``u`` (``c_u > nu``) to the exact filled space gives ``nu_F = nu + (c_u - nu) / f'' < c_u``:
+``R`` is indefinite and ``Phi_F > Phi`` (concavity of ``log``), so the near-level directions can never be counted
+as filled at the current means. Outside validity ``Phi_F`` prices variance along ``u`` at ``1 / nu_F`` instead of
+``1 / c_u``, so its ascent drives ``c_u`` further up: on MNIST-5k at eps 1 (a 40-s state, ``delta = 1e-3``, 5
+directions added) ``lambda_max(Sch) / nu_F - 1`` grows from 8.8e-4 to 3.7e-3 in 10 L-BFGS steps while the true
+``Phi`` falls; with ``delta = 1e-2`` ``Phi_F`` ends 1.6e-4 above the 600-s ``Phi_ref``. Hence ``keep_valid``;
+then only ``delta = 0`` moves, where ``Phi_F = Phi`` and its gradient at the start, the near-level directions stay
+in ``U`` with per-point curvature ``lambda (1 - nu / c_u)`` (2e-4 ``lambda`` at eps 1) and L-BFGS is slower per
+CPU second than the default ascent: from 40-s states, 10 CPU s leave ``Phi`` short by 1.50e-5 (eps 1, from
+1.71e-5) and 5.2e-4 (eps 3, from 6.3e-4) against 1.23e-5 and 2.6e-4 for the default.
 """
 
 from __future__ import annotations
