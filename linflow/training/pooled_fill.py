@@ -46,7 +46,9 @@ directions added) ``lambda_max(Sch) / nu_F - 1`` grows from 8.8e-4 to 3.7e-3 in 
 then only ``delta = 0`` moves, where ``Phi_F = Phi`` and its gradient at the start, the near-level directions stay
 in ``U`` with per-point curvature ``lambda (1 - nu / c_u)`` (2e-4 ``lambda`` at eps 1) and L-BFGS is slower per
 CPU second than the default ascent: from 40-s states, 10 CPU s leave ``Phi`` short by 1.50e-5 (eps 1, from
-1.71e-5) and 5.2e-4 (eps 3, from 6.3e-4) against 1.23e-5 and 2.6e-4 for the default.
+1.71e-5) and 5.2e-4 (eps 3, from 6.3e-4) against 1.23e-5 and 2.6e-4 for the default; from 20-s states, 1.68e-4
+(from 1.73e-4) and 2.54e-3 (from 2.69e-3) against 3.4e-5 and 1.40e-3, a filled direction reaching the level
+(``R`` singular) within a few steps. ``F`` at the primal of ``Phi_F`` is no lower than at the dual's primal.
 """
 
 from __future__ import annotations
