@@ -2,7 +2,7 @@
 (:mod:`linflow.training.pooled_affine`, option ``affine`` of ``_sample_pooled``), same process, one thread.
 
 Prints, per eps and setting, the shortfall ``Phi_ref - max Phi`` at 15/30/45/60 CPU s (``Phi_ref``: block-ascent
-runs of 600 CPU s, ``docs/theory.md`` R6), the certified relative gap at the end and the iterations. ``max Phi`` is
+runs of 600 CPU s, ``docs/performance.md``), the certified relative gap at the end and the iterations. ``max Phi`` is
 traced at every evaluation of the dual (the compressed ones included: equal to the exact ``Phi`` of the explicit
 means up to rounding; the certificate uses only exact evaluations). Usage::
 

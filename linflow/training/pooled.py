@@ -47,7 +47,7 @@ the points' eigen-coordinates shared by the step and ``F`` and a divide-and-conq
 MNIST-5k is about 1.4x cheaper; the iterates are the same up to rounding.
 
 Measured (``bench/bench_training.py``, ``bench/r6_affine.py``, ``bench/r6_k.py``, ``bench/r6_prim.py``; MNIST-5k,
-reg 0.01, 60 CPU s, one thread): the history of each option, with its numbers, is in ``docs/theory.md`` (R6) and
+reg 0.01, 60 CPU s, one thread): each option's maths is in ``docs/theory.md`` (R6), its history and numbers in
 ``docs/performance.md``. In short: the block ascent alone certifies ~1e-10 / 6e-7 / 4e-5 at eps 0.3 / 1 / 3 (the
 damped solver 7e-9 / 4e-4 / 0.75); the tail is linear and slow because the optimum is degenerate at the water level
 (unfilled eigenvalues crowd at ``nu``, in the rare pixels where the interior points are zero). ``repair``, ``polish``
