@@ -85,24 +85,35 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps
     of ``g`` (More & Sorensen), so Newton's method from ``g0`` (left of the root) increases monotonically to it.
     """
     g0 = np.broadcast_to(np.asarray(g0, dtype=float), (B.shape[0],))
-    C = B / (g0[:, None] + gaps)
-    norms = np.linalg.norm(C, axis=1)
+    if np.ndim(g0) and np.all(g0 == g0[0]):  # one weight for all rows: multiply by one reciprocal row
+        C = B * (1.0 / (g0[0] + gaps))
+    else:
+        C = B / (g0[:, None] + gaps)
+    norms = np.sqrt(np.einsum("ij,ij->i", C, C))
     out = np.flatnonzero(norms > eps)
     if out.size:
         Bo = B[out]
+        B2 = Bo * Bo  # the Newton iteration needs only the squares: ||c||^2 = sum_j b_j^2 / (g + gaps_j)^2
         g = g0[out].copy()
         active = np.arange(out.size)
+        inv, T = np.empty_like(B2), np.empty_like(B2)
         for _ in range(maxiter):
-            Co = Bo[active] / (g[active, None] + gaps)
-            nn = np.linalg.norm(Co, axis=1)
-            slope = np.sum(Co**2 / (g[active, None] + gaps), axis=1) / nn**3  # d(1/||c||)/dg
+            m = active.size
+            np.add(g[active, None], gaps, out=inv[:m])
+            np.reciprocal(inv[:m], out=inv[:m])
+            np.multiply(B2, inv[:m], out=T[:m])
+            T[:m] *= inv[:m]  # c_j^2
+            nn = np.sqrt(T[:m].sum(axis=1))
+            slope = np.einsum("ij,ij->i", T[:m], inv[:m]) / nn**3  # d(1/||c||)/dg
             step = (1.0 / eps - 1.0 / nn) / slope
             g[active] += np.maximum(step, 0.0)
-            active = active[np.abs(nn / eps - 1.0) > 1e-14]
+            keep = np.abs(nn / eps - 1.0) > 1e-14
+            if not keep.all():
+                active, B2 = active[keep], B2[keep]  # B2: the active rows' squares
             if active.size == 0:
                 break
         Co = Bo / (g[:, None] + gaps)
-        C[out] = Co * (eps / np.linalg.norm(Co, axis=1))[:, None]
+        C[out] = Co * (eps / np.sqrt(np.einsum("ij,ij->i", Co, Co)))[:, None]
     return C
 
 
@@ -363,7 +374,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             c_step, G_step = time.process_time(), dual.G
             full = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k) if isinstance(dual, _AffineDual) else dual
             cd, crowd_rho, _ = _crowd_step(X, full, eps, reg, crowd, crowd_rho, _prox_responses, deadline=stop,
-                                           min_rate=sched.rate)
+                                           min_rate=sched.rate, single=X32 is not None)
             dual = dual if cd is None else cd  # a crowd step leaves explicit means: the affine ascent re-enters
             sched.done(dual.G - G_step, time.process_time() - c_step)
         if not isinstance(dual, _AffineDual):
