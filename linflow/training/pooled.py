@@ -93,23 +93,23 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps
     out = np.flatnonzero(norms > eps)
     if out.size:
         Bo = B[out]
-        B2 = Bo * Bo  # the Newton iteration needs only the squares: ||c||^2 = sum_j b_j^2 / (g + gaps_j)^2
+        Ba = Bo  # the active rows of Bo
         g = g0[out].copy()
         active = np.arange(out.size)
-        inv, T = np.empty_like(B2), np.empty_like(B2)
+        inv, T = np.empty_like(Bo), np.empty_like(Bo)  # buffers: 1 / (g + gaps) and c_j^2 of the active rows
         for _ in range(maxiter):
             m = active.size
             np.add(g[active, None], gaps, out=inv[:m])
             np.reciprocal(inv[:m], out=inv[:m])
-            np.multiply(B2, inv[:m], out=T[:m])
-            T[:m] *= inv[:m]  # c_j^2
+            np.multiply(Ba, inv[:m], out=T[:m])
+            T[:m] *= T[:m]
             nn = np.sqrt(T[:m].sum(axis=1))
             slope = np.einsum("ij,ij->i", T[:m], inv[:m]) / nn**3  # d(1/||c||)/dg
             step = (1.0 / eps - 1.0 / nn) / slope
             g[active] += np.maximum(step, 0.0)
             keep = np.abs(nn / eps - 1.0) > 1e-14
             if not keep.all():
-                active, B2 = active[keep], B2[keep]  # B2: the active rows' squares
+                active, Ba = active[keep], Ba[keep]
             if active.size == 0:
                 break
         Co = Bo / (g[:, None] + gaps)

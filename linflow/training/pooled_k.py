@@ -73,7 +73,11 @@ def _k_coordinates(X: np.ndarray, dual: _Dual, eps: float, energy: float = 1e-5,
 
 class _KProblem:
     """The sub-problem ``Phi_K`` (module docstring) at fixed ``m_N``: ``X`` (n, d) the points, ``Mn`` the current
-    means (its ``N``-columns are kept), ``K`` the free coordinates, ``k`` the constant coordinates left out."""
+    means (its ``N``-columns are kept), ``K`` the free coordinates, ``k`` the constant coordinates left out.
+    ``single`` (False here; see :class:`_CrowdProblem`): the step's products with the eigenvectors of ``S`` in single
+    precision (the step only proposes feasible means; ``Phi_K`` decides, in double precision)."""
+
+    single = False
 
     def __init__(self, X: np.ndarray, Mn: np.ndarray, K: np.ndarray, eps: float, reg: float, k: int) -> None:
         n, d = X.shape
@@ -123,12 +127,18 @@ class _KProblem:
         lam = 1.0 / max(nu, low)
         gaps = np.maximum(lam - p, 0.0)
         a = self.a[:, None]
-        B = ((AY - a * MK) @ V) * p + rho * (MK @ V)  # T ((A Y_K)_i - a_i m_iK) + rho m_iK, eigenbasis of S
+        dt = np.float32 if self.single else np.float64  # single: the three products with V steer only
+        Vd = V.astype(dt, copy=False)
+
+        def cast(M: np.ndarray) -> np.ndarray:
+            return M.astype(dt, copy=False)
+
+        B = (cast(AY - a * MK) @ Vd) * p + rho * (cast(MK) @ Vd)  # T ((A Y_K)_i - a_i m_iK) + rho m_iK, basis of S
         out = np.zeros_like(MK)
         live = self.r > 0
         r, a = self.r[live][:, None], self.a[live]
         g0 = (rho + lam * (1.0 - a)) / a
-        out[live] = (prox(B[live] / (r * a[:, None]), gaps, g0, 1.0) * r) @ V.T
+        out[live] = cast(prox(B[live].astype(float, copy=False) / (r * a[:, None]), gaps, g0, 1.0) * r) @ Vd.T
         return _ball(out, self.r)  # each row onto its own ball (rounding)
 
 
@@ -153,6 +163,7 @@ class _CrowdProblem(_KProblem):
         n, d = X.shape
         q = int(crowd.sum())
         self.n, self.d, self.K, self.eps, self.reg, self.k = n, d, np.arange(q), eps, reg, dual.k
+        self.single = single
         self.VK = dual.V[:, crowd]
         self.Y0 = dual.Yc @ self.VK  # Y_c V_K: the centred K-coordinates at the start
         self.M0 = dual.Mn @ self.VK
@@ -199,7 +210,9 @@ def _ascend(prob: _KProblem, MK: np.ndarray, steps: int, rho: float, prox: Calla
             deadline: float | None = None, min_rate: float = 0.0,
             trace: list[float] | None = None) -> tuple[np.ndarray, float, int]:
     """The loop of :func:`_k_ascent` on a built sub-problem ``prob`` (a :class:`_KProblem` or
-    :class:`_CrowdProblem`) from its ``K``-means ``MK``: ``(MK, rho, accepted)``."""
+    :class:`_CrowdProblem`) from its ``K``-means ``MK``: ``(MK, rho, accepted)``; it also stops when a step fails
+    at ``rho`` above 1e12 (stalled, as the block ascent; the proximal weight would otherwise grow to overflow over
+    repeated sub-solves at an optimum)."""
     G, AY, s, V, nu = prob.evaluate(MK)
     accel = _Anderson(memory)
     accepted = 0
@@ -225,6 +238,8 @@ def _ascend(prob: _KProblem, MK: np.ndarray, steps: int, rho: float, prox: Calla
                     trace.append(G)
                 break
         else:
+            if rho > 1e12:  # no ascent at any step length: stalled (at the sub-problem's optimum, to rounding)
+                break
             rho *= 3.0
             accel.reset()
     return MK, rho, accepted
@@ -239,16 +254,18 @@ def _crowd_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, steps: int, 
     docstring for the rotated points ``X V`` (built without rotating them: :class:`_CrowdProblem`; ``single``:
     its products with the fixed block in single precision). Returns ``(dual, rho, accepted)``: the full pooled dual
     at the new means (projected onto the ``eps``-ball, evaluated in double precision) if its ``Phi`` rose, else
-    None; the proximal weight reached and the number of accepted sub-steps. ``prox``, ``deadline``, ``min_rate``:
+    None; the proximal weight reached (the one given when no sub-step ascended) and the number of accepted
+    sub-steps. ``prox``, ``deadline``, ``min_rate``:
     see :func:`_k_ascent`."""
     crowd = dual.c < dual.nu * (1.0 + near)
     q = int(crowd.sum())
     if q == 0 or q == crowd.size:
         return None, rho, 0
     prob = _CrowdProblem(X, dual, crowd, eps, reg, single)
-    MK, rho, accepted = _ascend(prob, prob.M0.copy(), steps, rho, prox, deadline=deadline, min_rate=min_rate)
-    if not accepted:
+    MK, out_rho, accepted = _ascend(prob, prob.M0.copy(), steps, rho, prox, deadline=deadline, min_rate=min_rate)
+    if not accepted:  # nothing ascended: the next sub-problem (after block steps) starts from the same weight
         return None, rho, 0
+    rho = out_rho
     new = _pooled_dual(X, _ball(dual.Mn + (MK - prob.M0) @ prob.VK.T, eps), eps, reg, dual.k)
     return (new if new.G > dual.G else None), rho, accepted
 
