@@ -146,3 +146,4 @@ def test_trust_region_responses_with_per_row_weights_are_the_row_by_row_ones():
         assert np.allclose(C[i], _prox_responses(B[i:i + 1], gaps, float(g0[i]), eps)[0], rtol=1e-12, atol=1e-14)
     same = _prox_responses(B, gaps, np.full(60, 0.7), eps)  # equal weights: the one-reciprocal path
     assert np.allclose(same, _prox_responses(B, gaps, 0.7, eps), rtol=0, atol=0)
+    assert _prox_responses(np.zeros((0, d)), gaps, 0.7, eps).shape == (0, d)  # no rows (an empty block)

@@ -85,7 +85,7 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps
     of ``g`` (More & Sorensen), so Newton's method from ``g0`` (left of the root) increases monotonically to it.
     """
     g0 = np.broadcast_to(np.asarray(g0, dtype=float), (B.shape[0],))
-    if np.ndim(g0) and np.all(g0 == g0[0]):  # one weight for all rows: multiply by one reciprocal row
+    if g0.size and np.all(g0 == g0[0]):  # one weight for all rows: multiply by one reciprocal row
         C = B * (1.0 / (g0[0] + gaps))
     else:
         C = B / (g0[:, None] + gaps)
