@@ -265,7 +265,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
     eigenspace crowding at the water level, the other means' components fixed
     (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
-    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`).
+    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`); its
+    products with the fixed block in single precision while ``single`` holds (they only steer).
     Measured (``bench/r6_k.py``, MNIST-5k, 60 CPU s, load ~9): shortfall of ``Phi`` against 600-s references at
     30 / 60 s, eps 1: 3.3e-5 / 8.4e-6 against 6.6e-5 / 2.5e-5 without, certified gap 3.9e-8 against 1.2e-7; eps 3:
     8.7e-4 / 1.5e-4 against 1.3e-3 / 3.9e-4, gap 3.4e-6 against 6.7e-6; eps 0.3 converges either way.
