@@ -85,24 +85,35 @@ def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps
     of ``g`` (More & Sorensen), so Newton's method from ``g0`` (left of the root) increases monotonically to it.
     """
     g0 = np.broadcast_to(np.asarray(g0, dtype=float), (B.shape[0],))
-    C = B / (g0[:, None] + gaps)
-    norms = np.linalg.norm(C, axis=1)
+    if g0.size and np.all(g0 == g0[0]):  # one weight for all rows: multiply by one reciprocal row
+        C = B * (1.0 / (g0[0] + gaps))
+    else:
+        C = B / (g0[:, None] + gaps)
+    norms = np.sqrt(np.einsum("ij,ij->i", C, C))
     out = np.flatnonzero(norms > eps)
     if out.size:
         Bo = B[out]
+        Ba = Bo  # the active rows of Bo
         g = g0[out].copy()
         active = np.arange(out.size)
+        inv, T = np.empty_like(Bo), np.empty_like(Bo)  # buffers: 1 / (g + gaps) and c_j^2 of the active rows
         for _ in range(maxiter):
-            Co = Bo[active] / (g[active, None] + gaps)
-            nn = np.linalg.norm(Co, axis=1)
-            slope = np.sum(Co**2 / (g[active, None] + gaps), axis=1) / nn**3  # d(1/||c||)/dg
+            m = active.size
+            np.add(g[active, None], gaps, out=inv[:m])
+            np.reciprocal(inv[:m], out=inv[:m])
+            np.multiply(Ba, inv[:m], out=T[:m])
+            T[:m] *= T[:m]
+            nn = np.sqrt(T[:m].sum(axis=1))
+            slope = np.einsum("ij,ij->i", T[:m], inv[:m]) / nn**3  # d(1/||c||)/dg
             step = (1.0 / eps - 1.0 / nn) / slope
             g[active] += np.maximum(step, 0.0)
-            active = active[np.abs(nn / eps - 1.0) > 1e-14]
+            keep = np.abs(nn / eps - 1.0) > 1e-14
+            if not keep.all():
+                active, Ba = active[keep], Ba[keep]
             if active.size == 0:
                 break
         Co = Bo / (g[:, None] + gaps)
-        C[out] = Co * (eps / np.linalg.norm(Co, axis=1))[:, None]
+        C[out] = Co * (eps / np.sqrt(np.einsum("ij,ij->i", Co, Co)))[:, None]
     return C
 
 
@@ -254,7 +265,8 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
     eigenspace crowding at the water level, the other means' components fixed
     (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
-    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`).
+    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`); its
+    products with the fixed block in single precision while ``single`` holds (they only steer).
     Measured (``bench/r6_k.py``, MNIST-5k, 60 CPU s, load ~9): shortfall of ``Phi`` against 600-s references at
     30 / 60 s, eps 1: 3.3e-5 / 8.4e-6 against 6.6e-5 / 2.5e-5 without, certified gap 3.9e-8 against 1.2e-7; eps 3:
     8.7e-4 / 1.5e-4 against 1.3e-3 / 3.9e-4, gap 3.4e-6 against 6.7e-6; eps 0.3 converges either way.
@@ -363,7 +375,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             c_step, G_step = time.process_time(), dual.G
             full = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k) if isinstance(dual, _AffineDual) else dual
             cd, crowd_rho, _ = _crowd_step(X, full, eps, reg, crowd, crowd_rho, _prox_responses, deadline=stop,
-                                           min_rate=sched.rate)
+                                           min_rate=sched.rate, single=X32 is not None)
             dual = dual if cd is None else cd  # a crowd step leaves explicit means: the affine ascent re-enters
             sched.done(dual.G - G_step, time.process_time() - c_step)
         if not isinstance(dual, _AffineDual):

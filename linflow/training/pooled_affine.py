@@ -285,9 +285,4 @@ class _AffineAscent:
 
 def _transfer(accel, convert) -> None:
     """Carry an Anderson history over to new variables by a linear map (the Gram matrix recomputed)."""
-    if accel.last is not None:
-        accel.last = (convert(accel.last[0]), convert(accel.last[1]))
-    accel.dF = [convert(v) for v in accel.dF]
-    accel.dS = [convert(v) for v in accel.dS]
-    k = len(accel.dF)
-    accel.gram = np.array([[float(np.vdot(a, b)) for b in accel.dF] for a in accel.dF]).reshape(k, k)
+    accel.transform(convert)

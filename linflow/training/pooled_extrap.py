@@ -78,48 +78,87 @@ def _extrapolate(X: np.ndarray, dual: _Dual, D: np.ndarray, eps: float, reg: flo
 
 
 class _Anderson:
-    """Anderson acceleration (type II) of the fixed-point map ``m -> m^+``: keeps the last ``memory`` differences
-    of the steps ``f_k = m^+_k - m_k`` (their Gram matrix updated incrementally) and of ``m_k + f_k``."""
+    """Anderson acceleration (type II) of the fixed-point map ``m -> m^+``: keeps the last ``memory - 1``
+    differences of the steps ``f_k = m^+_k - m_k`` and of ``m_k + f_k``, each history stacked in one array (a
+    ring: slot order, not age order; the least-squares fit does not depend on the order of its columns) and its
+    Gram matrix updated incrementally: one new row per call (one matrix-vector product over the history), the
+    coefficients by a second, the correction by a third. Everything in double precision; the same numbers as a
+    list-and-``vdot`` loop up to the order of summation."""
 
     def __init__(self, memory: int) -> None:
         self.memory = memory
+        self.cap = max(memory - 1, 0)
+        self._F = self._S = np.zeros((0, 0))
+        self.shape: tuple[int, ...] = (0,)
         self.reset()
 
     def reset(self) -> None:
         self.last: tuple[np.ndarray, np.ndarray] | None = None
-        self.dF: list[np.ndarray] = []
-        self.dS: list[np.ndarray] = []
-        self.gram = np.zeros((0, 0))
+        self.size = 0  # history columns in use (slots 0 .. size - 1)
+        self.head = 0  # the oldest slot once the ring is full
+        self.gram = np.zeros((self.cap, self.cap))
+
+    @property
+    def dF(self) -> list[np.ndarray]:
+        """The step differences in the history, oldest first (copies)."""
+        return [self._F[j].reshape(self.shape).copy() for j in self._order()]
+
+    @property
+    def dS(self) -> list[np.ndarray]:
+        """The differences of ``m_k + f_k``, oldest first (copies)."""
+        return [self._S[j].reshape(self.shape).copy() for j in self._order()]
+
+    def _order(self) -> list[int]:
+        return [(self.head + j) % self.size for j in range(self.size)] if self.size else []
+
+    def _slot(self, length: int) -> int:
+        """The slot for a new column of ``length`` entries (the oldest one once the ring is full)."""
+        if self._F.shape != (self.cap, length):
+            self._F, self._S = np.empty((self.cap, length)), np.empty((self.cap, length))
+        if self.size < self.cap:
+            self.size += 1
+            return self.size - 1
+        slot, self.head = self.head, (self.head + 1) % self.cap
+        return slot
+
+    def transform(self, convert) -> None:
+        """Carry the history over to new variables by a linear map ``convert`` (the Gram matrix recomputed)."""
+        if self.last is not None:
+            self.last = (convert(self.last[0]), convert(self.last[1]))
+        if not self.size:
+            return
+        Fs, Ss = [convert(v) for v in self.dF], [convert(v) for v in self.dS]
+        self.shape = np.shape(Fs[0])
+        F, S = np.array([np.ravel(v) for v in Fs]), np.array([np.ravel(v) for v in Ss])
+        self._F, self._S = np.empty((self.cap, F.shape[1])), np.empty((self.cap, F.shape[1]))
+        k = self.size
+        self._F[:k], self._S[:k], self.head = F, S, 0
+        self.gram[:k, :k] = F @ F.T
 
     def correction(self, x: np.ndarray, f: np.ndarray) -> np.ndarray | None:
         """Record ``(x_k, f_k)``; return ``sum_j gamma_j (dX_j + dF_j)`` with ``gamma`` the least-squares
         coefficients of ``f_k`` on the ``dF_j`` (None while there is no history)."""
-        if self.last is not None and self.memory > 1:
+        fv = np.ravel(f)
+        if self.last is not None and self.cap > 0:
             x0, f0 = self.last
-            df = f - f0
-            self.dF.append(df)
-            self.dS.append(x - x0 + df)
-            k = len(self.dF)
-            row = np.array([float(np.vdot(df, other)) for other in self.dF])
-            gram = np.zeros((k, k))
-            gram[: k - 1, : k - 1] = self.gram
-            gram[k - 1, :], gram[:, k - 1] = row, row
-            if k > self.memory - 1:
-                self.dF.pop(0)
-                self.dS.pop(0)
-                gram = gram[1:, 1:]
-            self.gram = gram
+            slot = self._slot(fv.size)
+            self.shape = np.shape(f)
+            df = np.subtract(fv, np.ravel(f0), out=self._F[slot])
+            ds = np.subtract(np.ravel(x), np.ravel(x0), out=self._S[slot])
+            ds += df
+            k = self.size
+            row = self._F[:k] @ df
+            self.gram[slot, :k] = row
+            self.gram[:k, slot] = row
         self.last = (x, f)
-        if not self.dF:
+        if not self.size:
             return None
-        k = len(self.dF)
-        A = self.gram + (1e-12 * np.trace(self.gram) + 1e-300) * np.eye(k)
-        rhs = np.array([float(np.vdot(df, f)) for df in self.dF])
+        k = self.size
+        gram = self.gram[:k, :k]
+        A = gram + (1e-12 * np.trace(gram) + 1e-300) * np.eye(k)
+        rhs = self._F[:k] @ fv
         try:
             gam = scipy.linalg.solve(A, rhs, assume_a="pos")
         except (np.linalg.LinAlgError, ValueError):
             return None
-        out = gam[0] * self.dS[0]
-        for gj, ds in zip(gam[1:], self.dS[1:], strict=True):
-            out += gj * ds
-        return out
+        return (gam @ self._S[:k]).reshape(np.shape(x))
