@@ -42,18 +42,12 @@ up to rounding: the means are projected onto the ``eps``-ball before ``Phi`` is 
 
 Coordinates in which the data are constant (121 border pixels of MNIST) are left out of the ascent
 (:class:`_Reduced`): their means stay 0 (the steps never move them; by the reflection symmetry nothing is lost) and
-they enter the water-filling as a block ``reg I``; the model is put back in full before ``F`` is evaluated. With
-the points' eigen-coordinates shared by the step and ``F`` and a divide-and-conquer ``eigh``, an iteration on
-MNIST-5k is about 1.4x cheaper; the iterates are the same up to rounding.
+they enter the water-filling as a block ``reg I``; the model is put back in full before ``F`` is evaluated.
 
-Measured (``bench/bench_training.py``, ``bench/r6_affine.py``, ``bench/r6_k.py``, ``bench/r6_prim.py``; MNIST-5k,
-reg 0.01, 60 CPU s, one thread): each option's maths is in ``docs/theory.md`` (R6), its history and numbers in
-``docs/performance.md``. In short: the block ascent alone certifies ~1e-10 / 6e-7 / 4e-5 at eps 0.3 / 1 / 3 (the
-damped solver 7e-9 / 4e-4 / 0.75); the tail is linear and slow because the optimum is degenerate at the water level
-(unfilled eigenvalues crowd at ``nu``, in the rare pixels where the interior points are zero). ``repair``, ``polish``
-and ``free`` lower the upper bound ``F`` (the interior points' kinks); ``single``, ``affine`` (compressed interior
-means) and ``crowd`` (a sub-solve on the crowded eigenspace) speed up the dual; ``newton`` (Newton-CG) and
-``extrapolate`` (no gain within 60 s) and ``affine`` (no gain with ``crowd``) are off by default.
+Each option's maths is in ``docs/theory.md`` (R6), its measurements (``bench/bench_training.py``, ``bench/r6_*.py``;
+MNIST-5k, 60 CPU s, one thread) in ``docs/performance.md``. The tail is linear and slow because the optimum is
+degenerate at the water level (unfilled eigenvalues crowd at ``nu``). ``repair``, ``polish`` and ``free`` lower the
+upper bound ``F``; ``single`` and ``crowd`` speed up the dual; ``newton``, ``extrapolate`` and ``affine`` are off.
 """
 
 from __future__ import annotations
@@ -251,25 +245,20 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ascend or a relative gap of 1e-7; False is the solver before.
     ``extrapolate`` (0: off): every that many iterations the ascent also follows its drift over them, doubling while
     ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
-    history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k, and on a small near-mean case
-    (eps 1) it stalls at a gap of 1.2e-6 where the plain ascent converges in 535 iterations.
+    history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k and can stall on small cases.
     ``affine`` (0: off): from that iteration on, the block steps run on the compressed dual of
     :mod:`linflow.training.pooled_affine` (the interior means restricted to ``m_i = A x_i + a``, carried by the rank
     of the interior data instead of their number; the same steps where the interior set holds); ``Phi`` enters the
     certificate only as evaluated exactly at the explicit, ball-projected means, at every evaluation of ``F``
-    and when the ascent ends. On MNIST-5k (60 CPU s, same session) it takes 18% / 7% more iterations and ends with
-    ``Phi`` 26% / 34% closer to the 600-s references and certified gaps 9.2e-8 / 3.6e-6 against 1.24e-7 / 5.3e-6
-    at eps 1 / 3 (``bench/r6_affine.py``). Off by default: with ``crowd`` (each crowd step leaves explicit means,
-    so the compressed ascent re-enters: a new basis, a fresh history) the 60-s gaps were 4.4e-8 / 3.4e-6-4.5e-6
-    against 2.9e-8-3.4e-8 / 2.4e-6-2.9e-6 with ``crowd`` alone (two runs each, same session, load ~2).
+    and when the ascent ends. Off by default: with ``crowd`` (each crowd step leaves explicit means, so the
+    compressed ascent re-enters: a new basis, a fresh history) it did worse than ``crowd`` alone
+    (``bench/r6_affine.py``; numbers in docs/performance.md, R6 on MNIST-5k).
     ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
     eigenspace crowding at the water level, the other means' components fixed
     (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
     they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`); its
-    products with the fixed block in single precision while ``single`` holds (they only steer).
-    Measured (``bench/r6_k.py``, MNIST-5k, 60 CPU s, load ~9): shortfall of ``Phi`` against 600-s references at
-    30 / 60 s, eps 1: 3.3e-5 / 8.4e-6 against 6.6e-5 / 2.5e-5 without, certified gap 3.9e-8 against 1.2e-7; eps 3:
-    8.7e-4 / 1.5e-4 against 1.3e-3 / 3.9e-4, gap 3.4e-6 against 6.7e-6; eps 0.3 converges either way.
+    products with the fixed block in single precision while ``single`` holds (they only steer). On MNIST-5k (60
+    CPU s) it cuts the certified gap about 3x at eps 1 and 3 (``bench/r6_k.py``; docs/performance.md).
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
