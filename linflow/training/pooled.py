@@ -69,6 +69,9 @@ from .pooled_prim_smooth import _free_step
 from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
+_ASCENT_SHARE, _POLISH_SHARE = 0.90, 0.95  # of max_seconds: the ascent's end, the polish's end (then free)
+_SINGLE_UNTIL = 1e-7  # the relative gap below which the steps' products are taken in double precision (single)
+
 
 def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps: float,
                     maxiter: int = 100) -> np.ndarray:
@@ -301,7 +304,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
     for it in bar:
-        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds * (0.9 if polish else 1.0)
+        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds * (_ASCENT_SHARE if polish else 1.0)
         last = it == max_iter - 1 or out_of_time
         skip = out_of_time and polish > 0 and polish_first  # the polish evaluates F at the dual's primal itself
         due = it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair)
@@ -316,7 +319,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
         gap = max(best_F - best_G, 0.0)
-        if gap <= 1e-7 * max(1.0, abs(best_F)):
+        if gap <= _SINGLE_UNTIL * max(1.0, abs(best_F)):
             X32 = None  # double-precision steps for the last digits
         history.append((best_F, gap, rho))
         bar.set_postfix(objective=f"{best_F:.10g}", gap=f"{gap:.2e}")
@@ -360,7 +363,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 accel.reset()
         sched.block(dual.G - G_step, time.process_time() - c_step)
         if sched.due():
-            stop = None if max_seconds is None else c0 + max_seconds * (0.9 if polish else 1.0)
+            stop = None if max_seconds is None else c0 + max_seconds * (_ASCENT_SHARE if polish else 1.0)
             c_step, G_step = time.process_time(), dual.G
             full = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k) if isinstance(dual, _AffineDual) else dual
             cd, crowd_rho, _ = _crowd_step(X, full, eps, reg, crowd, crowd_rho, _prox_responses, deadline=stop,
@@ -374,7 +377,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         dual = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k)
         best_G = max(best_G, dual.G)
     if polish and not converged:
-        deadline = None if max_seconds is None else c0 + max_seconds * (0.95 if free else 1.0)
+        deadline = None if max_seconds is None else c0 + max_seconds * (_POLISH_SHARE if free else 1.0)
         F, model = _polish(dual, eps, reg, steps=polish, deadline=deadline)
         if model is None and skip:  # nothing to turn: the evaluations the ascent skipped
             for cand in [dual] + ([_repaired_model(dual, eps)] if repair else []):
