@@ -70,6 +70,7 @@ from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
 _ASCENT_SHARE, _POLISH_SHARE = 0.90, 0.95  # of max_seconds: the ascent's end, the polish's end (then free)
+_DOUBLING = False  # primal_every=None: the exact F during the ascent at iterations 10 * {0, 1, 2, 4, 8, ...} only
 _SINGLE_UNTIL = 1e-7  # the relative gap below which the steps' products are taken in double precision (single)
 
 
@@ -274,6 +275,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
     if not (isinstance(rho, float | int) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
+    doubling = _DOUBLING and primal_every is None and repair  # the default's evaluations, spaced out
     if primal_every is None:
         primal_every = 10 if repair else 3
     for name, flag in (("repair", repair), ("single", single), ("polish_first", polish_first)):
@@ -303,11 +305,13 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     history: list[tuple[float, float, float]] = []
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
+    ascent_end = None if max_seconds is None else max_seconds * (_ASCENT_SHARE if polish else 1.0)
     for it in bar:
-        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds * (_ASCENT_SHARE if polish else 1.0)
+        out_of_time = ascent_end is not None and time.process_time() - c0 > ascent_end
         last = it == max_iter - 1 or out_of_time
         skip = out_of_time and polish > 0 and polish_first  # the polish evaluates F at the dual's primal itself
-        due = it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair)
+        q, r = divmod(it, primal_every)
+        due = (r == 0 and (not doubling or q & (q - 1) == 0)) or it == max_iter - 1 or (out_of_time and repair)
         if isinstance(dual, _AffineDual) and (due or last):  # Phi exactly, at the explicit (feasible) means
             exact = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k)
             best_G = max(best_G, exact.G)
@@ -363,7 +367,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 accel.reset()
         sched.block(dual.G - G_step, time.process_time() - c_step)
         if sched.due():
-            stop = None if max_seconds is None else c0 + max_seconds * (_ASCENT_SHARE if polish else 1.0)
+            stop = None if ascent_end is None else c0 + ascent_end
             c_step, G_step = time.process_time(), dual.G
             full = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k) if isinstance(dual, _AffineDual) else dual
             cd, crowd_rho, _ = _crowd_step(X, full, eps, reg, crowd, crowd_rho, _prox_responses, deadline=stop,
