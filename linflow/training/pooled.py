@@ -70,8 +70,8 @@ from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
 _ASCENT_SHARE, _POLISH_SHARE = 0.90, 0.95  # of max_seconds: the ascent's end, the polish's end (then free)
-_DOUBLING = False  # primal_every=None: the exact F during the ascent at iterations 10 * {0, 1, 2, 4, 8, ...} only
-_SINGLE_UNTIL = 1e-7  # the relative gap below which the steps' products are taken in double precision (single)
+_DOUBLING = True  # primal_every=None: the exact F during the ascent at iterations 10 * {0, 1, 2, 4, 8, ...} only
+_SINGLE_UNTIL = 1e-8  # the relative gap below which the steps' products are taken in double precision (single)
 
 
 def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps: float,
@@ -224,7 +224,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     eigenspace of ``P`` meets through ``log det``; on MNIST-5k at eps 1, 1.5 is about 20 absolute); it triples
     when neither the accelerated nor the plain step increases the dual. ``memory`` (8) is the Anderson history,
     ``primal_every`` the period of the exact objective's evaluation at the dual's primal (and at the last
-    iterate; also when ``max_seconds`` ends the run, with ``repair``); None: 10 with ``repair``, 3 without.
+    iterate; also when ``max_seconds`` ends the run, with ``repair``); None: 3 without ``repair``, with it at
+    iterations 0, 10, 20, 40, 80, ... (the period doubling: the polish gives the bound that counts, these only
+    detect convergence; on MNIST-5k at eps 1, with ``single``'s 1e-8 below, 60 CPU s certify ~1.5x lower gaps).
     ``repair`` (True): at each of those evaluations after the first, ``F`` is also evaluated at the repaired model
     of the dual's primal (:func:`linflow.training.pooled_primal._repaired_model`), kept when lower; False with
     ``primal_every=3`` is the solver before the repair. Returns the evaluated model of lowest objective ``F`` and
@@ -246,23 +248,17 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     the dual's primal; with no model to turn, ``F`` there and at the repair) instead of evaluating those first.
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
-    ascend or a relative gap of 1e-7; False is the solver before.
+    ascend or a relative gap of 1e-8 (1e-7 before); False is the solver before.
     ``extrapolate`` (0: off): every that many iterations the ascent also follows its drift over them, doubling while
-    ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
-    history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k and can stall on small cases.
+    ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means). Off: 1-4% on MNIST-5k, stalls small cases.
     ``affine`` (0: off): from that iteration on, the block steps run on the compressed dual of
-    :mod:`linflow.training.pooled_affine` (the interior means restricted to ``m_i = A x_i + a``, carried by the rank
-    of the interior data instead of their number; the same steps where the interior set holds); ``Phi`` enters the
-    certificate only as evaluated exactly at the explicit, ball-projected means, at every evaluation of ``F``
-    and when the ascent ends. Off by default: with ``crowd`` (each crowd step leaves explicit means, so the
-    compressed ascent re-enters: a new basis, a fresh history) it did worse than ``crowd`` alone
-    (``bench/r6_affine.py``; numbers in docs/performance.md, R6 on MNIST-5k).
-    ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
-    eigenspace crowding at the water level, the other means' components fixed
-    (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
-    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`); its
-    products with the fixed block in single precision while ``single`` holds (they only steer). On MNIST-5k (60
-    CPU s) it cuts the certified gap about 3x at eps 1 and 3 (``bench/r6_k.py``; docs/performance.md).
+    :mod:`linflow.training.pooled_affine` (interior means ``m_i = A x_i + a``); ``Phi`` enters the certificate only
+    as evaluated exactly at the explicit, ball-projected means, at every evaluation of ``F`` and when the ascent
+    ends. Off by default: worse than ``crowd`` alone (``bench/r6_affine.py``; docs/performance.md).
+    ``crowd`` (60; 0: off): after a block step, at most that many proximal steps of the sub-solve on the eigenspace
+    crowding at the water level, the other components fixed (:func:`linflow.training.pooled_k._crowd_step`; kept
+    only if ``Phi`` rises) while they gain more per CPU second than block steps (:class:`.pooled_k._CrowdSchedule`);
+    products with the fixed block in single precision while ``single`` holds. On MNIST-5k it cuts the 60-s gap ~3x.
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
