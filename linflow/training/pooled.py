@@ -226,7 +226,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``primal_every`` the period of the exact objective's evaluation at the dual's primal (and at the last
     iterate; also when ``max_seconds`` ends the run, with ``repair``); None: 3 without ``repair``, with it at
     iterations 0, 10, 20, 40, 80, ... (the period doubling: the polish gives the bound that counts, these only
-    detect convergence; with ``single``'s 1e-8: MNIST-5k, eps 1, 60 CPU s, gap 2.22e-8 against 2.38e-8, noisy).
+    detect convergence; with ``single``'s 1e-8, MNIST-5k, eps 1, 60 CPU s: 2.19e-8 against 2.32e-8, within noise).
     ``repair`` (True): at each of those evaluations after the first, ``F`` is also evaluated at the repaired model
     of the dual's primal (:func:`linflow.training.pooled_primal._repaired_model`), kept when lower; False with
     ``primal_every=3`` is the solver before the repair. Returns the evaluated model of lowest objective ``F`` and
