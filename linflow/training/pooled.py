@@ -69,6 +69,10 @@ from .pooled_prim_smooth import _free_step
 from .pooled_primal import _repaired_model
 from .universal import _water_filling
 
+_ASCENT_SHARE, _POLISH_SHARE = 0.90, 0.95  # of max_seconds: the ascent's end, the polish's end (then free)
+_DOUBLING = True  # primal_every=None: the exact F during the ascent at iterations 10 * {0, 1, 2, 4, 8, ...} only
+_SINGLE_UNTIL = 1e-8  # the relative gap below which the steps' products are taken in double precision (single)
+
 
 def _prox_responses(B: np.ndarray, gaps: np.ndarray, g0: float | np.ndarray, eps: float,
                     maxiter: int = 100) -> np.ndarray:
@@ -220,7 +224,9 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     eigenspace of ``P`` meets through ``log det``; on MNIST-5k at eps 1, 1.5 is about 20 absolute); it triples
     when neither the accelerated nor the plain step increases the dual. ``memory`` (8) is the Anderson history,
     ``primal_every`` the period of the exact objective's evaluation at the dual's primal (and at the last
-    iterate; also when ``max_seconds`` ends the run, with ``repair``); None: 10 with ``repair``, 3 without.
+    iterate; also when ``max_seconds`` ends the run, with ``repair``); None: 3 without ``repair``, with it at
+    iterations 0, 10, 20, 40, 80, ... (the period doubling: the polish gives the bound that counts, these only
+    detect convergence; with ``single``'s 1e-8, MNIST-5k, eps 1, 60 CPU s: 2.19e-8 against 2.32e-8, within noise).
     ``repair`` (True): at each of those evaluations after the first, ``F`` is also evaluated at the repaired model
     of the dual's primal (:func:`linflow.training.pooled_primal._repaired_model`), kept when lower; False with
     ``primal_every=3`` is the solver before the repair. Returns the evaluated model of lowest objective ``F`` and
@@ -242,23 +248,17 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     the dual's primal; with no model to turn, ``F`` there and at the repair) instead of evaluating those first.
     ``single`` (True): the block steps' products with the eigenvectors in single precision
     (:func:`_prox_step`; every ``Phi`` and ``F`` stays in double precision) until the first step that does not
-    ascend or a relative gap of 1e-7; False is the solver before.
+    ascend or a relative gap of 1e-8 (1e-7 before); False is the solver before.
     ``extrapolate`` (0: off): every that many iterations the ascent also follows its drift over them, doubling while
-    ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means, so the bound is unchanged; the Anderson
-    history is kept). Off by default: it gains 1-4% of CPU time on MNIST-5k and can stall on small cases.
+    ``Phi`` rises (:mod:`linflow.training.pooled_extrap`; feasible means). Off: 1-4% on MNIST-5k, stalls small cases.
     ``affine`` (0: off): from that iteration on, the block steps run on the compressed dual of
-    :mod:`linflow.training.pooled_affine` (the interior means restricted to ``m_i = A x_i + a``, carried by the rank
-    of the interior data instead of their number; the same steps where the interior set holds); ``Phi`` enters the
-    certificate only as evaluated exactly at the explicit, ball-projected means, at every evaluation of ``F``
-    and when the ascent ends. Off by default: with ``crowd`` (each crowd step leaves explicit means, so the
-    compressed ascent re-enters: a new basis, a fresh history) it did worse than ``crowd`` alone
-    (``bench/r6_affine.py``; numbers in docs/performance.md, R6 on MNIST-5k).
-    ``crowd`` (60; 0: off): after a block step, at most that many proximal block steps of the sub-solve on the
-    eigenspace crowding at the water level, the other means' components fixed
-    (:func:`linflow.training.pooled_k._crowd_step`; kept only if ``Phi`` rises, so the bound is unchanged), while
-    they gain more per CPU second than the block steps (:class:`linflow.training.pooled_k._CrowdSchedule`); its
-    products with the fixed block in single precision while ``single`` holds (they only steer). On MNIST-5k (60
-    CPU s) it cuts the certified gap about 3x at eps 1 and 3 (``bench/r6_k.py``; docs/performance.md).
+    :mod:`linflow.training.pooled_affine` (interior means ``m_i = A x_i + a``); ``Phi`` enters the certificate only
+    as evaluated exactly at the explicit, ball-projected means, at every evaluation of ``F`` and when the ascent
+    ends. Off by default: worse than ``crowd`` alone (``bench/r6_affine.py``; docs/performance.md).
+    ``crowd`` (60; 0: off): after a block step, at most that many proximal steps of the sub-solve on the eigenspace
+    crowding at the water level, the other components fixed (:func:`linflow.training.pooled_k._crowd_step`; kept
+    only if ``Phi`` rises) while they gain more per CPU second than block steps (:class:`.pooled_k._CrowdSchedule`);
+    products with the fixed block in single precision while ``single`` holds. On MNIST-5k it cuts the 60-s gap ~3x.
     History rows: ``(F, gap, rho)``, the last one updated after the polish. Status ``"stalled"`` when no step
     ascends even at ``rho > 1e12`` (the dual is at its optimum to rounding, or the step is useless). Deterministic.
     """
@@ -271,6 +271,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
     if not (isinstance(rho, float | int) and rho > 0):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
+    doubling = _DOUBLING and primal_every is None and repair  # the default's evaluations, spaced out
     if primal_every is None:
         primal_every = 10 if repair else 3
     for name, flag in (("repair", repair), ("single", single), ("polish_first", polish_first)):
@@ -300,11 +301,13 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     history: list[tuple[float, float, float]] = []
     converged = stalled = False
     bar = tqdm(range(max_iter), desc="adversarial_fit(sample, pooled)", disable=not progress, leave=False)
+    ascent_end = None if max_seconds is None else max_seconds * (_ASCENT_SHARE if polish else 1.0)
     for it in bar:
-        out_of_time = max_seconds is not None and time.process_time() - c0 > max_seconds * (0.9 if polish else 1.0)
+        out_of_time = ascent_end is not None and time.process_time() - c0 > ascent_end
         last = it == max_iter - 1 or out_of_time
         skip = out_of_time and polish > 0 and polish_first  # the polish evaluates F at the dual's primal itself
-        due = it % primal_every == 0 or it == max_iter - 1 or (out_of_time and repair)
+        q, r = divmod(it, primal_every)
+        due = (r == 0 and (not doubling or q & (q - 1) == 0)) or it == max_iter - 1 or (out_of_time and repair)
         if isinstance(dual, _AffineDual) and (due or last):  # Phi exactly, at the explicit (feasible) means
             exact = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k)
             best_G = max(best_G, exact.G)
@@ -316,7 +319,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
             if F < best_F:
                 best_F, best_flow = F, red.flow(model)
         gap = max(best_F - best_G, 0.0)
-        if gap <= 1e-7 * max(1.0, abs(best_F)):
+        if gap <= _SINGLE_UNTIL * max(1.0, abs(best_F)):
             X32 = None  # double-precision steps for the last digits
         history.append((best_F, gap, rho))
         bar.set_postfix(objective=f"{best_F:.10g}", gap=f"{gap:.2e}")
@@ -360,7 +363,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                 accel.reset()
         sched.block(dual.G - G_step, time.process_time() - c_step)
         if sched.due():
-            stop = None if max_seconds is None else c0 + max_seconds * (0.9 if polish else 1.0)
+            stop = None if ascent_end is None else c0 + ascent_end
             c_step, G_step = time.process_time(), dual.G
             full = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k) if isinstance(dual, _AffineDual) else dual
             cd, crowd_rho, _ = _crowd_step(X, full, eps, reg, crowd, crowd_rho, _prox_responses, deadline=stop,
@@ -374,7 +377,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         dual = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k)
         best_G = max(best_G, dual.G)
     if polish and not converged:
-        deadline = None if max_seconds is None else c0 + max_seconds * (0.95 if free else 1.0)
+        deadline = None if max_seconds is None else c0 + max_seconds * (_POLISH_SHARE if free else 1.0)
         F, model = _polish(dual, eps, reg, steps=polish, deadline=deadline)
         if model is None and skip:  # nothing to turn: the evaluations the ascent skipped
             for cand in [dual] + ([_repaired_model(dual, eps)] if repair else []):
