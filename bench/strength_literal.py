@@ -80,21 +80,29 @@ def _line(r: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
     import torch
 
     from deepcheck.fileio import atomic_write
 
-    if len(argv) != 3:
-        print(__doc__.strip().split("\n\n")[-2])
-        return 2
+    ap = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
+    ap.add_argument("checkpoints")
+    ap.add_argument("data")
+    ap.add_argument("out", help="the rows as JSON (rewritten atomically after every cell)")
+    ap.add_argument("--budgets", default=",".join(f"{nm}:{e:g}" for nm, e in BUDGETS),
+                    help="norm:eps pairs, comma-separated (default: %(default)s)")
+    ap.add_argument("--directions", default="decrease,increase")
+    args = ap.parse_args(argv)
+    budgets = tuple((b.split(":")[0], float(b.split(":")[1])) for b in args.budgets.split(","))
     torch.set_num_threads(1)
-    checkpoints, data, out = argv
 
     def save(rows: list[dict]) -> None:  # after every row: a stopped run keeps what it measured
         print(_line(rows[-1]), flush=True)
-        atomic_write(out, json.dumps(dict(strong=[400, 7], n=8, rows=rows), indent=1))
+        atomic_write(args.out, json.dumps(dict(strong=[400, 7], n=8, rows=rows), indent=1))
 
-    literal_strength(checkpoints, data, on_row=save)
+    literal_strength(args.checkpoints, args.data, budgets=budgets, directions=tuple(args.directions.split(",")),
+                     on_row=save)
     return 0
 
 
