@@ -144,3 +144,36 @@ def test_barrier_path_following_reaches_the_certified_optimum():
             bar = nxt
     assert bar.dual.G <= info.objective + 1e-12  # a lower bound
     assert info.objective - bar.dual.G < 1e-11
+
+
+@pytest.mark.parametrize("mu", [1e-3, 1e-7])
+def test_ball_barrier_gradient_and_hessian_vector_product_match_finite_differences(mu):
+    """With the ball barrier on the interior points (``inner``): gradient and Hessian-vector product of ``Phi_mu``
+    against central differences; outside a ball the value is ``-inf``."""
+    X, Mn, eps = _problem(4, near=True)
+    inner = np.einsum("ij,ij->i", Mn, Mn) < 0.9 * eps**2
+    assert 0 < inner.sum() < inner.size
+
+    def val_grad(M):
+        bar = _barrier_value(_pooled_dual(X, M, eps, REG, 0), eps, mu, inner)
+        return bar.G, _BarrierCurvature(bar, eps).grad() @ bar.dual.V.T
+
+    bar = _barrier_value(_pooled_dual(X, Mn, eps, REG, 0), eps, mu, inner)
+    cur = _BarrierCurvature(bar, eps)
+    g = val_grad(Mn)[1]
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        v = 0.05 * rng.standard_normal(Mn.shape)
+        h = 1e-5
+        dG = (val_grad(Mn + h * v)[0] - val_grad(Mn - h * v)[0]) / (2 * h)
+        assert dG == pytest.approx(float(np.vdot(g, v)), rel=1e-6)
+        h = 1e-6
+        fd = (val_grad(Mn + h * v)[1] - val_grad(Mn - h * v)[1]) / (2 * h)
+        hv = cur.hess_vec(v @ bar.dual.V) @ bar.dual.V.T
+        assert np.abs(fd - hv).max() <= 1e-5 * np.abs(hv).max()
+    out = Mn.copy()
+    i = int(np.flatnonzero(inner)[0])
+    out[i] *= 1.01 * eps / np.linalg.norm(out[i])
+    assert _barrier_value(_pooled_dual(X, out, eps, REG, 0), eps, mu, inner).G == -np.inf
+    with pytest.raises(ValueError, match="eps"):
+        _BarrierCurvature(bar)

@@ -102,31 +102,43 @@ def _barrier_fill(call: np.ndarray, tau: float, mu: float) -> tuple[np.ndarray, 
 @dataclass
 class _Barrier:
     """``Phi_mu`` at the dual point ``dual`` (its eigenpairs): value ``G``, fill ``r`` and multiplier ``kappa`` over
-    all ``D`` eigenvalues (the kept ones first, then the ``k`` constant ones, ``reg``), and ``mu``."""
+    all ``D`` eigenvalues (the kept ones first, then the ``k`` constant ones, ``reg``), ``mu``, and ``inner``: the
+    mask of the points whose ball carries a barrier too (None: none)."""
 
     dual: _Dual
     G: float
     r: np.ndarray
     kappa: float
     mu: float
+    inner: np.ndarray | None = None
 
 
-def _barrier_value(dual: _Dual, eps: float, mu: float) -> _Barrier:
-    """``Phi_mu`` (module docstring) from the eigenpairs of a :class:`.pooled_dual._Dual`."""
+def _barrier_value(dual: _Dual, eps: float, mu: float, inner: np.ndarray | None = None) -> _Barrier:
+    """``Phi_mu`` (module docstring) from the eigenpairs of a :class:`.pooled_dual._Dual` (``-inf`` when the means
+    leave no budget, ``tau <= 0``); with ``inner`` (a mask of points) plus the ball barrier ``mu / (2 n) sum_{i in
+    inner} log(eps^2 - ||m_i||^2)`` (``-inf`` outside those balls)."""
     n = dual.Mn.shape[0]
-    tau = eps**2 - float(np.einsum("ij,ij->", dual.Mn, dual.Mn)) / n
+    r2 = np.einsum("ij,ij->i", dual.Mn, dual.Mn)
+    tau = eps**2 - float(r2.sum()) / n
     call = np.concatenate([dual.c, np.full(dual.k, dual.reg)])
+    if not tau > 0:  # no budget left: the barrier is -inf
+        return _Barrier(dual, -np.inf, np.zeros(call.size), np.inf, mu, inner)
     r, kappa = _barrier_fill(call, tau, mu)
     D = call.size
     G = 0.5 * (D + float(np.sum(np.log(call + r))) + mu * float(np.sum(np.log(r))) + D * _LOG_2PI)
-    return _Barrier(dual, G, r, kappa, mu)
+    if inner is not None:
+        t = eps**2 - r2[inner]
+        G = G + 0.5 * mu / n * float(np.sum(np.log(t))) if np.all(t > 0) else -np.inf
+    return _Barrier(dual, G, r, kappa, mu, inner)
 
 
 class _BarrierCurvature:
     """Gradient and Hessian-vector product of ``Phi_mu`` in the means (module docstring), in the eigenbasis of
-    ``C``; the interface of :class:`.pooled_newton._Curvature` (``lam`` is ``kappa``)."""
+    ``C``; the interface of :class:`.pooled_newton._Curvature` (``lam`` is ``kappa``). With ``bar.inner`` the ball
+    barrier ``mu / (2 n) log t_i`` (``t_i = eps^2 - ||m_i||^2``) adds ``-mu m_i / (n t_i)`` to the gradient and
+    ``-mu (v_i / t_i + 2 m_i (m_i^T v_i) / t_i^2) / n`` to the Hessian-vector product (``eps`` needed then)."""
 
-    def __init__(self, bar: _Barrier) -> None:
+    def __init__(self, bar: _Barrier, eps: float | None = None) -> None:
         dual, mu = bar.dual, bar.mu
         d = dual.c.size
         self.n = dual.Yc.shape[0]
@@ -143,10 +155,16 @@ class _BarrierCurvature:
         qq = np.outer(q, q)
         self.A = -np.outer(self.p, self.p) * qq / (qq + mu)
         self.lam = bar.kappa
+        self.tinv = np.zeros(self.n)  # 1 / t_i on the barrier points, else 0
+        if bar.inner is not None:
+            if eps is None:
+                raise ValueError("eps is needed for the ball barrier")
+            self.tinv[bar.inner] = 1.0 / (eps**2 - np.einsum("ij,ij->i", self.Mt[bar.inner], self.Mt[bar.inner]))
+        self.w = self.diag = mu / self.n * self.tinv  # the per-point curvature of the ball barrier
 
     def grad(self) -> np.ndarray:
-        """``(P (y_i - ybar) - kappa m_i) / n`` in the eigenbasis."""
-        return (self.Yt * self.p - self.lam * self.Mt) / self.n
+        """``(P (y_i - ybar) - kappa m_i) / n`` (less ``mu m_i / (n t_i)`` on barrier points) in the eigenbasis."""
+        return (self.Yt * self.p - self.lam * self.Mt) / self.n - self.w[:, None] * self.Mt
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
         """The Hessian of ``Phi_mu`` times ``v`` (n, d), both in the eigenbasis."""
@@ -158,25 +176,42 @@ class _BarrierCurvature:
         t = -2.0 * float(np.vdot(self.Mt, v)) / n
         dk = -(float(self.b @ np.diag(E)) + t) / self.S
         dP[np.diag_indices_from(dP)] += dk * self.b
-        return (self.Yt @ dP + vc * self.p - dk * self.Mt - self.lam * v) / n
+        out = (self.Yt @ dP + vc * self.p - dk * self.Mt - self.lam * v) / n
+        if self.w.any():
+            mv = np.einsum("ij,ij->i", self.Mt, v)
+            out -= self.w[:, None] * (v + (2.0 * self.tinv * mv)[:, None] * self.Mt)
+        return out
 
 
 def _barrier_step(X: np.ndarray, bar: _Barrier, eps: float, reg: float, cg_iter: int = 20,
-                  halvings: int = 6, damping: float = 1e-6,
-                  shift: float | None = None) -> tuple[_Barrier | None, int]:
+                  halvings: int = 6, damping: float = 1e-6, shift: float | None = None, ball: bool = False,
+                  edge: float = 1e-5) -> tuple[_Barrier | None, int]:
     """One truncated Newton-CG step on ``Phi_mu`` over all means (module docstring) from ``bar``: ``(new, tries)``,
     the barrier point at the first step length (1, 1/2, ...; at most ``halvings + 1``) where ``Phi_mu`` rose (None if
     none did) and the number of candidates evaluated. ``new.dual.G`` is the true ``Phi`` there (feasible means);
-    whether it rose is the caller's to check."""
-    cur = _BarrierCurvature(bar)
-    x, on = _tangent_newton(cur, eps, cg_iter, damping, shift=shift)
+    whether it rose is the caller's to check. ``ball``: the points strictly inside (``||m_i||^2 < eps^2 (1 -
+    edge)``) also carry the ball barrier, so that the step keeps them inside instead of projecting them back."""
+    if ball:
+        Mn = bar.dual.Mn
+        bar = _barrier_value(bar.dual, eps, bar.mu, np.einsum("ij,ij->i", Mn, Mn) < eps**2 * (1.0 - edge))
+    cur = _BarrierCurvature(bar, eps)
+    x, on = _tangent_newton(cur, eps, cg_iter, damping, edge, shift)
     V = bar.dual.V
-    n = X.shape[0]
     for i in range(halvings + 1):
         Mn = _retract(cur.Mt, x, on, 0.5**i, eps, V)
-        if float(np.einsum("ij,ij->", Mn, Mn)) / n >= eps**2:  # no budget left: Phi_mu = -inf (the barrier)
-            continue
-        new = _barrier_value(_pooled_dual(X, Mn, eps, reg, bar.dual.k), eps, bar.mu)
+        new = _barrier_value(_pooled_dual(X, Mn, eps, reg, bar.dual.k), eps, bar.mu, bar.inner)
         if new.G > bar.G:
             return new, i + 1
     return None, halvings + 1
+
+
+def _barrier_newton(X: np.ndarray, dual: _Dual, eps: float, reg: float, mu: float, cg_iter: int = 20,
+                    shift: float = 5e-4) -> _Dual | None:
+    """One :func:`_barrier_step` on ``Phi_mu`` from the dual point ``dual`` (CG preconditioner shift ``shift kappa
+    d``): the new dual if the TRUE ``Phi`` rose (its means are feasible, evaluated in double precision), else None
+    (also when the means leave no budget for the barrier)."""
+    bar = _barrier_value(dual, eps, mu)
+    if bar.G == -np.inf:
+        return None
+    new, _ = _barrier_step(X, bar, eps, reg, cg_iter=cg_iter, shift=shift * bar.kappa * dual.V.shape[1])
+    return new.dual if new is not None and new.dual.G > dual.G else None

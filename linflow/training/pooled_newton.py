@@ -36,7 +36,10 @@ from .pooled_dual import _ball, _Dual, _pooled_dual
 
 
 class _Curvature:
-    """The pieces of the Hessian of ``Phi`` at a dual point (module docstring), in the eigenbasis of ``C``."""
+    """The pieces of the Hessian of ``Phi`` at a dual point (module docstring), in the eigenbasis of ``C``.
+    ``diag``: a per-point curvature added to the preconditioner (0 here)."""
+
+    diag: float | np.ndarray = 0.0
 
     def __init__(self, dual: _Dual) -> None:
         c, nu = dual.c, dual.nu
@@ -84,7 +87,7 @@ class _Curvature:
 def _tangent_newton(cur: _Curvature, eps: float, cg_iter: int = 20, damping: float = 1e-6, edge: float = 1e-5,
                     shift: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The truncated Newton-CG direction of :func:`_newton_step` (module docstring) for any curvature ``cur`` with
-    the interface of :class:`_Curvature` (``grad``, ``hess_vec``, ``Mt``, ``p``, ``lam``, ``n``; also
+    the interface of :class:`_Curvature` (``grad``, ``hess_vec``, ``Mt``, ``p``, ``lam``, ``n``, ``diag``; also
     :class:`linflow.training.pooled_barrier._BarrierCurvature`): ``(x, on)``, the direction in the eigenbasis and
     the mask of the sphere points that move in their tangent space."""
     g = cur.grad()
@@ -108,7 +111,7 @@ def _tangent_newton(cur: _Curvature, eps: float, cg_iter: int = 20, damping: flo
     # preconditioner: the per-point (block) part of the system, diagonal in the eigenbasis, shifted by ``shift``
     if shift is None:
         shift = 1.5 * cur.lam * Mt.shape[1]
-    pre = cur.n / (np.maximum(cur.lam - cur.p, 0.0)[None, :] + cur.n * mu[:, None] + shift)
+    pre = cur.n / (np.maximum(cur.lam - cur.p, 0.0)[None, :] + cur.n * (mu + cur.diag)[:, None] + shift)
 
     def prec(r: np.ndarray) -> np.ndarray:
         return proj(pre * r)
