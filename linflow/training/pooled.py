@@ -60,7 +60,6 @@ from ..model import LinearFlow
 from ..secular import _lower_likelihood
 from .objectives import _LOG_2PI, FitInfo
 from .pooled_affine import _AffineAscent, _AffineDual
-from .pooled_barrier import _barrier_newton
 from .pooled_dual import _ball, _Dual, _pooled_dual
 from .pooled_extrap import _Anderson, _Drift
 from .pooled_k import _crowd_step, _CrowdSchedule
@@ -217,7 +216,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                    memory: int = 8, primal_every: int | None = None, newton: int = 0, newton_every: int = 1,
                    repair: bool = True, polish: int = 8, single: bool = True, max_seconds: float | None = None,
                    polish_first: bool = True, extrapolate: int = 0, free: int = 16, affine: int = 0,
-                   crowd: int = 60, newton_mu: float = 0.0) -> tuple[LinearFlow, FitInfo]:
+                   crowd: int = 60) -> tuple[LinearFlow, FitInfo]:
     r"""Proximal block ascent on the pooled dual of R6 (L2), Anderson-accelerated, with a certified gap.
 
     See the module docstring for the bound and the step. The initial proximal weight is ``rho`` (1.5) times
@@ -236,8 +235,6 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
     ``newton``: with ``newton > 0``, every ``newton_every``-th iteration also tries one truncated Newton-CG step
     with at most ``newton`` conjugate-gradient products (:func:`linflow.training.pooled_newton._newton_step`,
     accepted only if ``Phi`` rises; the Anderson history is then reset); 0 (default) is the block ascent alone.
-    ``newton_mu`` (0.0): when positive that step is the one on the barrier-smoothed dual ``Phi_mu`` with this ``mu``
-    (:func:`linflow.training.pooled_barrier._barrier_newton`; accepted only if the true ``Phi`` rises).
     ``polish`` (8): when the run ends unconverged, at most that many polish steps
     (:func:`linflow.training.pooled_polish._polish`: the repair iterated on the exact ``F``) from the last dual's
     primal, the model kept when its exact ``F`` is lower; with ``max_seconds`` the ascent then stops at 90% of it
@@ -285,8 +282,6 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
                            ("affine", affine, 0), ("crowd", crowd, 0)):
         if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
-    if isinstance(newton_mu, bool) or not (isinstance(newton_mu, float | int) and newton_mu >= 0):
-        raise ValueError(f"newton_mu must be a non-negative number, got {newton_mu!r}")
     if max_seconds is not None and not (isinstance(max_seconds, float | int) and max_seconds > 0):
         raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
     if init is not None and (not isinstance(init, LinearFlow) or init.dim != d):
@@ -362,8 +357,7 @@ def _sample_pooled(X: np.ndarray, m: np.ndarray, S: np.ndarray, eps: float, reg:
         if newton and it % newton_every == 0:
             if isinstance(dual, _AffineDual):
                 dual = _pooled_dual(X, _ball(dual.Mn, eps), eps, reg, red.k)
-            nd = (_barrier_newton(X, dual, eps, reg, newton_mu, cg_iter=newton) if newton_mu
-                  else _newton_step(X, dual, eps, reg, cg_iter=newton))
+            nd = _newton_step(X, dual, eps, reg, cg_iter=newton)
             if nd is not None:
                 dual = nd
                 accel.reset()
