@@ -3,16 +3,16 @@
 reference duals) against CPU seconds, one thread.
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python bench/r6_barrier.py default EPS [T] [after=S ...]
-    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python bench/r6_barrier.py barrier EPS MU FACTOR STEPS CG [SECONDS] [SHIFT] [BALL]
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python bench/r6_barrier.py barrier EPS MU FACTOR STEPS CG [SEC SHIFT BALL INT]
 
 ``default``: one 60-CPU-s run of the default (``_sample_pooled``), the best ``Phi`` evaluated so far at CPU marks and
 the certified relative gap; with ``T`` it saves the means at the first block step after ``T`` CPU s
 (``/tmp/r6bar/state_EPS.npy``, reduced coordinates). With ``after=S`` (and ``newton=CG newton_every=K mu=MU``) the
 option ``newton``'s step is the barrier one (:func:`linflow.training.pooled_barrier._barrier_newton`, kept only if the
 true ``Phi`` rises) from ``S`` CPU s on (the alternation (c)).
-``barrier``: from that saved state, barrier Newton-CG steps only, ``mu`` from ``MU`` times ``FACTOR`` after ``STEPS``
-accepted steps (or a failed one), ``CG`` conjugate-gradient products, preconditioner shift ``SHIFT kappa d`` (5e-4),
-``BALL`` 1: the ball barrier on the interior points.
+``barrier``: from that saved state, barrier Newton-CG steps only: ``mu`` from ``MU``, times ``FACTOR`` after ``STEPS``
+accepted steps (or a failed one); ``CG`` conjugate-gradient products; for ``SEC`` CPU s (30); preconditioner shift
+``SHIFT kappa d`` (5e-4); ``BALL`` 1: the ball barrier on the interior points; ``INT`` 1: only those points move.
 
 Measured (R6-BARRIER, 2026-12-02, eps 1 from the default's state at 27.5 CPU s, Phi - Phi_ref = -1.52e-5; after ~25
 more CPU s): default -3.1e-6; barrier mu 1e-8, CG 20: -5.1e-6; CG 10: -6.6e-6 (mu 1e-9: same); CG 40: -1.3e-5;
@@ -89,6 +89,7 @@ def _barrier(eps: float, Xc: np.ndarray, args: list[str]) -> None:
     seconds = float(args[4]) if len(args) > 4 else 30.0
     shift = float(args[5]) if len(args) > 5 else 5e-4
     ball = len(args) > 6 and args[6] == "1"
+    interior = len(args) > 7 and args[7] == "1"
     red = pooled._Reduced(Xc)
     X = Xc[:, red.keep]
     ref = REF.get(eps, 0.0)
@@ -98,7 +99,8 @@ def _barrier(eps: float, Xc: np.ndarray, args: list[str]) -> None:
         best, count = bar.dual.G, 0
         print(f"start {best - ref:.3e}")
         while time.process_time() - c0 < seconds:
-            new, tries = _barrier_step(X, bar, eps, 0.01, cg_iter=cg, ball=ball, shift=shift * bar.kappa * X.shape[1])
+            new, tries = _barrier_step(X, bar, eps, 0.01, cg_iter=cg, ball=ball, interior=interior,
+                                       shift=shift * bar.kappa * X.shape[1])
             if new is not None:
                 bar, count, best = new, count + 1, max(best, new.dual.G)
             print(f"t {time.process_time() - c0:6.1f} mu {mu:.1e} tries {tries} Phi-ref {best - ref:.4e}", flush=True)

@@ -177,3 +177,30 @@ def test_ball_barrier_gradient_and_hessian_vector_product_match_finite_differenc
     assert _barrier_value(_pooled_dual(X, out, eps, REG, 0), eps, mu, inner).G == -np.inf
     with pytest.raises(ValueError, match="eps"):
         _BarrierCurvature(bar)
+
+
+def test_barrier_curvature_on_some_rows_is_the_restriction_of_the_full_one():
+    """``rows`` (only those points move): gradient and Hessian-vector product are the rows of the full ones (the
+    full ones checked against finite differences above) for ``v`` zero outside ``rows``; with the ball barrier."""
+    X, Mn, eps = _problem(9, near=True)
+    inner = np.einsum("ij,ij->i", Mn, Mn) < 0.9 * eps**2
+    bar = _barrier_value(_pooled_dual(X, Mn, eps, REG, 2), eps, 1e-6, inner)
+    rows = np.flatnonzero(inner)
+    full, part = _BarrierCurvature(bar, eps), _BarrierCurvature(bar, eps, rows)
+    np.testing.assert_allclose(part.grad(), full.grad()[rows], rtol=0, atol=1e-14)
+    v = np.zeros(Mn.shape)
+    v[rows] = np.random.default_rng(0).standard_normal((rows.size, Mn.shape[1]))
+    np.testing.assert_allclose(part.hess_vec(v[rows]), full.hess_vec(v)[rows], rtol=0,
+                               atol=1e-12 * np.abs(full.hess_vec(v)).max())
+
+
+def test_interior_barrier_step_moves_only_the_interior_points():
+    """``interior=True``: the points on the sphere keep their means; ``Phi_mu`` rises."""
+    X, Mn, eps = _problem(11, n=30, d=8)
+    Mn = Mn * (eps / np.linalg.norm(Mn, axis=1))[:, None]  # all on the sphere, then 8 inside
+    Mn[:8] *= 0.5
+    bar = _barrier_value(_pooled_dual(X, Mn, eps, REG, 0), eps, 1e-4)
+    new, _ = _barrier_step(X, bar, eps, REG, cg_iter=20, interior=True)
+    assert new is not None and new.G > bar.G
+    np.testing.assert_allclose(new.dual.Mn[8:], Mn[8:], rtol=0, atol=1e-14)  # rotated back: rounding only
+    assert np.abs(new.dual.Mn[:8] - Mn[:8]).max() > 1e-6

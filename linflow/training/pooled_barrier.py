@@ -138,12 +138,13 @@ class _BarrierCurvature:
     barrier ``mu / (2 n) log t_i`` (``t_i = eps^2 - ||m_i||^2``) adds ``-mu m_i / (n t_i)`` to the gradient and
     ``-mu (v_i / t_i + 2 m_i (m_i^T v_i) / t_i^2) / n`` to the Hessian-vector product (``eps`` needed then)."""
 
-    def __init__(self, bar: _Barrier, eps: float | None = None) -> None:
+    def __init__(self, bar: _Barrier, eps: float | None = None, rows: np.ndarray | None = None) -> None:
         dual, mu = bar.dual, bar.mu
         d = dual.c.size
         self.n = dual.Yc.shape[0]
-        self.Yt = dual.Yc @ dual.V
-        self.Mt = dual.Mn @ dual.V
+        self.rows = rows  # only these points move (None: all); the others' rows of v are 0
+        self.Yt = (dual.Yc if rows is None else dual.Yc[rows]) @ dual.V
+        self.Mt = (dual.Mn if rows is None else dual.Mn[rows]) @ dual.V
         r = bar.r
         s = np.concatenate([dual.c, np.full(dual.k, dual.reg)]) + r
         p = 1.0 / s
@@ -155,11 +156,12 @@ class _BarrierCurvature:
         qq = np.outer(q, q)
         self.A = -np.outer(self.p, self.p) * qq / (qq + mu)
         self.lam = bar.kappa
-        self.tinv = np.zeros(self.n)  # 1 / t_i on the barrier points, else 0
+        self.tinv = np.zeros(self.Mt.shape[0])  # 1 / t_i on the barrier points, else 0
         if bar.inner is not None:
             if eps is None:
                 raise ValueError("eps is needed for the ball barrier")
-            self.tinv[bar.inner] = 1.0 / (eps**2 - np.einsum("ij,ij->i", self.Mt[bar.inner], self.Mt[bar.inner]))
+            inner = bar.inner if rows is None else bar.inner[rows]
+            self.tinv[inner] = 1.0 / (eps**2 - np.einsum("ij,ij->i", self.Mt[inner], self.Mt[inner]))
         self.w = self.diag = mu / self.n * self.tinv  # the per-point curvature of the ball barrier
 
     def grad(self) -> np.ndarray:
@@ -167,10 +169,10 @@ class _BarrierCurvature:
         return (self.Yt * self.p - self.lam * self.Mt) / self.n - self.w[:, None] * self.Mt
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
-        """The Hessian of ``Phi_mu`` times ``v`` (n, d), both in the eigenbasis."""
+        """The Hessian of ``Phi_mu`` times ``v`` (n, d; with ``rows``, those rows only), both in the eigenbasis."""
         n = self.n
-        vc = v - v.mean(axis=0)
-        E = self.Yt.T @ vc / n
+        vc = v - v.sum(axis=0) / n  # v_i - vbar (the points outside ``rows`` have v_i = 0)
+        E = self.Yt.T @ v / n  # = Y_t^T (v - 1 vbar^T) / n over all points: Y_t is centred
         E = E + E.T
         dP = self.A * E
         t = -2.0 * float(np.vdot(self.Mt, v)) / n
@@ -185,24 +187,37 @@ class _BarrierCurvature:
 
 def _barrier_step(X: np.ndarray, bar: _Barrier, eps: float, reg: float, cg_iter: int = 20,
                   halvings: int = 6, damping: float = 1e-6, shift: float | None = None, ball: bool = False,
-                  edge: float = 1e-5) -> tuple[_Barrier | None, int]:
+                  edge: float = 1e-5, interior: bool = False) -> tuple[_Barrier | None, int]:
     """One truncated Newton-CG step on ``Phi_mu`` over all means (module docstring) from ``bar``: ``(new, tries)``,
     the barrier point at the first step length (1, 1/2, ...; at most ``halvings + 1``) where ``Phi_mu`` rose (None if
     none did) and the number of candidates evaluated. ``new.dual.G`` is the true ``Phi`` there (feasible means);
     whether it rose is the caller's to check. ``ball``: the points strictly inside (``||m_i||^2 < eps^2 (1 -
-    edge)``) also carry the ball barrier, so that the step keeps them inside instead of projecting them back."""
+    edge)``) also carry the ball barrier, so that the step keeps them inside instead of projecting them back.
+    ``interior``: only those points move (the Hessian-vector products cost ``n_interior / n`` of the full ones)."""
     if ball:
         Mn = bar.dual.Mn
         bar = _barrier_value(bar.dual, eps, bar.mu, np.einsum("ij,ij->i", Mn, Mn) < eps**2 * (1.0 - edge))
-    cur = _BarrierCurvature(bar, eps)
+    Mn = bar.dual.Mn
+    rows = np.flatnonzero(np.einsum("ij,ij->i", Mn, Mn) < eps**2 * (1.0 - edge)) if interior else None
+    cur = _BarrierCurvature(bar, eps, rows)
     x, on = _tangent_newton(cur, eps, cg_iter, damping, edge, shift)
     V = bar.dual.V
+    Mt = cur.Mt
+    if rows is not None:  # back to all points (the others do not move)
+        Mt, x, on = Mn @ V, _embed(x, rows, Mn.shape), _embed(on, rows, Mn.shape[:1])
     for i in range(halvings + 1):
-        Mn = _retract(cur.Mt, x, on, 0.5**i, eps, V)
+        Mn = _retract(Mt, x, on, 0.5**i, eps, V)
         new = _barrier_value(_pooled_dual(X, Mn, eps, reg, bar.dual.k), eps, bar.mu, bar.inner)
         if new.G > bar.G:
             return new, i + 1
     return None, halvings + 1
+
+
+def _embed(a: np.ndarray, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` as the ``rows`` of a zero array of ``shape``."""
+    out = np.zeros(shape, dtype=a.dtype)
+    out[rows] = a
+    return out
 
 
 def _barrier_newton(X: np.ndarray, dual: _Dual, eps: float, reg: float, mu: float, cg_iter: int = 20,
