@@ -41,7 +41,15 @@ with ``dP = V (A o Ê + dkappa diag(b)) V^T``.
 points whose gradient points outward move in their tangent space) on ``Phi_mu``, then step lengths 1, 1/2, 1/4, ...
 on the retracted (feasible) means until ``Phi_mu`` rises. Every candidate's eigendecomposition also gives the TRUE
 water-filled ``Phi`` (:func:`.pooled_dual._pooled_dual`, float64, at ball-projected means): only that value may enter
-a certificate, and only if it rose.
+a certificate, and only if it rose (:func:`_barrier_newton`). Options: a log barrier on the balls of the interior
+points too (``ball``), or only the interior points moving (``interior``).
+
+**Measured** (``bench/r6_barrier.py``; MNIST-5k, one thread; not used by the solver): the model holds through the
+crossings, but the central path's true ``Phi`` lies far below the optimum unless ``mu <= 1e-8`` (eps 1: about -5e-5
+at ``mu = 1e-5``, -2.4e-5 at 3e-6), and there the model holds only for about 20 CG products and CG, preconditioned
+by the per-point part as the block step is, barely converges: from the default's state at 27.5 CPU s (eps 1), 25
+more CPU s raise ``Phi`` to 5.1e-6 below the 600-s reference against the default's 3.1e-6 (eps 3: 9.4e-5 against
+5.7e-5), and alternating it with the default (R6, ``newton``'s slot) widens the 60-s gap.
 """
 
 from __future__ import annotations
