@@ -36,7 +36,10 @@ from .pooled_dual import _ball, _Dual, _pooled_dual
 
 
 class _Curvature:
-    """The pieces of the Hessian of ``Phi`` at a dual point (module docstring), in the eigenbasis of ``C``."""
+    """The pieces of the Hessian of ``Phi`` at a dual point (module docstring), in the eigenbasis of ``C``.
+    ``diag``: a per-point curvature added to the preconditioner (0 here)."""
+
+    diag: float | np.ndarray = 0.0
 
     def __init__(self, dual: _Dual) -> None:
         c, nu = dual.c, dual.nu
@@ -81,12 +84,12 @@ class _Curvature:
         return (self.Yt @ dP + vc * self.p - dlam * self.Mt - self.lam * v) / n
 
 
-def _newton_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, cg_iter: int = 20,
-                 damping: float = 1e-6, edge: float = 1e-5,
-                 shift: float | None = None) -> _Dual | None:
-    """One truncated Newton-CG step on ``Phi`` over all means (module docstring); the new dual if ``Phi`` rose, else
-    None. ``damping``: a Levenberg-Marquardt term ``damping * lambda / n`` added to the (PSD) system."""
-    cur = _Curvature(dual)
+def _tangent_newton(cur: _Curvature, eps: float, cg_iter: int = 20, damping: float = 1e-6, edge: float = 1e-5,
+                    shift: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The truncated Newton-CG direction of :func:`_newton_step` (module docstring) for any curvature ``cur`` with
+    the interface of :class:`_Curvature` (``grad``, ``hess_vec``, ``Mt``, ``p``, ``lam``, ``n``, ``diag``; also
+    :class:`linflow.training.pooled_barrier._BarrierCurvature`): ``(x, on)``, the direction in the eigenbasis and
+    the mask of the sphere points that move in their tangent space."""
     g = cur.grad()
     Mt = cur.Mt
     r2 = np.sum(Mt**2, axis=1)
@@ -108,7 +111,7 @@ def _newton_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, cg_iter: in
     # preconditioner: the per-point (block) part of the system, diagonal in the eigenbasis, shifted by ``shift``
     if shift is None:
         shift = 1.5 * cur.lam * Mt.shape[1]
-    pre = cur.n / (np.maximum(cur.lam - cur.p, 0.0)[None, :] + cur.n * mu[:, None] + shift)
+    pre = cur.n / (np.maximum(cur.lam - cur.p, 0.0)[None, :] + cur.n * (mu + cur.diag)[:, None] + shift)
 
     def prec(r: np.ndarray) -> np.ndarray:
         return proj(pre * r)
@@ -134,14 +137,28 @@ def _newton_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, cg_iter: in
             break
         z = y + (ry_new / ry) * z
         ry = ry_new
-    V = dual.V
+    return x, on
+
+
+def _retract(Mt: np.ndarray, x: np.ndarray, on: np.ndarray, alpha: float, eps: float, V: np.ndarray) -> np.ndarray:
+    """Feasible means ``m + alpha x`` (eigenbasis ``V``) in original coordinates: the tangent points put back on the
+    sphere, the rest projected onto the ball."""
+    new = Mt + alpha * x
+    if on.any():
+        nn = np.linalg.norm(new[on], axis=1)
+        new[on] *= (eps / nn)[:, None]
+    return _ball(new @ V.T, eps)
+
+
+def _newton_step(X: np.ndarray, dual: _Dual, eps: float, reg: float, cg_iter: int = 20,
+                 damping: float = 1e-6, edge: float = 1e-5,
+                 shift: float | None = None) -> _Dual | None:
+    """One truncated Newton-CG step on ``Phi`` over all means (module docstring); the new dual if ``Phi`` rose, else
+    None. ``damping``: a Levenberg-Marquardt term ``damping * lambda / n`` added to the (PSD) system."""
+    cur = _Curvature(dual)
+    x, on = _tangent_newton(cur, eps, cg_iter, damping, edge, shift)
     for alpha in (1.0, 0.5, 0.25):
-        new = Mt + alpha * x
-        if on.any():
-            nn = np.linalg.norm(new[on], axis=1)
-            new[on] *= (eps / nn)[:, None]
-        cand = _ball(new @ V.T, eps)
-        nd = _pooled_dual(X, cand, eps, reg, dual.k)
+        nd = _pooled_dual(X, _retract(cur.Mt, x, on, alpha, eps, dual.V), eps, reg, dual.k)
         if nd.G > dual.G:
             return nd
     return None
