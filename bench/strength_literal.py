@@ -10,7 +10,9 @@ image, with the passes each run spent.
 
     python bench/strength_literal.py out/full/checkpoints fashion-mnist docs/results/strength-literal-fashion.json
 
-writes the rows as JSON (atomically) and prints a table (minutes per checkpoint on one CPU thread at 28x28).
+writes the rows as JSON (atomically) and prints a table (minutes per checkpoint on one CPU thread at 28x28);
+``python bench/strength_literal.py --compare BEFORE.json AFTER.json`` puts two such runs (before and after a change of
+the default) against the best of all four runs per image (:func:`compare`).
 """
 
 from __future__ import annotations
@@ -79,10 +81,37 @@ def _line(r: dict) -> str:
             f"cpu {r['default_cpu_s']:.0f}+{r['strong_cpu_s']:.0f} s")
 
 
+def compare(before: str, after: str) -> list[tuple]:
+    """Two saved runs of :func:`literal_strength` (JSON files; e.g. before and after a change of the default) on the
+    same images: per cell present in both, the worst and median fraction that each default reaches of the best
+    change found by any of the four runs (both defaults, both strong runs). Rows ``(checkpoint, norm, eps,
+    direction, worst before, median before, worst after, median after)``."""
+    rows = {}
+    for tag, path in (("before", before), ("after", after)):
+        with open(path) as fh:
+            for r in json.load(fh)["rows"]:
+                rows.setdefault((r["checkpoint"], r["norm"], r["eps"], r["direction"]), {})[tag] = r
+    out = []
+    for (ck, norm, eps, lk), pair in rows.items():
+        if len(pair) < 2:
+            continue
+        runs = [np.asarray(pair[t][k]) for t in ("before", "after") for k in ("default_change", "strong_change")]
+        best = np.max(runs, axis=0) if lk == "decrease" else np.min(runs, axis=0)
+        fb, fa = runs[0] / best, runs[2] / best
+        out.append((ck, norm, eps, lk, float(fb.min()), float(np.median(fb)), float(fa.min()), float(np.median(fa))))
+    return out
+
+
 def main(argv: list[str]) -> int:
     import argparse
 
     import torch
+
+    if argv[:1] == ["--compare"] and len(argv) == 3:
+        print(f"{'checkpoint':28s} {'norm':4s} {'eps':>6s} {'dir':8s}  worst (median) before -> after")
+        for ck, norm, eps, lk, wb, mb, wa, ma in compare(argv[1], argv[2]):
+            print(f"{ck:28s} {norm:4s} {eps:6.3f} {lk:8s}  {wb:.3f} ({mb:.3f}) -> {wa:.3f} ({ma:.3f})")
+        return 0
 
     from deepcheck.fileio import atomic_write
 
