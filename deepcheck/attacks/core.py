@@ -370,7 +370,8 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
         if raising and run <= 1:  # L2 raising on large inputs: Rprop, then APGD from its best point (.raising)
             start = best_delta if run else first if first is not None else norm.random(shape, spec.eps, gen, like.dtype)
             delta, val, hist = raising_run(run, fn, project, norm.step, start.to(like.device), spec.eps, spec.steps,
-                                           PROBE_RUN * spec.steps, spec.alpha0)
+                                           PROBE_RUN * spec.steps, spec.alpha0, None if x is None or spec.clamp is None
+                                           else (spec.clamp[0] - x, spec.clamp[1] - x))
         elif run == 1 and value is not None and l2_default and spec.steps >= 2:
             delta, val, hist = _probe_run(fn, value, project, spec, NORM_SPECS["l2"], shape, like, gen, best_delta,
                                           x if sphere else None, patterns=method not in ("probe", "random"),

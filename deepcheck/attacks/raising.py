@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from .search import apgd
+from .search import _bcast, apgd
 from .vertex import RPROP_ETA0, rprop
 
 Tensor = torch.Tensor
@@ -38,6 +38,8 @@ LARGE_D = 256
 :func:`raising_run` for runs 0 and 1 (with ``restarts >= 1``); ``0``: never (the default before, for ``bench/``)."""
 WARM_ALPHA = 0.125
 """The first step of the APGD continuation, in units of ``alpha0``."""
+METRIC = False
+"""Run 1 is :func:`metric_run` (a diagonal metric from secants) instead of APGD, where the data box is known."""
 
 
 def uses_raising(sign: float, norm: str, adaptive: bool, restarts: int, numel: int) -> bool:
@@ -47,7 +49,8 @@ def uses_raising(sign: float, norm: str, adaptive: bool, restarts: int, numel: i
 
 
 def raising_run(run: int, fn: Fn, project: Callable[[Tensor], Tensor], step: Callable[[Tensor, Tensor, Tensor], Tensor],
-                start: Tensor, eps: float, steps: int, passes: int, alpha0: float) -> tuple[Tensor, Tensor, Tensor]:
+                start: Tensor, eps: float, steps: int, passes: int, alpha0: float,
+                box: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Run 0: Rprop from ``start`` (projected) for ``steps`` steps (``1 + steps`` passes; first step ``RPROP_ETA0 *
     alpha0`` per coordinate). Run 1: APGD from ``start`` (the best point so far) for ``passes`` passes, its first
     step ``WARM_ALPHA * alpha0``. ``fn(delta) -> (objective, gradient)`` is maximised. Returns the best ``delta``, its
@@ -55,5 +58,72 @@ def raising_run(run: int, fn: Fn, project: Callable[[Tensor], Tensor], step: Cal
     if run == 0:
         best, best_val, _, hist = rprop(fn, project(start), project, eps, steps, RPROP_ETA0 * alpha0)
         return best, best_val, hist
+    if METRIC and box is not None:
+        return metric_run(fn, start, project, eps, max(passes - 1, 1), WARM_ALPHA * alpha0, *box)
     best, best_val, _, hist = apgd(fn, start, project, step, max(passes - 1, 1), WARM_ALPHA * alpha0)
     return best, best_val, hist
+
+
+def metric_project(v: Tensor, h: Tensor, eps: float, lo: Tensor, hi: Tensor, iters: int = 64) -> Tensor:
+    r"""Per sample the projection of ``v`` onto the ball ``||d||_2 <= eps`` intersected with the box
+    ``lo <= d <= hi`` (``lo <= 0 <= hi``) in the diagonal metric ``h > 0``:
+    ``argmin_d sum_j h_j (d_j - v_j)^2``. KKT: ``d_j(lam) = clip(h_j v_j / (h_j + lam), lo_j, hi_j)`` with the
+    ball's multiplier ``lam >= 0``, ``lam (||d|| - eps) = 0``; ``||d(lam)||`` is non-increasing in ``lam`` and
+    ``<= eps`` at ``lam = ||h v|| / eps``, so ``lam`` is found by bisection (``iters`` halvings, float64; the
+    feasible end is returned)."""
+    B = v.shape[0]
+    vf, hf = v.reshape(B, -1).double(), h.reshape(B, -1).double()
+    lo, hi = lo.reshape(B, -1).double(), hi.reshape(B, -1).double()
+
+    def d_of(lam: Tensor) -> Tensor:
+        return torch.minimum(torch.maximum(hf * vf / (hf + lam[:, None]), lo), hi)
+
+    zero = vf.new_zeros(B)
+    inside = d_of(zero).norm(dim=1) <= eps
+    lam_lo, lam_hi = zero, (hf * vf).norm(dim=1) / eps
+    for _ in range(iters):
+        mid = 0.5 * (lam_lo + lam_hi)
+        over = d_of(mid).norm(dim=1) > eps
+        lam_lo, lam_hi = torch.where(over, mid, lam_lo), torch.where(over, lam_hi, mid)
+    return d_of(torch.where(inside, zero, lam_hi)).to(v.dtype).reshape(v.shape)
+
+
+SECANT_RANGE = 1e6
+"""The secant curvatures of :func:`metric_run` are kept within this factor of their per-sample median."""
+
+
+def metric_run(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, alpha0: float,
+               lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""A projected scaled-gradient ascent in a diagonal metric learnt from secants: ``1 + steps`` passes of
+    ``delta' = Pi_h(delta + t g / h)`` (``Pi_h``: :func:`metric_project`), kept only if the objective does not fall;
+    ``t`` doubles on success (at most 1: the diagonal Newton step) and halves on failure. ``h_j``, the curvature of
+    the minimised NLL along coordinate ``j``, is the secant ``-(g'_j - g_j) / (d'_j - d_j)`` of the last evaluated
+    candidate that moved ``j`` (positive ones only), at first ``||g|| / alpha0`` for all (a first step of length
+    ``alpha0``). Exact on a separable quadratic (Newton); coupled coordinates bias it."""
+    val, grad = fn(delta)
+    B = val.shape[0]
+    hist = [val]
+    best, best_val = delta, val
+    lo, hi = lo.expand_as(delta).reshape(B, -1), hi.expand_as(delta).reshape(B, -1)
+    gn = grad.reshape(B, -1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
+    h = (gn / alpha0)[:, None].expand(B, lo.shape[1]).clone()
+    t = torch.ones_like(val)
+    for _ in range(steps):
+        flat, g = delta.reshape(B, -1), grad.reshape(B, -1)
+        v = flat + t[:, None] * g / h
+        cand = project(metric_project(v, h, eps, lo, hi).reshape(delta.shape))
+        cval, cgrad = fn(cand)
+        s, y = cand.reshape(B, -1) - flat, g - cgrad.reshape(B, -1)
+        sec = y / torch.where(s != 0, s, torch.ones_like(s))
+        ok_sec = (s != 0) & (sec > 0) & torch.isfinite(sec)
+        h = torch.where(ok_sec, sec, h)
+        med = h.median(dim=1, keepdim=True).values
+        h = torch.minimum(torch.maximum(h, med / SECANT_RANGE), med * SECANT_RANGE)
+        ok = cval >= val
+        okb = _bcast(ok, delta)
+        delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
+        t = torch.where(ok, (2 * t).clamp(max=1.0), 0.5 * t)
+        better = val > best_val
+        best, best_val = torch.where(_bcast(better, best), delta, best), torch.where(better, val, best_val)
+        hist.append(best_val)
+    return best, best_val, torch.stack(hist)
