@@ -88,6 +88,10 @@ def metric_project(v: Tensor, h: Tensor, eps: float, lo: Tensor, hi: Tensor, ite
     return d_of(torch.where(inside, zero, lam_hi)).to(v.dtype).reshape(v.shape)
 
 
+T_MAX = 1.0
+"""The largest step of :func:`metric_run`, in units of the diagonal Newton step."""
+MOMENTUM = 0.0
+SECANT_MIX = 1.0
 SECANT_RANGE = 1e6
 """The secant curvatures of :func:`metric_run` are kept within this factor of their per-sample median."""
 
@@ -108,21 +112,23 @@ def metric_run(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: 
     gn = grad.reshape(B, -1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
     h = (gn / alpha0)[:, None].expand(B, lo.shape[1]).clone()
     t = torch.ones_like(val)
+    prev = delta.reshape(B, -1)
     for _ in range(steps):
         flat, g = delta.reshape(B, -1), grad.reshape(B, -1)
-        v = flat + t[:, None] * g / h
+        v = flat + t[:, None] * g / h + MOMENTUM * (flat - prev)
         cand = project(metric_project(v, h, eps, lo, hi).reshape(delta.shape))
         cval, cgrad = fn(cand)
         s, y = cand.reshape(B, -1) - flat, g - cgrad.reshape(B, -1)
         sec = y / torch.where(s != 0, s, torch.ones_like(s))
         ok_sec = (s != 0) & (sec > 0) & torch.isfinite(sec)
-        h = torch.where(ok_sec, sec, h)
+        h = torch.where(ok_sec, sec.clamp_min(1e-300) ** SECANT_MIX * h ** (1 - SECANT_MIX), h)
         med = h.median(dim=1, keepdim=True).values
         h = torch.minimum(torch.maximum(h, med / SECANT_RANGE), med * SECANT_RANGE)
         ok = cval >= val
         okb = _bcast(ok, delta)
+        prev = torch.where(ok[:, None], flat, prev)
         delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
-        t = torch.where(ok, (2 * t).clamp(max=1.0), 0.5 * t)
+        t = torch.where(ok, (2 * t).clamp(max=T_MAX), 0.5 * t)
         better = val > best_val
         best, best_val = torch.where(_bcast(better, best), delta, best), torch.where(better, val, best_val)
         hist.append(best_val)
