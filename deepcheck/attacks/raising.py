@@ -38,8 +38,9 @@ LARGE_D = 256
 :func:`raising_run` for runs 0 and 1 (with ``restarts >= 1``); ``0``: never (the default before, for ``bench/``)."""
 WARM_ALPHA = 0.125
 """The first step of the APGD continuation, in units of ``alpha0``."""
-METRIC = False
-"""Run 1 is :func:`metric_run` (a diagonal metric from secants) instead of APGD, where the data box is known."""
+METRIC = True
+"""Run 1 is :func:`metric_run` (a diagonal metric learnt from secants); ``False``: APGD from Rprop's best point (the
+default before, commit b0b6c9f; ``bench/``)."""
 
 
 def uses_raising(sign: float, norm: str, adaptive: bool, restarts: int, numel: int) -> bool:
@@ -52,14 +53,17 @@ def raising_run(run: int, fn: Fn, project: Callable[[Tensor], Tensor], step: Cal
                 start: Tensor, eps: float, steps: int, passes: int, alpha0: float,
                 box: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Run 0: Rprop from ``start`` (projected) for ``steps`` steps (``1 + steps`` passes; first step ``RPROP_ETA0 *
-    alpha0`` per coordinate). Run 1: APGD from ``start`` (the best point so far) for ``passes`` passes, its first
-    step ``WARM_ALPHA * alpha0``. ``fn(delta) -> (objective, gradient)`` is maximised. Returns the best ``delta``, its
-    objective and the history of best objectives (one row per pass)."""
+    alpha0`` per coordinate). Run 1: from ``start`` (the best point so far) for ``passes`` passes, :func:`metric_run`
+    (``METRIC``; its first step ``WARM_ALPHA * alpha0``) or APGD (first step ``WARM_ALPHA * alpha0``). ``box``: the
+    bounds ``lo <= delta <= hi`` of the data box (``clamp - x``; ``None``: none). ``fn(delta) -> (objective,
+    gradient)`` is maximised. Returns the best ``delta``, its objective and the history of best objectives (one row
+    per pass)."""
     if run == 0:
         best, best_val, _, hist = rprop(fn, project(start), project, eps, steps, RPROP_ETA0 * alpha0)
         return best, best_val, hist
-    if METRIC and box is not None:
-        return metric_run(fn, start, project, eps, max(passes - 1, 1), WARM_ALPHA * alpha0, *box)
+    if METRIC:
+        lo, hi = box if box is not None else (torch.full_like(start, -torch.inf), torch.full_like(start, torch.inf))
+        return metric_run(fn, start, project, eps, max(passes - 1, 1), WARM_ALPHA * alpha0, lo, hi)
     best, best_val, _, hist = apgd(fn, start, project, step, max(passes - 1, 1), WARM_ALPHA * alpha0)
     return best, best_val, hist
 
@@ -88,12 +92,10 @@ def metric_project(v: Tensor, h: Tensor, eps: float, lo: Tensor, hi: Tensor, ite
     return d_of(torch.where(inside, zero, lam_hi)).to(v.dtype).reshape(v.shape)
 
 
-T_MAX = 1.0
-"""The largest step of :func:`metric_run`, in units of the diagonal Newton step."""
-MOMENTUM = 0.0
-SECANT_MIX = 1.0
+SECANT_WEIGHT = 0.3
+""":func:`metric_run` moves each curvature ``h_j`` this far (geometrically) to a new secant: ``h_j <- s^w h_j^(1-w)``."""
 SECANT_RANGE = 1e6
-"""The secant curvatures of :func:`metric_run` are kept within this factor of their per-sample median."""
+"""The curvatures of :func:`metric_run` are kept within this factor of their per-sample median."""
 
 
 def metric_run(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: float, steps: int, alpha0: float,
@@ -112,23 +114,21 @@ def metric_run(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: 
     gn = grad.reshape(B, -1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
     h = (gn / alpha0)[:, None].expand(B, lo.shape[1]).clone()
     t = torch.ones_like(val)
-    prev = delta.reshape(B, -1)
     for _ in range(steps):
         flat, g = delta.reshape(B, -1), grad.reshape(B, -1)
-        v = flat + t[:, None] * g / h + MOMENTUM * (flat - prev)
+        v = flat + t[:, None] * g / h
         cand = project(metric_project(v, h, eps, lo, hi).reshape(delta.shape))
         cval, cgrad = fn(cand)
         s, y = cand.reshape(B, -1) - flat, g - cgrad.reshape(B, -1)
         sec = y / torch.where(s != 0, s, torch.ones_like(s))
         ok_sec = (s != 0) & (sec > 0) & torch.isfinite(sec)
-        h = torch.where(ok_sec, sec.clamp_min(1e-300) ** SECANT_MIX * h ** (1 - SECANT_MIX), h)
+        h = torch.where(ok_sec, sec.clamp_min(torch.finfo(h.dtype).tiny) ** SECANT_WEIGHT * h ** (1 - SECANT_WEIGHT), h)
         med = h.median(dim=1, keepdim=True).values
         h = torch.minimum(torch.maximum(h, med / SECANT_RANGE), med * SECANT_RANGE)
         ok = cval >= val
         okb = _bcast(ok, delta)
-        prev = torch.where(ok[:, None], flat, prev)
         delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
-        t = torch.where(ok, (2 * t).clamp(max=T_MAX), 0.5 * t)
+        t = torch.where(ok, (2 * t).clamp(max=1.0), 0.5 * t)
         better = val > best_val
         best, best_val = torch.where(_bcast(better, best), delta, best), torch.where(better, val, best_val)
         hist.append(best_val)
