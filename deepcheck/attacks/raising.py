@@ -8,29 +8,31 @@ at the clamp by ~1e-3), so the normalised L2 step of APGD, one length for all co
 defaults (100 steps, 1 restart: APGD from zero, then the probe run) it reached 0.29-0.49 of the NLL decrease that
 Rprop + APGD below reaches on the full run's RealNVP MLE (8 Fashion-MNIST images, eps 0.5; 0.10-0.25 at eps 2).
 
-Rprop (:func:`~.vertex.rprop`: a step per coordinate, grown while its partial derivative keeps its sign, halved when
-it flips, a candidate kept only if the objective does not fall) separates those scales as it does for L-inf raising,
-but projected onto the L2 ball it slows after ~100 passes (the projection couples the coordinates). At the default
-budget (``restarts >= 1``): run 0 is Rprop from zero for ``steps`` passes and run 1, instead of the probe run, starts
-from its best point for ``PROBE_RUN * steps`` passes (401 forward+backward passes, as before; no forward-only
-screening). Run 1 was APGD with the first step ``alpha0 * WARM_ALPHA`` (commit b0b6c9f; ``METRIC = False``); it is
-now :func:`metric_run`: ``delta' = Pi_h(delta + t g / h)``, a diagonal Newton step whose curvatures ``h_j`` are learnt
-from the secants of the evaluated candidates (damped, ``SECANT_WEIGHT``), and ``Pi_h`` the exact projection onto
-ball and box in the metric ``h`` (:func:`metric_project`; a Euclidean projection after a scaled step does not stop at
-a KKT point of the ball). Measured on the full run's checkpoints (8 Fashion-MNIST test images, eps 0.5 / 2; the
-reference per image is the best of a strong run of the Rprop + APGD default, 400 steps x 8 runs at seed 3, and of
-every default and variant run on them), worst (median) fraction, Rprop + APGD -> metric run: GLOW MLE 0.964 (0.985)
--> 1.000 (1.000) / 0.802 (0.935) -> 0.999 (1.000); GLOW hybrid 0.997 (1.000) -> 0.999 (1.000) / 0.967 (0.979) ->
-0.997 (1.000); RealNVP MLE 0.684 (0.913) -> 0.999 (1.000) / 0.562 (0.907) -> 0.999 (1.000); RealNVP hybrid 0.621
-(0.914) -> 1.000 (1.000) / 0.508 (0.873) -> 0.997 (1.000). At 401 passes it beats the 4007-pass strong run on 49 of
-the 64 images (by up to 1.6x on RealNVP MLE, eps 2). Variants (same cells; worst over the 8): the exact Euclidean
-projection alone (``SECANT_WEIGHT = 0``: no learnt metric) 0.52-0.98, no better than APGD; undamped secants (1) 0.89;
-0.1: 0.979; 0.2: 0.996; 0.3 (the default): 0.997. On the coupled box case of ``tests/test_attack_raising.py``
-(foreground scales 0.01-0.5 in a random rotation, background 1e-3, eps 2; exact optimum by cvxpy), worst of 4 points
-at seeds 1 / 2: APGD + probe run 0.898 / 0.906, Rprop + APGD 0.962 / 0.972, metric run 0.979 / 0.982 (weight 0.1:
-0.982 / 0.985; 0.2: 0.982 / 0.983; 1: 0.961 / 0.959; momentum 0.5 or steps up to twice the Newton step: no better).
-Restarts beyond the first are the random-start APGD runs of :mod:`.core`; ``restarts=0`` (training's adversary) is
-unchanged.
+Rprop (:func:`~.vertex.rprop`: a step per coordinate, grown while its partial derivative keeps its sign, halved when it
+flips, a candidate kept only if the objective does not fall) separates those scales as it does for L-inf raising, but
+projected onto the L2 ball it slows after ~100 passes (the projection couples the coordinates). At the default budget
+(``restarts >= 1``): run 0 is Rprop from zero for ``steps`` passes and run 1, instead of the probe run, starts from its
+best point for ``PROBE_RUN * steps`` passes (401 forward+backward passes, as before; no forward-only screening). Run 1
+was APGD with the first step ``alpha0 * WARM_ALPHA`` (commit b0b6c9f; ``METRIC = False``); it is now :func:`metric_run`:
+``delta' = Pi_h(delta + t g / h)``, a diagonal Newton step whose curvatures ``h_j`` are learnt from the secants of the
+evaluated candidates (damped, ``SECANT_WEIGHT``), and ``Pi_h`` the exact projection onto ball and box in the metric
+``h`` (:func:`metric_project`; a Euclidean projection after a scaled step does not stop at a KKT point of the ball).
+Measured on the full run's checkpoints (8 Fashion-MNIST test images, eps 0.5 / 2; the reference per image is the best of
+a strong run of the Rprop + APGD default, 400 steps x 8 runs at seed 3, and of every default and variant run on them),
+worst (median) fraction, Rprop + APGD -> metric run: GLOW MLE 0.964 (0.985) -> 1.000 (1.000) / 0.802 (0.935) -> 0.999
+(1.000); GLOW hybrid 0.997 (1.000) -> 0.999 (1.000) / 0.967 (0.979) -> 0.997 (1.000); RealNVP MLE 0.684 (0.913) -> 0.999
+(1.000) / 0.562 (0.907) -> 0.999 (1.000); RealNVP hybrid 0.621 (0.914) -> 1.000 (1.000) / 0.508 (0.873) -> 0.997
+(1.000). At 401 passes it beats the 4007-pass strong run on 49 of the 64 images (by up to 1.6x on RealNVP MLE, eps 2).
+Head to head (the better of the two per image as the reference) at eps 1 and 4 on the same images, and on 8 MNIST
+(``mnist5k``) images at eps 0.5 and 2 against the same checkpoints: the metric run's worst >= 0.999 in all 16 cells,
+Rprop + APGD's 0.49-1.000. Its projection costs ~2 ms per pass for 8 images (64 bisection halvings; a pass of the
+RealNVP is ~35 ms). Variants (same cells; worst over the 8): the exact Euclidean projection alone (``SECANT_WEIGHT =
+0``: no learnt metric) 0.52-0.98, no better than APGD; undamped secants (1) 0.89; 0.1: 0.979; 0.2: 0.996; 0.3 (the
+default): 0.997. On the coupled box case of ``tests/test_attack_raising.py`` (foreground scales 0.01-0.5 in a random
+rotation, background 1e-3, eps 2; exact optimum by cvxpy), worst of 4 points at seeds 1 / 2: APGD + probe run 0.898 /
+0.906, Rprop + APGD 0.962 / 0.972, metric run 0.979 / 0.982 (weight 0.1: 0.982 / 0.985; 0.2: 0.982 / 0.983; 1: 0.961 /
+0.959; momentum 0.5 or steps up to twice the Newton step: no better). Restarts beyond the first are the random-start
+APGD runs of :mod:`.core`; ``restarts=0`` (training's adversary) is unchanged.
 """
 
 from __future__ import annotations
