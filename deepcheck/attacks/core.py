@@ -367,7 +367,7 @@ def best_of_runs(fn: Callable[[Tensor], tuple[Tensor, Tensor]], project: Callabl
     raising = (value is not None and l2_default and method not in ("single", "probe", "random")
                and uses_raising(spec.sign, spec.norm, spec.adaptive, spec.restarts, math.prod(shape[1:])))
     for run in range(1 + spec.restarts):
-        if raising and run <= 1:  # L2 raising on large inputs: Rprop, then APGD from its best point (.raising)
+        if raising and run <= 1:  # L2 raising on large inputs: Rprop, then the metric run (.raising)
             start = best_delta if run else first if first is not None else norm.random(shape, spec.eps, gen, like.dtype)
             delta, val, hist = raising_run(run, fn, project, norm.step, start.to(like.device), spec.eps, spec.steps,
                                            PROBE_RUN * spec.steps, spec.alpha0, None if x is None or spec.clamp is None

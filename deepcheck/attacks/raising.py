@@ -121,10 +121,9 @@ def metric_run(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: 
     the minimised NLL along coordinate ``j``, is the secant ``-(g'_j - g_j) / (d'_j - d_j)`` of the last evaluated
     candidate that moved ``j`` (positive ones only), at first ``||g|| / alpha0`` for all (a first step of length
     ``alpha0``). Exact on a separable quadratic (Newton); coupled coordinates bias it."""
-    val, grad = fn(delta)
+    val, grad = fn(delta)  # monotone (a candidate is kept only if it does not fall): the iterate is the best point
     B = val.shape[0]
     hist = [val]
-    best, best_val = delta, val
     lo, hi = lo.expand_as(delta).reshape(B, -1), hi.expand_as(delta).reshape(B, -1)
     gn = grad.reshape(B, -1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
     h = (gn / alpha0)[:, None].expand(B, lo.shape[1]).clone()
@@ -144,7 +143,5 @@ def metric_run(fn: Fn, delta: Tensor, project: Callable[[Tensor], Tensor], eps: 
         okb = _bcast(ok, delta)
         delta, grad, val = torch.where(okb, cand, delta), torch.where(okb, cgrad, grad), torch.where(ok, cval, val)
         t = torch.where(ok, (2 * t).clamp(max=1.0), 0.5 * t)
-        better = val > best_val
-        best, best_val = torch.where(_bcast(better, best), delta, best), torch.where(better, val, best_val)
-        hist.append(best_val)
-    return best, best_val, torch.stack(hist)
+        hist.append(val)
+    return delta, val, torch.stack(hist)
